@@ -1,0 +1,416 @@
+//! Application lifecycle and executor state changes.
+
+use flint_proto::{
+    AppId, ApplicationDescription, ApplicationState, ExecutorId, ExecutorState, MasterStatus,
+    WorkerState,
+};
+
+use super::model::AppInfo;
+use super::{Effect, LogLevel, MasterState, Reply};
+
+impl MasterState {
+    /// Registers an application (FIFO), persists it, replies
+    /// `RegisteredApplication` and schedules. Ignored in STANDBY, as Spark.
+    ///
+    /// A registration from a driver address whose app is still active is a
+    /// retry: it is answered with the existing id instead of creating a
+    /// second app. A description that can never be scheduled
+    /// (`cores_per_executor == Some(0)`, empty program) is registered and
+    /// immediately FAILED with the reason.
+    pub(super) fn register_application(
+        &mut self,
+        now_ms: u64,
+        desc: ApplicationDescription,
+        driver_address: String,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.status == MasterStatus::Standby {
+            self.log_info(
+                out,
+                format!("Ignoring registration of app {} in STANDBY", desc.name),
+            );
+            return;
+        }
+        if let Some(existing) = self
+            .app_order
+            .iter()
+            .filter_map(|id| self.apps.get(id))
+            .find(|a| a.driver_address == driver_address)
+        {
+            let app_id = existing.id.clone();
+            self.log_warn(
+                out,
+                format!("Attempted to re-register application at same address {driver_address}; it is {app_id}"),
+            );
+            out.push(Effect::RegisteredApplication { app_id });
+            return;
+        }
+        self.log_info(out, format!("Registering app {}", desc.name));
+        let app_id = self.new_app_id(now_ms);
+        let invalid = desc.validate().err();
+        let app = AppInfo::new(
+            app_id.clone(),
+            desc,
+            now_ms,
+            driver_address,
+            self.config.default_cores,
+        );
+        self.log_info(
+            out,
+            format!("Registered app {} with ID {app_id}", app.desc.name),
+        );
+        out.push(Effect::PersistApp(app.record()));
+        self.apps.insert(app_id.clone(), app);
+        self.app_order.push(app_id.clone());
+        out.push(Effect::RegisteredApplication {
+            app_id: app_id.clone(),
+        });
+        if let Some(err) = invalid {
+            let message = format!("FAILED: invalid application description: {err}");
+            self.log_error(out, format!("Application {app_id}: {message}"));
+            self.remove_application(now_ms, &app_id, ApplicationState::Failed, message, out);
+            return;
+        }
+        self.pending_schedule = true;
+    }
+
+    /// A new app id: `app-<timestamp>-<counter>`, the counter wrapping at
+    /// `app_number_modulo` when set.
+    fn new_app_id(&mut self, now_ms: u64) -> AppId {
+        let id = AppId::generate(now_ms, self.next_app_number);
+        self.next_app_number = self.next_app_number.wrapping_add(1);
+        if let Some(m) = self.config.app_number_modulo.filter(|m| *m > 0) {
+            self.next_app_number %= m;
+        }
+        id
+    }
+
+    /// Unregister or driver disconnect: the app ends FINISHED.
+    pub(super) fn finish_application(
+        &mut self,
+        now_ms: u64,
+        app_id: &AppId,
+        out: &mut Vec<Effect>,
+    ) {
+        self.remove_application(
+            now_ms,
+            app_id,
+            ApplicationState::Finished,
+            ApplicationState::Finished.to_string(),
+            out,
+        );
+    }
+
+    pub(super) fn app_disconnected(&mut self, now_ms: u64, app_id: &AppId, out: &mut Vec<Effect>) {
+        if self.apps.contains_key(app_id) {
+            self.log_info(
+                out,
+                format!("Driver of {app_id} got disassociated, removing it."),
+            );
+            self.finish_application(now_ms, app_id, out);
+        }
+        self.maybe_complete_recovery(now_ms, out);
+    }
+
+    /// An operator kills the app: it ends KILLED; replies whether it was
+    /// active.
+    pub(super) fn kill_application(&mut self, now_ms: u64, app_id: &AppId, out: &mut Vec<Effect>) {
+        let found = self.apps.contains_key(app_id);
+        if found {
+            self.log_info(out, format!("Killing application {app_id} on request"));
+            self.remove_application(
+                now_ms,
+                app_id,
+                ApplicationState::Killed,
+                ApplicationState::Killed.to_string(),
+                out,
+            );
+        } else {
+            self.log_warn(out, format!("Asked to kill unknown application {app_id}"));
+        }
+        out.push(Effect::Reply(Reply::Ack(found)));
+    }
+
+    /// Spark's `removeApplication`: moves the app to the completed list
+    /// (trimming it to `retained_applications` the way Spark does), kills its
+    /// executors, tells the driver unless it FINISHED, unpersists it and
+    /// tells every worker the app is gone.
+    pub(super) fn remove_application(
+        &mut self,
+        now_ms: u64,
+        app_id: &AppId,
+        state: ApplicationState,
+        message: String,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(mut app) = self.apps.remove(app_id) else {
+            return;
+        };
+        self.log_info(out, format!("Removing app {app_id} ({state})"));
+        self.app_order.retain(|id| id != app_id);
+        let retained = self.config.retained_applications;
+        if self.completed_apps.len() >= retained {
+            let drop = (retained / 10).max(1).min(self.completed_apps.len());
+            self.completed_apps.drain(..drop);
+        }
+        for exec in app.executors.values_mut() {
+            if let Some(worker) = self.workers.get_mut(&exec.worker_id) {
+                worker.remove_executor(app_id, exec.id);
+            }
+            out.push(Effect::KillExecutor {
+                worker_id: exec.worker_id.clone(),
+                app_id: app_id.clone(),
+                exec_id: exec.id,
+            });
+            exec.state = ExecutorState::Killed;
+        }
+        app.state = state;
+        app.end_ms = Some(now_ms);
+        app.waiting_reason = None;
+        if state != ApplicationState::Finished {
+            out.push(Effect::ApplicationRemoved {
+                app_id: app_id.clone(),
+                message,
+            });
+        }
+        out.push(Effect::UnpersistApp(app_id.clone()));
+        for worker in self.workers.values() {
+            if worker.state != WorkerState::Dead {
+                out.push(Effect::ApplicationFinished {
+                    worker_id: worker.id.clone(),
+                    app_id: app_id.clone(),
+                });
+            }
+        }
+        self.completed_apps.push_back(app);
+        self.pending_schedule = true;
+    }
+
+    /// Dynamic allocation: sets the app's executor limit (lowering it kills
+    /// nothing) and schedules. Replies whether the app is known.
+    pub(super) fn request_executors(&mut self, app_id: &AppId, total: u32, out: &mut Vec<Effect>) {
+        let known = match self.apps.get_mut(app_id) {
+            Some(app) => {
+                app.executor_limit = total;
+                self.pending_schedule = true;
+                true
+            }
+            None => false,
+        };
+        if known {
+            self.log_info(
+                out,
+                format!("Application {app_id} requested to set total executors to {total}."),
+            );
+        } else {
+            self.log_warn(
+                out,
+                format!("Unknown application {app_id} requested {total} total executors."),
+            );
+        }
+        out.push(Effect::Reply(Reply::Ack(known)));
+    }
+
+    /// Dynamic allocation: kills the named executors of the app (unknown ids
+    /// are logged and skipped) and schedules. Replies whether the app is
+    /// known.
+    pub(super) fn kill_executors(
+        &mut self,
+        app_id: &AppId,
+        exec_ids: &[ExecutorId],
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(app) = self.apps.get_mut(app_id) else {
+            self.log_warn(
+                out,
+                format!("Unregistered application {app_id} requested us to kill executors!"),
+            );
+            out.push(Effect::Reply(Reply::Ack(false)));
+            return;
+        };
+        let mut unknown = Vec::new();
+        let mut kills = Vec::new();
+        for &exec_id in exec_ids {
+            match app.executors.get_mut(&exec_id) {
+                Some(exec) => {
+                    exec.state = ExecutorState::Killed;
+                    if let Some(exec) = app.remove_executor(exec_id) {
+                        kills.push(exec);
+                    }
+                }
+                None => unknown.push(exec_id.to_string()),
+            }
+        }
+        for exec in kills {
+            if let Some(worker) = self.workers.get_mut(&exec.worker_id) {
+                worker.remove_executor(app_id, exec.id);
+            }
+            out.push(Effect::KillExecutor {
+                worker_id: exec.worker_id,
+                app_id: app_id.clone(),
+                exec_id: exec.id,
+            });
+        }
+        if !unknown.is_empty() {
+            self.log_warn(
+                out,
+                format!(
+                    "Application {app_id} attempted to kill non-existent executors: {}",
+                    unknown.join(", ")
+                ),
+            );
+        }
+        self.pending_schedule = true;
+        out.push(Effect::Reply(Reply::Ack(true)));
+    }
+
+    /// Spark's `ExecutorStateChanged` handler: records the state, relays it
+    /// to the app, and when the executor finished removes it from its app
+    /// and worker. An abnormal exit (status ≠ 0, not after DECOMMISSIONED)
+    /// counts toward `max_executor_retries`; once reached, the app FAILS if
+    /// none of its executors is RUNNING. A transition to RUNNING resets the
+    /// count. Always replies `Ack(true)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn executor_state_changed(
+        &mut self,
+        now_ms: u64,
+        app_id: &AppId,
+        exec_id: ExecutorId,
+        state: ExecutorState,
+        message: Option<String>,
+        exit_status: Option<i32>,
+        out: &mut Vec<Effect>,
+    ) {
+        let known = self
+            .apps
+            .get(app_id)
+            .and_then(|a| a.executors.get(&exec_id))
+            .is_some();
+        if !known {
+            self.orphan_executor_state(app_id, exec_id, state, message, exit_status, out);
+            out.push(Effect::Reply(Reply::Ack(true)));
+            return;
+        }
+        let mut fail_app = None;
+        let mut notes = Vec::new();
+        'update: {
+            let Some(app) = self.apps.get_mut(app_id) else {
+                break 'update;
+            };
+            let Some(exec) = app.executors.get_mut(&exec_id) else {
+                break 'update;
+            };
+            let old = exec.state;
+            exec.state = state;
+            let worker_id = exec.worker_id.clone();
+            if state == ExecutorState::Running {
+                if old != ExecutorState::Launching {
+                    notes.push((
+                        LogLevel::Warn,
+                        format!("executor {app_id}/{exec_id} state transfer from {old} to RUNNING is unexpected"),
+                    ));
+                }
+                app.retry_count = 0;
+            }
+            out.push(Effect::ExecutorUpdated {
+                app_id: app_id.clone(),
+                exec_id,
+                state,
+                message,
+                exit_status,
+                worker_host: None,
+            });
+            if state.is_finished() {
+                notes.push((
+                    LogLevel::Info,
+                    format!("Removing executor {app_id}/{exec_id} because it is {state}"),
+                ));
+                app.remove_executor(exec_id);
+                if let Some(worker) = self.workers.get_mut(&worker_id) {
+                    worker.remove_executor(app_id, exec_id);
+                }
+                let normal_exit = exit_status == Some(0);
+                if !normal_exit && old != ExecutorState::Decommissioned {
+                    app.retry_count = app.retry_count.saturating_add(1);
+                    let max = self.config.max_executor_retries;
+                    if max >= 0
+                        && i64::from(app.retry_count) >= i64::from(max)
+                        && !app.has_running_executor()
+                    {
+                        fail_app = Some((app.desc.name.clone(), app.retry_count));
+                    }
+                }
+            }
+        }
+        for (level, message) in notes {
+            out.push(Effect::Log { level, message });
+        }
+        if let Some((name, retries)) = fail_app {
+            self.log_error(
+                out,
+                format!("Application {name} with ID {app_id} failed {retries} times; removing it"),
+            );
+            self.remove_application(
+                now_ms,
+                app_id,
+                ApplicationState::Failed,
+                ApplicationState::Failed.to_string(),
+                out,
+            );
+        }
+        self.pending_schedule = true;
+        out.push(Effect::Reply(Reply::Ack(true)));
+    }
+
+    /// A state change for an executor that no active app counts: one of a
+    /// decommissioned worker, or of an app already removed. Spark only logs
+    /// it; flint also releases the worker resources it held once it finished.
+    fn orphan_executor_state(
+        &mut self,
+        app_id: &AppId,
+        exec_id: ExecutorId,
+        state: ExecutorState,
+        message: Option<String>,
+        exit_status: Option<i32>,
+        out: &mut Vec<Effect>,
+    ) {
+        self.log_warn(
+            out,
+            format!("Got status update for unknown executor {app_id}/{exec_id} ({state})"),
+        );
+        if !state.is_finished() {
+            return;
+        }
+        let key = (app_id.clone(), exec_id);
+        let holder = self
+            .workers
+            .values()
+            .find(|w| w.executors.contains_key(&key))
+            .map(|w| w.id.clone());
+        if let Some(worker_id) = holder {
+            if let Some(worker) = self.workers.get_mut(&worker_id) {
+                worker.remove_executor(app_id, exec_id);
+            }
+            if let Some(app) = self.apps.get_mut(app_id) {
+                if let Some(exec) = app
+                    .removed_executors
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.id == exec_id && e.worker_id == worker_id)
+                {
+                    exec.state = state;
+                }
+                // The driver still tracks a decommissioned executor until it ends.
+                out.push(Effect::ExecutorUpdated {
+                    app_id: app_id.clone(),
+                    exec_id,
+                    state,
+                    message,
+                    exit_status,
+                    worker_host: None,
+                });
+            }
+            self.pending_schedule = true;
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The master's settings, with Spark's defaults.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How usable workers are ordered before executors are placed on them
+/// (Spark's `spark.deploy.workerSelectionPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerSelectionPolicy {
+    /// Fewest free cores first (ties: lower worker id first).
+    CoresFreeAsc,
+    /// Most free cores first (ties: higher worker id first). Spark's default.
+    #[default]
+    CoresFreeDesc,
+    /// Least free memory first (ties: lower worker id first).
+    MemoryFreeAsc,
+    /// Most free memory first (ties: higher worker id first).
+    MemoryFreeDesc,
+    /// By worker id.
+    WorkerId,
+}
+
+impl WorkerSelectionPolicy {
+    /// Spark's name for the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerSelectionPolicy::CoresFreeAsc => "CORES_FREE_ASC",
+            WorkerSelectionPolicy::CoresFreeDesc => "CORES_FREE_DESC",
+            WorkerSelectionPolicy::MemoryFreeAsc => "MEMORY_FREE_ASC",
+            WorkerSelectionPolicy::MemoryFreeDesc => "MEMORY_FREE_DESC",
+            WorkerSelectionPolicy::WorkerId => "WORKER_ID",
+        }
+    }
+}
+
+impl fmt::Display for WorkerSelectionPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration value the master cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// An unknown worker selection policy name.
+    #[error("unknown worker selection policy {0:?}; expected one of CORES_FREE_ASC, CORES_FREE_DESC, MEMORY_FREE_ASC, MEMORY_FREE_DESC, WORKER_ID")]
+    UnknownPolicy(String),
+    /// A setting that must be positive is zero.
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+}
+
+impl FromStr for WorkerSelectionPolicy {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Ok(match s {
+            "CORES_FREE_ASC" => WorkerSelectionPolicy::CoresFreeAsc,
+            "CORES_FREE_DESC" => WorkerSelectionPolicy::CoresFreeDesc,
+            "MEMORY_FREE_ASC" => WorkerSelectionPolicy::MemoryFreeAsc,
+            "MEMORY_FREE_DESC" => WorkerSelectionPolicy::MemoryFreeDesc,
+            "WORKER_ID" => WorkerSelectionPolicy::WorkerId,
+            other => return Err(ConfigError::UnknownPolicy(other.to_owned())),
+        })
+    }
+}
+
+/// Every setting the master's state machine uses. [`Default`] gives Spark's
+/// values; [`MasterConfig::new`] derives the dependent intervals from a
+/// worker timeout, as Spark does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterConfig {
+    /// `worker.timeout`: a worker silent for longer is marked DEAD
+    /// (Spark: 60 s).
+    pub worker_timeout_ms: u64,
+    /// How often the shell should send [`Event::Tick`](super::Event::Tick)
+    /// (Spark checks every `worker.timeout`).
+    pub timeout_check_interval_ms: u64,
+    /// How often workers are expected to heartbeat (Spark:
+    /// `worker.timeout / 4`). The master does not use it; it is here so the
+    /// worker and the master derive it from the same setting.
+    pub heartbeat_interval_ms: u64,
+    /// `dead.worker.persistence`: a DEAD worker stays listed until
+    /// `(this + 1) * worker_timeout_ms` after its last heartbeat (Spark: 15).
+    pub dead_worker_persistence: u64,
+    /// `deploy.recovery_timeout`: how long a newly elected master waits for
+    /// recovered workers and apps before completing recovery (Spark: the
+    /// worker timeout).
+    pub recovery_timeout_ms: u64,
+    /// `deploy.retained_applications` (Spark: 200).
+    pub retained_applications: usize,
+    /// `deploy.retained_drivers` (Spark: 200).
+    pub retained_drivers: usize,
+    /// `deploy.max_executor_retries`: consecutive abnormal executor exits
+    /// after which an app with no RUNNING executor fails (Spark: 10; a
+    /// negative value never fails an app).
+    pub max_executor_retries: i32,
+    /// `deploy.spread_out`: spread an app's executors over as many workers as
+    /// possible (Spark: true) rather than packing them.
+    pub spread_out_apps: bool,
+    /// `deploy.spread_out_drivers`: place drivers round-robin over shuffled
+    /// workers (Spark: true) rather than first fit by worker id.
+    pub spread_out_drivers: bool,
+    /// `deploy.worker_selection_policy` (Spark: CORES_FREE_DESC).
+    pub worker_selection_policy: WorkerSelectionPolicy,
+    /// `deploy.default_cores`: cores for an app that sets no `max_cores`
+    /// (Spark: unlimited).
+    pub default_cores: u32,
+    /// `deploy.max_drivers`: most drivers running at once (Spark: unlimited).
+    pub max_drivers: u32,
+    /// `deploy.app_number_modulo`: wrap the app counter in ids (Spark: unset).
+    pub app_number_modulo: Option<u32>,
+}
+
+/// Spark's `spark.worker.timeout` default, in ms.
+pub const DEFAULT_WORKER_TIMEOUT_MS: u64 = 60_000;
+
+impl MasterConfig {
+    /// Spark's defaults with the given worker timeout; the timeout check
+    /// interval, the recovery timeout and the heartbeat interval follow it as
+    /// in Spark (`timeout`, `timeout`, `timeout / 4`).
+    pub fn new(worker_timeout_ms: u64) -> Self {
+        Self {
+            worker_timeout_ms,
+            timeout_check_interval_ms: worker_timeout_ms,
+            heartbeat_interval_ms: worker_timeout_ms / 4,
+            dead_worker_persistence: 15,
+            recovery_timeout_ms: worker_timeout_ms,
+            retained_applications: 200,
+            retained_drivers: 200,
+            max_executor_retries: 10,
+            spread_out_apps: true,
+            spread_out_drivers: true,
+            worker_selection_policy: WorkerSelectionPolicy::CoresFreeDesc,
+            default_cores: u32::MAX,
+            max_drivers: u32::MAX,
+            app_number_modulo: None,
+        }
+    }
+
+    /// Checks the values Spark requires to be positive.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.worker_timeout_ms == 0 {
+            return Err(ConfigError::NotPositive("worker.timeout"));
+        }
+        if self.timeout_check_interval_ms == 0 {
+            return Err(ConfigError::NotPositive("worker timeout check interval"));
+        }
+        if self.recovery_timeout_ms == 0 {
+            return Err(ConfigError::NotPositive("deploy.recovery_timeout"));
+        }
+        if self.default_cores == 0 {
+            return Err(ConfigError::NotPositive("deploy.default_cores"));
+        }
+        if self.app_number_modulo == Some(0) {
+            return Err(ConfigError::NotPositive("deploy.app_number_modulo"));
+        }
+        Ok(())
+    }
+
+    /// How long a DEAD worker stays listed after its last heartbeat:
+    /// `(dead_worker_persistence + 1) * worker_timeout_ms`.
+    pub fn dead_worker_retention_ms(&self) -> u64 {
+        self.dead_worker_persistence
+            .saturating_add(1)
+            .saturating_mul(self.worker_timeout_ms)
+    }
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self::new(DEFAULT_WORKER_TIMEOUT_MS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_sparks() {
+        let c = MasterConfig::default();
+        assert_eq!(c.worker_timeout_ms, 60_000);
+        assert_eq!(c.heartbeat_interval_ms, 15_000);
+        assert_eq!(c.recovery_timeout_ms, 60_000);
+        assert_eq!(c.dead_worker_retention_ms(), 16 * 60_000);
+        assert_eq!(c.retained_applications, 200);
+        assert_eq!(c.max_executor_retries, 10);
+        assert!(c.spread_out_apps);
+        assert_eq!(
+            c.worker_selection_policy,
+            WorkerSelectionPolicy::CoresFreeDesc
+        );
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn policies_parse_by_spark_name() {
+        for p in [
+            WorkerSelectionPolicy::CoresFreeAsc,
+            WorkerSelectionPolicy::CoresFreeDesc,
+            WorkerSelectionPolicy::MemoryFreeAsc,
+            WorkerSelectionPolicy::MemoryFreeDesc,
+            WorkerSelectionPolicy::WorkerId,
+        ] {
+            assert_eq!(p.as_str().parse::<WorkerSelectionPolicy>(), Ok(p));
+        }
+        assert!("cores".parse::<WorkerSelectionPolicy>().is_err());
+    }
+
+    #[test]
+    fn zero_timeouts_are_rejected() {
+        let c = MasterConfig::new(0);
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::NotPositive("worker.timeout"))
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! Cluster-mode drivers: submission, kill, status, final states, relaunch.
+
+use flint_proto::{DriverDescription, DriverId, DriverState, MasterStatus};
+
+use super::model::DriverInfo;
+use super::{Effect, MasterState, Reply, BACKUP_MASTER_PREFIX};
+
+impl MasterState {
+    /// Queues a driver (ALIVE only), persists it and schedules.
+    pub(super) fn submit_driver(
+        &mut self,
+        now_ms: u64,
+        desc: DriverDescription,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.status != MasterStatus::Alive {
+            out.push(Effect::Reply(Reply::SubmitDriver {
+                success: false,
+                driver_id: None,
+                message: format!(
+                    "{BACKUP_MASTER_PREFIX}: {}. Can only accept driver submissions in ALIVE state.",
+                    self.status
+                ),
+            }));
+            return;
+        }
+        if desc.command.program.is_empty() {
+            out.push(Effect::Reply(Reply::SubmitDriver {
+                success: false,
+                driver_id: None,
+                message: "Invalid driver description: the command has an empty program".into(),
+            }));
+            return;
+        }
+        self.log_info(out, format!("Driver submitted {}", desc.command.program));
+        let driver_id = self.enqueue_new_driver(now_ms, desc, out);
+        out.push(Effect::Reply(Reply::SubmitDriver {
+            success: true,
+            message: format!("Driver successfully submitted as {driver_id}"),
+            driver_id: Some(driver_id),
+        }));
+    }
+
+    fn enqueue_new_driver(
+        &mut self,
+        now_ms: u64,
+        desc: DriverDescription,
+        out: &mut Vec<Effect>,
+    ) -> DriverId {
+        let driver_id = DriverId::generate(now_ms, self.next_driver_number);
+        self.next_driver_number = self.next_driver_number.wrapping_add(1);
+        let driver = DriverInfo::new(driver_id.clone(), desc, now_ms);
+        out.push(Effect::PersistDriver(driver.record()));
+        self.drivers.insert(driver_id.clone(), driver);
+        self.waiting_drivers.push(driver_id.clone());
+        self.pending_schedule = true;
+        driver_id
+    }
+
+    /// Kills one driver (ALIVE only): a queued one ends KILLED at once, a
+    /// running one is killed on its worker and ends when the worker reports.
+    pub(super) fn kill_driver(&mut self, driver_id: DriverId, out: &mut Vec<Effect>) {
+        if self.status != MasterStatus::Alive {
+            let message = format!(
+                "{BACKUP_MASTER_PREFIX}: {}. Can only kill drivers in ALIVE state.",
+                self.status
+            );
+            out.push(Effect::Reply(Reply::KillDriver {
+                driver_id,
+                success: false,
+                message,
+            }));
+            return;
+        }
+        self.log_info(out, format!("Asked to kill driver {driver_id}"));
+        if self.drivers.contains_key(&driver_id) {
+            self.start_driver_kill(&driver_id, out);
+            let message = format!("Kill request for {driver_id} submitted");
+            self.log_info(out, message.clone());
+            out.push(Effect::Reply(Reply::KillDriver {
+                driver_id,
+                success: true,
+                message,
+            }));
+        } else {
+            let message = format!("Driver {driver_id} has already finished or does not exist");
+            self.log_warn(out, message.clone());
+            out.push(Effect::Reply(Reply::KillDriver {
+                driver_id,
+                success: false,
+                message,
+            }));
+        }
+    }
+
+    /// Kills every active driver (ALIVE only).
+    pub(super) fn kill_all_drivers(&mut self, out: &mut Vec<Effect>) {
+        if self.status != MasterStatus::Alive {
+            let message = format!(
+                "{BACKUP_MASTER_PREFIX}: {}. Can only kill drivers in ALIVE state.",
+                self.status
+            );
+            out.push(Effect::Reply(Reply::KillAllDrivers {
+                success: false,
+                message,
+            }));
+            return;
+        }
+        self.log_info(out, "Asked to kill all drivers".into());
+        let ids: Vec<DriverId> = self.drivers.keys().cloned().collect();
+        for id in ids {
+            self.start_driver_kill(&id, out);
+        }
+        out.push(Effect::Reply(Reply::KillAllDrivers {
+            success: true,
+            message: "Kill request for all drivers submitted".into(),
+        }));
+    }
+
+    fn start_driver_kill(&mut self, driver_id: &DriverId, out: &mut Vec<Effect>) {
+        if self.waiting_drivers.contains(driver_id) {
+            self.waiting_drivers.retain(|d| d != driver_id);
+            self.remove_driver(driver_id, DriverState::Killed, None, out);
+        } else if let Some(worker_id) = self
+            .drivers
+            .get(driver_id)
+            .and_then(|d| d.worker_id.clone())
+        {
+            out.push(Effect::KillDriver {
+                worker_id,
+                driver_id: driver_id.clone(),
+            });
+        }
+    }
+
+    /// A worker reports a driver's final state; anything but ERROR,
+    /// FINISHED, KILLED or FAILED is refused (Spark throws).
+    pub(super) fn driver_state_changed(
+        &mut self,
+        driver_id: &DriverId,
+        state: DriverState,
+        exception: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
+        match state {
+            DriverState::Error
+            | DriverState::Finished
+            | DriverState::Killed
+            | DriverState::Failed => self.remove_driver(driver_id, state, exception, out),
+            _ => self.log_warn(
+                out,
+                format!("Received unexpected state update for driver {driver_id}: {state}"),
+            ),
+        }
+    }
+
+    /// Answers a driver status request (ALIVE only).
+    pub(super) fn request_driver_status(&self, driver_id: &DriverId, out: &mut Vec<Effect>) {
+        if self.status != MasterStatus::Alive {
+            out.push(Effect::Reply(Reply::DriverStatus {
+                found: false,
+                state: None,
+                worker_id: None,
+                worker_host_port: None,
+                exception: Some(format!(
+                    "{BACKUP_MASTER_PREFIX}: {}. Can only request driver status in ALIVE state.",
+                    self.status
+                )),
+            }));
+            return;
+        }
+        let driver = self
+            .drivers
+            .get(driver_id)
+            .or_else(|| self.completed_drivers.iter().find(|d| &d.id == driver_id));
+        let reply = match driver {
+            Some(d) => Reply::DriverStatus {
+                found: true,
+                state: Some(d.state),
+                worker_id: d.worker_id.clone(),
+                worker_host_port: d
+                    .worker_id
+                    .as_ref()
+                    .and_then(|w| self.workers.get(w))
+                    .map(|w| w.host_port()),
+                exception: d.message.clone(),
+            },
+            None => Reply::DriverStatus {
+                found: false,
+                state: None,
+                worker_id: None,
+                worker_host_port: None,
+                exception: None,
+            },
+        };
+        out.push(Effect::Reply(reply));
+    }
+
+    /// Spark's `removeDriver`: the driver moves to the completed list
+    /// (trimmed to `retained_drivers`), is unpersisted and releases its
+    /// worker resources.
+    pub(super) fn remove_driver(
+        &mut self,
+        driver_id: &DriverId,
+        state: DriverState,
+        exception: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(mut driver) = self.drivers.remove(driver_id) else {
+            self.log_warn(out, format!("Asked to remove unknown driver: {driver_id}"));
+            return;
+        };
+        self.log_info(out, format!("Removing driver: {driver_id} ({state})"));
+        self.waiting_drivers.retain(|d| d != driver_id);
+        let retained = self.config.retained_drivers;
+        if self.completed_drivers.len() >= retained {
+            let drop = (retained / 10).max(1).min(self.completed_drivers.len());
+            self.completed_drivers.drain(..drop);
+        }
+        out.push(Effect::UnpersistDriver(driver_id.clone()));
+        driver.state = state;
+        driver.message = exception;
+        if let Some(worker) = driver
+            .worker_id
+            .as_ref()
+            .and_then(|w| self.workers.get_mut(w))
+        {
+            worker.remove_driver(driver_id);
+        }
+        self.completed_drivers.push_back(driver);
+        self.pending_schedule = true;
+    }
+
+    /// Spark's `relaunchDriver`: the old record ends RELAUNCHING and the same
+    /// description is queued under a new id (SPARK-19900: the old process may
+    /// still be running behind a partition).
+    pub(super) fn relaunch_driver(
+        &mut self,
+        now_ms: u64,
+        driver_id: &DriverId,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(desc) = self.drivers.get(driver_id).map(|d| d.desc.clone()) else {
+            return;
+        };
+        self.remove_driver(driver_id, DriverState::Relaunching, None, out);
+        let new_id = self.enqueue_new_driver(now_ms, desc, out);
+        self.log_info(out, format!("Driver {driver_id} relaunched as {new_id}"));
+    }
+
+    /// Places a driver on a worker.
+    pub(super) fn launch_driver(
+        &mut self,
+        worker_id: &flint_proto::WorkerId,
+        driver_id: &DriverId,
+        out: &mut Vec<Effect>,
+    ) {
+        self.log_info(
+            out,
+            format!("Launching driver {driver_id} on worker {worker_id}"),
+        );
+        let Some(driver) = self.drivers.get_mut(driver_id) else {
+            return;
+        };
+        let Some(worker) = self.workers.get_mut(worker_id) else {
+            return;
+        };
+        worker.add_driver(driver_id.clone(), driver.resources());
+        driver.worker_id = Some(worker_id.clone());
+        driver.state = DriverState::Running;
+        out.push(Effect::LaunchDriver {
+            worker_id: worker_id.clone(),
+            driver_id: driver_id.clone(),
+            desc: Box::new(driver.desc.clone()),
+        });
+        self.waiting_drivers.retain(|d| d != driver_id);
+    }
+}

@@ -1,0 +1,255 @@
+//! The master as a pure state machine: [`MasterState::handle`] takes the
+//! current time and one [`Event`], updates the state and returns the
+//! [`Effect`]s to carry out. No sockets, no timers, no clock reads: the async
+//! shell turns network messages and timers into events and effects into
+//! messages, replies, persistence writes and log lines.
+//!
+//! The behaviour follows Spark's standalone `Master`:
+//!
+//! - workers register, heartbeat, report what they run, decommission, time
+//!   out (`worker_timeout_ms`) and are culled after
+//!   `(dead_worker_persistence + 1) * worker_timeout_ms`;
+//! - applications register into a FIFO queue, get executors placed by
+//!   `schedule()` (drivers first, then executors, spread out or packed), are
+//!   told about executor changes and fail after `max_executor_retries`
+//!   abnormal executor exits with none RUNNING;
+//! - cluster-mode drivers are queued, placed, killed and relaunched with a
+//!   new id when their worker is lost and they are supervised;
+//! - a newly elected leader recovers stored workers, apps and drivers.
+//!
+//! Where flint deliberately differs from Spark, the handler's docs say so.
+
+mod apps;
+mod config;
+mod drivers;
+mod events;
+mod invariants;
+mod model;
+mod recovery;
+mod schedule;
+mod status;
+mod workers;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use flint_proto::{AppId, DriverId, MasterStatus, WorkerId};
+
+pub use config::{ConfigError, MasterConfig, WorkerSelectionPolicy, DEFAULT_WORKER_TIMEOUT_MS};
+pub use events::{
+    AppRecord, DriverRecord, Effect, Event, LogLevel, Reply, StoredState, WorkerRegistration,
+};
+pub use schedule::{assign_cores, AppDemand, FreeResources};
+
+use model::{AppInfo, DriverInfo, WorkerInfo};
+
+/// The prefix of every refusal a non-ALIVE master gives to driver requests
+/// (Spark's `BACKUP_STANDALONE_MASTER_PREFIX`); clients that ask every master
+/// ignore replies starting with it.
+pub const BACKUP_MASTER_PREFIX: &str = "Current state is not alive";
+
+/// Everything the master knows. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct MasterState {
+    url: String,
+    config: MasterConfig,
+    status: MasterStatus,
+    /// Every listed worker, DEAD ones included until culled.
+    workers: BTreeMap<WorkerId, WorkerInfo>,
+    /// `host:port` → id, for workers that are not DEAD.
+    worker_by_address: BTreeMap<(String, u16), WorkerId>,
+    /// Active applications.
+    apps: BTreeMap<AppId, AppInfo>,
+    /// Active applications in registration order (Spark's `waitingApps`).
+    app_order: Vec<AppId>,
+    completed_apps: VecDeque<AppInfo>,
+    next_app_number: u32,
+    /// Active drivers (queued or running).
+    drivers: BTreeMap<DriverId, DriverInfo>,
+    /// Queued drivers, in submission order.
+    waiting_drivers: Vec<DriverId>,
+    completed_drivers: VecDeque<DriverInfo>,
+    next_driver_number: u32,
+    /// State of the generator that shuffles workers for driver placement.
+    rng: u64,
+    /// Set by handlers that change what can be scheduled; `handle` then runs
+    /// `schedule()` once at the end.
+    pending_schedule: bool,
+}
+
+impl MasterState {
+    /// A master in STANDBY, as Spark starts; it becomes ALIVE on
+    /// [`Event::ElectedLeader`]. `url` is what the status page shows
+    /// (`flint://host:port`).
+    pub fn new(url: impl Into<String>, config: MasterConfig) -> Self {
+        Self {
+            url: url.into(),
+            config,
+            status: MasterStatus::Standby,
+            workers: BTreeMap::new(),
+            worker_by_address: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            app_order: Vec::new(),
+            completed_apps: VecDeque::new(),
+            next_app_number: 0,
+            drivers: BTreeMap::new(),
+            waiting_drivers: Vec::new(),
+            completed_drivers: VecDeque::new(),
+            next_driver_number: 0,
+            rng: 0x5eed_f1a7_u64,
+            pending_schedule: false,
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &MasterConfig {
+        &self.config
+    }
+
+    /// The master's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The master's own state.
+    pub fn master_status(&self) -> MasterStatus {
+        self.status
+    }
+
+    /// Whether readiness probes should succeed (anything but STANDBY).
+    pub fn is_ready(&self) -> bool {
+        self.status.is_ready()
+    }
+
+    /// The description of an active application.
+    pub fn app_description(&self, app_id: &AppId) -> Option<&flint_proto::ApplicationDescription> {
+        self.apps.get(app_id).map(|a| &a.desc)
+    }
+
+    /// The web UI URL a live or DEAD worker registered with.
+    pub fn worker_web_ui_url(&self, worker_id: &WorkerId) -> Option<&str> {
+        self.workers.get(worker_id).map(|w| w.web_ui_url.as_str())
+    }
+
+    /// Handles one event at time `now_ms` (epoch ms) and returns the effects
+    /// to carry out, in order.
+    pub fn handle(&mut self, now_ms: u64, event: Event) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match event {
+            Event::ElectedLeader { stored } => self.elected_leader(now_ms, stored, &mut out),
+            Event::RevokedLeadership => out.push(Effect::Shutdown {
+                message: "Leadership has been revoked -- master shutting down.".into(),
+            }),
+            Event::CompleteRecovery => self.complete_recovery(now_ms, &mut out),
+            Event::RegisterWorker(reg) => self.register_worker(now_ms, reg, &mut out),
+            Event::Heartbeat { worker_id } => self.heartbeat(now_ms, worker_id, &mut out),
+            Event::WorkerLatestState {
+                worker_id,
+                executors,
+                driver_ids,
+            } => self.worker_latest_state(&worker_id, &executors, &driver_ids, &mut out),
+            Event::WorkerSchedulerState {
+                worker_id,
+                executors,
+                driver_ids,
+            } => self.worker_scheduler_state(now_ms, &worker_id, executors, driver_ids, &mut out),
+            Event::WorkerDecommissioning { worker_id } => {
+                self.worker_decommissioning(&worker_id, &mut out)
+            }
+            Event::DecommissionWorkersOnHosts { hosts } => {
+                self.decommission_workers_on_hosts(&hosts, &mut out)
+            }
+            Event::WorkerDisconnected { worker_id } => {
+                self.worker_disconnected(now_ms, &worker_id, &mut out)
+            }
+            Event::Tick => self.timeout_dead_workers(now_ms, &mut out),
+            Event::ExecutorStateChanged {
+                app_id,
+                exec_id,
+                state,
+                message,
+                exit_status,
+            } => self.executor_state_changed(
+                now_ms,
+                &app_id,
+                exec_id,
+                state,
+                message,
+                exit_status,
+                &mut out,
+            ),
+            Event::RegisterApplication {
+                desc,
+                driver_address,
+            } => self.register_application(now_ms, desc, driver_address, &mut out),
+            Event::UnregisterApplication { app_id } => {
+                self.log_info(
+                    &mut out,
+                    format!("Received unregister request from application {app_id}"),
+                );
+                self.finish_application(now_ms, &app_id, &mut out);
+            }
+            Event::AppDisconnected { app_id } => self.app_disconnected(now_ms, &app_id, &mut out),
+            Event::MasterChangeAcknowledged { app_id } => {
+                self.master_change_acknowledged(now_ms, &app_id, &mut out)
+            }
+            Event::KillApplication { app_id } => self.kill_application(now_ms, &app_id, &mut out),
+            Event::RequestExecutors { app_id, total } => {
+                self.request_executors(&app_id, total, &mut out)
+            }
+            Event::KillExecutors { app_id, exec_ids } => {
+                self.kill_executors(&app_id, &exec_ids, &mut out)
+            }
+            Event::SubmitDriver { desc } => self.submit_driver(now_ms, desc, &mut out),
+            Event::KillDriver { driver_id } => self.kill_driver(driver_id, &mut out),
+            Event::KillAllDrivers => self.kill_all_drivers(&mut out),
+            Event::DriverStateChanged {
+                driver_id,
+                state,
+                exception,
+            } => self.driver_state_changed(&driver_id, state, exception, &mut out),
+            Event::RequestDriverStatus { driver_id } => {
+                self.request_driver_status(&driver_id, &mut out)
+            }
+            Event::ClearCompleted => {
+                self.completed_apps.clear();
+                self.completed_drivers.clear();
+                out.push(Effect::Reply(Reply::Ack(true)));
+            }
+        }
+        if std::mem::take(&mut self.pending_schedule) {
+            self.schedule(&mut out);
+        }
+        out
+    }
+
+    fn log_info(&self, out: &mut Vec<Effect>, message: String) {
+        out.push(Effect::Log {
+            level: LogLevel::Info,
+            message,
+        });
+    }
+
+    fn log_warn(&self, out: &mut Vec<Effect>, message: String) {
+        out.push(Effect::Log {
+            level: LogLevel::Warn,
+            message,
+        });
+    }
+
+    fn log_error(&self, out: &mut Vec<Effect>, message: String) {
+        out.push(Effect::Log {
+            level: LogLevel::Error,
+            message,
+        });
+    }
+}
+
+/// Formats a duration in ms as Spark's messages do ("60 seconds"), falling
+/// back to ms for sub-second settings used in tests.
+fn human_duration(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{} seconds", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
+}

@@ -1,0 +1,301 @@
+//! The master's records of workers, applications, executors and drivers.
+
+use std::collections::BTreeMap;
+
+use flint_proto::{
+    AppId, ApplicationDescription, ApplicationState, DriverDescription, DriverId, DriverState,
+    ExecutorId, ExecutorState, WorkerId, WorkerState,
+};
+
+/// Cores and memory held by one executor or driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Resources {
+    pub cores: u32,
+    pub memory_mb: u64,
+}
+
+/// A worker (Spark's `WorkerInfo`).
+#[derive(Debug, Clone)]
+pub(super) struct WorkerInfo {
+    pub id: WorkerId,
+    pub host: String,
+    pub port: u16,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub web_ui_url: String,
+    pub state: WorkerState,
+    pub last_heartbeat_ms: u64,
+    pub cores_used: u32,
+    pub memory_used_mb: u64,
+    /// Executors holding resources here, with what they hold.
+    pub executors: BTreeMap<(AppId, ExecutorId), Resources>,
+    /// Drivers holding resources here.
+    pub drivers: BTreeMap<DriverId, Resources>,
+}
+
+impl WorkerInfo {
+    pub fn new(reg: &crate::state::WorkerRegistration, now_ms: u64) -> Self {
+        Self {
+            id: reg.id.clone(),
+            host: reg.host.clone(),
+            port: reg.port,
+            cores: reg.cores,
+            memory_mb: reg.memory_mb,
+            web_ui_url: reg.web_ui_url.clone(),
+            state: WorkerState::Alive,
+            last_heartbeat_ms: now_ms,
+            cores_used: 0,
+            memory_used_mb: 0,
+            executors: BTreeMap::new(),
+            drivers: BTreeMap::new(),
+        }
+    }
+
+    pub fn address(&self) -> (String, u16) {
+        (self.host.clone(), self.port)
+    }
+
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn cores_free(&self) -> u32 {
+        self.cores.saturating_sub(self.cores_used)
+    }
+
+    pub fn memory_free(&self) -> u64 {
+        self.memory_mb.saturating_sub(self.memory_used_mb)
+    }
+
+    /// Whether `need` fits in what is free now.
+    pub fn fits(&self, need: Resources) -> bool {
+        self.cores_free() >= need.cores && self.memory_free() >= need.memory_mb
+    }
+
+    pub fn add_executor(&mut self, app_id: AppId, exec_id: ExecutorId, res: Resources) {
+        if let Some(old) = self.executors.insert((app_id, exec_id), res) {
+            self.release(old);
+        }
+        self.acquire(res);
+    }
+
+    pub fn remove_executor(&mut self, app_id: &AppId, exec_id: ExecutorId) -> bool {
+        match self.executors.remove(&(app_id.clone(), exec_id)) {
+            Some(res) => {
+                self.release(res);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn add_driver(&mut self, driver_id: DriverId, res: Resources) {
+        if let Some(old) = self.drivers.insert(driver_id, res) {
+            self.release(old);
+        }
+        self.acquire(res);
+    }
+
+    pub fn remove_driver(&mut self, driver_id: &DriverId) {
+        if let Some(res) = self.drivers.remove(driver_id) {
+            self.release(res);
+        }
+    }
+
+    /// Forgets every executor and driver (the worker is gone).
+    pub fn clear(&mut self) {
+        self.executors.clear();
+        self.drivers.clear();
+        self.cores_used = 0;
+        self.memory_used_mb = 0;
+    }
+
+    fn acquire(&mut self, res: Resources) {
+        self.cores_used = self.cores_used.saturating_add(res.cores);
+        self.memory_used_mb = self.memory_used_mb.saturating_add(res.memory_mb);
+    }
+
+    fn release(&mut self, res: Resources) {
+        self.cores_used = self.cores_used.saturating_sub(res.cores);
+        self.memory_used_mb = self.memory_used_mb.saturating_sub(res.memory_mb);
+    }
+}
+
+/// An executor as its application sees it (Spark's `ExecutorDesc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ExecutorInfo {
+    pub id: ExecutorId,
+    pub worker_id: WorkerId,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub state: ExecutorState,
+}
+
+/// How many removed executors an app remembers (for display and for telling
+/// the driver about decommissioned executors that are later lost).
+const MAX_REMOVED_EXECUTORS: usize = 1000;
+
+/// An application (Spark's `ApplicationInfo`).
+#[derive(Debug, Clone)]
+pub(super) struct AppInfo {
+    pub id: AppId,
+    pub desc: ApplicationDescription,
+    pub submit_ms: u64,
+    pub driver_address: String,
+    pub state: ApplicationState,
+    pub end_ms: Option<u64>,
+    /// Executors counted against the app's cores.
+    pub executors: BTreeMap<ExecutorId, ExecutorInfo>,
+    /// Executors that left, most recent last.
+    pub removed_executors: Vec<ExecutorInfo>,
+    pub cores_granted: u32,
+    next_executor_id: ExecutorId,
+    pub retry_count: u32,
+    pub executor_limit: u32,
+    requested_cores: u32,
+    pub waiting_reason: Option<String>,
+}
+
+impl AppInfo {
+    pub fn new(
+        id: AppId,
+        desc: ApplicationDescription,
+        submit_ms: u64,
+        driver_address: String,
+        default_cores: u32,
+    ) -> Self {
+        Self {
+            id,
+            requested_cores: desc.max_cores.unwrap_or(default_cores),
+            executor_limit: desc.initial_executor_limit.unwrap_or(u32::MAX),
+            desc,
+            submit_ms,
+            driver_address,
+            state: ApplicationState::Waiting,
+            end_ms: None,
+            executors: BTreeMap::new(),
+            removed_executors: Vec::new(),
+            cores_granted: 0,
+            next_executor_id: ExecutorId(0),
+            retry_count: 0,
+            waiting_reason: None,
+        }
+    }
+
+    pub fn record(&self) -> crate::state::AppRecord {
+        crate::state::AppRecord {
+            id: self.id.clone(),
+            desc: self.desc.clone(),
+            submit_ms: self.submit_ms,
+            driver_address: self.driver_address.clone(),
+        }
+    }
+
+    pub fn requested_cores(&self) -> u32 {
+        self.requested_cores
+    }
+
+    pub fn cores_left(&self) -> u32 {
+        self.requested_cores.saturating_sub(self.cores_granted)
+    }
+
+    /// Cores per executor, with Spark's "one executor per worker" default
+    /// counted as needing at least one core.
+    pub fn min_cores_per_executor(&self) -> u32 {
+        self.desc.cores_per_executor.unwrap_or(1).max(1)
+    }
+
+    /// Adds an executor; `use_id` keeps a recovered executor's id.
+    pub fn add_executor(
+        &mut self,
+        worker_id: WorkerId,
+        res: Resources,
+        state: ExecutorState,
+        use_id: Option<ExecutorId>,
+    ) -> ExecutorId {
+        let id = match use_id {
+            Some(id) => {
+                self.next_executor_id = self.next_executor_id.max(id.next());
+                id
+            }
+            None => {
+                let id = self.next_executor_id;
+                self.next_executor_id = id.next();
+                id
+            }
+        };
+        let exec = ExecutorInfo {
+            id,
+            worker_id,
+            cores: res.cores,
+            memory_mb: res.memory_mb,
+            state,
+        };
+        if let Some(old) = self.executors.insert(id, exec) {
+            self.cores_granted = self.cores_granted.saturating_sub(old.cores);
+        }
+        self.cores_granted = self.cores_granted.saturating_add(res.cores);
+        self.waiting_reason = None;
+        id
+    }
+
+    /// Moves an executor to the removed list; returns it.
+    pub fn remove_executor(&mut self, id: ExecutorId) -> Option<ExecutorInfo> {
+        let exec = self.executors.remove(&id)?;
+        self.cores_granted = self.cores_granted.saturating_sub(exec.cores);
+        if self.removed_executors.len() >= MAX_REMOVED_EXECUTORS {
+            self.removed_executors.remove(0);
+        }
+        self.removed_executors.push(exec.clone());
+        Some(exec)
+    }
+
+    pub fn has_running_executor(&self) -> bool {
+        self.executors
+            .values()
+            .any(|e| e.state == ExecutorState::Running)
+    }
+}
+
+/// A cluster-mode driver (Spark's `DriverInfo`).
+#[derive(Debug, Clone)]
+pub(super) struct DriverInfo {
+    pub id: DriverId,
+    pub desc: DriverDescription,
+    pub submit_ms: u64,
+    pub state: DriverState,
+    pub worker_id: Option<WorkerId>,
+    pub message: Option<String>,
+}
+
+impl DriverInfo {
+    pub fn new(id: DriverId, desc: DriverDescription, submit_ms: u64) -> Self {
+        Self {
+            id,
+            desc,
+            submit_ms,
+            state: DriverState::Submitted,
+            worker_id: None,
+            message: None,
+        }
+    }
+
+    pub fn record(&self) -> crate::state::DriverRecord {
+        crate::state::DriverRecord {
+            id: self.id.clone(),
+            desc: self.desc.clone(),
+            submit_ms: self.submit_ms,
+        }
+    }
+
+    pub fn resources(&self) -> Resources {
+        Resources {
+            cores: self.desc.cores,
+            memory_mb: self.desc.memory_mb,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! What an endpoint is: the [`Endpoint`] trait (one message at a time, `&mut self`),
+//! [`ConcurrentEndpoint`] for endpoints that opt into handling messages concurrently,
+//! the per-message [`Context`], and [`Reply`], the handle that answers an `ask`.
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::address::RpcAddress;
+use crate::connection::Connection;
+use crate::env::RpcEnv;
+use crate::frame::{self, FailureKind, Header};
+use crate::reference::EndpointRef;
+
+/// Anything that can travel as a message or a reply.
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Message for T {}
+
+/// The message type of an endpoint (usually an enum of everything it accepts).
+/// `NAME` identifies it on the wire: a message of another protocol is refused by name.
+pub trait Protocol: Message {
+    /// A stable, unique name, such as `"flint.master/1"`.
+    const NAME: &'static str;
+    /// The 32-bit id carried in each frame.
+    const ID: u32 = frame::protocol_id(Self::NAME);
+}
+
+/// A request with a typed reply: `EndpointRef::ask(q)` returns `Q::Reply`.
+pub trait Ask: Message {
+    /// What the endpoint answers.
+    type Reply: Message;
+}
+
+/// A connection event, delivered to every endpoint of an environment.
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    Connected(RpcAddress),
+    Disconnected(RpcAddress),
+    NetworkError(RpcAddress, String),
+}
+
+/// A named endpoint that handles one message at a time.
+///
+/// Lifecycle: `on_start` → messages and connection events → `on_stop`. Handlers are
+/// synchronous and must not block; to answer later, move the [`Reply`] into a task.
+pub trait Endpoint: Send + 'static {
+    /// The messages this endpoint accepts.
+    type Msg: Protocol;
+
+    /// Runs before the first message.
+    fn on_start(&mut self, _ctx: &Context<Self::Msg>) {}
+
+    /// Handles a one-way message.
+    fn receive(&mut self, ctx: &Context<Self::Msg>, _msg: Self::Msg) {
+        tracing::warn!(
+            endpoint = ctx.name(),
+            "endpoint does not accept one-way messages; dropped"
+        );
+    }
+
+    /// Handles a request; answer through `reply` (now or later).
+    fn receive_and_reply(&mut self, ctx: &Context<Self::Msg>, _msg: Self::Msg, reply: Reply) {
+        reply.fail(format!("endpoint {} does not answer requests", ctx.name()));
+    }
+
+    /// A remote process connected to this environment (either direction).
+    fn on_connected(&mut self, _ctx: &Context<Self::Msg>, _remote: &RpcAddress) {}
+
+    /// A remote process's connection closed.
+    fn on_disconnected(&mut self, _ctx: &Context<Self::Msg>, _remote: &RpcAddress) {}
+
+    /// Connecting to, or talking with, a remote process failed.
+    fn on_network_error(&mut self, _ctx: &Context<Self::Msg>, _remote: &RpcAddress, _error: &str) {}
+
+    /// Runs after the last message, when the endpoint or the environment stops.
+    fn on_stop(&mut self, _ctx: &Context<Self::Msg>) {}
+}
+
+/// An endpoint that handles messages concurrently, each in its own task, up to
+/// `max_concurrency()` at a time. It gets no `&mut self`: state needs its own locking.
+pub trait ConcurrentEndpoint: Send + Sync + 'static {
+    /// The messages this endpoint accepts.
+    type Msg: Protocol;
+
+    /// How many messages may be in flight at once.
+    fn max_concurrency(&self) -> usize {
+        64
+    }
+
+    /// Handles one message; `reply` is `Some` for a request.
+    fn handle(
+        self: Arc<Self>,
+        ctx: Context<Self::Msg>,
+        msg: Self::Msg,
+        reply: Option<Reply>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// What a handler knows about its endpoint and the message in hand.
+pub struct Context<M> {
+    pub(crate) env: RpcEnv,
+    pub(crate) self_ref: EndpointRef<M>,
+    pub(crate) sender: Option<RpcAddress>,
+}
+
+impl<M> Clone for Context<M> {
+    fn clone(&self) -> Self {
+        Context {
+            env: self.env.clone(),
+            self_ref: self.self_ref.clone(),
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<M: Protocol> Context<M> {
+    /// The environment this endpoint lives in.
+    pub fn env(&self) -> &RpcEnv {
+        &self.env
+    }
+
+    /// A reference to this endpoint, to hand to others.
+    pub fn self_ref(&self) -> &EndpointRef<M> {
+        &self.self_ref
+    }
+
+    /// This endpoint's name.
+    pub fn name(&self) -> &str {
+        self.self_ref.name()
+    }
+
+    /// The address of the process that sent the message in hand: its listening address
+    /// if it has one, else its socket address; `None` for a local message.
+    pub fn sender(&self) -> Option<&RpcAddress> {
+        self.sender.as_ref()
+    }
+
+    /// Stops this endpoint after the message in hand (`on_stop` then runs).
+    pub fn stop(&self) {
+        self.env.stop_endpoint(self.name());
+    }
+}
+
+/// A local reply: the value itself, or the failure message.
+pub(crate) type LocalReply = Result<Box<dyn Any + Send>, String>;
+
+pub(crate) enum ReplyTo {
+    Local(oneshot::Sender<LocalReply>),
+    Remote { conn: Arc<Connection>, id: u64 },
+    Done,
+}
+
+/// Answers one `ask`. Exactly one of [`Reply::send`] or [`Reply::fail`] should be
+/// called; a `Reply` dropped unanswered fails the request with a message saying so.
+pub struct Reply {
+    pub(crate) to: ReplyTo,
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) sender: Option<RpcAddress>,
+}
+
+impl Reply {
+    /// Answers with `value`. Its type must be the request's `Ask::Reply`, else the caller
+    /// gets a `Remote` error naming the mismatch.
+    pub fn send<T: Message>(mut self, value: T) {
+        match std::mem::replace(&mut self.to, ReplyTo::Done) {
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(Ok(Box::new(value)));
+            }
+            ReplyTo::Remote { conn, id } => {
+                match frame::encode_frame(&Header::Response { id }, &value) {
+                    Ok(bytes) if bytes.len() - frame::LEN_BYTES <= conn.max_frame() => {
+                        conn.send_reply(bytes)
+                    }
+                    Ok(bytes) => conn.send_failure(
+                        id,
+                        FailureKind::Handler,
+                        &format!(
+                            "reply of {} bytes exceeds rpc.message.max_size ({} bytes)",
+                            bytes.len(),
+                            conn.max_frame()
+                        ),
+                    ),
+                    Err(e) => conn.send_failure(
+                        id,
+                        FailureKind::Handler,
+                        &format!("cannot encode reply: {e}"),
+                    ),
+                }
+            }
+            ReplyTo::Done => {}
+        }
+    }
+
+    /// Answers with a failure; the caller gets `AskError::Remote` with this message.
+    pub fn fail(mut self, message: impl std::fmt::Display) {
+        self.fail_inner(FailureKind::Handler, message.to_string());
+    }
+
+    fn fail_inner(&mut self, kind: FailureKind, message: String) {
+        match std::mem::replace(&mut self.to, ReplyTo::Done) {
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(Err(message));
+            }
+            ReplyTo::Remote { conn, id } => conn.send_failure(id, kind, &message),
+            ReplyTo::Done => {}
+        }
+    }
+
+    /// The address of the process that asked (see [`Context::sender`]).
+    pub fn sender(&self) -> Option<&RpcAddress> {
+        self.sender.as_ref()
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !matches!(self.to, ReplyTo::Done) {
+            let msg = format!(
+                "endpoint {} dropped the request without replying",
+                self.endpoint
+            );
+            self.fail_inner(FailureKind::Handler, msg);
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! [`RpcEnv`]: the process's RPC environment. It owns the listening socket (in server
+//! mode), the name table of endpoints, one outbox connection per peer, and the
+//! cancellation token and task tracker every loop in this crate answers to.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::address::RpcAddress;
+use crate::conf::RpcConf;
+use crate::connection::{self, Connection, Out, Outcome};
+use crate::endpoint::{Ask, ConcurrentEndpoint, Context, Endpoint, Event, Protocol, Reply};
+use crate::error::RpcError;
+use crate::files::{FileRegistry, FileServerEndpoint, FILE_SERVER};
+use crate::inbox::{self, ErasedInbox, Inbox};
+use crate::reference::{EndpointRef, Target};
+use crate::tls::TlsContext;
+
+/// Name of the built-in endpoint that answers lookups.
+pub const ENDPOINT_VERIFIER: &str = "endpoint-verifier";
+
+pub(crate) struct EnvInner {
+    pub(crate) conf: RpcConf,
+    pub(crate) address: Option<RpcAddress>,
+    endpoints: RwLock<HashMap<Arc<str>, Arc<dyn ErasedInbox>>>,
+    outboxes: Mutex<HashMap<RpcAddress, Arc<Connection>>>,
+    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    pub(crate) token: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) tls: Option<TlsContext>,
+    next_id: AtomicU64,
+    pub(crate) files: FileRegistry,
+}
+
+/// A process's RPC environment. Cloning gives another handle to the same environment.
+#[derive(Clone)]
+pub struct RpcEnv {
+    pub(crate) inner: Arc<EnvInner>,
+}
+
+impl RpcEnv {
+    /// Starts a server-mode environment listening on `host:port` (port 0 picks a free
+    /// one). The address it advertises is `host` and the bound port.
+    pub async fn server(conf: RpcConf, host: &str, port: u16) -> Result<RpcEnv, RpcError> {
+        let bind = RpcAddress::new(host, port).host_port();
+        let listener = TcpListener::bind(&bind)
+            .await
+            .map_err(|source| RpcError::Bind {
+                address: bind.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| RpcError::Bind {
+            address: bind,
+            source,
+        })?;
+        let env = Self::build(conf, Some(RpcAddress::new(host, local.port())))?;
+        let accept_env = env.clone();
+        env.inner.tracker.spawn(accept_loop(accept_env, listener));
+        env.setup_endpoint(ENDPOINT_VERIFIER, Verifier)?;
+        env.setup_concurrent_endpoint(FILE_SERVER, Arc::new(FileServerEndpoint))?;
+        tracing::info!("RPC environment listening on {}", env.describe());
+        Ok(env)
+    }
+
+    /// Starts a client-only environment: it listens nowhere; peers reach its endpoints
+    /// only over connections it opened.
+    pub fn client(conf: RpcConf) -> Result<RpcEnv, RpcError> {
+        Self::build(conf, None)
+    }
+
+    fn build(conf: RpcConf, address: Option<RpcAddress>) -> Result<RpcEnv, RpcError> {
+        let tls = conf.tls.as_ref().map(TlsContext::load).transpose()?;
+        Ok(RpcEnv {
+            inner: Arc::new(EnvInner {
+                conf,
+                address,
+                endpoints: RwLock::new(HashMap::new()),
+                outboxes: Mutex::new(HashMap::new()),
+                connections: Mutex::new(HashMap::new()),
+                token: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                tls,
+                next_id: AtomicU64::new(1),
+                files: FileRegistry::default(),
+            }),
+        })
+    }
+
+    /// The listening address; `None` for a client-only environment.
+    pub fn address(&self) -> Option<&RpcAddress> {
+        self.inner.address.as_ref()
+    }
+
+    /// The settings in force.
+    pub fn conf(&self) -> &RpcConf {
+        &self.inner.conf
+    }
+
+    /// The address for messages and logs (`flint://host:port` or `client-only env`).
+    pub fn describe(&self) -> String {
+        match &self.inner.address {
+            Some(a) => a.to_string(),
+            None => "a client-only RpcEnv".into(),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn register<M: Protocol>(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            EndpointRef<M>,
+            Context<M>,
+            mpsc::UnboundedReceiver<inbox::Item<M>>,
+        ),
+        RpcError,
+    > {
+        if self.inner.token.is_cancelled() {
+            return Err(RpcError::Ask(crate::AskError::NotDelivered {
+                to: name.into(),
+                reason: "the RPC environment has stopped".into(),
+            }));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let name: Arc<str> = name.into();
+        {
+            let mut eps = self.inner.endpoints.write();
+            if eps.contains_key(&name) {
+                return Err(RpcError::NameTaken(name.to_string()));
+            }
+            eps.insert(name.clone(), Arc::new(Inbox { tx: tx.clone() }));
+        }
+        let r = EndpointRef::new(self.clone(), name, Target::Local(tx));
+        let ctx = Context {
+            env: self.clone(),
+            self_ref: r.clone(),
+            sender: None,
+        };
+        Ok((r, ctx, rx))
+    }
+
+    /// Registers `endpoint` under `name` and starts it (`on_start` runs first).
+    pub fn setup_endpoint<E: Endpoint>(
+        &self,
+        name: &str,
+        endpoint: E,
+    ) -> Result<EndpointRef<E::Msg>, RpcError> {
+        let (r, ctx, rx) = self.register::<E::Msg>(name)?;
+        let span = tracing::debug_span!("endpoint", name);
+        self.inner.tracker.spawn(tracing::Instrument::instrument(
+            inbox::run_sequential(endpoint, ctx, rx),
+            span,
+        ));
+        Ok(r)
+    }
+
+    /// Registers an endpoint that handles messages concurrently.
+    pub fn setup_concurrent_endpoint<E: ConcurrentEndpoint>(
+        &self,
+        name: &str,
+        endpoint: Arc<E>,
+    ) -> Result<EndpointRef<E::Msg>, RpcError> {
+        let (r, ctx, rx) = self.register::<E::Msg>(name)?;
+        self.inner
+            .tracker
+            .spawn(inbox::run_concurrent(endpoint, ctx, rx));
+        Ok(r)
+    }
+
+    /// Stops the endpoint `name` after the messages already queued before this call;
+    /// its `on_stop` runs and later messages to it fail as not delivered.
+    pub fn stop_endpoint(&self, name: &str) {
+        if let Some(inbox) = self.inner.endpoints.read().get(name) {
+            inbox.stop();
+        }
+    }
+
+    pub(crate) fn unregister(&self, name: &str) {
+        self.inner.endpoints.write().remove(name);
+    }
+
+    pub(crate) fn inbox(&self, name: &str) -> Option<Arc<dyn ErasedInbox>> {
+        self.inner.endpoints.read().get(name).cloned()
+    }
+
+    /// The protocol spoken by the local endpoint `name`, if there is one.
+    pub fn protocol_of(&self, name: &str) -> Option<&'static str> {
+        self.inbox(name).map(|i| i.protocol_name())
+    }
+
+    /// A ref to endpoint `name` at `address`, without checking it exists (a message to
+    /// a missing endpoint then fails as not delivered). Local if `address` is ours.
+    pub fn endpoint_ref<M: Protocol>(&self, address: &RpcAddress, name: &str) -> EndpointRef<M> {
+        self.bind_ref(Some(address.clone()), name.into(), None)
+    }
+
+    /// A ref to this environment's own endpoint `name`, if it exists and speaks `M`.
+    pub fn local_ref<M: Protocol>(&self, name: &str) -> Option<EndpointRef<M>> {
+        let inbox = self.inbox(name)?;
+        let tx = inbox.as_any().downcast_ref::<Inbox<M>>()?.tx.clone();
+        Some(EndpointRef::new(
+            self.clone(),
+            name.into(),
+            Target::Local(tx),
+        ))
+    }
+
+    pub(crate) fn bind_ref<M: Protocol>(
+        &self,
+        address: Option<RpcAddress>,
+        name: Arc<str>,
+        conn: Option<&Arc<Connection>>,
+    ) -> EndpointRef<M> {
+        let target = match address {
+            Some(a) if Some(&a) == self.inner.address.as_ref() => match self.local_ref::<M>(&name) {
+                Some(r) => return r,
+                None => Target::Missing(format!("no endpoint named {name} speaking {} at {a}", M::NAME)),
+            },
+            Some(a) => Target::Remote(a),
+            None => match conn {
+                Some(c) => Target::Client(c.clone()),
+                None => Target::Missing(format!(
+                    "endpoint {name} is in a client-only environment and no connection to it is known"
+                )),
+            },
+        };
+        EndpointRef::new(self.clone(), name, target)
+    }
+
+    /// Looks up endpoint `name` at `address` (asking that environment's
+    /// `endpoint-verifier`), failing with `no endpoint named X at flint://host:port`.
+    pub async fn setup_endpoint_ref<M: Protocol>(
+        &self,
+        address: &RpcAddress,
+        name: &str,
+    ) -> Result<EndpointRef<M>, RpcError> {
+        let found = if Some(address) == self.inner.address.as_ref() {
+            self.protocol_of(name).map(str::to_string)
+        } else {
+            let verifier = self.endpoint_ref::<VerifierMsg>(address, ENDPOINT_VERIFIER);
+            verifier
+                .ask_within(
+                    CheckExistence { name: name.into() },
+                    self.inner.conf.lookup_timeout,
+                )
+                .await?
+        };
+        match found {
+            None => Err(RpcError::EndpointNotFound {
+                name: name.into(),
+                address: address.to_string(),
+            }),
+            Some(p) if p != M::NAME => Err(RpcError::ProtocolMismatch {
+                name: name.into(),
+                address: address.to_string(),
+                expected: M::NAME,
+                actual: p,
+            }),
+            Some(_) => Ok(self.endpoint_ref(address, name)),
+        }
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The live connection to `addr`, opening one if there is none.
+    fn outbox(&self, addr: &RpcAddress) -> Result<Arc<Connection>, String> {
+        if self.inner.token.is_cancelled() {
+            return Err("the RPC environment has stopped".into());
+        }
+        let mut map = self.inner.outboxes.lock();
+        if let Some(c) = map.get(addr) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let (conn, rx) = Connection::new(
+            self.next_request_id(),
+            addr.clone(),
+            self.inner.conf.max_message_size,
+            &self.inner.token,
+        );
+        map.insert(addr.clone(), conn.clone());
+        drop(map);
+        self.inner.connections.lock().insert(conn.id, conn.clone());
+        self.inner
+            .tracker
+            .spawn(connection::run_outbound(self.clone(), conn.clone(), rx));
+        Ok(conn)
+    }
+
+    /// Queues a frame to `addr`; a connection found closed is replaced once.
+    pub(crate) fn send_to(&self, addr: &RpcAddress, mut out: Out) -> Result<(), String> {
+        for _ in 0..2 {
+            let conn = self.outbox(addr)?;
+            match conn.enqueue(out) {
+                Ok(()) => return Ok(()),
+                Err(back) => {
+                    out = back;
+                    self.forget_connection(&conn);
+                }
+            }
+        }
+        Err(format!("the connection to {addr} keeps closing"))
+    }
+
+    /// Registers ask `id` and queues its frame to `addr`.
+    pub(crate) fn ask_to(
+        &self,
+        addr: &RpcAddress,
+        id: u64,
+        bytes: bytes::Bytes,
+    ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), String> {
+        let mut out = Out {
+            bytes,
+            ask: Some(id),
+        };
+        for _ in 0..2 {
+            let conn = self.outbox(addr)?;
+            let rx = conn.register(id);
+            match conn.enqueue(out) {
+                Ok(()) => return Ok((conn, rx)),
+                Err(back) => {
+                    conn.unregister(id);
+                    out = back;
+                    self.forget_connection(&conn);
+                }
+            }
+        }
+        Err(format!("the connection to {addr} keeps closing"))
+    }
+
+    /// Takes a handshaken inbound connection into the tables; it becomes the outbox to
+    /// the peer's listening address when there is none yet.
+    pub(crate) fn adopt_inbound(
+        &self,
+        peer: RpcAddress,
+        listens: bool,
+    ) -> (Arc<Connection>, mpsc::UnboundedReceiver<Out>) {
+        let (conn, rx) = Connection::new(
+            self.next_request_id(),
+            peer.clone(),
+            self.inner.conf.max_message_size,
+            &self.inner.token,
+        );
+        self.inner.connections.lock().insert(conn.id, conn.clone());
+        if listens {
+            let mut map = self.inner.outboxes.lock();
+            match map.get(&peer) {
+                Some(c) if !c.is_closed() => {}
+                _ => {
+                    map.insert(peer, conn.clone());
+                }
+            }
+        }
+        (conn, rx)
+    }
+
+    /// Removes a closed connection from the tables (only if it is still the one there).
+    pub(crate) fn forget_connection(&self, conn: &Arc<Connection>) {
+        self.inner.connections.lock().remove(&conn.id);
+        let mut map = self.inner.outboxes.lock();
+        if map.get(conn.peer()).is_some_and(|c| c.id == conn.id) {
+            map.remove(conn.peer());
+        }
+    }
+
+    pub(crate) fn post_event(&self, ev: Event) {
+        let inboxes: Vec<_> = self.inner.endpoints.read().values().cloned().collect();
+        for i in inboxes {
+            i.post_event(ev.clone());
+        }
+    }
+
+    /// Stops the environment: the listener closes, every endpoint stops (its `on_stop`
+    /// runs), every connection closes and every pending ask fails. Returns at once;
+    /// [`RpcEnv::await_termination`] waits for all of it.
+    pub fn shutdown(&self) {
+        if self.inner.token.is_cancelled() {
+            return;
+        }
+        tracing::debug!("shutting down RPC environment {}", self.describe());
+        self.inner.token.cancel();
+        self.inner.tracker.close();
+    }
+
+    /// Waits until every task of the environment has ended after [`RpcEnv::shutdown`].
+    pub async fn await_termination(&self) {
+        self.inner.tracker.wait().await;
+        self.inner.outboxes.lock().clear();
+        self.inner.connections.lock().clear();
+        self.inner.endpoints.write().clear();
+    }
+
+    /// Whether [`RpcEnv::shutdown`] has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.token.is_cancelled()
+    }
+
+    /// Resolves when the environment starts shutting down.
+    pub async fn cancelled(&self) {
+        self.inner.token.cancelled().await
+    }
+}
+
+async fn accept_loop(env: RpcEnv, listener: TcpListener) {
+    let token = env.inner.token.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = token.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(peer = %peer, "cannot set TCP_NODELAY: {e}");
+                }
+                env.inner
+                    .tracker
+                    .spawn(connection::run_inbound(env.clone(), tcp, peer));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: say so, back off briefly, go on.
+                tracing::warn!("accept failed on {}: {e}", env.describe());
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Messages of the built-in `endpoint-verifier`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum VerifierMsg {
+    Check(CheckExistence),
+}
+
+impl Protocol for VerifierMsg {
+    const NAME: &'static str = "flint.endpoint-verifier/1";
+}
+
+/// Does an endpoint of this name exist? Answered with its protocol's name.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CheckExistence {
+    name: String,
+}
+
+impl Ask for CheckExistence {
+    type Reply = Option<String>;
+}
+
+impl From<CheckExistence> for VerifierMsg {
+    fn from(c: CheckExistence) -> Self {
+        VerifierMsg::Check(c)
+    }
+}
+
+struct Verifier;
+
+impl Endpoint for Verifier {
+    type Msg = VerifierMsg;
+
+    fn receive_and_reply(&mut self, ctx: &Context<VerifierMsg>, msg: VerifierMsg, reply: Reply) {
+        let VerifierMsg::Check(c) = msg;
+        reply.send(ctx.env().protocol_of(&c.name).map(str::to_string));
+    }
+}

@@ -1,0 +1,317 @@
+//! The file server: an environment registers a local file and gets a
+//! `flint://host:port/files/<name>` URI; another environment fetches it in chunks over
+//! the ordinary RPC connection (a few chunks in flight), checks size and SHA-256 on
+//! arrival and only then moves it into place. Used to ship application binaries.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::address::RpcAddress;
+use crate::endpoint::{Ask, ConcurrentEndpoint, Context, Protocol, Reply};
+use crate::env::RpcEnv;
+use crate::error::RpcError;
+
+/// Name of the built-in file server endpoint.
+pub const FILE_SERVER: &str = "file-server";
+/// Bytes per fetched chunk.
+pub const CHUNK: u64 = 1 << 20;
+const IN_FLIGHT: usize = 4;
+
+#[derive(Debug, Clone)]
+struct Registered {
+    path: PathBuf,
+    size: u64,
+    modified: Option<SystemTime>,
+    sha256: [u8; 32],
+}
+
+#[derive(Default)]
+pub(crate) struct FileRegistry {
+    files: Mutex<HashMap<String, Registered>>,
+}
+
+/// Size and checksum of a served or fetched file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// Length in bytes.
+    pub size: u64,
+    /// SHA-256 of the contents.
+    pub sha256: [u8; 32],
+}
+
+impl FileMeta {
+    /// The checksum as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum FileMsg {
+    Open(OpenFile),
+    Read(ReadChunk),
+}
+
+impl Protocol for FileMsg {
+    const NAME: &'static str = "flint.file-server/1";
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct OpenFile {
+    name: String,
+}
+impl Ask for OpenFile {
+    type Reply = FileMeta;
+}
+impl From<OpenFile> for FileMsg {
+    fn from(v: OpenFile) -> Self {
+        FileMsg::Open(v)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ReadChunk {
+    name: String,
+    offset: u64,
+    len: u64,
+}
+impl Ask for ReadChunk {
+    type Reply = Bytes;
+}
+impl From<ReadChunk> for FileMsg {
+    fn from(v: ReadChunk) -> Self {
+        FileMsg::Read(v)
+    }
+}
+
+fn file_error(e: impl std::fmt::Display) -> RpcError {
+    RpcError::File(e.to_string())
+}
+
+async fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, h.finalize().into()))
+}
+
+pub(crate) struct FileServerEndpoint;
+
+impl FileServerEndpoint {
+    /// The registration, if the file on disk still matches it.
+    async fn current(env: &RpcEnv, name: &str) -> Result<Registered, String> {
+        let reg = env
+            .inner
+            .files
+            .files
+            .lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no file named {name:?} is registered at {}", env.describe()))?;
+        let meta = tokio::fs::metadata(&reg.path).await.map_err(|e| {
+            format!(
+                "file {name:?} (registered from {}) cannot be read: {e}",
+                reg.path.display()
+            )
+        })?;
+        if meta.len() != reg.size || meta.modified().ok() != reg.modified {
+            return Err(format!(
+                "file {name:?} ({}) changed since it was registered ({} bytes then, {} now); register it again",
+                reg.path.display(),
+                reg.size,
+                meta.len()
+            ));
+        }
+        Ok(reg)
+    }
+
+    async fn read(env: &RpcEnv, c: ReadChunk) -> Result<Bytes, String> {
+        let reg = Self::current(env, &c.name).await?;
+        if c.offset > reg.size || c.len > CHUNK {
+            return Err(format!(
+                "bad chunk request for {:?}: offset {} len {}",
+                c.name, c.offset, c.len
+            ));
+        }
+        let len = c.len.min(reg.size - c.offset) as usize;
+        let mut f = tokio::fs::File::open(&reg.path)
+            .await
+            .map_err(|e| e.to_string())?;
+        f.seek(SeekFrom::Start(c.offset))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; len];
+        f.read_exact(&mut buf)
+            .await
+            .map_err(|e| format!("file {:?} changed while being served: {e}", c.name))?;
+        Ok(buf.into())
+    }
+}
+
+impl ConcurrentEndpoint for FileServerEndpoint {
+    type Msg = FileMsg;
+
+    async fn handle(self: Arc<Self>, ctx: Context<FileMsg>, msg: FileMsg, reply: Option<Reply>) {
+        let Some(reply) = reply else { return };
+        match msg {
+            FileMsg::Open(o) => match Self::current(ctx.env(), &o.name).await {
+                Ok(r) => reply.send(FileMeta {
+                    size: r.size,
+                    sha256: r.sha256,
+                }),
+                Err(e) => reply.fail(e),
+            },
+            FileMsg::Read(c) => match Self::read(ctx.env(), c).await {
+                Ok(b) => reply.send(b),
+                Err(e) => reply.fail(e),
+            },
+        }
+    }
+}
+
+/// Splits `flint://host:port/files/<name>` into address and name.
+pub fn parse_file_uri(uri: &str) -> Result<(RpcAddress, String), RpcError> {
+    let bad = || {
+        file_error(format!(
+            "{uri:?} is not a file URI (expected flint://host:port/files/<name>)"
+        ))
+    };
+    let rest = uri.strip_prefix(crate::address::SCHEME).ok_or_else(bad)?;
+    let (hp, name) = rest.split_once("/files/").ok_or_else(bad)?;
+    if name.is_empty() || name.contains('/') {
+        return Err(bad());
+    }
+    let addr: RpcAddress = format!("{}{hp}", crate::address::SCHEME).parse()?;
+    Ok((addr, name.to_string()))
+}
+
+impl RpcEnv {
+    /// Registers `path` with this environment's file server and returns its URI. The
+    /// file is hashed now; if it later changes, fetching it fails with a clear error.
+    pub async fn add_file(&self, path: &Path) -> Result<String, RpcError> {
+        let addr = self
+            .address()
+            .ok_or(RpcError::ClientOnly("serving files"))?
+            .clone();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| file_error(format!("{} has no usable file name", path.display())))?
+            .to_string();
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| file_error(format!("cannot register {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(file_error(format!(
+                "cannot register {}: not a regular file",
+                path.display()
+            )));
+        }
+        let (size, sha256) = hash_file(path)
+            .await
+            .map_err(|e| file_error(format!("cannot read {}: {e}", path.display())))?;
+        let canonical = tokio::fs::canonicalize(path)
+            .await
+            .unwrap_or_else(|_| path.to_path_buf());
+        let mut files = self.inner.files.files.lock();
+        if let Some(existing) = files.get(&name) {
+            if existing.path != canonical {
+                return Err(file_error(format!(
+                    "a different file named {name:?} is already registered (from {})",
+                    existing.path.display()
+                )));
+            }
+        }
+        files.insert(
+            name.clone(),
+            Registered {
+                path: canonical,
+                size,
+                modified: meta.modified().ok(),
+                sha256,
+            },
+        );
+        Ok(format!("{addr}/files/{name}"))
+    }
+
+    /// Downloads the file at `uri` to `dest`, verifying size and SHA-256; `dest` only
+    /// appears once the whole file has arrived intact.
+    pub async fn fetch_file(&self, uri: &str, dest: &Path) -> Result<FileMeta, RpcError> {
+        let (addr, name) = parse_file_uri(uri)?;
+        let server = self.endpoint_ref::<FileMsg>(&addr, FILE_SERVER);
+        let meta = server
+            .ask(OpenFile { name: name.clone() })
+            .await
+            .map_err(|e| file_error(format!("cannot fetch {uri}: {e}")))?;
+        let tmp = dest.with_extension(format!("part-{}", std::process::id()));
+        let result = async {
+            let mut out = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| file_error(format!("cannot create {}: {e}", tmp.display())))?;
+            let mut hasher = Sha256::new();
+            let mut next = 0u64;
+            let mut inflight = FuturesOrdered::new();
+            let mut received = 0u64;
+            loop {
+                while inflight.len() < IN_FLIGHT && next < meta.size {
+                    let s = server.clone();
+                    let req = ReadChunk {
+                        name: name.clone(),
+                        offset: next,
+                        len: CHUNK,
+                    };
+                    inflight.push_back(async move { s.ask(req).await });
+                    next += CHUNK;
+                }
+                let Some(chunk) = inflight.next().await else { break };
+                let chunk = chunk.map_err(|e| file_error(format!("fetching {uri} failed: {e}")))?;
+                if chunk.is_empty() {
+                    return Err(file_error(format!("{uri} ended early at byte {received}")));
+                }
+                hasher.update(&chunk);
+                received += chunk.len() as u64;
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| file_error(format!("cannot write {}: {e}", tmp.display())))?;
+            }
+            out.flush().await.map_err(file_error)?;
+            let sha256: [u8; 32] = hasher.finalize().into();
+            if received != meta.size || sha256 != meta.sha256 {
+                return Err(file_error(format!(
+                    "checksum mismatch fetching {uri}: expected {} bytes with sha256 {}, got {received} bytes with sha256 {} (did the file change while being served?)",
+                    meta.size,
+                    meta.sha256_hex(),
+                    hex::encode(sha256)
+                )));
+            }
+            tokio::fs::rename(&tmp, dest)
+                .await
+                .map_err(|e| file_error(format!("cannot move download into {}: {e}", dest.display())))?;
+            Ok(meta.clone())
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}

@@ -1,0 +1,368 @@
+//! The connection handshake: protocol version check and, when a secret is configured,
+//! mutual HMAC-SHA256 challenge–response with fresh nonces from both sides.
+//!
+//! ```text
+//! client → server  "FLNT" ‖ version(u32 BE) ‖ Hello { nonce_c, listen, has_secret }
+//! server → client  Challenge { nonce_s, auth } | Refused { reason }
+//! client → server  Proof { HMAC(k, "flint/1 client" ‖ nonce_c ‖ nonce_s ‖ listen) }
+//! server → client  Welcome { HMAC(k, "flint/1 server" ‖ nonce_s ‖ nonce_c) } | Refused
+//! ```
+//!
+//! The client proves itself first, so a server always learns — and logs — that a peer
+//! had the wrong secret. The secret never crosses the wire; tags are compared in
+//! constant time; the labels keep a tag of one role from being replayed as the other's.
+//! Frames are read with exact reads so no byte after the handshake is consumed here.
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::address::RpcAddress;
+use crate::conf::Secret;
+
+/// The wire protocol version; peers of different versions refuse each other.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// First bytes of every connection.
+pub const MAGIC: [u8; 4] = *b"FLNT";
+/// Largest handshake frame; anything bigger is not a flint peer.
+pub const MAX_HANDSHAKE_FRAME: usize = 4096;
+
+const NONCE: usize = 32;
+type Tag = [u8; 32];
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Hello {
+    nonce: [u8; NONCE],
+    listen: Option<RpcAddress>,
+    has_secret: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ServerMsg {
+    Challenge { nonce: [u8; NONCE], auth: bool },
+    Refused { reason: String },
+    Welcome { proof: Option<Tag> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Proof {
+    proof: Option<Tag>,
+}
+
+/// Why a handshake failed. Every variant reads as a sentence for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The peer's first bytes are not flint's.
+    #[error("not a flint peer (bad magic bytes {0:02x?})")]
+    BadMagic(Vec<u8>),
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: peer speaks v{peer}, this node speaks v{ours}")]
+    Version {
+        /// The peer's version.
+        peer: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// A handshake frame was too big or malformed.
+    #[error("malformed handshake: {0}")]
+    Malformed(String),
+    /// The peer has no secret but this node requires one.
+    #[error("authentication required: this node has auth.secret set and the peer has none")]
+    PeerHasNoSecret,
+    /// This node has no secret but the peer requires one.
+    #[error("the peer requires authentication; set auth.secret (or auth.secret_file, FLINT_AUTH_SECRET) to the cluster secret")]
+    WeHaveNoSecret,
+    /// This node has a secret but the peer does not authenticate.
+    #[error("the peer does not authenticate, but auth.secret is set here; refusing an unauthenticated connection")]
+    PeerDoesNotAuthenticate,
+    /// The peer's proof did not match: it has a different secret.
+    #[error("authentication failed: the peer's proof does not match (wrong secret)")]
+    WrongSecret,
+    /// The peer refused us, with its reason.
+    #[error("refused by peer: {0}")]
+    Refused(String),
+    /// The peer did not finish in time.
+    #[error("handshake timed out after {0:?} (rpc.handshake_timeout)")]
+    Timeout(std::time::Duration),
+    /// The socket failed or closed.
+    #[error("connection failed during handshake: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one length-prefixed frame of at most [`MAX_HANDSHAKE_FRAME`] bytes, exactly.
+async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, HandshakeError> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_HANDSHAKE_FRAME {
+        return Err(HandshakeError::Malformed(format!(
+            "first frame announces {len} bytes (over {MAX_HANDSHAKE_FRAME}); not a flint peer?"
+        )));
+    }
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, body: &[u8]) -> Result<(), HandshakeError> {
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(body);
+    s.write_all(&buf).await?;
+    s.flush().await?;
+    Ok(())
+}
+
+async fn send<S: AsyncWrite + Unpin, T: Serialize>(s: &mut S, v: &T) -> Result<(), HandshakeError> {
+    let body = postcard::to_stdvec(v).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    write_frame(s, &body).await
+}
+
+async fn recv<S: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    s: &mut S,
+) -> Result<T, HandshakeError> {
+    let buf = read_frame(s).await?;
+    postcard::from_bytes(&buf).map_err(|e| HandshakeError::Malformed(e.to_string()))
+}
+
+fn tag(secret: &Secret, label: &[u8], a: &[u8], b: &[u8], extra: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(&secret.0) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any size"),
+    };
+    mac.update(label);
+    mac.update(a);
+    mac.update(b);
+    mac.update(extra);
+    mac
+}
+
+fn nonce() -> [u8; NONCE] {
+    let mut n = [0u8; NONCE];
+    rand::rng().fill_bytes(&mut n);
+    n
+}
+
+fn listen_bytes(listen: &Option<RpcAddress>) -> Vec<u8> {
+    postcard::to_stdvec(listen).unwrap_or_default()
+}
+
+/// Runs the client side; returns when the server has proven itself (or no auth is used).
+pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    secret: Option<&Secret>,
+    listen: Option<RpcAddress>,
+) -> Result<(), HandshakeError> {
+    client_with_version(s, secret, listen, PROTOCOL_VERSION).await
+}
+
+/// [`client`] with an explicit version: lets tests speak a wrong one.
+pub async fn client_with_version<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    secret: Option<&Secret>,
+    listen: Option<RpcAddress>,
+    version: u32,
+) -> Result<(), HandshakeError> {
+    let nonce_c = nonce();
+    let lb = listen_bytes(&listen);
+    let hello = Hello {
+        nonce: nonce_c,
+        listen,
+        has_secret: secret.is_some(),
+    };
+    let mut first = Vec::with_capacity(64);
+    first.extend_from_slice(&MAGIC);
+    first.extend_from_slice(&version.to_be_bytes());
+    let first =
+        postcard::to_extend(&hello, first).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    write_frame(s, &first).await?;
+    let nonce_s = match recv::<_, ServerMsg>(s).await? {
+        ServerMsg::Refused { reason } => return Err(HandshakeError::Refused(reason)),
+        ServerMsg::Challenge { auth: true, .. } if secret.is_none() => {
+            return Err(HandshakeError::WeHaveNoSecret)
+        }
+        ServerMsg::Challenge { auth: false, .. } if secret.is_some() => {
+            return Err(HandshakeError::PeerDoesNotAuthenticate)
+        }
+        ServerMsg::Challenge { nonce, .. } => nonce,
+        ServerMsg::Welcome { .. } => {
+            return Err(HandshakeError::Malformed("welcome before challenge".into()))
+        }
+    };
+    let proof = secret.map(|k| {
+        tag(k, b"flint/1 client", &nonce_c, &nonce_s, &lb)
+            .finalize()
+            .into_bytes()
+            .into()
+    });
+    send(s, &Proof { proof }).await?;
+    match recv::<_, ServerMsg>(s).await? {
+        ServerMsg::Refused { reason } => Err(HandshakeError::Refused(reason)),
+        ServerMsg::Welcome { proof } => match (secret, proof) {
+            (None, _) => Ok(()),
+            (Some(k), Some(p)) => tag(k, b"flint/1 server", &nonce_s, &nonce_c, &[])
+                .verify_slice(&p)
+                .map_err(|_| HandshakeError::WrongSecret),
+            (Some(_), None) => Err(HandshakeError::PeerDoesNotAuthenticate),
+        },
+        ServerMsg::Challenge { .. } => Err(HandshakeError::Malformed("second challenge".into())),
+    }
+}
+
+/// Runs the server side; returns the peer's declared listening address once it has
+/// proven itself. On failure the peer has been told why (when it got that far).
+pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    secret: Option<&Secret>,
+) -> Result<Option<RpcAddress>, HandshakeError> {
+    let first = read_frame(s).await?;
+    if first.len() < 8 || first[..4] != MAGIC {
+        return Err(HandshakeError::BadMagic(
+            first[..first.len().min(8)].to_vec(),
+        ));
+    }
+    let version = u32::from_be_bytes([first[4], first[5], first[6], first[7]]);
+    if version != PROTOCOL_VERSION {
+        let e = HandshakeError::Version {
+            peer: version,
+            ours: PROTOCOL_VERSION,
+        };
+        refuse(s, &e).await;
+        return Err(e);
+    }
+    let hello: Hello =
+        postcard::from_bytes(&first[8..]).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    if secret.is_some() && !hello.has_secret {
+        let e = HandshakeError::PeerHasNoSecret;
+        refuse(s, &HandshakeError::WeHaveNoSecret).await;
+        return Err(e);
+    }
+    let nonce_s = nonce();
+    send(
+        s,
+        &ServerMsg::Challenge {
+            nonce: nonce_s,
+            auth: secret.is_some(),
+        },
+    )
+    .await?;
+    let proof: Proof = recv(s).await?;
+    if let Some(k) = secret {
+        let lb = listen_bytes(&hello.listen);
+        let ok = proof.proof.is_some_and(|p| {
+            tag(k, b"flint/1 client", &hello.nonce, &nonce_s, &lb)
+                .verify_slice(&p)
+                .is_ok()
+        });
+        if !ok {
+            send(
+                s,
+                &ServerMsg::Refused {
+                    reason: "authentication failed (wrong secret?)".into(),
+                },
+            )
+            .await
+            .ok();
+            return Err(HandshakeError::WrongSecret);
+        }
+    }
+    let proof = secret.map(|k| {
+        tag(k, b"flint/1 server", &nonce_s, &hello.nonce, &[])
+            .finalize()
+            .into_bytes()
+            .into()
+    });
+    send(s, &ServerMsg::Welcome { proof }).await?;
+    Ok(hello.listen)
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, why: &HandshakeError) {
+    // Best effort: the peer may already be gone.
+    let _ = send(
+        s,
+        &ServerMsg::Refused {
+            reason: why.to_string(),
+        },
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    async fn pair(
+        cs: Option<Secret>,
+        ss: Option<Secret>,
+    ) -> (
+        Result<(), HandshakeError>,
+        Result<Option<RpcAddress>, HandshakeError>,
+    ) {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        let listen = Some(RpcAddress::new("127.0.0.1", 9));
+        // Each side owns its half, so a side that gives up closes it, as a socket would.
+        tokio::join!(
+            async move { client(&mut a, cs.as_ref(), listen).await },
+            async move { server(&mut b, ss.as_ref()).await }
+        )
+    }
+
+    fn k(s: &str) -> Option<Secret> {
+        Some(Secret::new(s.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn matching_secrets_and_no_secrets_succeed() {
+        let (c, s) = pair(k("a"), k("a")).await;
+        c.unwrap();
+        assert_eq!(s.unwrap(), Some(RpcAddress::new("127.0.0.1", 9)));
+        let (c, s) = pair(None, None).await;
+        c.unwrap();
+        s.unwrap();
+    }
+
+    #[tokio::test]
+    async fn wrong_or_missing_secrets_fail_on_both_sides() {
+        let (c, s) = pair(k("a"), k("b")).await;
+        assert!(matches!(s, Err(HandshakeError::WrongSecret)), "{s:?}");
+        assert!(matches!(c, Err(HandshakeError::Refused(_))), "{c:?}");
+        let (c, s) = pair(None, k("b")).await;
+        assert!(matches!(s, Err(HandshakeError::PeerHasNoSecret)), "{s:?}");
+        assert!(c.unwrap_err().to_string().contains("auth.secret"));
+        let (c, _s) = pair(k("a"), None).await;
+        assert!(
+            matches!(c, Err(HandshakeError::PeerDoesNotAuthenticate)),
+            "{c:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn version_mismatch_is_named() {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        let (c, s) = tokio::join!(
+            async move { client_with_version(&mut a, None, None, 99).await },
+            async move { server(&mut b, None).await }
+        );
+        let s = s.unwrap_err().to_string();
+        assert!(s.contains("v99") && s.contains("v1"), "{s}");
+        assert!(c.unwrap_err().to_string().contains("version mismatch"));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_server(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let (mut a, mut b) = tokio::io::duplex(8192);
+                a.write_all(&bytes).await.unwrap();
+                drop(a);
+                let r = server(&mut b, k("x").as_ref()).await;
+                assert!(r.is_err());
+            });
+        }
+    }
+}

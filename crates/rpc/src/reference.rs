@@ -1,0 +1,337 @@
+//! [`EndpointRef`]: a typed, cloneable handle to a named endpoint, local or remote, with
+//! `send` and `ask`. A ref can travel inside a message; decoding it binds it to the
+//! receiving environment (and, for a client-only peer, to the connection it came over).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::address::{EndpointAddress, RpcAddress};
+use crate::conf::RpcTimeout;
+use crate::connection::{Connection, Out, Outcome};
+use crate::endpoint::{Ask, Protocol};
+use crate::env::RpcEnv;
+use crate::error::AskError;
+use crate::frame::{self, FailureKind, Header};
+use crate::inbox::Item;
+
+pub(crate) enum Target<M> {
+    /// In this environment: messages go straight into the inbox, unserialized.
+    Local(mpsc::UnboundedSender<Item<M>>),
+    /// In a server-mode environment elsewhere: through that address's outbox.
+    Remote(RpcAddress),
+    /// In a client-only environment: only over the connection it opened to us.
+    Client(Arc<Connection>),
+    /// Could not be bound (the reason is given on use).
+    Missing(String),
+}
+
+pub(crate) struct RefInner<M> {
+    pub(crate) env: RpcEnv,
+    pub(crate) name: Arc<str>,
+    pub(crate) target: Target<M>,
+}
+
+/// A typed handle to an endpoint whose messages are `M`. Cheap to clone.
+pub struct EndpointRef<M> {
+    pub(crate) inner: Arc<RefInner<M>>,
+    _m: PhantomData<fn(M)>,
+}
+
+impl<M> Clone for EndpointRef<M> {
+    fn clone(&self) -> Self {
+        EndpointRef {
+            inner: self.inner.clone(),
+            _m: PhantomData,
+        }
+    }
+}
+
+impl<M: Protocol> EndpointRef<M> {
+    pub(crate) fn new(env: RpcEnv, name: Arc<str>, target: Target<M>) -> Self {
+        EndpointRef {
+            inner: Arc::new(RefInner { env, name, target }),
+            _m: PhantomData,
+        }
+    }
+
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.inner.name.clone()
+    }
+
+    /// The endpoint's full address (`flint://name@host:port`).
+    pub fn address(&self) -> EndpointAddress {
+        EndpointAddress {
+            address: self.rpc_address(),
+            name: self.name().to_string(),
+        }
+    }
+
+    /// The address of the environment the endpoint lives in; `None` for a client-only one.
+    pub fn rpc_address(&self) -> Option<RpcAddress> {
+        match &self.inner.target {
+            Target::Local(_) => self.inner.env.address().cloned(),
+            Target::Remote(a) => Some(a.clone()),
+            Target::Client(_) | Target::Missing(_) => None,
+        }
+    }
+
+    fn not_delivered(&self, reason: impl Into<String>) -> AskError {
+        AskError::NotDelivered {
+            to: self.address().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Sends a one-way message. An error here means it certainly was not delivered;
+    /// `Ok` means it was queued (a later connection failure is logged, as in Spark).
+    pub fn send(&self, msg: impl Into<M>) -> Result<(), AskError> {
+        let msg = msg.into();
+        match &self.inner.target {
+            Target::Local(tx) => tx
+                .send(Item::Local { msg, reply: None })
+                .map_err(|_| self.not_delivered("the endpoint has stopped")),
+            Target::Remote(addr) => {
+                let bytes = self.encode(
+                    &Header::OneWay {
+                        to: self.name(),
+                        protocol: M::ID,
+                    },
+                    &msg,
+                )?;
+                self.inner
+                    .env
+                    .send_to(addr, Out { bytes, ask: None })
+                    .map_err(|r| self.not_delivered(r))
+            }
+            Target::Client(conn) => {
+                let bytes = self.encode(
+                    &Header::OneWay {
+                        to: self.name(),
+                        protocol: M::ID,
+                    },
+                    &msg,
+                )?;
+                conn.enqueue(Out { bytes, ask: None })
+                    .map_err(|_| self.not_delivered("the connection the client opened has closed"))
+            }
+            Target::Missing(why) => Err(self.not_delivered(why.clone())),
+        }
+    }
+
+    fn encode(&self, header: &Header<'_>, msg: &M) -> Result<Bytes, AskError> {
+        let max = self.inner.env.inner.conf.max_message_size;
+        let bytes = frame::encode_frame(header, msg)
+            .map_err(|e| self.not_delivered(format!("cannot encode message: {e}")))?;
+        if bytes.len() - frame::LEN_BYTES > max {
+            return Err(self.not_delivered(format!(
+                "message of {} bytes exceeds rpc.message.max_size ({max} bytes)",
+                bytes.len() - frame::LEN_BYTES
+            )));
+        }
+        Ok(bytes.into())
+    }
+
+    /// Asks and waits for the reply, at most `rpc.ask_timeout`.
+    pub async fn ask<Q: Ask + Into<M>>(&self, q: Q) -> Result<Q::Reply, AskError> {
+        self.ask_within(q, self.inner.env.inner.conf.ask_timeout)
+            .await
+    }
+
+    /// Asks and waits for the reply, at most `timeout`.
+    pub async fn ask_timeout<Q: Ask + Into<M>>(
+        &self,
+        q: Q,
+        timeout: Duration,
+    ) -> Result<Q::Reply, AskError> {
+        let t = RpcTimeout {
+            duration: timeout,
+            setting: "the timeout passed to ask_timeout",
+        };
+        self.ask_within(q, t).await
+    }
+
+    pub(crate) async fn ask_within<Q: Ask + Into<M>>(
+        &self,
+        q: Q,
+        t: RpcTimeout,
+    ) -> Result<Q::Reply, AskError> {
+        let msg: M = q.into();
+        let timeout = || AskError::Timeout {
+            to: self.address().to_string(),
+            after: t.duration,
+            setting: t.setting,
+        };
+        match &self.inner.target {
+            Target::Local(tx) => {
+                let (otx, orx) = oneshot::channel();
+                tx.send(Item::Local {
+                    msg,
+                    reply: Some(otx),
+                })
+                .map_err(|_| self.not_delivered("the endpoint has stopped"))?;
+                match tokio::time::timeout(t.duration, orx).await {
+                    Err(_) => Err(timeout()),
+                    Ok(Err(_)) => {
+                        Err(self.not_delivered("the endpoint stopped before handling it"))
+                    }
+                    Ok(Ok(Err(message))) => Err(AskError::Remote {
+                        to: self.address().to_string(),
+                        message,
+                    }),
+                    Ok(Ok(Ok(any))) => {
+                        any.downcast::<Q::Reply>()
+                            .map(|b| *b)
+                            .map_err(|_| AskError::Remote {
+                                to: self.address().to_string(),
+                                message: format!(
+                                    "reply is not of the expected type {}",
+                                    std::any::type_name::<Q::Reply>()
+                                ),
+                            })
+                    }
+                }
+            }
+            Target::Remote(_) | Target::Client(_) => {
+                let env = &self.inner.env;
+                let id = env.next_request_id();
+                let bytes = self.encode(
+                    &Header::Request {
+                        id,
+                        to: self.name(),
+                        protocol: M::ID,
+                    },
+                    &msg,
+                )?;
+                let (conn, rx) = match &self.inner.target {
+                    Target::Remote(addr) => env
+                        .ask_to(addr, id, bytes)
+                        .map_err(|r| self.not_delivered(r))?,
+                    Target::Client(conn) => {
+                        let rx = conn.register(id);
+                        if conn
+                            .enqueue(Out {
+                                bytes,
+                                ask: Some(id),
+                            })
+                            .is_err()
+                        {
+                            conn.unregister(id);
+                            return Err(
+                                self.not_delivered("the connection the client opened has closed")
+                            );
+                        }
+                        (conn.clone(), rx)
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                let outcome = match tokio::time::timeout(t.duration, rx).await {
+                    Err(_) => {
+                        conn.unregister(id);
+                        return Err(timeout());
+                    }
+                    Ok(Err(_)) => Outcome::Lost("the connection was dropped".into()),
+                    Ok(Ok(o)) => o,
+                };
+                let to = self.address().to_string();
+                match outcome {
+                    Outcome::Reply(body) => decode_with::<Q::Reply>(env, Some(&conn), &body)
+                        .map_err(|e| AskError::Remote {
+                            to,
+                            message: format!(
+                                "reply cannot be decoded as {}: {e}",
+                                std::any::type_name::<Q::Reply>()
+                            ),
+                        }),
+                    Outcome::Failed(FailureKind::NotDelivered, reason)
+                    | Outcome::NotSent(reason) => Err(AskError::NotDelivered { to, reason }),
+                    Outcome::Failed(FailureKind::Handler, message) => {
+                        Err(AskError::Remote { to, message })
+                    }
+                    Outcome::Lost(reason) => Err(AskError::ConnectionLost { to, reason }),
+                }
+            }
+            Target::Missing(why) => Err(self.not_delivered(why.clone())),
+        }
+    }
+}
+
+impl<M: Protocol> fmt::Display for EndpointRef<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.address().fmt(f)
+    }
+}
+
+impl<M: Protocol> fmt::Debug for EndpointRef<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EndpointRef<{}>({})", M::NAME, self.address())
+    }
+}
+
+/// How a ref travels: its environment's address (none for client-only), name and
+/// protocol id.
+#[derive(Serialize, Deserialize)]
+struct WireRef {
+    address: Option<RpcAddress>,
+    name: String,
+    protocol: u32,
+}
+
+impl<M: Protocol> Serialize for EndpointRef<M> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireRef {
+            address: self.rpc_address(),
+            name: self.name().to_string(),
+            protocol: M::ID,
+        }
+        .serialize(s)
+    }
+}
+
+thread_local! {
+    static DECODE_CTX: RefCell<Option<(RpcEnv, Option<Arc<Connection>>)>> = const { RefCell::new(None) };
+}
+
+/// Decodes `body` with `env` (and the connection it came over) available to any
+/// `EndpointRef` inside it.
+pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
+    env: &RpcEnv,
+    conn: Option<&Arc<Connection>>,
+    body: &[u8],
+) -> Result<T, postcard::Error> {
+    let prev = DECODE_CTX.with(|c| c.replace(Some((env.clone(), conn.cloned()))));
+    let r = postcard::from_bytes(body);
+    DECODE_CTX.with(|c| *c.borrow_mut() = prev);
+    r
+}
+
+impl<'de, M: Protocol> Deserialize<'de> for EndpointRef<M> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireRef::deserialize(d)?;
+        if w.protocol != M::ID {
+            return Err(D::Error::custom(format!(
+                "endpoint ref {} is of another protocol than {}",
+                w.name,
+                M::NAME
+            )));
+        }
+        DECODE_CTX.with(|c| match &*c.borrow() {
+            None => Err(D::Error::custom(
+                "an EndpointRef can only be decoded by an RpcEnv",
+            )),
+            Some((env, conn)) => Ok(env.bind_ref::<M>(w.address, w.name.into(), conn.as_ref())),
+        })
+    }
+}
