@@ -189,6 +189,18 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn addresses_round_trip_through_text_and_postcard(host in "[a-z][a-z0-9.-]{0,30}", port in proptest::prelude::any::<u16>(), name in "[a-zA-Z][a-zA-Z0-9_-]{0,20}") {
+            let a = RpcAddress::new(host, port);
+            proptest::prop_assert_eq!(a.to_string().parse::<RpcAddress>().unwrap(), a.clone());
+            let bytes = postcard::to_stdvec(&a).unwrap();
+            proptest::prop_assert_eq!(postcard::from_bytes::<RpcAddress>(&bytes).unwrap(), a.clone());
+            let e = EndpointAddress { address: Some(a), name };
+            proptest::prop_assert_eq!(e.to_string().parse::<EndpointAddress>().unwrap(), e);
+        }
+    }
+
     #[test]
     fn parses_master_lists() {
         let v = RpcAddress::parse_list("flint://h1:7077,h2:7078").unwrap();

@@ -476,3 +476,21 @@ impl Endpoint for Verifier {
         reply.send(ctx.env().protocol_of(&c.name).map(str::to_string));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn verifier_messages_round_trip(name in ".{0,60}", found in proptest::option::of(".{0,30}")) {
+            let m = VerifierMsg::Check(CheckExistence { name: name.clone() });
+            let back: VerifierMsg = postcard::from_bytes(&postcard::to_stdvec(&m).unwrap()).unwrap();
+            let VerifierMsg::Check(c) = back;
+            prop_assert_eq!(c.name, name);
+            let back: Option<String> = postcard::from_bytes(&postcard::to_stdvec(&found).unwrap()).unwrap();
+            prop_assert_eq!(back, found);
+        }
+    }
+}

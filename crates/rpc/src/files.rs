@@ -315,3 +315,40 @@ impl RpcEnv {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn file_messages_round_trip(name in ".{0,40}", offset in any::<u64>(), len in any::<u64>(),
+                                    size in any::<u64>(), sha256 in any::<[u8; 32]>(),
+                                    data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let rt = |m: &FileMsg| postcard::from_bytes::<FileMsg>(&postcard::to_stdvec(m).unwrap()).unwrap();
+            let open = FileMsg::Open(OpenFile { name: name.clone() });
+            prop_assert_eq!(format!("{:?}", rt(&open)), format!("{open:?}"));
+            let read = FileMsg::Read(ReadChunk { name, offset, len });
+            prop_assert_eq!(format!("{:?}", rt(&read)), format!("{read:?}"));
+            let meta = FileMeta { size, sha256 };
+            prop_assert_eq!(postcard::from_bytes::<FileMeta>(&postcard::to_stdvec(&meta).unwrap()).unwrap(), meta);
+            let chunk = Bytes::from(data);
+            prop_assert_eq!(postcard::from_bytes::<Bytes>(&postcard::to_stdvec(&chunk).unwrap()).unwrap(), chunk);
+        }
+    }
+
+    #[test]
+    fn file_uris_parse() {
+        let (a, n) = parse_file_uri("flint://127.0.0.1:9/files/app").unwrap();
+        assert_eq!((a.port, n.as_str()), (9, "app"));
+        for bad in [
+            "flint://h:1/files/",
+            "flint://h:1/x/app",
+            "flint://h:1/files/a/b",
+            "http://h:1/files/a",
+        ] {
+            assert!(parse_file_uri(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -352,7 +352,33 @@ mod tests {
         assert!(c.unwrap_err().to_string().contains("version mismatch"));
     }
 
+    fn arb_addr() -> impl Strategy<Value = Option<RpcAddress>> {
+        proptest::option::of(
+            ("[a-z0-9.:-]{1,30}", any::<u16>()).prop_map(|(h, p)| RpcAddress::new(h, p)),
+        )
+    }
+
     proptest! {
+        #[test]
+        fn handshake_messages_round_trip(nonce in any::<[u8; 32]>(), listen in arb_addr(), flag in any::<bool>(), reason in ".{0,40}") {
+            let hello = Hello { nonce, listen: listen.clone(), has_secret: flag };
+            let back: Hello = postcard::from_bytes(&postcard::to_stdvec(&hello).unwrap()).unwrap();
+            prop_assert_eq!(back.nonce, nonce);
+            prop_assert_eq!(back.listen, listen);
+            prop_assert_eq!(back.has_secret, flag);
+            for m in [
+                ServerMsg::Challenge { nonce, auth: flag },
+                ServerMsg::Refused { reason: reason.clone() },
+                ServerMsg::Welcome { proof: flag.then_some(nonce) },
+            ] {
+                let back: ServerMsg = postcard::from_bytes(&postcard::to_stdvec(&m).unwrap()).unwrap();
+                prop_assert_eq!(format!("{back:?}"), format!("{m:?}"));
+            }
+            let p = Proof { proof: flag.then_some(nonce) };
+            let back: Proof = postcard::from_bytes(&postcard::to_stdvec(&p).unwrap()).unwrap();
+            prop_assert_eq!(back.proof, p.proof);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic_the_server(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
