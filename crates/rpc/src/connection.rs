@@ -249,6 +249,9 @@ pub(crate) async fn run_inbound(env: RpcEnv, tcp: TcpStream, socket: SocketAddr)
             return;
         }
     };
+    // A declared listening address must parse back as one; otherwise the peer is known
+    // by its socket address only.
+    let listen = listen.filter(|a| a.to_string().parse::<RpcAddress>().as_ref() == Ok(a));
     let peer = listen
         .clone()
         .unwrap_or_else(|| RpcAddress::from_socket(socket));

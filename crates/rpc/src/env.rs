@@ -339,8 +339,10 @@ impl RpcEnv {
         Err(format!("the connection to {addr} keeps closing"))
     }
 
-    /// Takes a handshaken inbound connection into the tables; it becomes the outbox to
-    /// the peer's listening address when there is none yet.
+    /// Takes a handshaken inbound connection into the tables. When the peer proved
+    /// the cluster secret or a TLS certificate, it also becomes the outbox to the peer's
+    /// declared listening address if there is none yet (one connection per pair); an
+    /// unauthenticated peer's claim is not trusted to route other traffic to it.
     pub(crate) fn adopt_inbound(
         &self,
         peer: RpcAddress,
@@ -353,7 +355,8 @@ impl RpcEnv {
             &self.inner.token,
         );
         self.inner.connections.lock().insert(conn.id, conn.clone());
-        if listens {
+        let authenticated = self.inner.conf.secret.is_some() || self.inner.tls.is_some();
+        if listens && authenticated {
             let mut map = self.inner.outboxes.lock();
             match map.get(&peer) {
                 Some(c) if !c.is_closed() => {}
