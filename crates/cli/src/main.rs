@@ -4,6 +4,10 @@
 //! subcommand lives in its own module.
 
 mod demo;
+mod master_cmd;
+mod settings;
+mod signals;
+mod status_cmd;
 
 use std::process::ExitCode;
 
@@ -22,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a master.
+    Master(master_cmd::MasterArgs),
+    /// Show a master's workers and applications.
+    Status(status_cmd::StatusArgs),
     /// Two processes exchanging messages over flint's RPC layer, narrated.
     Demo,
     /// The peer half of `flint demo` (started by it).
@@ -32,12 +40,44 @@ enum Command {
     },
 }
 
+/// Every setting a `FLINT_*` environment variable may set.
+pub fn known_keys() -> Vec<&'static str> {
+    use flint_master::service::settings as m;
+    let mut keys = flint_rpc::conf::KEYS.to_vec();
+    keys.extend([
+        m::WORKER_TIMEOUT,
+        m::DEAD_WORKER_PERSISTENCE,
+        m::RECOVERY_TIMEOUT,
+        m::RETAINED_APPLICATIONS,
+        m::RETAINED_DRIVERS,
+        m::MAX_EXECUTOR_RETRIES,
+        m::SPREAD_OUT,
+        m::SPREAD_OUT_DRIVERS,
+        m::WORKER_SELECTION_POLICY,
+        m::DEFAULT_CORES,
+        m::MAX_DRIVERS,
+        m::APP_NUMBER_MODULO,
+        m::UI_HOST,
+    ]);
+    keys
+}
+
+impl Command {
+    /// Daemons log at INFO by default; tools and demos only warn.
+    fn default_log(&self) -> &'static str {
+        match self {
+            Command::Master(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLINT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.command.default_log())),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -53,6 +93,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Master(args) => master_cmd::run(args).await,
+            Command::Status(args) => status_cmd::run(args).await,
             Command::Demo => demo::run().await,
             Command::DemoPeer { server } => demo::peer(&server).await,
         }

@@ -5,17 +5,20 @@
 //! the standalone cluster ([`WorkerState`], [`ApplicationState`],
 //! [`ExecutorState`], [`DriverState`], [`MasterStatus`]), the descriptions an
 //! application or driver submits ([`ApplicationDescription`],
-//! [`DriverDescription`]) and the JSON documents the daemons serve
-//! ([`status`]).
+//! [`DriverDescription`]), the JSON documents the daemons serve
+//! ([`status`]) and the deploy messages master, workers and application
+//! clients exchange over RPC ([`messages`]).
 //!
 //! The types derive `serde` traits and stay friendly to both `postcard` (the
 //! RPC wire format) and `serde_json` (status pages): no untagged enums, no
 //! flattening, no skipped fields. Nothing in this crate reads a clock or
-//! touches the network; functions that build time-stamped ids take the
+//! touches the network (the messages hold `flint_rpc::EndpointRef`s, which
+//! only an `RpcEnv` decodes); functions that build time-stamped ids take the
 //! timestamp as an argument.
 
 mod desc;
 mod ids;
+pub mod messages;
 mod states;
 pub mod status;
 

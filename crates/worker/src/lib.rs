@@ -5,7 +5,9 @@
 //! back. Only the child-process side exists so far: [`runner`] launches a
 //! child in its own process group with its output in its work directory, makes
 //! sure it never outlives the worker, kills it politely then forcibly, and
-//! cleans up old application directories. Registration and heartbeats come
-//! later.
+//! cleans up old application directories. [`state`] is the worker's
+//! decisions as a pure state machine: registration with masters,
+//! heartbeats, executor and driver bookkeeping, decommission and shutdown.
 
 pub mod runner;
+pub mod state;

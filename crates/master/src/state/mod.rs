@@ -130,6 +130,17 @@ impl MasterState {
         self.workers.get(worker_id).map(|w| w.web_ui_url.as_str())
     }
 
+    /// The state of a listed worker (DEAD ones included until culled);
+    /// `None` for a worker the master does not list.
+    pub fn worker_state(&self, worker_id: &WorkerId) -> Option<flint_proto::WorkerState> {
+        self.workers.get(worker_id).map(|w| w.state)
+    }
+
+    /// Whether the application is active (registered and not yet finished).
+    pub fn is_active_app(&self, app_id: &AppId) -> bool {
+        self.apps.contains_key(app_id)
+    }
+
     /// Handles one event at time `now_ms` (epoch ms) and returns the effects
     /// to carry out, in order.
     pub fn handle(&mut self, now_ms: u64, event: Event) -> Vec<Effect> {

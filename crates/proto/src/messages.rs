@@ -1,0 +1,944 @@
+//! The deploy messages exchanged by the master, the workers and the
+//! application client over flint's RPC layer, after Spark's `DeployMessages`.
+//!
+//! Three protocols, one per kind of endpoint:
+//!
+//! - [`MasterMsg`] (`"flint.master/1"`): everything the master's endpoint
+//!   (named [`MASTER_ENDPOINT`]) accepts, from workers, from application
+//!   clients and from tools;
+//! - [`WorkerMsg`] (`"flint.worker/1"`): what the master tells a worker
+//!   (endpoint [`WORKER_ENDPOINT`]);
+//! - [`AppClientMsg`] (`"flint.app-client/1"`): what the master tells an
+//!   application's client (endpoint [`APP_CLIENT_ENDPOINT`]).
+//!
+//! Every message is its own struct, convertible into its protocol enum with
+//! `From`, so `master.send(Heartbeat { .. })` and `master.ask(RequestMasterState)`
+//! read naturally. Messages Spark sends one-way are one-way here; the ones
+//! Spark asks (with a reply) implement [`Ask`] with the reply type. As in
+//! Spark, registration is one-way: the registering side includes its own
+//! [`EndpointRef`] and the master answers by sending to it, so a standby
+//! master can stay silent.
+//!
+//! Changing a message's shape is a protocol change: bump the version in the
+//! enum's `NAME` so peers of different builds refuse each other by name.
+
+use flint_rpc::{Ask, EndpointRef, Protocol, RpcAddress};
+use serde::{Deserialize, Serialize};
+
+use crate::status::MasterStatusJson;
+use crate::{
+    AppId, ApplicationDescription, DriverDescription, DriverId, DriverState, ExecutorDescription,
+    ExecutorId, ExecutorState, WorkerId,
+};
+
+/// The name the master registers its endpoint under.
+pub const MASTER_ENDPOINT: &str = "Master";
+/// The name a worker registers its endpoint under.
+pub const WORKER_ENDPOINT: &str = "Worker";
+/// The name an application client registers its endpoint under.
+pub const APP_CLIENT_ENDPOINT: &str = "AppClient";
+
+/// Implements `From<$ty> for $enum` (wrapping into variant `$variant`).
+macro_rules! into_enum {
+    ($enum:ident :: $variant:ident ($ty:ty)) => {
+        impl From<$ty> for $enum {
+            fn from(m: $ty) -> Self {
+                $enum::$variant(m)
+            }
+        }
+    };
+}
+
+/// Implements `Ask` for a request with its reply type.
+macro_rules! ask {
+    ($ty:ty => $reply:ty) => {
+        impl Ask for $ty {
+            type Reply = $reply;
+        }
+    };
+}
+
+// ===================================================================
+// The master's protocol
+// ===================================================================
+
+/// Everything the master's endpoint accepts. See the module docs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MasterMsg {
+    // ----- from workers -----
+    /// See [`RegisterWorker`].
+    RegisterWorker(RegisterWorker),
+    /// See [`Heartbeat`].
+    Heartbeat(Heartbeat),
+    /// See [`WorkerLatestState`].
+    WorkerLatestState(WorkerLatestState),
+    /// See [`WorkerSchedulerStateResponse`].
+    WorkerSchedulerStateResponse(WorkerSchedulerStateResponse),
+    /// See [`WorkerDecommissioning`].
+    WorkerDecommissioning(WorkerDecommissioning),
+    /// See [`ExecutorStateChanged`] (an ask).
+    ExecutorStateChanged(ExecutorStateChanged),
+    /// See [`DriverStateChanged`].
+    DriverStateChanged(DriverStateChanged),
+
+    // ----- from application clients -----
+    /// See [`RegisterApplication`].
+    RegisterApplication(RegisterApplication),
+    /// See [`UnregisterApplication`].
+    UnregisterApplication(UnregisterApplication),
+    /// See [`MasterChangeAcknowledged`].
+    MasterChangeAcknowledged(MasterChangeAcknowledged),
+    /// See [`RequestExecutors`] (an ask).
+    RequestExecutors(RequestExecutors),
+    /// See [`KillExecutors`] (an ask).
+    KillExecutors(KillExecutors),
+
+    // ----- from tools (CLI, web UI, REST server) -----
+    /// See [`RequestMasterState`] (an ask).
+    RequestMasterState(RequestMasterState),
+    /// See [`RequestReadyz`] (an ask).
+    RequestReadyz(RequestReadyz),
+    /// See [`KillApplication`] (an ask).
+    KillApplication(KillApplication),
+    /// See [`DecommissionWorkersOnHosts`] (an ask).
+    DecommissionWorkersOnHosts(DecommissionWorkersOnHosts),
+    /// See [`RequestSubmitDriver`] (an ask).
+    RequestSubmitDriver(RequestSubmitDriver),
+    /// See [`RequestKillDriver`] (an ask).
+    RequestKillDriver(RequestKillDriver),
+    /// See [`RequestKillAllDrivers`] (an ask).
+    RequestKillAllDrivers(RequestKillAllDrivers),
+    /// See [`RequestDriverStatus`] (an ask).
+    RequestDriverStatus(RequestDriverStatus),
+    /// See [`RequestClearCompletedDriversAndApps`] (an ask).
+    RequestClearCompletedDriversAndApps(RequestClearCompletedDriversAndApps),
+}
+
+impl Protocol for MasterMsg {
+    const NAME: &'static str = "flint.master/1";
+}
+
+// ----- from workers -----
+
+/// Worker → master (one-way, to every configured master in parallel): a
+/// worker registers, or registers again. The master answers by sending
+/// [`RegisteredWorker`], [`RegisterWorkerFailed`] or [`MasterInStandby`] to
+/// `worker`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterWorker {
+    /// The worker's id (`worker-<timestamp>-<host>-<port>`).
+    pub id: WorkerId,
+    /// The host of the worker's RPC environment.
+    pub host: String,
+    /// The port of the worker's RPC environment.
+    pub port: u16,
+    /// The worker's endpoint; every later message to the worker goes here.
+    pub worker: EndpointRef<WorkerMsg>,
+    /// Cores the worker offers.
+    pub cores: u32,
+    /// Memory the worker offers, in MB.
+    pub memory_mb: u64,
+    /// The worker's web UI (`http://host:port`).
+    pub web_ui_url: String,
+    /// The master address the worker used to reach this master; echoed back
+    /// in [`RegisteredWorker::master_address`].
+    pub master_address: RpcAddress,
+}
+into_enum!(MasterMsg::RegisterWorker(RegisterWorker));
+
+/// Worker → master (one-way, every `worker.timeout / 4` once registered):
+/// the worker is alive. A master that does not know the id answers
+/// [`ReconnectWorker`] to `worker`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sender's id.
+    pub worker_id: WorkerId,
+    /// The sender's endpoint, for the [`ReconnectWorker`] answer.
+    pub worker: EndpointRef<WorkerMsg>,
+}
+into_enum!(MasterMsg::Heartbeat(Heartbeat));
+
+/// Worker → master (one-way, after every successful registration): what the
+/// worker runs. Executors and drivers the master does not know on that
+/// worker are killed ([`KillExecutor`], [`KillDriver`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerLatestState {
+    /// The sender's id.
+    pub worker_id: WorkerId,
+    /// The executors it runs.
+    pub executors: Vec<ExecutorDescription>,
+    /// The drivers it runs.
+    pub driver_ids: Vec<DriverId>,
+}
+into_enum!(MasterMsg::WorkerLatestState(WorkerLatestState));
+
+/// Worker → master (one-way, the answer to [`MasterChanged`] during a new
+/// leader's recovery): what the worker runs, so the master can re-attach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSchedulerStateResponse {
+    /// The sender's id.
+    pub worker_id: WorkerId,
+    /// The executors it runs.
+    pub executors: Vec<ExecutorDescription>,
+    /// The drivers it runs.
+    pub driver_ids: Vec<DriverId>,
+}
+into_enum!(MasterMsg::WorkerSchedulerStateResponse(
+    WorkerSchedulerStateResponse
+));
+
+/// Worker → master (one-way, after the worker received its decommission
+/// signal): stop placing work on it. A standby master answers
+/// [`MasterInStandby`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerDecommissioning {
+    /// The sender's id.
+    pub worker_id: WorkerId,
+    /// The sender's endpoint.
+    pub worker: EndpointRef<WorkerMsg>,
+}
+into_enum!(MasterMsg::WorkerDecommissioning(WorkerDecommissioning));
+
+/// Worker → master (**ask**, reply `true`, as Spark): an executor changed
+/// state (RUNNING, or a final state with its exit status). The master
+/// forwards it to the application as [`ExecutorUpdated`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorStateChanged {
+    /// The executor's application.
+    pub app_id: AppId,
+    /// The executor.
+    pub exec_id: ExecutorId,
+    /// Its new state.
+    pub state: ExecutorState,
+    /// A human explanation, if any.
+    pub message: Option<String>,
+    /// The process's exit status, when it exited.
+    pub exit_status: Option<i32>,
+}
+into_enum!(MasterMsg::ExecutorStateChanged(ExecutorStateChanged));
+ask!(ExecutorStateChanged => bool);
+
+/// Worker → master (one-way): a cluster-mode driver reached a final state
+/// (ERROR, FINISHED, KILLED or FAILED).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverStateChanged {
+    /// The driver.
+    pub driver_id: DriverId,
+    /// Its final state.
+    pub state: DriverState,
+    /// The error, when it failed.
+    pub exception: Option<String>,
+}
+into_enum!(MasterMsg::DriverStateChanged(DriverStateChanged));
+
+// ----- from application clients -----
+
+/// App client → master (one-way, to every configured master): register an
+/// application. The master answers [`RegisteredApplication`] to `driver`; a
+/// standby master ignores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterApplication {
+    /// What the application asks for.
+    pub desc: ApplicationDescription,
+    /// The application client's endpoint; every later message about the
+    /// application goes here.
+    pub driver: EndpointRef<AppClientMsg>,
+}
+into_enum!(MasterMsg::RegisterApplication(RegisterApplication));
+
+/// App client → master (one-way, when the application stops): the
+/// application ends FINISHED and its executors are killed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnregisterApplication {
+    /// The application.
+    pub app_id: AppId,
+}
+into_enum!(MasterMsg::UnregisterApplication(UnregisterApplication));
+
+/// App client → master (one-way, the answer to [`MasterChanged`] during a
+/// new leader's recovery): the application is still there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterChangeAcknowledged {
+    /// The application.
+    pub app_id: AppId,
+}
+into_enum!(MasterMsg::MasterChangeAcknowledged(
+    MasterChangeAcknowledged
+));
+
+/// App client → master (**ask**, reply: whether the application is known):
+/// set the application's total executor target (dynamic allocation).
+/// Lowering it kills nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestExecutors {
+    /// The application.
+    pub app_id: AppId,
+    /// The new total number of executors wanted.
+    pub total: u32,
+}
+into_enum!(MasterMsg::RequestExecutors(RequestExecutors));
+ask!(RequestExecutors => bool);
+
+/// App client → master (**ask**, reply: whether the application is known):
+/// kill some of the application's executors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillExecutors {
+    /// The application.
+    pub app_id: AppId,
+    /// The executors to kill.
+    pub exec_ids: Vec<ExecutorId>,
+}
+into_enum!(MasterMsg::KillExecutors(KillExecutors));
+ask!(KillExecutors => bool);
+
+// ----- from tools -----
+
+/// Tool → master (**ask**): the master's status, the same document
+/// `GET /api/v1/status` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMasterState;
+into_enum!(MasterMsg::RequestMasterState(RequestMasterState));
+ask!(RequestMasterState => MasterStatusJson);
+
+/// Tool → master (**ask**): is the master ready (anything but STANDBY)?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestReadyz;
+into_enum!(MasterMsg::RequestReadyz(RequestReadyz));
+ask!(RequestReadyz => bool);
+
+/// Tool → master (**ask**, reply: whether the application was active): an
+/// operator kills an application; it ends KILLED.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillApplication {
+    /// The application.
+    pub app_id: AppId,
+}
+into_enum!(MasterMsg::KillApplication(KillApplication));
+ask!(KillApplication => bool);
+
+/// Tool → master (**ask**, reply: how many workers matched; 0 in STANDBY):
+/// decommission every worker on these hosts (compared case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecommissionWorkersOnHosts {
+    /// Host names, without ports.
+    pub hosts: Vec<String>,
+}
+into_enum!(MasterMsg::DecommissionWorkersOnHosts(
+    DecommissionWorkersOnHosts
+));
+ask!(DecommissionWorkersOnHosts => u32);
+
+/// Submission client → master (**ask**): queue a cluster-mode driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSubmitDriver {
+    /// What to run.
+    pub desc: DriverDescription,
+}
+into_enum!(MasterMsg::RequestSubmitDriver(RequestSubmitDriver));
+ask!(RequestSubmitDriver => SubmitDriverResponse);
+
+/// The answer to [`RequestSubmitDriver`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitDriverResponse {
+    /// Whether the driver was queued.
+    pub success: bool,
+    /// Its id, when queued.
+    pub driver_id: Option<DriverId>,
+    /// What happened (a non-leader's refusal starts with "Current state is
+    /// not alive").
+    pub message: String,
+}
+
+/// Submission client → master (**ask**): kill a driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestKillDriver {
+    /// The driver.
+    pub driver_id: DriverId,
+}
+into_enum!(MasterMsg::RequestKillDriver(RequestKillDriver));
+ask!(RequestKillDriver => KillDriverResponse);
+
+/// The answer to [`RequestKillDriver`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillDriverResponse {
+    /// The driver.
+    pub driver_id: DriverId,
+    /// Whether a kill was started.
+    pub success: bool,
+    /// What happened.
+    pub message: String,
+}
+
+/// REST server → master (**ask**): kill every driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestKillAllDrivers;
+into_enum!(MasterMsg::RequestKillAllDrivers(RequestKillAllDrivers));
+ask!(RequestKillAllDrivers => KillAllDriversResponse);
+
+/// The answer to [`RequestKillAllDrivers`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillAllDriversResponse {
+    /// Whether kills were started.
+    pub success: bool,
+    /// What happened.
+    pub message: String,
+}
+
+/// Submission client → master (**ask**): a driver's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestDriverStatus {
+    /// The driver.
+    pub driver_id: DriverId,
+}
+into_enum!(MasterMsg::RequestDriverStatus(RequestDriverStatus));
+ask!(RequestDriverStatus => DriverStatusResponse);
+
+/// The answer to [`RequestDriverStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverStatusResponse {
+    /// Whether the driver is known (active or completed).
+    pub found: bool,
+    /// Its state.
+    pub state: Option<DriverState>,
+    /// The worker it was placed on.
+    pub worker_id: Option<WorkerId>,
+    /// That worker's `host:port`.
+    pub worker_host_port: Option<String>,
+    /// Its error, or why the master cannot answer.
+    pub exception: Option<String>,
+}
+
+/// REST server → master (**ask**, reply `true`): forget completed
+/// applications and drivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestClearCompletedDriversAndApps;
+into_enum!(MasterMsg::RequestClearCompletedDriversAndApps(
+    RequestClearCompletedDriversAndApps
+));
+ask!(RequestClearCompletedDriversAndApps => bool);
+
+// ===================================================================
+// The worker's protocol
+// ===================================================================
+
+/// What the master tells a worker. See the module docs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WorkerMsg {
+    /// See [`RegisteredWorker`].
+    RegisteredWorker(RegisteredWorker),
+    /// See [`RegisterWorkerFailed`].
+    RegisterWorkerFailed(RegisterWorkerFailed),
+    /// See [`MasterInStandby`].
+    MasterInStandby(MasterInStandby),
+    /// See [`ReconnectWorker`].
+    ReconnectWorker(ReconnectWorker),
+    /// See [`MasterChanged`].
+    MasterChanged(MasterChanged),
+    /// See [`LaunchExecutor`].
+    LaunchExecutor(LaunchExecutor),
+    /// See [`KillExecutor`].
+    KillExecutor(KillExecutor),
+    /// See [`LaunchDriver`].
+    LaunchDriver(LaunchDriver),
+    /// See [`KillDriver`].
+    KillDriver(KillDriver),
+    /// See [`ApplicationFinished`].
+    ApplicationFinished(ApplicationFinished),
+    /// See [`DecommissionWorker`].
+    DecommissionWorker(DecommissionWorker),
+}
+
+impl Protocol for WorkerMsg {
+    const NAME: &'static str = "flint.worker/1";
+}
+
+/// Master → worker (one-way, the answer to [`RegisterWorker`]): the worker is
+/// registered. It remembers `master`, starts heartbeating and sends
+/// [`WorkerLatestState`]; with `duplicate` it only logs a warning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisteredWorker {
+    /// The master's endpoint.
+    pub master: EndpointRef<MasterMsg>,
+    /// The master's web UI (`http://host:port`).
+    pub master_web_ui_url: String,
+    /// The master address the worker registered through (echoed from
+    /// [`RegisterWorker::master_address`]).
+    pub master_address: RpcAddress,
+    /// Whether the worker was already registered.
+    pub duplicate: bool,
+}
+into_enum!(WorkerMsg::RegisteredWorker(RegisteredWorker));
+
+/// Master → worker (one-way, the answer to [`RegisterWorker`]): registration
+/// refused. A worker that is not yet registered exits with this message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterWorkerFailed {
+    /// Why.
+    pub message: String,
+}
+into_enum!(WorkerMsg::RegisterWorkerFailed(RegisterWorkerFailed));
+
+/// Master → worker (one-way, the answer to [`RegisterWorker`] or
+/// [`WorkerDecommissioning`]): this master is not the leader. The worker
+/// ignores it and keeps trying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterInStandby;
+into_enum!(WorkerMsg::MasterInStandby(MasterInStandby));
+
+/// Master → worker (one-way, the answer to a [`Heartbeat`] from a worker the
+/// master does not know): register again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconnectWorker {
+    /// The master's URL (`flint://host:port`).
+    pub master_url: String,
+}
+into_enum!(WorkerMsg::ReconnectWorker(ReconnectWorker));
+
+/// New leader → worker or app client (one-way, during recovery): switch to
+/// this master. A worker answers [`WorkerSchedulerStateResponse`], an app
+/// client [`MasterChangeAcknowledged`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MasterChanged {
+    /// The new master's endpoint.
+    pub master: EndpointRef<MasterMsg>,
+    /// The new master's web UI.
+    pub master_web_ui_url: String,
+}
+into_enum!(WorkerMsg::MasterChanged(MasterChanged));
+into_enum!(AppClientMsg::MasterChanged(MasterChanged));
+
+/// Master → worker (one-way): start an executor for an application. Ignored
+/// when `master_url` is not the worker's active master. The worker reports
+/// the outcome with [`ExecutorStateChanged`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchExecutor {
+    /// The sending master's URL.
+    pub master_url: String,
+    /// The application.
+    pub app_id: AppId,
+    /// The executor's id within the application.
+    pub exec_id: ExecutorId,
+    /// The application's description (the command to run, with
+    /// placeholders).
+    pub desc: ApplicationDescription,
+    /// Cores the executor gets.
+    pub cores: u32,
+    /// Memory the executor gets, in MB.
+    pub memory_mb: u64,
+}
+into_enum!(WorkerMsg::LaunchExecutor(LaunchExecutor));
+
+/// Master → worker (one-way): kill an executor (TERM, then KILL after a
+/// grace period). Ignored when `master_url` is not the active master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillExecutor {
+    /// The sending master's URL.
+    pub master_url: String,
+    /// The executor's application.
+    pub app_id: AppId,
+    /// The executor.
+    pub exec_id: ExecutorId,
+}
+into_enum!(WorkerMsg::KillExecutor(KillExecutor));
+
+/// Master → worker (one-way): start a cluster-mode driver. The worker
+/// reports its end with [`DriverStateChanged`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchDriver {
+    /// The driver.
+    pub driver_id: DriverId,
+    /// What to run.
+    pub desc: DriverDescription,
+}
+into_enum!(WorkerMsg::LaunchDriver(LaunchDriver));
+
+/// Master → worker (one-way): kill a driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillDriver {
+    /// The driver.
+    pub driver_id: DriverId,
+}
+into_enum!(WorkerMsg::KillDriver(KillDriver));
+
+/// Master → every live worker (one-way, when an application is removed): the
+/// worker may delete the application's directories once none of its
+/// executors remain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationFinished {
+    /// The application.
+    pub app_id: AppId,
+}
+into_enum!(WorkerMsg::ApplicationFinished(ApplicationFinished));
+
+/// Master → worker (one-way): decommission yourself and accept no more
+/// executors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecommissionWorker;
+into_enum!(WorkerMsg::DecommissionWorker(DecommissionWorker));
+
+// ===================================================================
+// The application client's protocol
+// ===================================================================
+
+/// What the master tells an application's client. See the module docs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AppClientMsg {
+    /// See [`RegisteredApplication`].
+    RegisteredApplication(RegisteredApplication),
+    /// See [`ExecutorAdded`].
+    ExecutorAdded(ExecutorAdded),
+    /// See [`ExecutorUpdated`].
+    ExecutorUpdated(ExecutorUpdated),
+    /// See [`WorkerRemoved`].
+    WorkerRemoved(WorkerRemoved),
+    /// See [`ApplicationRemoved`].
+    ApplicationRemoved(ApplicationRemoved),
+    /// See [`MasterChanged`].
+    MasterChanged(MasterChanged),
+}
+
+impl Protocol for AppClientMsg {
+    const NAME: &'static str = "flint.app-client/1";
+}
+
+/// Master → app client (one-way, the answer to [`RegisterApplication`]): the
+/// application is registered under `app_id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisteredApplication {
+    /// The application's id.
+    pub app_id: AppId,
+    /// The master's endpoint.
+    pub master: EndpointRef<MasterMsg>,
+}
+into_enum!(AppClientMsg::RegisteredApplication(RegisteredApplication));
+
+/// Master → app client (one-way, when the master launches an executor): an
+/// executor was placed on a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorAdded {
+    /// The executor's id within the application.
+    pub exec_id: ExecutorId,
+    /// The worker it runs on.
+    pub worker_id: WorkerId,
+    /// That worker's `host:port`.
+    pub host_port: String,
+    /// Its cores.
+    pub cores: u32,
+    /// Its memory, in MB.
+    pub memory_mb: u64,
+}
+into_enum!(AppClientMsg::ExecutorAdded(ExecutorAdded));
+
+/// Master → app client (one-way): an executor changed state. A finished
+/// state (KILLED, FAILED, LOST, EXITED) means the executor is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorUpdated {
+    /// The executor.
+    pub exec_id: ExecutorId,
+    /// Its new state.
+    pub state: ExecutorState,
+    /// Why, if known.
+    pub message: Option<String>,
+    /// Its exit status, if it exited.
+    pub exit_status: Option<i32>,
+    /// Set when the whole worker host was lost or decommissioned.
+    pub worker_host: Option<String>,
+}
+into_enum!(AppClientMsg::ExecutorUpdated(ExecutorUpdated));
+
+/// Master → app client (one-way, to every active application): a worker was
+/// removed from the cluster; the driver forgets what lived there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRemoved {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// Its host.
+    pub host: String,
+    /// Why.
+    pub message: String,
+}
+into_enum!(AppClientMsg::WorkerRemoved(WorkerRemoved));
+
+/// Master → app client (one-way): the master removed the application (FAILED
+/// or KILLED; not sent when it FINISHED). The driver stops with an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationRemoved {
+    /// Why; starts with the final state's name.
+    pub message: String,
+}
+into_enum!(AppClientMsg::ApplicationRemoved(ApplicationRemoved));
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+    use crate::ExecutorCommand;
+
+    /// postcard round trip; the value must come back equal.
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T) {
+        let bytes = postcard::to_allocvec(v).expect("encodes");
+        let back: T = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(&back, v);
+    }
+
+    /// postcard round trip of a protocol enum (no `PartialEq`: some variants
+    /// hold refs): decoding and re-encoding gives the same bytes.
+    fn enum_round_trip<M: Serialize + DeserializeOwned>(m: M) {
+        let bytes = postcard::to_allocvec(&m).expect("encodes");
+        let back: M = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(postcard::to_allocvec(&back).expect("re-encodes"), bytes);
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "\\PC{0,24}"
+    }
+
+    fn app_id() -> impl Strategy<Value = AppId> {
+        (0u64..4_102_444_800_000, 0u32..100_000).prop_map(|(ms, n)| AppId::generate(ms, n))
+    }
+
+    fn driver_id() -> impl Strategy<Value = DriverId> {
+        (0u64..4_102_444_800_000, 0u32..100_000).prop_map(|(ms, n)| DriverId::generate(ms, n))
+    }
+
+    fn worker_id() -> impl Strategy<Value = WorkerId> {
+        (0u64..4_102_444_800_000, "[a-z0-9.]{1,20}", any::<u16>())
+            .prop_map(|(ms, host, port)| WorkerId::generate(ms, &host, port).expect("valid host"))
+    }
+
+    fn exec_state() -> impl Strategy<Value = ExecutorState> {
+        prop::sample::select(ExecutorState::ALL)
+    }
+
+    fn driver_state() -> impl Strategy<Value = DriverState> {
+        prop::sample::select(DriverState::ALL)
+    }
+
+    fn command() -> impl Strategy<Value = ExecutorCommand> {
+        (
+            "[a-z/]{1,16}",
+            prop::collection::vec(text(), 0..6),
+            prop::collection::btree_map("[A-Z_]{1,8}", text(), 0..3),
+        )
+            .prop_map(
+                |(program, args, env): (_, _, BTreeMap<_, _>)| ExecutorCommand {
+                    program,
+                    args,
+                    env,
+                },
+            )
+    }
+
+    fn app_desc() -> impl Strategy<Value = ApplicationDescription> {
+        (
+            text(),
+            any::<Option<u32>>(),
+            any::<Option<u32>>(),
+            any::<u64>(),
+            command(),
+            prop::option::of(text()),
+            any::<Option<u32>>(),
+        )
+            .prop_map(|(name, max_cores, cpe, mem, command, ui, limit)| {
+                ApplicationDescription {
+                    name,
+                    max_cores,
+                    cores_per_executor: cpe,
+                    memory_per_executor_mb: mem,
+                    command,
+                    app_ui_url: ui,
+                    initial_executor_limit: limit,
+                }
+            })
+    }
+
+    fn driver_desc() -> impl Strategy<Value = DriverDescription> {
+        (text(), any::<u64>(), any::<u32>(), any::<bool>(), command()).prop_map(
+            |(url, memory_mb, cores, supervise, command)| DriverDescription {
+                binary_url: url,
+                memory_mb,
+                cores,
+                supervise,
+                command,
+            },
+        )
+    }
+
+    fn exec_desc() -> impl Strategy<Value = ExecutorDescription> {
+        (
+            app_id(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            exec_state(),
+        )
+            .prop_map(
+                |(app_id, id, cores, memory_mb, state)| ExecutorDescription {
+                    app_id,
+                    exec_id: ExecutorId(id),
+                    cores,
+                    memory_mb,
+                    state,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn worker_reports_round_trip(
+            worker_id in worker_id(),
+            executors in prop::collection::vec(exec_desc(), 0..4),
+            driver_ids in prop::collection::vec(driver_id(), 0..3),
+            app_id in app_id(),
+            exec_id in any::<u32>(),
+            state in exec_state(),
+            message in prop::option::of(text()),
+            exit_status in any::<Option<i32>>(),
+            dstate in driver_state(),
+        ) {
+            let latest = WorkerLatestState {
+                worker_id: worker_id.clone(),
+                executors: executors.clone(),
+                driver_ids: driver_ids.clone(),
+            };
+            round_trip(&latest);
+            enum_round_trip(MasterMsg::from(latest));
+            let resp = WorkerSchedulerStateResponse { worker_id, executors, driver_ids: driver_ids.clone() };
+            round_trip(&resp);
+            enum_round_trip(MasterMsg::from(resp));
+            let changed = ExecutorStateChanged {
+                app_id, exec_id: ExecutorId(exec_id), state, message: message.clone(), exit_status,
+            };
+            round_trip(&changed);
+            enum_round_trip(MasterMsg::from(changed));
+            if let Some(driver_id) = driver_ids.first() {
+                let d = DriverStateChanged { driver_id: driver_id.clone(), state: dstate, exception: message };
+                round_trip(&d);
+                enum_round_trip(MasterMsg::from(d));
+            }
+        }
+
+        #[test]
+        fn master_requests_round_trip(
+            app_id in app_id(),
+            total in any::<u32>(),
+            exec_ids in prop::collection::vec(any::<u32>(), 0..5),
+            hosts in prop::collection::vec(text(), 0..4),
+            ddesc in driver_desc(),
+            driver_id in driver_id(),
+        ) {
+            let msgs: Vec<MasterMsg> = vec![
+                UnregisterApplication { app_id: app_id.clone() }.into(),
+                MasterChangeAcknowledged { app_id: app_id.clone() }.into(),
+                RequestExecutors { app_id: app_id.clone(), total }.into(),
+                KillExecutors { app_id: app_id.clone(), exec_ids: exec_ids.into_iter().map(ExecutorId).collect() }.into(),
+                RequestMasterState.into(),
+                RequestReadyz.into(),
+                KillApplication { app_id }.into(),
+                DecommissionWorkersOnHosts { hosts }.into(),
+                RequestSubmitDriver { desc: ddesc }.into(),
+                RequestKillDriver { driver_id: driver_id.clone() }.into(),
+                RequestKillAllDrivers.into(),
+                RequestDriverStatus { driver_id }.into(),
+                RequestClearCompletedDriversAndApps.into(),
+            ];
+            for m in msgs {
+                enum_round_trip(m);
+            }
+        }
+
+        #[test]
+        fn replies_round_trip(
+            success in any::<bool>(),
+            driver_id in driver_id(),
+            worker_id in prop::option::of(worker_id()),
+            message in text(),
+            state in prop::option::of(driver_state()),
+            host_port in prop::option::of(text()),
+        ) {
+            round_trip(&SubmitDriverResponse { success, driver_id: Some(driver_id.clone()), message: message.clone() });
+            round_trip(&KillDriverResponse { driver_id, success, message: message.clone() });
+            round_trip(&KillAllDriversResponse { success, message: message.clone() });
+            round_trip(&DriverStatusResponse {
+                found: success, state, worker_id, worker_host_port: host_port, exception: Some(message),
+            });
+        }
+
+        #[test]
+        fn worker_commands_round_trip(
+            master_url in text(),
+            app_id in app_id(),
+            exec_id in any::<u32>(),
+            desc in app_desc(),
+            cores in any::<u32>(),
+            memory_mb in any::<u64>(),
+            ddesc in driver_desc(),
+            driver_id in driver_id(),
+            message in text(),
+        ) {
+            let launch = LaunchExecutor {
+                master_url: master_url.clone(), app_id: app_id.clone(), exec_id: ExecutorId(exec_id),
+                desc, cores, memory_mb,
+            };
+            round_trip(&launch);
+            let msgs: Vec<WorkerMsg> = vec![
+                launch.into(),
+                KillExecutor { master_url: master_url.clone(), app_id: app_id.clone(), exec_id: ExecutorId(exec_id) }.into(),
+                LaunchDriver { driver_id: driver_id.clone(), desc: ddesc }.into(),
+                KillDriver { driver_id }.into(),
+                ApplicationFinished { app_id }.into(),
+                DecommissionWorker.into(),
+                MasterInStandby.into(),
+                ReconnectWorker { master_url }.into(),
+                RegisterWorkerFailed { message }.into(),
+            ];
+            for m in msgs {
+                enum_round_trip(m);
+            }
+        }
+
+        #[test]
+        fn app_client_events_round_trip(
+            exec_id in any::<u32>(),
+            worker_id in worker_id(),
+            host_port in text(),
+            cores in any::<u32>(),
+            memory_mb in any::<u64>(),
+            state in exec_state(),
+            message in prop::option::of(text()),
+            exit_status in any::<Option<i32>>(),
+            worker_host in prop::option::of(text()),
+        ) {
+            let added = ExecutorAdded { exec_id: ExecutorId(exec_id), worker_id: worker_id.clone(), host_port: host_port.clone(), cores, memory_mb };
+            round_trip(&added);
+            let updated = ExecutorUpdated { exec_id: ExecutorId(exec_id), state, message: message.clone(), exit_status, worker_host };
+            round_trip(&updated);
+            let msgs: Vec<AppClientMsg> = vec![
+                added.into(),
+                updated.into(),
+                WorkerRemoved { worker_id, host: host_port, message: message.clone().unwrap_or_default() }.into(),
+                ApplicationRemoved { message: message.unwrap_or_default() }.into(),
+            ];
+            for m in msgs {
+                enum_round_trip(m);
+            }
+        }
+    }
+
+    #[test]
+    fn protocol_names_are_versioned_and_distinct() {
+        let names = [MasterMsg::NAME, WorkerMsg::NAME, AppClientMsg::NAME];
+        assert_eq!(
+            names,
+            ["flint.master/1", "flint.worker/1", "flint.app-client/1"]
+        );
+        assert_ne!(MasterMsg::ID, WorkerMsg::ID);
+        assert_ne!(WorkerMsg::ID, AppClientMsg::ID);
+    }
+}
