@@ -4,10 +4,13 @@
 //! subcommand lives in its own module.
 
 mod demo;
+mod example;
+mod local_cmd;
 mod master_cmd;
 mod settings;
 mod signals;
 mod status_cmd;
+mod worker_cmd;
 
 use std::process::ExitCode;
 
@@ -28,6 +31,15 @@ struct Cli {
 enum Command {
     /// Run a master.
     Master(master_cmd::MasterArgs),
+    /// Run a worker.
+    Worker(worker_cmd::WorkerArgs),
+    /// A master and N workers in this process, until Ctrl-C.
+    Local(local_cmd::LocalArgs),
+    /// Run an example job (pi) on an embedded cluster and print its result.
+    RunExample(example::ExampleArgs),
+    /// An executor of `flint run-example` (started by workers).
+    #[command(hide = true)]
+    ExampleExecutor(example::ExecutorArgs),
     /// Show a master's workers and applications.
     Status(status_cmd::StatusArgs),
     /// Two processes exchanging messages over flint's RPC layer, narrated.
@@ -59,6 +71,10 @@ pub fn known_keys() -> Vec<&'static str> {
         m::APP_NUMBER_MODULO,
         m::UI_HOST,
     ]);
+    keys.extend(flint_worker::service::settings::KEYS);
+    keys.extend(flint_client::settings::KEYS);
+    keys.sort_unstable();
+    keys.dedup();
     keys
 }
 
@@ -66,7 +82,7 @@ impl Command {
     /// Daemons log at INFO by default; tools and demos only warn.
     fn default_log(&self) -> &'static str {
         match self {
-            Command::Master(_) => "info",
+            Command::Master(_) | Command::Worker(_) | Command::Local(_) => "info",
             _ => "warn",
         }
     }
@@ -80,6 +96,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.command.default_log())),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,6 +112,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Master(args) => master_cmd::run(args).await,
             Command::Status(args) => status_cmd::run(args).await,
+            Command::Worker(args) => worker_cmd::run(args).await,
+            Command::Local(args) => local_cmd::run(args).await,
+            Command::RunExample(args) => example::run(args).await,
+            Command::ExampleExecutor(args) => example::executor(args).await,
             Command::Demo => demo::run().await,
             Command::DemoPeer { server } => demo::peer(&server).await,
         }

@@ -188,7 +188,11 @@ impl Shared {
             }
         });
         if first {
-            tracing::warn!(app = %self.desc.name, "application client is dead: {reason}");
+            if reason == crate::APPLICATION_STOPPED {
+                tracing::info!(app = %self.desc.name, "application client stopped");
+            } else {
+                tracing::warn!(app = %self.desc.name, "application client is dead: {reason}");
+            }
             self.listener.dead(reason);
         }
     }

@@ -1,0 +1,148 @@
+//! The README's main job and demo, run as a user would: the `flint` binary, real
+//! child processes, real TCP on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn flint() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flint"))
+}
+
+fn alive(pid: u32) -> bool {
+    PathBuf::from(format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+#[test]
+fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
+    let out = flint()
+        .args([
+            "run-example",
+            "pi",
+            "--workers",
+            "2",
+            "--slices",
+            "8",
+            "--samples",
+            "200000",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Pi is roughly "))
+        .expect("an estimate");
+    let pi: f64 = line["Pi is roughly ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((pi - std::f64::consts::PI).abs() < 0.01, "{line}");
+    assert!(
+        line.contains("computed by 2 executor process(es)"),
+        "{line}"
+    );
+    assert!(
+        stdout.contains("master UI      http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("registered"), "{stdout}");
+    // The executors were real processes: their stdout files name their pids, and every
+    // one of them is gone once the job has ended.
+    let logs = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("executor logs"))
+        .expect("log path");
+    let base = PathBuf::from(logs.trim().split("/worker-*").next().unwrap());
+    let mut pids = Vec::new();
+    for w in std::fs::read_dir(&base).unwrap() {
+        for app in std::fs::read_dir(w.unwrap().path()).unwrap() {
+            for exec in std::fs::read_dir(app.unwrap().path()).unwrap() {
+                let text = std::fs::read_to_string(exec.unwrap().path().join("stdout")).unwrap();
+                let pid = text
+                    .split("(pid ")
+                    .nth(1)
+                    .and_then(|t| t.split(')').next())
+                    .expect("pid line");
+                pids.push(pid.parse::<u32>().unwrap());
+            }
+        }
+    }
+    assert_eq!(pids.len(), 2, "one executor per worker: {pids:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "executor outlived the job: {pids:?}"
+        );
+        std::thread::yield_now();
+    }
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[test]
+fn rpc_demo_runs_two_processes() {
+    let out = flint().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[peer]   sent 100000 one-way adds and asked for the total: 5000050000"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("note received through my ref"), "{stdout}");
+    assert!(stdout.contains("verified"), "{stdout}");
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    let out = flint().args(["worker", "spark://h:7077"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spark://h:7077") && err.contains("flint://"),
+        "{err}"
+    );
+    let out = flint().args(["run-example", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown example"));
+    let out = flint()
+        .args(["worker", "flint://127.0.0.1:1", "--cores", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cores"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = flint()
+        .args([
+            "master",
+            "--conf",
+            "worker.timeout=soon",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("worker.timeout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,85 @@
+//! The worker's read-only web UI: `GET /api/v1/status` (the
+//! [`WorkerStatusDoc`] document) and `GET /`, a plain-text summary. Human
+//! HTML pages and log pages come later.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::shell::Shared;
+use super::WorkerStatusDoc;
+
+/// The path of the status document.
+pub const STATUS_PATH: &str = "/api/v1/status";
+
+/// The web UI's routes.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route(STATUS_PATH, get(status))
+        .with_state(shared)
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<WorkerStatusDoc> {
+    Json(shared.status())
+}
+
+async fn index(State(shared): State<Arc<Shared>>) -> String {
+    summary(&shared.status())
+}
+
+/// The plain-text summary `GET /` serves.
+fn summary(s: &WorkerStatusDoc) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "flint worker {} at {} ({})",
+        s.id, s.worker_url, s.state
+    );
+    let _ = writeln!(
+        out,
+        "master: {} ({})",
+        s.master_url.as_deref().unwrap_or("none yet"),
+        if s.connected {
+            "connected"
+        } else {
+            "not connected"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "cores: {} used of {}; memory: {} MB used of {} MB",
+        s.cores_used, s.cores, s.memory_used_mb, s.memory_mb
+    );
+    let _ = writeln!(out, "work dir: {}", s.work_dir);
+    for e in &s.executors {
+        let _ = writeln!(
+            out,
+            "  executor {}/{} {} {} cores {} MB {}",
+            e.entry.app_id,
+            e.entry.exec_id,
+            e.entry.state,
+            e.entry.cores,
+            e.entry.memory_mb,
+            e.work_dir
+        );
+    }
+    for d in &s.drivers {
+        let _ = writeln!(
+            out,
+            "  driver {} {} {} cores {} MB {}",
+            d.entry.driver_id, d.entry.state, d.entry.cores, d.entry.memory_mb, d.work_dir
+        );
+    }
+    let _ = writeln!(
+        out,
+        "finished: {} executors, {} drivers",
+        s.finished_executors.len(),
+        s.finished_drivers.len()
+    );
+    let _ = writeln!(out, "status JSON: {STATUS_PATH}");
+    out
+}

@@ -1,0 +1,622 @@
+//! The worker daemon: a thin async shell around the [`state`](crate::state)
+//! machine.
+//!
+//! [`start`] checks the options (cores, memory, a writable work dir), binds
+//! the RPC environment (any free port by default) and the web UI (8081),
+//! registers the `"Worker"` endpoint and starts registering with every
+//! configured master. From then on everything the worker learns becomes a
+//! state-machine [`Event`]: the
+//! [`WorkerMsg`](flint_proto::messages::WorkerMsg)s masters send, dropped
+//! connections, timer ticks, child processes starting and ending, answers
+//! to executor state reports. The [`Effect`](crate::state::Effect)s that
+//! come back become messages to the master, tokio timers, child processes
+//! (through [`runner`](crate::runner)), work dir cleanups and log lines.
+//!
+//! A child (executor or cluster-mode driver) runs the command from its
+//! description: the program, its arguments and environment with
+//! `{{EXECUTOR_ID}}`, `{{HOSTNAME}}`, `{{CORES}}`, `{{APP_ID}}` and
+//! `{{WORKER_URL}}` (`flint://Worker@host:port`) substituted (see
+//! [`runner::Placeholders`](crate::runner::Placeholders)), plus
+//! `FLINT_EXECUTOR_MEMORY_MB` (drivers: `FLINT_DRIVER_MEMORY_MB`) with its
+//! memory, as Spark sets `SPARK_EXECUTOR_MEMORY`. It runs in
+//! `work/<app-id>/<exec-id>/` (drivers: `work/<driver-id>/`), which holds
+//! its `stdout` and `stderr`, in its own process group, and dies with the
+//! worker. A driver's binary is not fetched yet: its command must be
+//! runnable as given.
+//!
+//! Every task the worker spawns is tracked and selects on one cancellation
+//! token. [`WorkerHandle::shutdown`] (or the worker deciding to exit, for
+//! example after every registration retry went unanswered) kills the
+//! children (SIGTERM, then SIGKILL after the grace period) and waits until
+//! they are reaped, then stops the timers, the web UI and the RPC
+//! environment; [`WorkerHandle::wait`] returns after all of it, with an
+//! error carrying the reason when the worker exited on a failure.
+
+mod endpoint;
+mod http;
+pub mod settings;
+mod shell;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flint_conf::Conf;
+use flint_proto::messages::WORKER_ENDPOINT;
+use flint_proto::{IdError, WorkerId};
+use flint_rpc::{RpcAddress, RpcConf, RpcEnv, RpcError};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use self::endpoint::WorkerEndpoint;
+use self::shell::{Info, Shared};
+use crate::state::{
+    ConfigError, DecommissionTrigger, DriverEntry, Event, ExecutorEntry, WorkerCore, WorkerStatus,
+};
+
+pub use self::http::STATUS_PATH;
+
+/// Spark's default worker web UI port.
+pub const DEFAULT_WEBUI_PORT: u16 = 8081;
+/// The default work directory, relative to the current directory (Spark:
+/// `SPARK_HOME/work`).
+pub const DEFAULT_WORK_DIR: &str = "work";
+
+/// The worker's one clock: epoch milliseconds. Every `now_ms` the state
+/// machine sees comes from here.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// How to start a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The masters to register with, in parallel (Spark's
+    /// `spark://h1:p1,h2:p2`); at least one.
+    pub masters: Vec<RpcAddress>,
+    /// The host to bind and advertise (`flint://host:port`).
+    pub host: String,
+    /// The RPC port (0, the default, picks a free one).
+    pub port: u16,
+    /// The web UI port (8081; 0 picks a free one). The UI binds `ui.host`.
+    pub webui_port: u16,
+    /// Cores offered to executors; `None` means every CPU of the machine.
+    pub cores: Option<u32>,
+    /// Memory offered to executors, in MB; `None` means the machine's total
+    /// less 1 GiB, at least 1 GiB (Spark's rule; 2 GiB when it cannot be
+    /// read).
+    pub memory_mb: Option<u64>,
+    /// Where executors' and drivers' directories go (created if missing;
+    /// default `./work`).
+    pub work_dir: PathBuf,
+    /// Every other setting (see [`settings`] and `flint_rpc::conf`).
+    pub conf: Conf,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            masters: Vec::new(),
+            host: "127.0.0.1".into(),
+            port: 0,
+            webui_port: DEFAULT_WEBUI_PORT,
+            cores: None,
+            memory_mb: None,
+            work_dir: PathBuf::from(DEFAULT_WORK_DIR),
+            conf: Conf::new(),
+        }
+    }
+}
+
+/// Why the worker could not start, or why it stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Zero cores were offered.
+    #[error("the worker must offer at least 1 core; got 0 (set it with --cores)")]
+    ZeroCores,
+    /// Zero memory was offered.
+    #[error("the worker must offer at least 1 MB of memory; got 0 (set it with --memory)")]
+    ZeroMemory,
+    /// The work dir could not be created.
+    #[error("cannot create work dir {}: {source}; choose another with --work-dir", path.display())]
+    WorkDirCreate {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The work dir exists but a file cannot be created in it.
+    #[error("work dir {} is not writable: {source}; choose another with --work-dir", path.display())]
+    WorkDirNotWritable {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// A port is taken by another process.
+    #[error("{what} {port} on {host} is in use; choose another with {flag}")]
+    PortInUse {
+        /// Which port ("port" or "web UI port").
+        what: &'static str,
+        /// The host it was bound on.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The command-line flag that changes it.
+        flag: &'static str,
+    },
+    /// A socket could not be bound for another reason.
+    #[error("cannot listen on {address} for the {what}: {source}")]
+    Bind {
+        /// What the socket was for.
+        what: &'static str,
+        /// `host:port` tried.
+        address: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The host cannot be part of a worker id.
+    #[error("host {host:?} cannot name a worker: {source}")]
+    Host {
+        /// The host given.
+        host: String,
+        /// Why.
+        source: IdError,
+    },
+    /// A setting did not parse.
+    #[error(transparent)]
+    Conf(#[from] flint_conf::ConfError),
+    /// A setting parsed but is out of range.
+    #[error("setting {key}: {message}")]
+    Setting {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The settings together cannot run a worker (no master, a zero
+    /// interval, ...).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The RPC environment could not be set up.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The worker ran and exited on a failure (for example every
+    /// registration retry went unanswered, or a master refused it).
+    #[error("worker exited with code {code}: {reason}")]
+    Exited {
+        /// The exit code the process should use.
+        code: i32,
+        /// Why, as logged.
+        reason: String,
+    },
+}
+
+/// The worker's `GET /api/v1/status` document: the state machine's
+/// [`WorkerStatus`] plus where things are. Field names are snake_case; ids
+/// and states serialize as strings, sizes in MB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatusDoc {
+    /// The worker's id.
+    pub id: WorkerId,
+    /// ALIVE, DECOMMISSIONED, or DEAD once it decided to exit.
+    pub state: flint_proto::WorkerState,
+    /// Whether a master accepted it (and no re-registration is under way).
+    pub registered: bool,
+    /// Whether it heartbeats a master.
+    pub connected: bool,
+    /// The current master's URL, once one is known.
+    pub master_url: Option<String>,
+    /// The current master's web UI, once one is known.
+    pub master_web_ui_url: Option<String>,
+    /// The worker's endpoint, `flint://Worker@host:port` (what executors get
+    /// as `{{WORKER_URL}}`).
+    pub worker_url: String,
+    /// The worker's web UI, `http://host:port`.
+    pub web_ui_url: String,
+    /// The work directory (absolute).
+    pub work_dir: String,
+    /// Cores it offers.
+    pub cores: u32,
+    /// Cores held by executors and drivers.
+    pub cores_used: u32,
+    /// Memory it offers, in MB.
+    pub memory_mb: u64,
+    /// Memory held by executors and drivers, in MB.
+    pub memory_used_mb: u64,
+    /// Executors not yet finished, by application then id.
+    pub executors: Vec<ExecutorDoc>,
+    /// Finished executors, oldest first, up to `worker.ui.retained_executors`.
+    pub finished_executors: Vec<ExecutorDoc>,
+    /// Drivers not yet finished, by id.
+    pub drivers: Vec<DriverDoc>,
+    /// Finished drivers, oldest first, up to `worker.ui.retained_drivers`.
+    pub finished_drivers: Vec<DriverDoc>,
+}
+
+/// One executor in [`WorkerStatusDoc`]: the state machine's entry plus its
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorDoc {
+    /// Application, id, state, resources, exit.
+    #[serde(flatten)]
+    pub entry: ExecutorEntry,
+    /// `work/<app-id>/<exec-id>`, holding its `stdout` and `stderr`.
+    pub work_dir: String,
+}
+
+/// One driver in [`WorkerStatusDoc`]: the state machine's entry plus its
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverDoc {
+    /// Id, state, resources, exit.
+    #[serde(flatten)]
+    pub entry: DriverEntry,
+    /// `work/<driver-id>`, holding its `stdout` and `stderr`.
+    pub work_dir: String,
+}
+
+impl WorkerStatusDoc {
+    /// The document for `status`, with directories under `work_dir`.
+    pub(crate) fn new(status: WorkerStatus, info: &Info) -> Self {
+        let exec = |e: ExecutorEntry| ExecutorDoc {
+            work_dir: info
+                .work_dir
+                .join(e.app_id.as_str())
+                .join(e.exec_id.to_string())
+                .display()
+                .to_string(),
+            entry: e,
+        };
+        let driver = |d: DriverEntry| DriverDoc {
+            work_dir: info
+                .work_dir
+                .join(d.driver_id.as_str())
+                .display()
+                .to_string(),
+            entry: d,
+        };
+        WorkerStatusDoc {
+            id: status.id,
+            state: status.state,
+            registered: status.registered,
+            connected: status.connected,
+            master_url: status.master_url,
+            master_web_ui_url: status.master_web_ui_url,
+            worker_url: info.worker_url.clone(),
+            web_ui_url: info.webui_url.clone(),
+            work_dir: info.work_dir.display().to_string(),
+            cores: status.cores,
+            cores_used: status.cores_used,
+            memory_mb: status.memory_mb,
+            memory_used_mb: status.memory_used_mb,
+            executors: status.executors.into_iter().map(exec).collect(),
+            finished_executors: status.finished_executors.into_iter().map(exec).collect(),
+            drivers: status.drivers.into_iter().map(driver).collect(),
+            finished_drivers: status.finished_drivers.into_iter().map(driver).collect(),
+        }
+    }
+}
+
+/// A running worker. Dropping it starts a shutdown (children are killed)
+/// without waiting for it.
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    webui_address: SocketAddr,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("id", &self.shared.info.worker_id)
+            .field("address", &self.shared.info.address)
+            .field("webui_url", &self.shared.info.webui_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// The worker's id, `worker-<yyyyMMddHHmmss>-<host>-<port>`.
+    pub fn id(&self) -> &WorkerId {
+        &self.shared.info.worker_id
+    }
+
+    /// The worker's RPC address; it prints as `flint://host:port`.
+    pub fn rpc_address(&self) -> &RpcAddress {
+        &self.shared.info.address
+    }
+
+    /// The web UI's base URL, `http://host:port`.
+    pub fn webui_url(&self) -> &str {
+        &self.shared.info.webui_url
+    }
+
+    /// The socket the web UI is bound to.
+    pub fn webui_address(&self) -> SocketAddr {
+        self.webui_address
+    }
+
+    /// The work directory (absolute).
+    pub fn work_dir(&self) -> &Path {
+        &self.shared.info.work_dir
+    }
+
+    /// A snapshot of the worker, as `GET /api/v1/status` serves it.
+    pub async fn status(&self) -> WorkerStatusDoc {
+        self.shared.status()
+    }
+
+    /// Starts stopping the worker: every child is killed (SIGTERM, SIGKILL
+    /// after the grace period) and reaped, then the timers, the web UI and
+    /// the RPC environment stop. Returns at once; [`WorkerHandle::wait`]
+    /// waits for the end.
+    pub fn shutdown(&self) {
+        self.shared
+            .span
+            .in_scope(|| self.shared.handle(Event::Shutdown));
+    }
+
+    /// Starts decommissioning, as the operator's signal (Spark's SIGPWR)
+    /// does: no further launches, and the master is told. Honoured only
+    /// with `decommission.enabled`.
+    pub fn decommission(&self) {
+        self.shared.span.in_scope(|| {
+            self.shared.handle(Event::Decommission {
+                trigger: DecommissionTrigger::Signal,
+            })
+        });
+    }
+
+    /// Waits until the worker has stopped (after [`WorkerHandle::shutdown`],
+    /// or by itself) and every task it spawned, every child process and the
+    /// RPC environment have ended. Returns [`WorkerError::Exited`] with the
+    /// reason when the worker exited on a failure (exit code not 0).
+    pub async fn wait(&self) -> Result<(), WorkerError> {
+        self.shared.finished().await;
+        match self.shared.outcome() {
+            Some((code, reason)) if code != 0 => Err(WorkerError::Exited { code, reason }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        if !self.shared.token.is_cancelled() {
+            self.shutdown();
+        }
+    }
+}
+
+/// Starts a worker: see the [module docs](self).
+pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
+    if opts.masters.is_empty() {
+        return Err(ConfigError::NoMasters.into());
+    }
+    let cores = opts.cores.unwrap_or_else(default_cores);
+    if cores == 0 {
+        return Err(WorkerError::ZeroCores);
+    }
+    let memory_mb = opts.memory_mb.unwrap_or_else(default_memory_mb);
+    if memory_mb == 0 {
+        return Err(WorkerError::ZeroMemory);
+    }
+    let rpc_conf = RpcConf::from_conf(&opts.conf)?;
+    let mut config = settings::worker_config(
+        &opts.conf,
+        opts.masters.iter().map(ToString::to_string).collect(),
+        cores,
+        memory_mb,
+        rpc_conf.ask_timeout.duration,
+    )?;
+    config.rng_seed = random_seed();
+    let ui_host = settings::ui_host(&opts.conf);
+    let work_dir = prepare_work_dir(&opts.work_dir)?;
+
+    let env = RpcEnv::server(rpc_conf, &opts.host, opts.port)
+        .await
+        .map_err(|e| match e {
+            RpcError::Bind { address, source } => {
+                bind_error("port", "--port", &opts.host, opts.port, address, source)
+            }
+            other => WorkerError::Rpc(other),
+        })?;
+    let address = env
+        .address()
+        .cloned()
+        .unwrap_or_else(|| RpcAddress::new(opts.host.clone(), opts.port));
+    let worker_id = match WorkerId::generate(now_ms(), &address.host, address.port) {
+        Ok(id) => id,
+        Err(source) => {
+            env.shutdown();
+            return Err(WorkerError::Host {
+                host: address.host.clone(),
+                source,
+            });
+        }
+    };
+
+    let listener = match TcpListener::bind(host_port(&ui_host, opts.webui_port)).await {
+        Ok(l) => l,
+        Err(source) => {
+            env.shutdown();
+            return Err(bind_error(
+                "web UI port",
+                "--webui-port",
+                &ui_host,
+                opts.webui_port,
+                host_port(&ui_host, opts.webui_port),
+                source,
+            ));
+        }
+    };
+    let webui_address = match listener.local_addr() {
+        Ok(a) => a,
+        Err(source) => {
+            env.shutdown();
+            return Err(WorkerError::Bind {
+                what: "web UI",
+                address: host_port(&ui_host, opts.webui_port),
+                source,
+            });
+        }
+    };
+    // An unspecified bind address (0.0.0.0) is advertised as the worker's host.
+    let advertised = if webui_address.ip().is_unspecified() {
+        address.host.clone()
+    } else {
+        ui_host.clone()
+    };
+    let webui_url = format!("http://{}", host_port(&advertised, webui_address.port()));
+    let worker_url = format!("flint://{WORKER_ENDPOINT}@{}", address.host_port());
+
+    let info = Info {
+        worker_id: worker_id.clone(),
+        address: address.clone(),
+        worker_url,
+        webui_url: webui_url.clone(),
+        work_dir,
+    };
+    let span = tracing::info_span!("worker", worker_id = %worker_id);
+    let shared = Shared::new(WorkerCore::new(worker_id, config), info, env.clone(), span);
+
+    let me = match env.setup_endpoint(
+        WORKER_ENDPOINT,
+        WorkerEndpoint {
+            shared: shared.clone(),
+        },
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            env.shutdown();
+            return Err(e.into());
+        }
+    };
+    shared.set_self_ref(me);
+
+    let server_token = shared.token.clone();
+    let router = http::router(shared.clone());
+    shared.spawn(
+        async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { server_token.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!("web UI stopped: {e}");
+            }
+        }
+        .instrument(shared.span.clone()),
+    );
+    // When the token is cancelled, for whatever reason, the RPC env stops too.
+    let supervisor = shared.clone();
+    shared.spawn(async move {
+        supervisor.token.cancelled().await;
+        supervisor.env.shutdown();
+    });
+
+    shared.span.in_scope(|| {
+        tracing::info!(
+            "flint worker listening on {address} with {cores} cores, {memory_mb} MB, work dir {}",
+            shared.info.work_dir.display()
+        );
+        tracing::info!("worker web UI at {webui_url}");
+    });
+    shared.span.in_scope(|| shared.handle(Event::Start));
+    Ok(WorkerHandle {
+        shared,
+        webui_address,
+    })
+}
+
+/// Every CPU of the machine (Spark: `Runtime.availableProcessors()`).
+fn default_cores() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
+/// Spark's default: total physical memory less 1 GiB, at least 1 GiB; 2 GiB
+/// when the total cannot be read.
+fn default_memory_mb() -> u64 {
+    match total_memory_mb() {
+        Some(total) => total.saturating_sub(1024).max(1024),
+        None => 2048,
+    }
+}
+
+fn total_memory_mb() -> Option<u64> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let pages = u64::try_from(pages).ok().filter(|p| *p > 0)?;
+    let page_size = u64::try_from(page_size).ok().filter(|p| *p > 0)?;
+    Some(pages.saturating_mul(page_size) / (1024 * 1024))
+}
+
+/// A per-process random seed for the registration retry factor.
+fn random_seed() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Creates the work dir, checks that files can be created in it, and makes
+/// it absolute (children run in directories below it).
+fn prepare_work_dir(path: &Path) -> Result<PathBuf, WorkerError> {
+    std::fs::create_dir_all(path).map_err(|source| WorkerError::WorkDirCreate {
+        path: path.to_owned(),
+        source,
+    })?;
+    let not_writable = |source| WorkerError::WorkDirNotWritable {
+        path: path.to_owned(),
+        source,
+    };
+    let probe = path.join(format!(".flint-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(not_writable)?;
+    std::fs::remove_file(&probe).map_err(not_writable)?;
+    std::fs::canonicalize(path).map_err(not_writable)
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn bind_error(
+    what: &'static str,
+    flag: &'static str,
+    host: &str,
+    port: u16,
+    address: String,
+    source: std::io::Error,
+) -> WorkerError {
+    if source.kind() == std::io::ErrorKind::AddrInUse {
+        WorkerError::PortInUse {
+            what,
+            host: host.to_string(),
+            port,
+            flag,
+        }
+    } else {
+        WorkerError::Bind {
+            what,
+            address,
+            source,
+        }
+    }
+}
