@@ -3,6 +3,7 @@
 //! `main` only parses arguments, installs logging and hands over to a subcommand; each
 //! subcommand lives in its own module.
 
+mod cluster_cmd;
 mod demo;
 mod example;
 mod local_cmd;
@@ -42,6 +43,10 @@ enum Command {
     ExampleExecutor(example::ExecutorArgs),
     /// Show a master's workers and applications.
     Status(status_cmd::StatusArgs),
+    /// Start a master here and the workers in conf/workers, as background daemons.
+    StartCluster(cluster_cmd::StartArgs),
+    /// Stop the daemons start-cluster started (workers first, then the master).
+    StopCluster(cluster_cmd::StopArgs),
     /// Two processes exchanging messages over flint's RPC layer, narrated.
     Demo,
     /// The peer half of `flint demo` (started by it).
@@ -112,6 +117,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Master(args) => master_cmd::run(args).await,
             Command::Status(args) => status_cmd::run(args).await,
+            Command::StartCluster(args) => cluster_cmd::start(args).await,
+            Command::StopCluster(args) => cluster_cmd::stop(args).await,
             Command::Worker(args) => worker_cmd::run(args).await,
             Command::Local(args) => local_cmd::run(args).await,
             Command::RunExample(args) => example::run(args).await,
