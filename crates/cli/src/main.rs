@@ -68,6 +68,7 @@ pub fn known_keys() -> Vec<&'static str> {
         m::RETAINED_APPLICATIONS,
         m::RETAINED_DRIVERS,
         m::MAX_EXECUTOR_RETRIES,
+        m::EXECUTOR_STABLE_TIME,
         m::SPREAD_OUT,
         m::SPREAD_OUT_DRIVERS,
         m::WORKER_SELECTION_POLICY,

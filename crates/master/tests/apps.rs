@@ -251,26 +251,98 @@ fn an_app_whose_executors_keep_failing_fails_after_max_retries() {
     assert_ok(&m);
 }
 
+fn exec_state_at(
+    m: &mut MasterState,
+    now_ms: u64,
+    app: &AppId,
+    exec_id: ExecutorId,
+    state: ExecutorState,
+    exit_status: Option<i32>,
+) -> Vec<Effect> {
+    m.handle(
+        now_ms,
+        Event::ExecutorStateChanged {
+            app_id: app.clone(),
+            exec_id,
+            state,
+            message: Some(format!("{state}")),
+            exit_status,
+        },
+    )
+}
+
+/// Executors that report RUNNING and then exit 1 at `now_ms`, `n` times.
+fn start_and_crash(
+    m: &mut MasterState,
+    now_ms: u64,
+    app: &AppId,
+    mut exec: ExecutorId,
+    n: u32,
+) -> ExecutorId {
+    for _ in 0..n {
+        exec_state_at(m, now_ms, app, exec, ExecutorState::Running, None);
+        let fx = exec_state_at(m, now_ms, app, exec, ExecutorState::Failed, Some(1));
+        if let Some((_, _, next, _)) = launches(&fx).first() {
+            exec = *next;
+        }
+        assert_ok(m);
+    }
+    exec
+}
+
+const STABLE: u64 = 10_000;
+
 #[test]
-fn a_running_executor_resets_the_retry_count() {
+fn an_executor_that_starts_then_exits_1_every_time_fails_the_app() {
+    // Spark resets the count on RUNNING and would relaunch such executors forever.
+    let mut m = master();
+    add_worker(&mut m, T0, 1, 4, 8192);
+    let (app, fx) = add_app(&mut m, T0, desc("crashy", Some(2), Some(2), 1024));
+    start_and_crash(&mut m, T0, &app, launches(&fx)[0].2, 9);
+    assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
+    let exec = m_exec(&m, &app);
+    start_and_crash(&mut m, T0 + 1, &app, exec, 1);
+    assert!(m
+        .status(T0)
+        .completed_apps
+        .iter()
+        .any(|a| a.id == app && a.state == ApplicationState::Failed));
+}
+
+/// The app's one live executor.
+fn m_exec(m: &MasterState, app: &AppId) -> ExecutorId {
+    active_app(m, app).executors[0].id
+}
+
+#[test]
+fn a_stable_executor_resets_the_retry_count() {
     let mut m = master();
     add_worker(&mut m, T0, 1, 4, 8192);
     let (app, fx) = add_app(&mut m, T0, desc("flaky", Some(2), Some(2), 1024));
     let (_, exec) = fail_executors(&mut m, &app, launches(&fx)[0].2, 9);
-    exec_state(&mut m, &app, exec, ExecutorState::Running, None);
-    let (_, _) = fail_executors(&mut m, &app, exec, 9);
+    exec_state_at(&mut m, T0, &app, exec, ExecutorState::Running, None);
+    // After it has run for the stable time, a tick clears the count.
+    m.handle(T0 + STABLE, Event::Tick);
+    let exec = start_and_crash(&mut m, T0 + STABLE, &app, exec, 1);
+    start_and_crash(&mut m, T0 + STABLE, &app, exec, 8);
     assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
 }
 
 #[test]
-fn an_app_with_a_running_executor_is_not_failed() {
+fn an_app_with_a_stable_running_executor_is_not_failed() {
     let mut m = master();
     add_worker(&mut m, T0, 1, 4, 8192);
     let (app, fx) = add_app(&mut m, T0, desc("half", Some(4), Some(2), 1024));
     let execs: Vec<_> = launches(&fx).into_iter().map(|l| l.2).collect();
     assert_eq!(execs.len(), 2);
-    exec_state(&mut m, &app, execs[0], ExecutorState::Running, None);
-    let (_, _) = fail_executors(&mut m, &app, execs[1], 12);
+    exec_state_at(&mut m, T0, &app, execs[0], ExecutorState::Running, None);
+    let mut e = execs[1];
+    for _ in 0..12 {
+        let fx = exec_state_at(&mut m, T0 + STABLE, &app, e, ExecutorState::Failed, Some(1));
+        if let Some((_, _, next, _)) = launches(&fx).first() {
+            e = *next;
+        }
+    }
     assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
     assert_ok(&m);
 }

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::address::{EndpointAddress, RpcAddress};
 use crate::conf::RpcTimeout;
 use crate::connection::{Connection, Out, Outcome};
-use crate::endpoint::{Ask, Protocol};
+use crate::endpoint::{Ask, LocalReply, Message, Protocol};
 use crate::env::RpcEnv;
 use crate::error::AskError;
 use crate::frame::{self, FailureKind, Header};
@@ -145,35 +146,45 @@ impl<M: Protocol> EndpointRef<M> {
     }
 
     /// Asks and waits for the reply, at most `rpc.ask_timeout`.
-    pub async fn ask<Q: Ask + Into<M>>(&self, q: Q) -> Result<Q::Reply, AskError> {
+    ///
+    /// The request is queued when `ask` is called, not when the future is first
+    /// polled: messages sent and asks made in order by one caller reach the endpoint
+    /// in that order, even if the returned futures are awaited later or elsewhere.
+    pub fn ask<Q: Ask + Into<M>>(
+        &self,
+        q: Q,
+    ) -> impl Future<Output = Result<Q::Reply, AskError>> + Send + 'static {
         self.ask_within(q, self.inner.env.inner.conf.ask_timeout)
-            .await
     }
 
-    /// Asks and waits for the reply, at most `timeout`.
-    pub async fn ask_timeout<Q: Ask + Into<M>>(
+    /// Asks and waits for the reply, at most `timeout` (queued at once, as [`ask`](Self::ask)).
+    pub fn ask_timeout<Q: Ask + Into<M>>(
         &self,
         q: Q,
         timeout: Duration,
-    ) -> Result<Q::Reply, AskError> {
+    ) -> impl Future<Output = Result<Q::Reply, AskError>> + Send + 'static {
         let t = RpcTimeout {
             duration: timeout,
             setting: "the timeout passed to ask_timeout",
         };
-        self.ask_within(q, t).await
+        self.ask_within(q, t)
     }
 
-    pub(crate) async fn ask_within<Q: Ask + Into<M>>(
+    pub(crate) fn ask_within<Q: Ask + Into<M>>(
         &self,
         q: Q,
         t: RpcTimeout,
-    ) -> Result<Q::Reply, AskError> {
-        let msg: M = q.into();
-        let timeout = || AskError::Timeout {
-            to: self.address().to_string(),
-            after: t.duration,
-            setting: t.setting,
-        };
+    ) -> impl Future<Output = Result<Q::Reply, AskError>> + Send + 'static {
+        let this = self.clone();
+        let queued = self.queue_ask(q.into());
+        async move {
+            let pending = queued?;
+            this.await_reply::<Q::Reply>(pending, t).await
+        }
+    }
+
+    /// Queues a request now; the reply is awaited by [`Self::await_reply`].
+    fn queue_ask(&self, msg: M) -> Result<Pending, AskError> {
         match &self.inner.target {
             Target::Local(tx) => {
                 let (otx, orx) = oneshot::channel();
@@ -182,27 +193,7 @@ impl<M: Protocol> EndpointRef<M> {
                     reply: Some(otx),
                 })
                 .map_err(|_| self.not_delivered("the endpoint has stopped"))?;
-                match tokio::time::timeout(t.duration, orx).await {
-                    Err(_) => Err(timeout()),
-                    Ok(Err(_)) => {
-                        Err(self.not_delivered("the endpoint stopped before handling it"))
-                    }
-                    Ok(Ok(Err(message))) => Err(AskError::Remote {
-                        to: self.address().to_string(),
-                        message,
-                    }),
-                    Ok(Ok(Ok(any))) => {
-                        any.downcast::<Q::Reply>()
-                            .map(|b| *b)
-                            .map_err(|_| AskError::Remote {
-                                to: self.address().to_string(),
-                                message: format!(
-                                    "reply is not of the expected type {}",
-                                    std::any::type_name::<Q::Reply>()
-                                ),
-                            })
-                    }
-                }
+                Ok(Pending::Local(orx))
             }
             Target::Remote(_) | Target::Client(_) => {
                 let env = &self.inner.env;
@@ -216,9 +207,6 @@ impl<M: Protocol> EndpointRef<M> {
                     &msg,
                 )?;
                 let (conn, rx) = match &self.inner.target {
-                    Target::Remote(addr) => env
-                        .ask_to(addr, id, bytes)
-                        .map_err(|r| self.not_delivered(r))?,
                     Target::Client(conn) => {
                         let rx = conn.register(id);
                         if conn
@@ -235,8 +223,45 @@ impl<M: Protocol> EndpointRef<M> {
                         }
                         (conn.clone(), rx)
                     }
-                    _ => unreachable!("matched above"),
+                    Target::Remote(addr) => env
+                        .ask_to(addr, id, bytes)
+                        .map_err(|r| self.not_delivered(r))?,
+                    _ => return Err(self.not_delivered("unreachable target")),
                 };
+                Ok(Pending::Remote { conn, id, rx })
+            }
+            Target::Missing(why) => Err(self.not_delivered(why.clone())),
+        }
+    }
+
+    async fn await_reply<R: Message>(
+        &self,
+        pending: Pending,
+        t: RpcTimeout,
+    ) -> Result<R, AskError> {
+        let to = || self.address().to_string();
+        let timeout = || AskError::Timeout {
+            to: to(),
+            after: t.duration,
+            setting: t.setting,
+        };
+        match pending {
+            Pending::Local(orx) => match tokio::time::timeout(t.duration, orx).await {
+                Err(_) => Err(timeout()),
+                Ok(Err(_)) => Err(self.not_delivered("the endpoint stopped before handling it")),
+                Ok(Ok(Err(message))) => Err(AskError::Remote { to: to(), message }),
+                Ok(Ok(Ok(any))) => any
+                    .downcast::<R>()
+                    .map(|b| *b)
+                    .map_err(|_| AskError::Remote {
+                        to: to(),
+                        message: format!(
+                            "reply is not of the expected type {}",
+                            std::any::type_name::<R>()
+                        ),
+                    }),
+            },
+            Pending::Remote { conn, id, rx } => {
                 let outcome = match tokio::time::timeout(t.duration, rx).await {
                     Err(_) => {
                         conn.unregister(id);
@@ -245,14 +270,14 @@ impl<M: Protocol> EndpointRef<M> {
                     Ok(Err(_)) => Outcome::Lost("the connection was dropped".into()),
                     Ok(Ok(o)) => o,
                 };
-                let to = self.address().to_string();
+                let to = to();
                 match outcome {
-                    Outcome::Reply(body) => decode_with::<Q::Reply>(env, Some(&conn), &body)
+                    Outcome::Reply(body) => decode_with::<R>(&self.inner.env, Some(&conn), &body)
                         .map_err(|e| AskError::Remote {
                             to,
                             message: format!(
                                 "reply cannot be decoded as {}: {e}",
-                                std::any::type_name::<Q::Reply>()
+                                std::any::type_name::<R>()
                             ),
                         }),
                     Outcome::Failed(FailureKind::NotDelivered, reason)
@@ -263,9 +288,18 @@ impl<M: Protocol> EndpointRef<M> {
                     Outcome::Lost(reason) => Err(AskError::ConnectionLost { to, reason }),
                 }
             }
-            Target::Missing(why) => Err(self.not_delivered(why.clone())),
         }
     }
+}
+
+/// A request already queued, awaiting its reply.
+enum Pending {
+    Local(oneshot::Receiver<LocalReply>),
+    Remote {
+        conn: Arc<Connection>,
+        id: u64,
+        rx: oneshot::Receiver<Outcome>,
+    },
 }
 
 impl<M: Protocol> fmt::Display for EndpointRef<M> {

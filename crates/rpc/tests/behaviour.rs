@@ -384,3 +384,22 @@ async fn oversized_messages_are_refused_before_sending() {
     assert_eq!(r.ask(Blob(vec![0; 1000])).await.unwrap(), 1000);
     server.shutdown();
 }
+
+#[tokio::test]
+async fn ask_queues_its_request_when_called_not_when_awaited() {
+    let (server, addr, _) = server_with_test_endpoint(quick_conf()).await;
+    let client = RpcEnv::client(quick_conf()).unwrap();
+    let r = client.endpoint_ref::<TestMsg>(&addr, "test");
+    let local = server.local_ref::<TestMsg>("test").unwrap();
+    for (r, name) in [(r, "remote"), (local, "local")] {
+        let before = r.ask(Get).await.unwrap();
+        r.send(TestMsg::Add(1)).unwrap();
+        let pending = r.ask(Get);
+        r.send(TestMsg::Add(10)).unwrap();
+        // Awaited only now, in another task: it still saw exactly the first add.
+        let seen = tokio::spawn(pending).await.unwrap().unwrap();
+        assert_eq!(seen, before + 1, "{name}");
+        assert_eq!(r.ask(Get).await.unwrap(), before + 11, "{name}");
+    }
+    server.shutdown();
+}

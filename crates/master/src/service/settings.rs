@@ -28,6 +28,9 @@ pub const RETAINED_DRIVERS: &str = "deploy.retained_drivers";
 /// which an application with no RUNNING executor fails (Spark: 10; negative
 /// never fails it).
 pub const MAX_EXECUTOR_RETRIES: &str = "deploy.max_executor_retries";
+/// `deploy.executor_stable_time`: how long an executor must stay RUNNING
+/// before it clears its app's failure count (10s).
+pub const EXECUTOR_STABLE_TIME: &str = "deploy.executor_stable_time";
 /// `deploy.spread_out`: spread executors over workers (true, Spark's
 /// default) or pack them.
 pub const SPREAD_OUT: &str = "deploy.spread_out";
@@ -59,6 +62,7 @@ pub const KEYS: &[&str] = &[
     RETAINED_APPLICATIONS,
     RETAINED_DRIVERS,
     MAX_EXECUTOR_RETRIES,
+    EXECUTOR_STABLE_TIME,
     SPREAD_OUT,
     SPREAD_OUT_DRIVERS,
     WORKER_SELECTION_POLICY,
@@ -100,6 +104,11 @@ pub fn master_config(conf: &Conf) -> Result<MasterConfig, MasterError> {
             .parse()
             .map_err(|_| setting(MAX_EXECUTOR_RETRIES, "expected a whole number"))?;
     }
+    c.executor_stable_ms = millis(conf.duration(
+        EXECUTOR_STABLE_TIME,
+        Duration::from_millis(c.executor_stable_ms),
+        TimeUnit::Seconds,
+    )?);
     c.spread_out_apps = conf.bool(SPREAD_OUT, c.spread_out_apps)?;
     c.spread_out_drivers = conf.bool(SPREAD_OUT_DRIVERS, c.spread_out_drivers)?;
     if let Some(v) = conf.get(WORKER_SELECTION_POLICY) {

@@ -310,8 +310,9 @@ impl MasterState {
                         format!("executor {app_id}/{exec_id} state transfer from {old} to RUNNING is unexpected"),
                     ));
                 }
-                app.retry_count = 0;
+                exec.running_since_ms = Some(now_ms);
             }
+            let was_stable = exec.is_stable(now_ms, self.config.executor_stable_ms);
             out.push(Effect::ExecutorUpdated {
                 app_id: app_id.clone(),
                 exec_id,
@@ -331,11 +332,15 @@ impl MasterState {
                 }
                 let normal_exit = exit_status == Some(0);
                 if !normal_exit && old != ExecutorState::Decommissioned {
+                    // A failure after a stable run starts a new count.
+                    if was_stable {
+                        app.retry_count = 0;
+                    }
                     app.retry_count = app.retry_count.saturating_add(1);
                     let max = self.config.max_executor_retries;
                     if max >= 0
                         && i64::from(app.retry_count) >= i64::from(max)
-                        && !app.has_running_executor()
+                        && !app.has_stable_executor(now_ms, self.config.executor_stable_ms)
                     {
                         fail_app = Some((app.desc.name.clone(), app.retry_count));
                     }
@@ -360,6 +365,18 @@ impl MasterState {
         }
         self.pending_schedule = true;
         out.push(Effect::Reply(Reply::Ack(true)));
+    }
+
+    /// On every tick: an app with an executor that has stayed RUNNING for
+    /// `executor_stable_ms` has proven its executors can run, so its failure
+    /// count starts again from zero (Spark resets it on every RUNNING report).
+    pub(super) fn reset_retries_of_stable_apps(&mut self, now_ms: u64) {
+        let stable = self.config.executor_stable_ms;
+        for app in self.apps.values_mut() {
+            if app.retry_count > 0 && app.has_stable_executor(now_ms, stable) {
+                app.retry_count = 0;
+            }
+        }
     }
 
     /// A state change for an executor that no active app counts: one of a

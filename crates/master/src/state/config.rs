@@ -95,6 +95,12 @@ pub struct MasterConfig {
     /// after which an app with no RUNNING executor fails (Spark: 10; a
     /// negative value never fails an app).
     pub max_executor_retries: i32,
+    /// `deploy.executor_stable_time`: how long an executor must stay RUNNING
+    /// before it clears its app's failure count (10 s). Spark resets the count
+    /// as soon as an executor reports RUNNING, so an executor that starts and
+    /// then exits 1 every time is relaunched forever; flint counts such
+    /// executors as failures and fails the app after `max_executor_retries`.
+    pub executor_stable_ms: u64,
     /// `deploy.spread_out`: spread an app's executors over as many workers as
     /// possible (Spark: true) rather than packing them.
     pub spread_out_apps: bool,
@@ -129,6 +135,7 @@ impl MasterConfig {
             retained_applications: 200,
             retained_drivers: 200,
             max_executor_retries: 10,
+            executor_stable_ms: 10_000,
             spread_out_apps: true,
             spread_out_drivers: true,
             worker_selection_policy: WorkerSelectionPolicy::CoresFreeDesc,

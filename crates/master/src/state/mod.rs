@@ -172,7 +172,10 @@ impl MasterState {
             Event::WorkerDisconnected { worker_id } => {
                 self.worker_disconnected(now_ms, &worker_id, &mut out)
             }
-            Event::Tick => self.timeout_dead_workers(now_ms, &mut out),
+            Event::Tick => {
+                self.timeout_dead_workers(now_ms, &mut out);
+                self.reset_retries_of_stable_apps(now_ms);
+            }
             Event::ExecutorStateChanged {
                 app_id,
                 exec_id,

@@ -133,6 +133,18 @@ pub(super) struct ExecutorInfo {
     pub cores: u32,
     pub memory_mb: u64,
     pub state: ExecutorState,
+    /// When it reported RUNNING (master clock), if it has.
+    pub running_since_ms: Option<u64>,
+}
+
+impl ExecutorInfo {
+    /// RUNNING for at least `stable_ms`: proof the app's executors can run.
+    pub fn is_stable(&self, now_ms: u64, stable_ms: u64) -> bool {
+        self.state == ExecutorState::Running
+            && self
+                .running_since_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= stable_ms)
+    }
 }
 
 /// How many removed executors an app remembers (for display and for telling
@@ -234,6 +246,7 @@ impl AppInfo {
             cores: res.cores,
             memory_mb: res.memory_mb,
             state,
+            running_since_ms: None,
         };
         if let Some(old) = self.executors.insert(id, exec) {
             self.cores_granted = self.cores_granted.saturating_sub(old.cores);
@@ -258,6 +271,13 @@ impl AppInfo {
         self.executors
             .values()
             .any(|e| e.state == ExecutorState::Running)
+    }
+
+    /// Whether some executor has been RUNNING for at least `stable_ms`.
+    pub fn has_stable_executor(&self, now_ms: u64, stable_ms: u64) -> bool {
+        self.executors
+            .values()
+            .any(|e| e.is_stable(now_ms, stable_ms))
     }
 }
 

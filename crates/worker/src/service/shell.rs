@@ -430,21 +430,33 @@ impl Shared {
     }
 
     /// Asks the master `ExecutorStateChanged` and feeds the outcome back.
+    ///
+    /// The request is queued here, when `ask` is called (flint-rpc queues an ask
+    /// at the call, not at the first poll), so the reports of one executor reach
+    /// the master in the order the state machine made them (RUNNING before
+    /// EXITED); only the wait for the answer runs in the spawned task.
     fn report_executor(self: &Arc<Self>, master: EndpointRef<MasterMsg>, report: ExecutorReport) {
         let shared = self.clone();
         let span = tracing::info_span!(parent: &self.span, "executor", app_id = %report.app_id, exec_id = %report.exec_id);
+        let msg = ExecutorStateChanged {
+            app_id: report.app_id.clone(),
+            exec_id: report.exec_id,
+            state: report.state,
+            message: report.message.clone(),
+            exit_status: report.exit_status,
+        };
+        let ask = {
+            let _runtime = self.runtime.enter();
+            master.ask(msg)
+        };
         self.spawn(
             async move {
-                let msg = ExecutorStateChanged {
-                    app_id: report.app_id.clone(),
-                    exec_id: report.exec_id,
-                    state: report.state,
-                    message: report.message.clone(),
-                    exit_status: report.exit_status,
-                };
+                if shared.token.is_cancelled() {
+                    return;
+                }
                 let answer = tokio::select! {
                     _ = shared.token.cancelled() => return,
-                    a = master.ask(msg) => a,
+                    a = ask => a,
                 };
                 let event = match answer {
                     Ok(_) => Event::ExecutorStateSynced {

@@ -1,0 +1,1310 @@
+//! The cluster as an operator runs it: real `flint master` and `flint worker`
+//! processes on 127.0.0.1 (ports chosen by the OS, timers shortened by settings),
+//! executors as real child processes, and applications registered through
+//! `flint-client` from the test process.
+//!
+//! Each test owns a [`Cluster`]: its processes (SIGKILLed and reaped on drop, with the
+//! tail of every log printed when the test fails), its temp dir and its ports, so the
+//! tests run in parallel. Every wait polls a condition (the master's status, a file, a
+//! process table entry) against a deadline; nothing sleeps to synchronize.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use flint_client::{AppClient, AppClientHandle, AppEvent, ChannelListener, MASTER_REMOVED_PREFIX};
+use flint_proto::messages::{
+    DriverStateChanged, ExecutorStateChanged, Heartbeat, MasterMsg, RequestMasterState,
+    WorkerLatestState, WorkerMsg, MASTER_ENDPOINT, WORKER_ENDPOINT,
+};
+use flint_proto::status::MasterStatusJson;
+use flint_proto::{
+    AppId, ApplicationDescription, ApplicationState, DriverId, DriverState, ExecutorCommand,
+    ExecutorDescription, ExecutorId, ExecutorState, MasterStatus, WorkerId, WorkerState,
+};
+use flint_rpc::{Context, Endpoint, RpcAddress, RpcConf, RpcEnv};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const FLINT: &str = env!("CARGO_BIN_EXE_flint");
+/// How often a condition is polled.
+const POLL: Duration = Duration::from_millis(20);
+/// How long a condition may take to come true on a loaded 2-core machine. Waits end
+/// as soon as the condition holds; this only bounds a failing test.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// `worker.timeout` of every daemon: workers heartbeat every 500 ms and the master
+/// checks for silent workers every 2 s.
+const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Settings every master gets.
+const MASTER_CONF: &[&str] = &["worker.timeout=2s"];
+/// Settings every worker gets: the same timeout, registration retries every
+/// 100–300 ms instead of 5–15 s, a 1 s grace between SIGTERM and SIGKILL for
+/// executors, and no work dir cleanup.
+const WORKER_CONF: &[&str] = &[
+    "worker.timeout=2s",
+    "worker.initial_registration_retry_interval=200ms",
+    "worker.prolonged_registration_retry_interval=400ms",
+    "worker.executor_kill_grace=1s",
+    "worker.cleanup.enabled=false",
+];
+/// An executor that says who it is and then stays up (its pid is the `sleep`'s).
+const SLEEPER: &str = "echo executor {{EXECUTOR_ID}} of {{APP_ID}} pid $$; exec sleep 1000";
+
+// ===================================================================
+// Waiting
+// ===================================================================
+
+/// Polls `probe` every [`POLL`] until it returns `Ok`, for at most `within`; panics
+/// with `what` and the last `Err` otherwise.
+async fn wait_within<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() >= within => {
+                panic!("waited {within:?} for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// [`wait_within`] with [`PATIENCE`].
+async fn wait_for<T>(what: &str, probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    wait_within(what, PATIENCE, probe).await
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until none of `pids` is alive.
+async fn wait_gone(what: &str, pids: &[u32]) {
+    wait_for(what, async || {
+        let left: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still alive: {left:?}"))
+        }
+    })
+    .await
+}
+
+/// The last `n` lines of a file.
+fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// ===================================================================
+// The harness: processes of one test
+// ===================================================================
+
+/// A process started by a [`Cluster`], by index.
+#[derive(Debug, Clone, Copy)]
+struct ProcId(usize);
+
+struct Proc {
+    name: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+/// A running `flint master`.
+struct Master {
+    proc: ProcId,
+    /// `flint://127.0.0.1:port`.
+    url: String,
+    addr: RpcAddress,
+}
+
+/// A running `flint worker`.
+struct Worker {
+    proc: ProcId,
+    id: String,
+    /// `flint://127.0.0.1:port`.
+    url: String,
+    work_dir: PathBuf,
+}
+
+/// The processes, files and probes of one test. Dropping it SIGKILLs and reaps every
+/// process it started (executors die with their workers); if the test is failing it
+/// first prints the tail of each process's output and keeps the temp dir.
+struct Cluster {
+    dir: PathBuf,
+    procs: Vec<Proc>,
+    /// A client-only environment for status asks.
+    probe: RpcEnv,
+}
+
+impl Cluster {
+    fn new(test: &str) -> Cluster {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("cluster-tests")
+            .join(format!("{test}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Cluster {
+            dir,
+            procs: Vec::new(),
+            probe: RpcEnv::client(RpcConf::default()).unwrap(),
+        }
+    }
+
+    /// `flint ARGS` run in the test's dir with no `FLINT_*` variable inherited.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(FLINT);
+        cmd.args(args).current_dir(&self.dir).stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("FLINT_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd
+    }
+
+    /// Starts `flint ARGS` in the background, its stdout and stderr going to
+    /// `<name>.stdout` and `<name>.stderr` in the test's dir.
+    fn spawn(&mut self, name: &str, args: &[&str]) -> ProcId {
+        let name = if self.procs.iter().any(|p| p.name == name) {
+            format!("{name}-{}", self.procs.len())
+        } else {
+            name.to_string()
+        };
+        let stdout = self.dir.join(format!("{name}.stdout"));
+        let stderr = self.dir.join(format!("{name}.stderr"));
+        let child = self
+            .command(args)
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        self.procs.push(Proc {
+            name,
+            child,
+            stdout,
+            stderr,
+            status: None,
+        });
+        ProcId(self.procs.len() - 1)
+    }
+
+    /// Runs `flint ARGS` to completion (killed if it takes longer than [`PATIENCE`]).
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = tokio::process::Command::from(self.command(args));
+        cmd.kill_on_drop(true);
+        match tokio::time::timeout(PATIENCE, cmd.output()).await {
+            Ok(out) => out.unwrap(),
+            Err(_) => panic!("flint {args:?} did not finish within {PATIENCE:?}"),
+        }
+    }
+
+    /// Runs `flint ARGS`, which must fail; returns its stderr.
+    async fn run_failing(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "flint {args:?} should fail with exit code 1\nstdout:\n{}\nstderr:\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    fn pid(&self, p: ProcId) -> u32 {
+        self.procs[p.0].child.id()
+    }
+
+    fn stderr(&self, p: ProcId) -> String {
+        fs::read_to_string(&self.procs[p.0].stderr).unwrap_or_default()
+    }
+
+    /// The exit status, if the process has exited (it is then reaped).
+    fn exited(&mut self, p: ProcId) -> Option<ExitStatus> {
+        let proc = &mut self.procs[p.0];
+        if proc.status.is_none() {
+            proc.status = proc.child.try_wait().unwrap();
+        }
+        proc.status
+    }
+
+    /// Waits for the process to exit.
+    async fn wait_exit(&mut self, p: ProcId) -> ExitStatus {
+        let name = self.procs[p.0].name.clone();
+        wait_for(&format!("{name} to exit"), async || {
+            self.exited(p).ok_or_else(|| "still running".to_string())
+        })
+        .await
+    }
+
+    /// SIGKILLs the process and reaps it.
+    fn kill(&mut self, p: ProcId) {
+        let proc = &mut self.procs[p.0];
+        if proc.status.is_none() {
+            proc.child.kill().unwrap();
+            proc.status = Some(proc.child.wait().unwrap());
+        }
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self, p: ProcId) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid(p).to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM {} failed", self.pid(p));
+    }
+
+    /// Waits for the first stdout line of `p` starting with `prefix`.
+    async fn wait_line(&mut self, p: ProcId, prefix: &str) -> String {
+        let path = self.procs[p.0].stdout.clone();
+        let name = self.procs[p.0].name.clone();
+        wait_for(&format!("{name} to print {prefix:?}"), async || {
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.starts_with(prefix)) {
+                return Ok(line.to_string());
+            }
+            if let Some(status) = self.exited(p) {
+                panic!(
+                    "{name} exited ({status}) before printing {prefix:?}; stderr:\n{}",
+                    self.stderr(p)
+                );
+            }
+            Err(format!("stdout so far: {text:?}"))
+        })
+        .await
+    }
+
+    /// Starts `flint master` on `port` (0: any) with [`MASTER_CONF`] and `conf`.
+    async fn start_master(&mut self, port: u16, conf: &[&str]) -> Master {
+        let port = port.to_string();
+        let mut args = vec!["master", "--port", &port, "--webui-port", "0"];
+        for c in MASTER_CONF.iter().chain(conf) {
+            args.extend(["--conf", c]);
+        }
+        let proc = self.spawn("master", &args);
+        let line = self.wait_line(proc, "flint master listening on ").await;
+        let url = line["flint master listening on ".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let addr = RpcAddress::parse_list(&url).unwrap().remove(0);
+        Master { proc, url, addr }
+    }
+
+    /// Starts `flint worker` offering `cores` and `memory`, with [`WORKER_CONF`], in
+    /// its own work dir.
+    async fn start_worker(&mut self, master: &Master, cores: u32, memory: &str) -> Worker {
+        let n = self
+            .procs
+            .iter()
+            .filter(|p| p.name.starts_with("worker"))
+            .count();
+        let name = format!("worker{n}");
+        let work_dir = self.dir.join(format!("{name}-work"));
+        let cores = cores.to_string();
+        let wd = work_dir.to_str().unwrap().to_string();
+        let mut args = vec![
+            "worker",
+            &master.url,
+            "--cores",
+            &cores,
+            "--memory",
+            memory,
+            "--work-dir",
+            &wd,
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+        ];
+        for c in WORKER_CONF {
+            args.extend(["--conf", c]);
+        }
+        let proc = self.spawn(&name, &args);
+        let line = self.wait_line(proc, "flint worker ").await;
+        // flint worker <id> listening on <url>; status at <ui>/api/v1/status
+        let words: Vec<_> = line.split_whitespace().collect();
+        assert_eq!(words[3..5], ["listening", "on"], "{line}");
+        Worker {
+            proc,
+            id: words[2].to_string(),
+            url: words[5].trim_end_matches(';').to_string(),
+            work_dir,
+        }
+    }
+
+    /// The master's status, asked over RPC as `flint status` does.
+    async fn status(&self, master: &Master) -> Result<MasterStatusJson, String> {
+        self.probe
+            .endpoint_ref::<MasterMsg>(&master.addr, MASTER_ENDPOINT)
+            .ask_timeout(RequestMasterState, Duration::from_secs(2))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Polls the master's status until `ok` holds for it.
+    async fn wait_status(
+        &self,
+        master: &Master,
+        what: &str,
+        ok: impl Fn(&MasterStatusJson) -> bool,
+    ) -> MasterStatusJson {
+        self.wait_status_within(master, what, PATIENCE, ok).await
+    }
+
+    async fn wait_status_within(
+        &self,
+        master: &Master,
+        what: &str,
+        within: Duration,
+        ok: impl Fn(&MasterStatusJson) -> bool,
+    ) -> MasterStatusJson {
+        wait_within(what, within, async || {
+            let s = self.status(master).await?;
+            if ok(&s) {
+                Ok(s)
+            } else {
+                Err(format!("{s:#?}"))
+            }
+        })
+        .await
+    }
+
+    /// Waits until the master lists exactly `ids` as its ALIVE workers.
+    async fn wait_alive(&self, master: &Master, ids: &[&str]) -> MasterStatusJson {
+        let want: BTreeSet<&str> = ids.iter().copied().collect();
+        self.wait_status(master, &format!("workers {want:?} ALIVE"), |s| {
+            alive_ids(s) == want.iter().map(|s| s.to_string()).collect()
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.probe.shutdown();
+        for p in &mut self.procs {
+            if p.status.is_none() {
+                let _ = p.child.kill();
+                p.status = p.child.wait().ok();
+            }
+        }
+        if std::thread::panicking() {
+            for p in &self.procs {
+                eprintln!(
+                    "===== {} (pid {}, {}) =====\n--- stdout (tail) ---\n{}\n--- stderr (tail) ---\n{}",
+                    p.name,
+                    p.child.id(),
+                    p.status.map(|s| s.to_string()).unwrap_or_default(),
+                    tail(&p.stdout, 10),
+                    tail(&p.stderr, 40)
+                );
+            }
+            eprintln!("files kept in {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn alive_ids(s: &MasterStatusJson) -> BTreeSet<String> {
+    s.workers
+        .iter()
+        .filter(|w| w.state == WorkerState::Alive)
+        .map(|w| w.id.to_string())
+        .collect()
+}
+
+// ===================================================================
+// Applications and executors
+// ===================================================================
+
+/// An application registered from the test process.
+struct App {
+    env: RpcEnv,
+    handle: AppClientHandle,
+    events: mpsc::UnboundedReceiver<AppEvent>,
+    /// Every event received so far, in order.
+    seen: Vec<AppEvent>,
+    id: AppId,
+}
+
+impl App {
+    /// Registers `desc` with `master` from a server-mode environment, or a
+    /// client-only one, and waits until it is connected.
+    async fn start(master: &Master, desc: ApplicationDescription, client_only: bool) -> App {
+        let env = if client_only {
+            RpcEnv::client(RpcConf::default()).unwrap()
+        } else {
+            RpcEnv::server(RpcConf::default(), "127.0.0.1", 0)
+                .await
+                .unwrap()
+        };
+        let (listener, events) = ChannelListener::new();
+        let handle = AppClient::start(
+            env.clone(),
+            vec![master.addr.clone()],
+            desc,
+            listener,
+            &flint_conf::Conf::new(),
+        )
+        .unwrap();
+        let mut app = App {
+            env,
+            handle,
+            events,
+            seen: Vec::new(),
+            id: AppId::generate(0, 0),
+        };
+        let connected = app
+            .wait_events("registration", 1, |e| matches!(e, AppEvent::Connected(_)))
+            .await;
+        let AppEvent::Connected(id) = &connected[0] else {
+            unreachable!()
+        };
+        app.id = id.clone();
+        app
+    }
+
+    /// Waits until at least `n` events received so far (in any order) match, and
+    /// returns them.
+    async fn wait_events(
+        &mut self,
+        what: &str,
+        n: usize,
+        matches: impl Fn(&AppEvent) -> bool,
+    ) -> Vec<AppEvent> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let hits: Vec<_> = self.seen.iter().filter(|e| matches(e)).cloned().collect();
+            if hits.len() >= n {
+                return hits;
+            }
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(e)) => self.seen.push(e),
+                Ok(None) => panic!("events ended before {what}; {}", self.recent()),
+                Err(_) => panic!("no {what} within {PATIENCE:?}; {}", self.recent()),
+            }
+        }
+    }
+
+    /// The number of events seen and the last few, for failure messages.
+    fn recent(&self) -> String {
+        let last = &self.seen[self.seen.len().saturating_sub(12)..];
+        format!("{} event(s) seen, the last: {last:#?}", self.seen.len())
+    }
+
+    /// Waits for `n` `ExecutorAdded` events; returns executor → worker id.
+    async fn wait_added(&mut self, n: usize) -> BTreeMap<ExecutorId, String> {
+        self.wait_events(&format!("{n} executors added"), n, |e| {
+            matches!(e, AppEvent::ExecutorAdded { .. })
+        })
+        .await
+        .into_iter()
+        .map(|e| match e {
+            AppEvent::ExecutorAdded {
+                exec_id, worker_id, ..
+            } => (exec_id, worker_id.to_string()),
+            _ => unreachable!(),
+        })
+        .collect()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.env.shutdown();
+    }
+}
+
+/// An application running `script` with `sh -c`, 64 MB per executor.
+fn app_desc(
+    name: &str,
+    script: &str,
+    cores_per_executor: Option<u32>,
+    max_cores: Option<u32>,
+) -> ApplicationDescription {
+    let mut command = ExecutorCommand::new("/bin/sh");
+    command.args = vec!["-c".into(), script.into()];
+    let mut desc = ApplicationDescription::new(name, command);
+    desc.cores_per_executor = cores_per_executor;
+    desc.max_cores = max_cores;
+    desc.memory_per_executor_mb = 64;
+    desc
+}
+
+/// `work/<app-id>/<exec-id>/stdout` of a worker.
+fn executor_stdout(worker: &Worker, app: &AppId, exec: ExecutorId) -> PathBuf {
+    worker
+        .work_dir
+        .join(app.as_str())
+        .join(exec.to_string())
+        .join("stdout")
+}
+
+/// Waits until a [`SLEEPER`] executor has written its line, checks it names the
+/// executor and the app, and returns the pid it printed.
+async fn executor_pid(worker: &Worker, app: &AppId, exec: ExecutorId) -> u32 {
+    let path = executor_stdout(worker, app, exec);
+    let line = wait_for(&format!("{}", path.display()), async || {
+        let text = fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        if text.ends_with('\n') {
+            Ok(text.trim_end().to_string())
+        } else {
+            Err(format!("{text:?}"))
+        }
+    })
+    .await;
+    let (head, pid) = line.rsplit_once(" pid ").expect("a pid");
+    assert_eq!(
+        head,
+        format!("executor {exec} of {app}"),
+        "{}",
+        path.display()
+    );
+    pid.parse().expect("a pid")
+}
+
+/// The pids printed by every executor in a worker's work dir.
+fn pids_in(worker: &Worker) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for app in fs::read_dir(&worker.work_dir).unwrap() {
+        for exec in fs::read_dir(app.unwrap().path()).unwrap() {
+            let text = fs::read_to_string(exec.unwrap().path().join("stdout")).unwrap();
+            let pid = text.trim_end().rsplit_once(" pid ").expect("a pid").1;
+            pids.push(pid.parse().unwrap());
+        }
+    }
+    pids
+}
+
+/// An active or completed application in the status.
+fn app_in<'a>(
+    s: &'a MasterStatusJson,
+    app: &AppId,
+) -> Option<&'a flint_proto::status::AppStatusJson> {
+    s.active_apps
+        .iter()
+        .chain(&s.completed_apps)
+        .find(|a| a.id == *app)
+}
+
+/// RUNNING executors of `app` per worker id, from the status.
+fn running_per_worker(s: &MasterStatusJson, app: &AppId) -> BTreeMap<String, usize> {
+    let mut per = BTreeMap::new();
+    for e in app_in(s, app)
+        .map(|a| a.executors.as_slice())
+        .unwrap_or(&[])
+    {
+        if e.state == ExecutorState::Running {
+            *per.entry(e.worker_id.to_string()).or_insert(0) += 1;
+        }
+    }
+    per
+}
+
+// ===================================================================
+// 1. Registration and `flint status`
+// ===================================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_register_and_flint_status_shows_them() {
+    let mut c = Cluster::new("status");
+    let m = c.start_master(0, &[]).await;
+    let offers = [(1u32, 256u64), (2, 512), (3, 768)];
+    let mut workers = Vec::new();
+    for (cores, mb) in offers {
+        workers.push(c.start_worker(&m, cores, &format!("{mb}m")).await);
+    }
+    let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    c.wait_alive(&m, &ids).await;
+
+    let out = c.run(&["status", "--master", &m.url]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{:?}", out.stderr);
+    assert!(
+        text.starts_with(&format!("Master {}  ALIVE\n", m.url)),
+        "{text}"
+    );
+    assert!(
+        text.contains("Workers: 3 alive; cores 6 (0 used); memory 1.5 GiB (0.0 GiB used)"),
+        "{text}"
+    );
+    for (w, (cores, mb)) in workers.iter().zip(offers) {
+        let row: Vec<_> = text
+            .lines()
+            .find(|l| l.starts_with(&w.id))
+            .unwrap_or_else(|| panic!("no row for {}:\n{text}", w.id))
+            .split_whitespace()
+            .collect();
+        let address = w.url.trim_start_matches("flint://");
+        let cores = format!("0/{cores}");
+        let memory = format!("0/{mb}");
+        assert_eq!(
+            row,
+            [
+                w.id.as_str(),
+                address,
+                "ALIVE",
+                cores.as_str(),
+                memory.as_str(),
+                "MiB"
+            ],
+            "{text}"
+        );
+    }
+
+    let out = c.run(&["status", "--master", &m.url, "--json"]).await;
+    assert!(out.status.success(), "{:?}", out);
+    let s: MasterStatusJson = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(s.url, m.url);
+    assert_eq!(s.status, MasterStatus::Alive);
+    assert_eq!(
+        (s.alive_workers, s.cores, s.memory_mb, s.cores_used),
+        (3, 6, 1536, 0)
+    );
+    for (w, (cores, mb)) in workers.iter().zip(offers) {
+        let j = s
+            .workers
+            .iter()
+            .find(|j| j.id.as_str() == w.id)
+            .expect("listed");
+        assert_eq!(
+            (j.state, j.cores, j.memory_mb, j.host.as_str()),
+            (WorkerState::Alive, cores, mb, "127.0.0.1")
+        );
+        assert_eq!(format!("flint://{}:{}", j.host, j.port), w.url);
+    }
+}
+
+// ===================================================================
+// 2. Placement: spread out (default) or packed
+// ===================================================================
+
+/// Three 2-core workers and an app asking for three 1-core executors; returns the
+/// number of RUNNING executors per worker, largest first, after checking that each
+/// executor is a live process that wrote its stdout in its worker's work dir.
+async fn place_three_executors(test: &str, master_conf: &[&str]) -> Vec<usize> {
+    let mut c = Cluster::new(test);
+    let m = c.start_master(0, master_conf).await;
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(c.start_worker(&m, 2, "512m").await);
+    }
+    let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    c.wait_alive(&m, &ids).await;
+
+    let mut app = App::start(&m, app_desc(test, SLEEPER, Some(1), Some(3)), false).await;
+    let added = app.wait_added(3).await;
+    let s = c
+        .wait_status(&m, "3 RUNNING executors", |s| {
+            running_per_worker(s, &app.id).values().sum::<usize>() == 3
+        })
+        .await;
+    let per = running_per_worker(&s, &app.id);
+    for w in &s.workers {
+        let n = per.get(w.id.as_str()).copied().unwrap_or(0);
+        assert_eq!(w.cores_used as usize, n, "cores used on {}: {s:#?}", w.id);
+    }
+
+    let mut pids = Vec::new();
+    for (exec, worker_id) in &added {
+        let worker = workers.iter().find(|w| w.id == *worker_id).expect("ours");
+        let pid = executor_pid(worker, &app.id, *exec).await;
+        assert!(alive(pid), "executor {exec} (pid {pid}) is not running");
+        pids.push(pid);
+    }
+
+    // Stopping the app kills its executors.
+    app.handle.stop().await;
+    wait_gone("the stopped app's executors to exit", &pids).await;
+    let s = c
+        .wait_status(&m, "the app FINISHED", |s| {
+            s.completed_apps.iter().any(|a| a.id == app.id)
+        })
+        .await;
+    assert_eq!(
+        app_in(&s, &app.id).unwrap().state,
+        ApplicationState::Finished
+    );
+
+    let mut counts: Vec<usize> = workers
+        .iter()
+        .map(|w| per.get(&w.id).copied().unwrap_or(0))
+        .collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_are_spread_out_by_default() {
+    assert_eq!(place_three_executors("spread", &[]).await, [1, 1, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_are_packed_when_spread_out_is_off() {
+    assert_eq!(
+        place_three_executors("packed", &["deploy.spread_out=false"]).await,
+        [2, 1, 0]
+    );
+}
+
+// ===================================================================
+// 3. A worker SIGKILLed under running executors
+// ===================================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_marked_dead_and_its_executors_are_replaced_elsewhere() {
+    let mut c = Cluster::new("kill-worker");
+    let m = c.start_master(0, &[]).await;
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(c.start_worker(&m, 2, "512m").await);
+    }
+    let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    c.wait_alive(&m, &ids).await;
+
+    // Two 1-core executors, spread over two of the three workers.
+    let mut app = App::start(&m, app_desc("victim", SLEEPER, Some(1), Some(2)), false).await;
+    let first = app.wait_added(2).await;
+    c.wait_status(&m, "2 RUNNING executors", |s| {
+        running_per_worker(s, &app.id).values().sum::<usize>() == 2
+    })
+    .await;
+    let (&lost_exec, victim_id) = first.iter().next().unwrap();
+    let victim = workers.iter().position(|w| w.id == *victim_id).unwrap();
+    let victim_pid = executor_pid(&workers[victim], &app.id, lost_exec).await;
+    let victim_pids = pids_in(&workers[victim]);
+    assert!(victim_pids.contains(&victim_pid));
+    assert!(alive(victim_pid));
+
+    c.kill(workers[victim].proc);
+
+    // DEAD within the timeout and one check interval (plus scheduling slack).
+    c.wait_status_within(
+        &m,
+        "the killed worker DEAD",
+        WORKER_TIMEOUT * 2 + Duration::from_secs(2),
+        |s| {
+            s.workers
+                .iter()
+                .any(|w| w.id.as_str() == victim_id && w.state == WorkerState::Dead)
+        },
+    )
+    .await;
+
+    // The app hears that the executor and its worker are gone...
+    let removed = app
+        .wait_events(
+            "the lost executor removed",
+            1,
+            |e| matches!(e, AppEvent::ExecutorRemoved { exec_id, .. } if *exec_id == lost_exec),
+        )
+        .await;
+    let AppEvent::ExecutorRemoved {
+        worker_host,
+        message,
+        ..
+    } = &removed[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(worker_host.as_deref(), Some("127.0.0.1"), "{removed:?}");
+    assert!(message.contains("worker lost"), "{message}");
+    app.wait_events("the worker removed", 1, |e| {
+        matches!(e, AppEvent::WorkerRemoved { worker_id, .. } if worker_id.as_str() == victim_id)
+    })
+    .await;
+
+    // ...and gets a replacement on another worker.
+    let replacement = app
+        .wait_events("a replacement executor", 1, |e| {
+            matches!(e, AppEvent::ExecutorAdded { exec_id, .. } if !first.contains_key(exec_id))
+        })
+        .await;
+    let AppEvent::ExecutorAdded {
+        exec_id: new_exec,
+        worker_id: new_worker,
+        ..
+    } = &replacement[0]
+    else {
+        unreachable!()
+    };
+    assert_ne!(new_worker.as_str(), victim_id);
+    let s = c
+        .wait_status(&m, "2 RUNNING executors again", |s| {
+            running_per_worker(s, &app.id).values().sum::<usize>() == 2
+        })
+        .await;
+    assert!(
+        !running_per_worker(&s, &app.id).contains_key(victim_id.as_str()),
+        "{s:#?}"
+    );
+    let host = workers
+        .iter()
+        .find(|w| w.id == new_worker.as_str())
+        .unwrap();
+    let new_pid = executor_pid(host, &app.id, *new_exec).await;
+    assert!(alive(new_pid));
+
+    // Nothing the killed worker started outlives it.
+    wait_gone("the killed worker's executors to die", &victim_pids).await;
+}
+
+// ===================================================================
+// 4. Master restart
+// ===================================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_re_register_with_a_master_restarted_on_the_same_port() {
+    let mut c = Cluster::new("restart-master");
+    let m = c.start_master(0, &[]).await;
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(c.start_worker(&m, 1, "256m").await);
+    }
+    let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    c.wait_alive(&m, &ids).await;
+
+    c.terminate(m.proc);
+    let status = c.wait_exit(m.proc).await;
+    assert_eq!(status.code(), Some(0), "master exit: {status}");
+    assert!(c.stderr(m.proc).contains("received SIGTERM"));
+
+    // A new master on the same port: the workers find it by themselves.
+    let port = m.addr.port;
+    let m2 = c.start_master(port, &[]).await;
+    assert_eq!(m2.url, m.url);
+    c.wait_alive(&m2, &ids).await;
+
+    // Again after a crash (SIGKILL: nothing closed cleanly).
+    c.kill(m2.proc);
+    let m3 = c.start_master(port, &[]).await;
+    assert_eq!(m3.url, m.url);
+    let s = c.wait_alive(&m3, &ids).await;
+    assert_eq!(s.alive_workers, 3);
+
+    // The same worker processes throughout, never restarted.
+    for w in &workers {
+        assert!(c.exited(w.proc).is_none(), "{} exited", w.id);
+        let out = fs::read_to_string(&c.procs[w.proc.0].stdout).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+}
+
+// ===================================================================
+// 5. Executors that always fail
+// ===================================================================
+
+/// One 2-core worker, a master with `deploy.max_executor_retries=3`, and an app (from
+/// a client-only environment) whose one 1-core executor fails every time: the master
+/// fails the app after three failures in a row, the client hears `Dead` with the
+/// master's reason, and the status lists the app FAILED. Returns the removal events.
+async fn app_fails_after_three_failed_executors(
+    test: &str,
+    desc: ApplicationDescription,
+) -> Vec<AppEvent> {
+    let mut c = Cluster::new(test);
+    let m = c.start_master(0, &["deploy.max_executor_retries=3"]).await;
+    let w = c.start_worker(&m, 2, "512m").await;
+    c.wait_alive(&m, &[&w.id]).await;
+
+    let mut app = App::start(&m, desc, true).await;
+    let dead = app
+        .wait_events("the app dead", 1, |e| matches!(e, AppEvent::Dead(_)))
+        .await;
+    let AppEvent::Dead(reason) = &dead[0] else {
+        unreachable!()
+    };
+    assert_eq!(reason, &format!("{MASTER_REMOVED_PREFIX}FAILED"));
+    assert_eq!(app.handle.dead_reason().as_deref(), Some(reason.as_str()));
+    let removed: Vec<_> = app
+        .seen
+        .iter()
+        .filter(|e| matches!(e, AppEvent::ExecutorRemoved { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(removed.len(), 3, "{}", app.recent());
+
+    let s = c
+        .wait_status(&m, "the app in completed_apps", |s| {
+            s.completed_apps.iter().any(|a| a.id == app.id)
+        })
+        .await;
+    assert_eq!(app_in(&s, &app.id).unwrap().state, ApplicationState::Failed);
+    assert!(s.active_apps.is_empty(), "{s:#?}");
+    assert_eq!(s.cores_used, 0);
+    assert!(
+        c.stderr(m.proc).contains(&format!(
+            "Application {test} with ID {} failed 3 times; removing it",
+            app.id
+        )),
+        "no removal line in the master's log"
+    );
+    removed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_whose_executors_cannot_start_fails_after_max_executor_retries() {
+    let missing = "/nonexistent/flint-executor";
+    let mut desc = ApplicationDescription::new("unstartable", ExecutorCommand::new(missing));
+    desc.cores_per_executor = Some(1);
+    desc.max_cores = Some(1);
+    desc.memory_per_executor_mb = 64;
+    for e in app_fails_after_three_failed_executors("unstartable", desc).await {
+        let AppEvent::ExecutorRemoved {
+            message,
+            exit_status,
+            worker_host,
+            ..
+        } = &e
+        else {
+            unreachable!()
+        };
+        assert!(
+            message.contains("cannot start") && message.contains(missing),
+            "{e:?}"
+        );
+        assert_eq!((exit_status, worker_host), (&None, &None), "{e:?}");
+    }
+}
+
+/// The executor starts (the worker reports it RUNNING) and exits 1 at once, every
+/// time. Spark resets the retry count on RUNNING and relaunches such executors
+/// forever; flint only lets an executor clear the count after it has stayed RUNNING
+/// for `deploy.executor_stable_time`, so the app fails after the retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_whose_executors_always_exit_1_fails_after_max_executor_retries() {
+    let desc = app_desc("doomed", "exit 1", Some(1), Some(1));
+    for e in app_fails_after_three_failed_executors("doomed", desc).await {
+        assert!(
+            matches!(
+                e,
+                AppEvent::ExecutorRemoved {
+                    exit_status: Some(1),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_state_reports_reach_the_master_in_order() {
+    // Executors that exit 0 at once are replaced without end; each is reported
+    // RUNNING, then EXITED. A RUNNING report overtaking its EXITED one would reach
+    // a master that no longer knows the executor.
+    let mut c = Cluster::new("report-order");
+    let m = c.start_master(0, &[]).await;
+    let w = c.start_worker(&m, 1, "256m").await;
+    c.wait_alive(&m, &[&w.id]).await;
+    let mut app = App::start(&m, app_desc("blink", "exit 0", Some(1), Some(1)), false).await;
+    app.wait_events("40 normal exits", 40, |e| {
+        matches!(
+            e,
+            AppEvent::ExecutorRemoved {
+                exit_status: Some(0),
+                ..
+            }
+        )
+    })
+    .await;
+    // Read while the app is active: once it is stopped, reports of its last
+    // executor (RUNNING or KILLED) legitimately reach a master that forgot it.
+    let log = c.stderr(m.proc);
+    let disorder: Vec<_> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("unknown executor") && l.ends_with("(RUNNING)"))
+                || l.contains("is unexpected")
+        })
+        .collect();
+    app.handle.stop().await;
+    assert!(
+        disorder.is_empty(),
+        "reports out of order:\n{}",
+        disorder.join("\n")
+    );
+}
+
+// ===================================================================
+// 6. Bad input: the master keeps serving
+// ===================================================================
+
+/// Records what the master sends to a fake worker endpoint.
+struct FakeWorker(mpsc::UnboundedSender<WorkerMsg>);
+
+impl Endpoint for FakeWorker {
+    type Msg = WorkerMsg;
+
+    fn receive(&mut self, _ctx: &Context<WorkerMsg>, msg: WorkerMsg) {
+        let _ = self.0.send(msg);
+    }
+}
+
+/// A new worker registers and `flint status` lists every worker ALIVE.
+async fn still_serving(c: &mut Cluster, m: &Master, workers: &mut Vec<Worker>) {
+    let w = c.start_worker(m, 2, "512m").await;
+    workers.push(w);
+    let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    c.wait_alive(m, &ids).await;
+    let out = c.run(&["status", "--master", &m.url]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("Workers: {} alive", workers.len())),
+        "{text}"
+    );
+    assert!(c.exited(m.proc).is_none(), "the master exited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_keeps_serving_through_bad_input() {
+    let mut c = Cluster::new("bad-input");
+    let m = c.start_master(0, &[]).await;
+    let mut workers = Vec::new();
+    still_serving(&mut c, &m, &mut workers).await;
+
+    // Messages from a worker the master never registered.
+    let env = RpcEnv::server(RpcConf::default(), "127.0.0.1", 0)
+        .await
+        .unwrap();
+    let (tx, mut to_fake) = mpsc::unbounded_channel();
+    let fake = env.setup_endpoint(WORKER_ENDPOINT, FakeWorker(tx)).unwrap();
+    let master = env
+        .setup_endpoint_ref::<MasterMsg>(&m.addr, MASTER_ENDPOINT)
+        .await
+        .unwrap();
+    let ghost: WorkerId = "worker-20000101000000-127.0.0.1-9".parse().unwrap();
+    let ghost_app = AppId::generate(0, 7);
+    master
+        .send(Heartbeat {
+            worker_id: ghost.clone(),
+            worker: fake.clone(),
+        })
+        .unwrap();
+    master
+        .send(WorkerLatestState {
+            worker_id: ghost.clone(),
+            executors: vec![ExecutorDescription {
+                app_id: ghost_app.clone(),
+                exec_id: ExecutorId(3),
+                cores: 1,
+                memory_mb: 64,
+                state: ExecutorState::Running,
+            }],
+            driver_ids: vec![DriverId::generate(0, 1)],
+        })
+        .unwrap();
+    master
+        .send(DriverStateChanged {
+            driver_id: DriverId::generate(0, 1),
+            state: DriverState::Failed,
+            exception: Some("ghost".into()),
+        })
+        .unwrap();
+    let acked = master
+        .ask(ExecutorStateChanged {
+            app_id: ghost_app.clone(),
+            exec_id: ExecutorId(3),
+            state: ExecutorState::Failed,
+            message: Some("ghost".into()),
+            exit_status: Some(1),
+        })
+        .await
+        .unwrap();
+    assert!(
+        acked,
+        "ExecutorStateChanged is acknowledged even when unknown"
+    );
+    // The heartbeat of an unknown worker is answered: register again.
+    match tokio::time::timeout(PATIENCE, to_fake.recv()).await {
+        Ok(Some(WorkerMsg::ReconnectWorker(r))) => assert_eq!(r.master_url, m.url),
+        other => panic!("expected ReconnectWorker, got {other:?}"),
+    }
+    let log = c.stderr(m.proc);
+    for line in [
+        format!("Got heartbeat from unregistered worker {ghost}"),
+        format!("Worker state from unknown worker: {ghost}"),
+        format!("Got status update for unknown executor {ghost_app}/3"),
+        format!(
+            "Asked to remove unknown driver: {}",
+            DriverId::generate(0, 1)
+        ),
+    ] {
+        assert!(log.contains(&line), "no {line:?} in the master's log");
+    }
+    env.shutdown();
+    still_serving(&mut c, &m, &mut workers).await;
+
+    // An app asking for more cores per executor than any worker has waits, and the
+    // status says why.
+    let app = App::start(&m, app_desc("greedy", SLEEPER, Some(16), None), false).await;
+    let reason = "needs 16 cores per executor but the largest worker has 2";
+    let waiting = |s: &MasterStatusJson| {
+        s.active_apps.iter().any(|a| {
+            a.id == app.id
+                && a.state == ApplicationState::Waiting
+                && a.executors.is_empty()
+                && a.waiting_reason.as_deref() == Some(reason)
+        })
+    };
+    c.wait_status(&m, "the greedy app WAITING with its reason", waiting)
+        .await;
+    let out = c.run(&["status", "--master", &m.url]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(app.id.as_str()))
+        .unwrap_or_else(|| panic!("no row for {}:\n{text}", app.id));
+    assert!(row.contains("WAITING") && row.ends_with(reason), "{row}");
+    still_serving(&mut c, &m, &mut workers).await;
+    assert!(waiting(&c.status(&m).await.unwrap()));
+
+    // Garbage on the RPC port: each connection is refused and closed.
+    for garbage in [
+        b"GET / HTTP/1.1\r\nHost: flint\r\n\r\n".to_vec(),
+        [0xff; 4]
+            .into_iter()
+            .chain((0..=255u8).cycle().take(8192))
+            .collect(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(m.addr.host_port())
+            .await
+            .unwrap();
+        let local = s.local_addr().unwrap();
+        // The master may close as soon as it has seen enough; a failed write is fine.
+        let _ = s.write_all(&garbage).await;
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut sink)).await;
+        assert!(read.is_ok(), "the master kept a garbage connection open");
+        let refused = format!("refused connection from {local}");
+        wait_for(&format!("{refused:?} in the master's log"), async || {
+            if c.stderr(m.proc).contains(&refused) {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        })
+        .await;
+    }
+    still_serving(&mut c, &m, &mut workers).await;
+    drop(app);
+}
+
+// ===================================================================
+// 7. `flint worker`: bad arguments, SIGTERM
+// ===================================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flint_worker_refuses_bad_arguments_clearly() {
+    let mut c = Cluster::new("worker-args");
+    let common = ["--webui-port", "0", "--memory", "256m"];
+
+    let err = c
+        .run_failing(&[&["worker", "not-a-url"][..], &common].concat())
+        .await;
+    assert!(
+        err.contains("the master URL \"not-a-url\" is not valid")
+            && err.contains("flint://host:port"),
+        "{err}"
+    );
+
+    let err = c
+        .run_failing(
+            &[
+                &["worker", "flint://127.0.0.1:1", "--cores", "0"][..],
+                &common,
+            ]
+            .concat(),
+        )
+        .await;
+    assert!(
+        err.contains("at least 1 core; got 0") && err.contains("--cores"),
+        "{err}"
+    );
+
+    let file = c.dir.join("a-file");
+    fs::write(&file, "not a directory").unwrap();
+    let under_file = file.join("work");
+    let err = c
+        .run_failing(
+            &[
+                &[
+                    "worker",
+                    "flint://127.0.0.1:1",
+                    "--work-dir",
+                    under_file.to_str().unwrap(),
+                ][..],
+                &common,
+            ]
+            .concat(),
+        )
+        .await;
+    assert!(
+        err.contains(&format!("cannot create work dir {}", under_file.display()))
+            && err.contains("--work-dir"),
+        "{err}"
+    );
+
+    let m = c.start_master(0, &[]).await;
+    let first = c.start_worker(&m, 1, "256m").await;
+    let port = first.url.rsplit(':').next().unwrap().to_string();
+    let err = c
+        .run_failing(&[&["worker", &m.url, "--port", &port][..], &common].concat())
+        .await;
+    assert!(
+        err.contains(&format!("port {port} on 127.0.0.1 is in use")) && err.contains("--port"),
+        "{err}"
+    );
+    // The worker holding the port is unaffected.
+    c.wait_alive(&m, &[&first.id]).await;
+    assert!(c.exited(first.proc).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_worker_and_its_executors() {
+    let mut c = Cluster::new("worker-sigterm");
+    let m = c.start_master(0, &[]).await;
+    let w = c.start_worker(&m, 2, "512m").await;
+    c.wait_alive(&m, &[&w.id]).await;
+    let mut app = App::start(&m, app_desc("term", SLEEPER, Some(1), Some(2)), false).await;
+    let added = app.wait_added(2).await;
+    let mut pids = Vec::new();
+    for exec in added.keys() {
+        pids.push(executor_pid(&w, &app.id, *exec).await);
+    }
+    assert!(pids.iter().all(|p| alive(*p)), "{pids:?}");
+
+    c.terminate(w.proc);
+    let status = c.wait_exit(w.proc).await;
+    assert_eq!(status.code(), Some(0), "worker exit: {status}");
+    assert!(c.stderr(w.proc).contains("received SIGTERM"));
+    // The worker reaped its executors before exiting.
+    let left: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
+    assert!(left.is_empty(), "executors outlived their worker: {left:?}");
+    c.wait_status(&m, "the worker gone", |s| alive_ids(s).is_empty())
+        .await;
+}
