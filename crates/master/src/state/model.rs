@@ -267,12 +267,6 @@ impl AppInfo {
         Some(exec)
     }
 
-    pub fn has_running_executor(&self) -> bool {
-        self.executors
-            .values()
-            .any(|e| e.state == ExecutorState::Running)
-    }
-
     /// Whether some executor has been RUNNING for at least `stable_ms`.
     pub fn has_stable_executor(&self, now_ms: u64, stable_ms: u64) -> bool {
         self.executors
