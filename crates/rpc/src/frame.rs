@@ -148,7 +148,8 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     header: &Header<'_>,
     body: &T,
 ) -> Result<Vec<u8>, postcard::Error> {
-    let mut buf = Vec::with_capacity(64);
+    // Room for a small message's header and body without regrowing.
+    let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(&[0; LEN_BYTES]);
     let buf = postcard::to_extend(header, buf)?;
     let mut buf = postcard::to_extend(body, buf)?;

@@ -239,6 +239,8 @@ impl<M: Protocol> EndpointRef<M> {
         pending: Pending,
         t: RpcTimeout,
     ) -> Result<R, AskError> {
+        // The address string is built only on the error paths: formatting it costs
+        // more than the rest of a successful ask.
         let to = || self.address().to_string();
         let timeout = || AskError::Timeout {
             to: to(),
@@ -270,22 +272,21 @@ impl<M: Protocol> EndpointRef<M> {
                     Ok(Err(_)) => Outcome::Lost("the connection was dropped".into()),
                     Ok(Ok(o)) => o,
                 };
-                let to = to();
                 match outcome {
                     Outcome::Reply(body) => decode_with::<R>(&self.inner.env, Some(&conn), &body)
                         .map_err(|e| AskError::Remote {
-                            to,
+                            to: to(),
                             message: format!(
                                 "reply cannot be decoded as {}: {e}",
                                 std::any::type_name::<R>()
                             ),
                         }),
                     Outcome::Failed(FailureKind::NotDelivered, reason)
-                    | Outcome::NotSent(reason) => Err(AskError::NotDelivered { to, reason }),
+                    | Outcome::NotSent(reason) => Err(AskError::NotDelivered { to: to(), reason }),
                     Outcome::Failed(FailureKind::Handler, message) => {
-                        Err(AskError::Remote { to, message })
+                        Err(AskError::Remote { to: to(), message })
                     }
-                    Outcome::Lost(reason) => Err(AskError::ConnectionLost { to, reason }),
+                    Outcome::Lost(reason) => Err(AskError::ConnectionLost { to: to(), reason }),
                 }
             }
         }

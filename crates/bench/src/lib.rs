@@ -1,0 +1,14 @@
+//! flint's benchmarks. The `rpc-bench` binary measures the RPC layer (`flint-rpc`)
+//! against a raw TCP baseline written with plain tokio sockets on loopback: ask round
+//! trip latency, one-way message throughput and pipelined ask throughput.
+//!
+//! The pieces live here so the binary stays a thin driver:
+//! - [`raw`]: the baseline's framing, server and client;
+//! - [`rpc`]: the flint endpoint and protocol the benchmark talks to;
+//! - [`stats`]: latency summaries and rates;
+//! - [`machine`]: what the report says about the machine it ran on.
+
+pub mod machine;
+pub mod raw;
+pub mod rpc;
+pub mod stats;
