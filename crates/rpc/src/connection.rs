@@ -308,6 +308,10 @@ async fn run_halves<R, W>(
 }
 
 const WRITE_BUF: usize = 64 * 1024;
+/// Initial read buffer per connection; it grows on demand for large frames. Kept
+/// small because an idle master holds one per worker (10,000 × 64 KiB would be
+/// 640 MiB once the pages are touched).
+const READ_BUF: usize = 4 * 1024;
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     conn: Arc<Connection>,
@@ -369,7 +373,7 @@ async fn write_or_cancel<W: AsyncWrite + Unpin>(
 
 /// Reads frames until the connection ends; returns why it ended.
 async fn read_loop<R: AsyncRead + Unpin>(env: &RpcEnv, conn: &Arc<Connection>, r: R) -> String {
-    let mut frames = FramedRead::with_capacity(r, FrameCodec::new(conn.max_frame), 64 * 1024);
+    let mut frames = FramedRead::with_capacity(r, FrameCodec::new(conn.max_frame), READ_BUF);
     loop {
         let next = tokio::select! {
             biased;

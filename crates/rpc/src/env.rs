@@ -50,12 +50,10 @@ impl RpcEnv {
     /// one). The address it advertises is `host` and the bound port.
     pub async fn server(conf: RpcConf, host: &str, port: u16) -> Result<RpcEnv, RpcError> {
         let bind = RpcAddress::new(host, port).host_port();
-        let listener = TcpListener::bind(&bind)
-            .await
-            .map_err(|source| RpcError::Bind {
-                address: bind.clone(),
-                source,
-            })?;
+        let listener = listen(&bind).await.map_err(|source| RpcError::Bind {
+            address: bind.clone(),
+            source,
+        })?;
         let local = listener.local_addr().map_err(|source| RpcError::Bind {
             address: bind,
             source,
@@ -413,6 +411,38 @@ impl RpcEnv {
     pub async fn cancelled(&self) {
         self.inner.token.cancelled().await
     }
+}
+
+/// Connections the kernel may queue before `accept` (Linux caps it at somaxconn).
+/// tokio's `TcpListener::bind` uses 128, which drops connection attempts when
+/// thousands of workers register at once (each then waits a second to retry).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `host:port` (the first address it resolves to) with SO_REUSEADDR and a deep
+/// accept queue.
+async fn listen(bind: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(bind).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{bind} resolves to no address"),
+        )
+    }))
 }
 
 async fn accept_loop(env: RpcEnv, listener: TcpListener) {
