@@ -7,6 +7,7 @@ use std::time::Duration;
 use flint_conf::{Conf, SizeUnit, TimeUnit};
 
 use crate::error::RpcError;
+pub use crate::secret::Secret;
 
 /// Every setting this crate reads, for `FLINT_*` environment mapping and docs.
 pub const KEYS: &[&str] = &[
@@ -16,6 +17,16 @@ pub const KEYS: &[&str] = &[
     "rpc.connect_timeout",
     "rpc.handshake_timeout",
     "rpc.message.max_size",
+    "rpc.encryption.enabled",
+    "rpc.connection.max_queued_bytes",
+    "rpc.endpoint.max_queued_bytes",
+    "rpc.frame_timeout",
+    "rpc.max_partial_frame_bytes",
+    "rpc.max_pending_handshakes",
+    "rpc.max_pending_handshakes_per_address",
+    "rpc.stream.chunk_size",
+    "rpc.stream.window",
+    "auth.enabled",
     "auth.secret",
     "auth.secret_file",
     "rpc.tls.enabled",
@@ -54,23 +65,6 @@ impl RpcTimeout {
     }
 }
 
-/// The cluster's shared secret. Debug never prints it.
-#[derive(Clone)]
-pub struct Secret(pub(crate) Vec<u8>);
-
-impl Secret {
-    /// A secret from its bytes.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Secret(bytes.into())
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// Paths of this node's TLS material (PEM). Every node presents `cert`/`key` and
 /// trusts peers whose certificates chain to `ca` (mutual TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +94,30 @@ pub struct RpcConf {
     pub secret: Option<Secret>,
     /// TLS material; when set, every connection is TLS with mutual authentication.
     pub tls: Option<TlsPaths>,
+    /// Seal every post-handshake frame with AEAD when a secret is in use and TLS is
+    /// not (`rpc.encryption.enabled`, default true).
+    pub encryption: bool,
+    /// Bytes that may wait in one connection's outbound queue
+    /// (`rpc.connection.max_queued_bytes`): senders past it get `Full` (or wait, with
+    /// `send_async`), and a peer that lets replies pile up past it is cut off.
+    pub max_queued_bytes: usize,
+    /// Bytes of messages that may wait in one endpoint's inbox
+    /// (`rpc.endpoint.max_queued_bytes`): past it, asks fail `Busy` and sends are dropped.
+    pub max_inbox_bytes: usize,
+    /// Once a frame has started arriving, its body must arrive within this
+    /// (`rpc.frame_timeout` → `network.timeout`).
+    pub frame_timeout: RpcTimeout,
+    /// Bytes held in partially received frames across all connections
+    /// (`rpc.max_partial_frame_bytes`).
+    pub max_partial_bytes: usize,
+    /// Connections that may be mid-handshake at once (`rpc.max_pending_handshakes`).
+    pub max_pending_handshakes: usize,
+    /// Of those, from one source address (`rpc.max_pending_handshakes_per_address`).
+    pub max_pending_handshakes_per_address: usize,
+    /// Bytes per chunk of a bulk stream (`rpc.stream.chunk_size`).
+    pub stream_chunk: usize,
+    /// Chunks a stream's sender may have unacknowledged (`rpc.stream.window`).
+    pub stream_window: usize,
 }
 
 impl Default for RpcConf {
@@ -124,6 +142,18 @@ impl Default for RpcConf {
             max_message_size: 128 << 20,
             secret: None,
             tls: None,
+            encryption: true,
+            max_queued_bytes: 32 << 20,
+            max_inbox_bytes: 64 << 20,
+            frame_timeout: RpcTimeout {
+                duration: DEFAULT_NETWORK_TIMEOUT,
+                setting: "rpc.frame_timeout",
+            },
+            max_partial_bytes: 1 << 30,
+            max_pending_handshakes: 256,
+            max_pending_handshakes_per_address: 16,
+            stream_chunk: 256 << 10,
+            stream_window: 8,
         }
     }
 }
@@ -146,28 +176,7 @@ impl RpcConf {
             }
             .into());
         }
-        let secret = if let Some(s) = conf.get("auth.secret") {
-            Some(s.as_bytes().to_vec())
-        } else if let Some(path) = conf.get("auth.secret_file") {
-            let bytes = std::fs::read(path).map_err(|e| flint_conf::ConfError::Invalid {
-                key: "auth.secret_file".into(),
-                value: path.into(),
-                reason: format!("cannot read it: {e}"),
-            })?;
-            Some(trim_newline(bytes))
-        } else {
-            std::env::var("FLINT_AUTH_SECRET")
-                .ok()
-                .map(String::into_bytes)
-        };
-        if secret.as_ref().is_some_and(|s| s.is_empty()) {
-            return Err(flint_conf::ConfError::Invalid {
-                key: "auth.secret".into(),
-                value: String::new(),
-                reason: "the secret is empty".into(),
-            }
-            .into());
-        }
+        let secret = crate::secret::resolve(conf)?;
         let tls = if conf.bool("rpc.tls.enabled", false)? {
             let path = |key: &str| {
                 conf.get(key).map(PathBuf::from).ok_or_else(|| {
@@ -204,17 +213,69 @@ impl RpcConf {
                 Duration::from_secs(30),
             )?,
             max_message_size: max as usize,
-            secret: secret.map(Secret),
+            secret,
             tls,
+            encryption: conf.bool("rpc.encryption.enabled", true)?,
+            max_queued_bytes: at_least(
+                conf,
+                "rpc.connection.max_queued_bytes",
+                32 << 20,
+                64 << 10,
+            )?,
+            max_inbox_bytes: at_least(conf, "rpc.endpoint.max_queued_bytes", 64 << 20, 64 << 10)?,
+            frame_timeout: RpcTimeout::resolve(
+                conf,
+                &["rpc.frame_timeout", "network.timeout"],
+                network,
+            )?,
+            max_partial_bytes: at_least(conf, "rpc.max_partial_frame_bytes", 1 << 30, 1 << 20)?,
+            max_pending_handshakes: count(conf, "rpc.max_pending_handshakes", 256)?,
+            max_pending_handshakes_per_address: count(
+                conf,
+                "rpc.max_pending_handshakes_per_address",
+                16,
+            )?,
+            stream_chunk: {
+                let c = at_least(conf, "rpc.stream.chunk_size", 256 << 10, 4 << 10)?;
+                if c > (max as usize) / 2 {
+                    return Err(invalid(
+                        conf,
+                        "rpc.stream.chunk_size",
+                        "must be at most half of rpc.message.max_size",
+                    ));
+                }
+                c
+            },
+            stream_window: count(conf, "rpc.stream.window", 8)?,
         })
     }
 }
 
-fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
+fn invalid(conf: &Conf, key: &str, reason: &str) -> RpcError {
+    flint_conf::ConfError::Invalid {
+        key: key.into(),
+        value: conf.get(key).unwrap_or_default().into(),
+        reason: reason.into(),
     }
-    bytes
+    .into()
+}
+
+/// A size setting that must be at least `min` bytes (bare numbers are bytes).
+fn at_least(conf: &Conf, key: &str, default: usize, min: usize) -> Result<usize, RpcError> {
+    let v = conf.bytes(key, default as u64, SizeUnit::Bytes)?;
+    if (v as usize) < min {
+        return Err(invalid(conf, key, &format!("must be at least {min} bytes")));
+    }
+    Ok(v as usize)
+}
+
+/// A count setting that must be at least 1.
+fn count(conf: &Conf, key: &str, default: u64) -> Result<usize, RpcError> {
+    let v = conf.u64(key, default)?;
+    if v == 0 {
+        return Err(invalid(conf, key, "must be at least 1"));
+    }
+    Ok(v as usize)
 }
 
 #[cfg(test)]
@@ -232,19 +293,6 @@ mod tests {
         let c = RpcConf::from_conf(&Conf::new()).unwrap();
         assert_eq!(c.ask_timeout.duration, Duration::from_secs(120));
         assert_eq!(c.max_message_size, 128 << 20);
-    }
-
-    #[test]
-    fn secret_file_is_read_and_trimmed() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("secret");
-        std::fs::write(&p, "s3cret\n").unwrap();
-        let c =
-            RpcConf::from_conf(&Conf::new().set("auth.secret_file", p.to_str().unwrap())).unwrap();
-        assert_eq!(c.secret.unwrap().0, b"s3cret");
-        let e =
-            RpcConf::from_conf(&Conf::new().set("auth.secret_file", "/nonexistent/x")).unwrap_err();
-        assert!(e.to_string().contains("auth.secret_file"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod frame;
 pub mod handshake;
 mod inbox;
 mod reference;
+pub mod secret;
 mod tls;
 
 pub use address::{EndpointAddress, RpcAddress};
