@@ -1,22 +1,30 @@
 //! One TCP (or TLS) connection to a peer: a writer task draining the connection's
-//! outbox queue in batches, a reader task splitting frames and routing them, and the
-//! table of asks awaiting replies.
+//! queues, a reader task splitting frames and routing them, and the tables of asks
+//! awaiting replies and of open bulk streams.
 //!
 //! Failure accounting is exact: a request still in the queue when the connection dies
 //! fails as *not delivered*; one already written fails as *connection lost*.
+//!
+//! Memory is bounded on both sides. The control queue has a byte budget
+//! (`rpc.connection.max_queued_bytes`): a sender past it gets `Full` (or waits, with
+//! `send_async`), and a peer that lets our replies pile up past it is cut off. Bulk
+//! stream chunks wait in a small queue of their own, and the writer takes at most one
+//! chunk between batches of control frames, so asks and heartbeats never wait behind
+//! more than one chunk. The reader's buffers grow only with bytes that arrived; a frame
+//! that has started must finish within `rpc.frame_timeout`; bytes held in partial
+//! frames count against an env-wide cap.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::StreamExt;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedRead;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -24,7 +32,11 @@ use crate::address::RpcAddress;
 use crate::endpoint::Event;
 use crate::env::RpcEnv;
 use crate::frame::{self, FailureKind, FrameCodec, Header};
-use crate::handshake;
+use crate::handshake::{self, ClientOptions};
+use crate::inbox::Posted;
+use crate::log::quote;
+use crate::seal::{Opener, Sealer, SessionKeys};
+use crate::stream::StreamTable;
 
 /// A frame waiting to be written; `ask` is set for requests so an unsent one can be
 /// failed as not delivered.
@@ -36,41 +48,80 @@ pub(crate) struct Out {
 /// How a pending ask ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Reply(Bytes),
+    Reply { ty: u32, body: Bytes },
     Failed(FailureKind, String),
     NotSent(String),
     Lost(String),
 }
+
+/// Why a frame could not be queued.
+pub(crate) enum EnqueueError {
+    /// The connection is closed; the frame is given back.
+    Closed(Out),
+    /// The queue's byte budget is used up; the frame is given back.
+    Full(Out),
+}
+
+/// Fixed cost charged per queued frame on top of its bytes, for the queue's own node.
+const PER_FRAME: usize = 64;
+/// Chunks of all streams of a connection that may wait for the writer.
+const BULK_QUEUE: usize = 4;
 
 /// Shared state of one connection.
 pub(crate) struct Connection {
     pub(crate) id: u64,
     peer: RpcAddress,
     tx: mpsc::UnboundedSender<Out>,
+    bulk: mpsc::Sender<Bytes>,
+    queued: AtomicUsize,
+    budget: usize,
+    room: Notify,
     pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    pub(crate) streams: StreamTable,
     pub(crate) closed: CancellationToken,
     max_frame: usize,
     dropped_one_way: AtomicBool,
+    cut_off: AtomicBool,
+}
+
+/// The receiving ends of a connection's queues, owned by its writer.
+pub(crate) struct Queues {
+    control: mpsc::UnboundedReceiver<Out>,
+    bulk: mpsc::Receiver<Bytes>,
 }
 
 impl Connection {
     pub(crate) fn new(
         id: u64,
         peer: RpcAddress,
-        max_frame: usize,
+        env: &RpcEnv,
         parent: &CancellationToken,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Out>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> (Arc<Self>, Queues) {
+        let (tx, control) = mpsc::unbounded_channel();
+        let (bulk, bulk_rx) = mpsc::channel(BULK_QUEUE);
+        let conf = &env.inner.conf;
         let conn = Connection {
             id,
             peer,
             tx,
+            bulk,
+            queued: AtomicUsize::new(0),
+            budget: conf.max_queued_bytes,
+            room: Notify::new(),
             pending: Mutex::new(HashMap::new()),
+            streams: StreamTable::default(),
             closed: parent.child_token(),
-            max_frame,
+            max_frame: conf.max_message_size,
             dropped_one_way: AtomicBool::new(false),
+            cut_off: AtomicBool::new(false),
         };
-        (Arc::new(conn), rx)
+        (
+            Arc::new(conn),
+            Queues {
+                control,
+                bulk: bulk_rx,
+            },
+        )
     }
 
     /// The peer's address: its listening address if it has one, else its socket address.
@@ -86,9 +137,102 @@ impl Connection {
         self.closed.is_cancelled()
     }
 
-    /// Queues a frame; gives it back if the connection is already closed.
-    pub(crate) fn enqueue(&self, out: Out) -> Result<(), Out> {
-        self.tx.send(out).map_err(|e| e.0)
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The byte budget of the control queue.
+    pub(crate) fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Queues a frame unless the connection is closed or its budget is used up. A frame
+    /// larger than the whole budget is accepted when the queue is empty, so that any
+    /// message within `rpc.message.max_size` can be sent.
+    pub(crate) fn try_enqueue(&self, out: Out) -> Result<(), EnqueueError> {
+        if self.is_closed() {
+            return Err(EnqueueError::Closed(out));
+        }
+        let cost = out.bytes.len() + PER_FRAME;
+        let mut current = self.queued.load(Ordering::Relaxed);
+        loop {
+            if current > 0 && current + cost > self.budget {
+                return Err(EnqueueError::Full(out));
+            }
+            match self.queued.compare_exchange_weak(
+                current,
+                current + cost,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        self.tx.send(out).map_err(|e| {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+            EnqueueError::Closed(e.0)
+        })
+    }
+
+    /// Queues a frame, waiting for room in the budget; fails only when the connection
+    /// closes.
+    pub(crate) async fn enqueue_wait(&self, mut out: Out) -> Result<(), Out> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_enqueue(out) {
+                Ok(()) => return Ok(()),
+                Err(EnqueueError::Closed(o)) => return Err(o),
+                Err(EnqueueError::Full(o)) => out = o,
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.closed.cancelled() => return Err(out),
+            }
+        }
+    }
+
+    fn written(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.room.notify_waiters();
+    }
+
+    /// Queues one bulk chunk frame, waiting for room in the small bulk queue.
+    pub(crate) async fn enqueue_bulk(&self, bytes: Bytes) -> Result<(), ()> {
+        tokio::select! {
+            r = self.bulk.send(bytes) => r.map_err(|_| ()),
+            _ = self.closed.cancelled() => Err(()),
+        }
+    }
+
+    /// Queues a frame this side owes the peer (a reply, a failure, stream control).
+    /// If the peer lets such frames pile up past the budget it is not reading: it is
+    /// cut off rather than allowed to grow our memory.
+    pub(crate) fn send_owed(&self, bytes: Vec<u8>) {
+        match self.try_enqueue(Out {
+            bytes: bytes.into(),
+            ask: None,
+        }) {
+            Ok(()) => {}
+            Err(EnqueueError::Closed(_)) => {
+                tracing::debug!(peer = %self.peer, "reply dropped: connection closed")
+            }
+            Err(EnqueueError::Full(_)) => {
+                if !self.cut_off.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        "closing connection with {}: it does not read its replies ({} bytes queued, over rpc.connection.max_queued_bytes = {})",
+                        self.peer,
+                        self.queued_bytes(),
+                        self.budget
+                    );
+                }
+                self.closed.cancel();
+            }
+        }
     }
 
     /// Registers a pending ask before its frame is queued.
@@ -114,21 +258,9 @@ impl Connection {
         }
     }
 
-    pub(crate) fn send_reply(&self, bytes: Vec<u8>) {
-        if self
-            .enqueue(Out {
-                bytes: bytes.into(),
-                ask: None,
-            })
-            .is_err()
-        {
-            tracing::debug!(peer = %self.peer, "reply dropped: connection closed");
-        }
-    }
-
     pub(crate) fn send_failure(&self, id: u64, kind: FailureKind, message: &str) {
         match frame::encode_raw(&Header::Failure { id, kind, message }, &[]) {
-            Ok(bytes) => self.send_reply(bytes),
+            Ok(bytes) => self.send_owed(bytes),
             Err(e) => tracing::error!("cannot encode a failure reply: {e}"),
         }
     }
@@ -141,15 +273,18 @@ impl Connection {
     }
 
     /// Fails everything still queued: asks as not delivered, one-way messages logged.
-    fn fail_queued(&self, rx: &mut mpsc::UnboundedReceiver<Out>, reason: &str) {
-        rx.close();
+    fn fail_queued(&self, q: &mut Queues, reason: &str) {
+        q.control.close();
+        q.bulk.close();
         let mut one_way = 0usize;
-        while let Ok(out) = rx.try_recv() {
+        while let Ok(out) = q.control.try_recv() {
+            self.written(out.bytes.len() + PER_FRAME);
             match out.ask {
                 Some(id) => self.complete(id, Outcome::NotSent(reason.to_string())),
                 None => one_way += 1,
             }
         }
+        while q.bulk.try_recv().is_ok() {}
         if one_way > 0 && !self.dropped_one_way.swap(true, Ordering::Relaxed) {
             tracing::warn!(peer = %self.peer, "{one_way} one-way message(s) to {} not delivered: {reason}", self.peer);
         }
@@ -157,12 +292,8 @@ impl Connection {
 }
 
 /// Opens an outbound connection (TCP, TLS, handshake) and runs it. Messages queued
-/// meanwhile wait in `rx`; if opening fails they all fail with the reason.
-pub(crate) async fn run_outbound(
-    env: RpcEnv,
-    conn: Arc<Connection>,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-) {
+/// meanwhile wait in the queues; if opening fails they all fail with the reason.
+pub(crate) async fn run_outbound(env: RpcEnv, conn: Arc<Connection>, mut q: Queues) {
     let target = conn.peer().clone();
     let span = tracing::debug_span!("conn", peer = %target, dir = "out");
     let inner = env.inner.clone();
@@ -172,21 +303,26 @@ pub(crate) async fn run_outbound(
         tcp.set_nodelay(true)?;
         Ok::<_, std::io::Error>(tcp)
     };
+    let opts = ClientOptions {
+        secret: inner.conf.secret.as_ref(),
+        listen: inner.address.clone(),
+        seal: inner.conf.encryption && inner.tls.is_none(),
+        version: handshake::PROTOCOL_VERSION,
+    };
     let opened = tokio::select! {
         _ = conn.closed.cancelled() => Err("the RPC environment is shutting down".to_string()),
         r = tokio::time::timeout(timeout.duration, async {
             let mut tcp = open.await.map_err(|e| format!("cannot connect to {target}: {e}"))?;
-            let listen = inner.address.clone();
-            let secret = inner.conf.secret.as_ref();
             match &inner.tls {
                 None => {
-                    handshake::client(&mut tcp, secret, listen).await.map_err(|e| format!("handshake with {target} failed: {e}"))?;
-                    Ok(Stream::Plain(tcp))
+                    let est = handshake::client_with(&mut tcp, opts).await.map_err(|e| format!("handshake with {target} failed: {e}"))?;
+                    Ok((Stream::Plain(tcp), est))
                 }
                 Some(tls) => {
                     let mut s = tls.connect(&target.host, tcp).await.map_err(|e| format!("TLS with {target} failed: {e}"))?;
-                    handshake::client(&mut s, secret, listen).await.map_err(|e| format!("handshake with {target} failed: {e}"))?;
-                    Ok(Stream::TlsClient(Box::new(s)))
+                    let mut est = handshake::client_with(&mut s, opts).await.map_err(|e| format!("handshake with {target} failed: {e}"))?;
+                    est.keys = None; // TLS protects the records already
+                    Ok((Stream::TlsClient(Box::new(s)), est))
                 }
             }
         }) => match r {
@@ -199,67 +335,94 @@ pub(crate) async fn run_outbound(
             span.in_scope(|| tracing::warn!("{reason}"));
             conn.closed.cancel();
             env.forget_connection(&conn);
-            conn.fail_queued(&mut rx, &reason);
+            conn.fail_queued(&mut q, &reason);
             env.post_event(Event::NetworkError(target, reason));
         }
-        Ok(stream) => {
-            span.in_scope(|| tracing::debug!("connected"));
+        Ok((stream, est)) => {
+            span.in_scope(|| tracing::debug!(sealed = est.keys.is_some(), "connected"));
             env.post_event(Event::Connected(target));
-            run(env, conn, stream, rx).instrument(span).await
+            run(env, conn, stream, est.keys, q).instrument(span).await
         }
     }
 }
 
 /// Accepts an inbound connection: TLS, handshake (with its deadline), then runs it.
-/// A peer that fails is logged by address with the reason, and nothing else changes.
-pub(crate) async fn run_inbound(env: RpcEnv, tcp: TcpStream, socket: SocketAddr) {
+/// A peer that fails is logged by address with the reason (rate-limited), and nothing
+/// else changes.
+pub(crate) async fn run_inbound(
+    env: RpcEnv,
+    tcp: TcpStream,
+    socket: SocketAddr,
+    slot: crate::env::HandshakeSlot,
+) {
     let inner = env.inner.clone();
     let hs = inner.conf.handshake_timeout;
     let secret = inner.conf.secret.as_ref();
+    let seal = inner.conf.encryption && inner.tls.is_none();
     let accepted = tokio::time::timeout(hs.duration, async {
+        // A source that recently failed to authenticate waits before it may try again.
+        let delay = env.auth_delay(socket.ip());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         match &inner.tls {
             None => {
                 let mut tcp = tcp;
-                let listen = handshake::server(&mut tcp, secret)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>((Stream::Plain(tcp), listen))
+                let est = handshake::server_with(&mut tcp, secret, seal).await?;
+                Ok::<_, handshake::HandshakeError>((Stream::Plain(tcp), est))
             }
             Some(tls) => {
-                let mut s = tls
-                    .accept(tcp)
-                    .await
-                    .map_err(|e| format!("TLS failed: {e}"))?;
-                let listen = handshake::server(&mut s, secret)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok((Stream::TlsServer(Box::new(s)), listen))
+                let mut s = tls.accept(tcp).await.map_err(|e| {
+                    handshake::HandshakeError::Malformed(format!("TLS failed: {e}"))
+                })?;
+                let mut est = handshake::server_with(&mut s, secret, seal).await?;
+                est.keys = None;
+                Ok((Stream::TlsServer(Box::new(s)), est))
             }
         }
     })
     .await;
-    let (stream, listen) = match accepted {
+    drop(slot);
+    let (stream, est) = match accepted {
         Ok(Ok(v)) => v,
-        Ok(Err(reason)) => {
-            tracing::warn!(peer = %socket, "refused connection from {socket}: {reason}");
+        Ok(Err(e)) => {
+            if matches!(
+                e,
+                handshake::HandshakeError::WrongSecret | handshake::HandshakeError::PeerHasNoSecret
+            ) {
+                env.auth_failed(socket.ip());
+            }
+            env.refusals().warn(socket.ip(), || {
+                format!("refused connection from {socket}: {e}")
+            });
             return;
         }
         Err(_) => {
-            tracing::warn!(peer = %socket, "refused connection from {socket}: handshake not finished within {:?} ({})", hs.duration, hs.setting);
+            env.refusals().warn(socket.ip(), || {
+                format!(
+                    "refused connection from {socket}: handshake not finished within {:?} ({})",
+                    hs.duration, hs.setting
+                )
+            });
             return;
         }
     };
+    if secret.is_some() {
+        env.auth_succeeded(socket.ip());
+    }
     // A declared listening address must parse back as one; otherwise the peer is known
     // by its socket address only.
-    let listen = listen.filter(|a| a.to_string().parse::<RpcAddress>().as_ref() == Ok(a));
+    let listen = est
+        .listen
+        .filter(|a| a.to_string().parse::<RpcAddress>().as_ref() == Ok(a));
     let peer = listen
         .clone()
         .unwrap_or_else(|| RpcAddress::from_socket(socket));
     let span = tracing::debug_span!("conn", peer = %peer, dir = "in");
-    let (conn, rx) = env.adopt_inbound(peer.clone(), listen.is_some());
-    span.in_scope(|| tracing::debug!(socket = %socket, "accepted"));
+    let (conn, q) = env.adopt_inbound(peer.clone(), listen.is_some());
+    span.in_scope(|| tracing::debug!(socket = %socket, sealed = est.keys.is_some(), "accepted"));
     env.post_event(Event::Connected(peer));
-    run(env, conn, stream, rx).instrument(span).await
+    run(env, conn, stream, est.keys, q).instrument(span).await
 }
 
 pub(crate) enum Stream {
@@ -268,19 +431,32 @@ pub(crate) enum Stream {
     TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-async fn run(env: RpcEnv, conn: Arc<Connection>, stream: Stream, rx: mpsc::UnboundedReceiver<Out>) {
+async fn run(
+    env: RpcEnv,
+    conn: Arc<Connection>,
+    stream: Stream,
+    keys: Option<SessionKeys>,
+    q: Queues,
+) {
+    let (sealer, opener) = match keys {
+        Some(k) => {
+            let (s, o) = k.split();
+            (Some(s), Some(o))
+        }
+        None => (None, None),
+    };
     match stream {
         Stream::Plain(tcp) => {
             let (r, w) = tcp.into_split();
-            run_halves(env, conn, r, w, rx).await
+            run_halves(env, conn, r, w, sealer, opener, q).await
         }
         Stream::TlsClient(s) => {
             let (r, w) = tokio::io::split(*s);
-            run_halves(env, conn, r, w, rx).await
+            run_halves(env, conn, r, w, sealer, opener, q).await
         }
         Stream::TlsServer(s) => {
             let (r, w) = tokio::io::split(*s);
-            run_halves(env, conn, r, w, rx).await
+            run_halves(env, conn, r, w, sealer, opener, q).await
         }
     }
 }
@@ -290,59 +466,125 @@ async fn run_halves<R, W>(
     conn: Arc<Connection>,
     r: R,
     w: W,
-    rx: mpsc::UnboundedReceiver<Out>,
+    sealer: Option<Sealer>,
+    opener: Option<Opener>,
+    q: Queues,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let writer = tokio::spawn(write_loop(conn.clone(), w, rx).in_current_span());
-    let reason = read_loop(&env, &conn, r).await;
+    let writer = tokio::spawn(write_loop(conn.clone(), w, sealer, q).in_current_span());
+    let reason = read_loop(&env, &conn, r, opener).await;
     conn.closed.cancel();
     // The writer fails what it never sent as "not delivered" before we fail the rest
     // as "connection lost".
     let _ = writer.await;
     env.forget_connection(&conn);
     conn.fail_pending(&reason);
+    conn.streams.fail_all(conn.peer(), &reason);
     tracing::debug!("connection closed: {reason}");
     env.post_event(Event::Disconnected(conn.peer().clone()));
 }
 
+/// Bytes gathered before a write.
 const WRITE_BUF: usize = 64 * 1024;
-/// Initial read buffer per connection; it grows on demand for large frames. Kept
-/// small because an idle master holds one per worker (10,000 × 64 KiB would be
-/// 640 MiB once the pages are touched).
+/// Bytes asked of the socket per read; the read buffer grows by at most this much
+/// beyond what has arrived.
+const READ_CHUNK: usize = 16 * 1024;
+/// Initial read buffer per connection; kept small because an idle master holds one
+/// per worker (10,000 × 64 KiB would be 640 MiB once the pages are touched).
 const READ_BUF: usize = 4 * 1024;
+
+/// Writes plaintext or sealed records.
+struct Writer<W> {
+    w: W,
+    sealer: Option<Sealer>,
+    sealed: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    async fn write(&mut self, conn: &Connection, plain: &[u8]) -> std::io::Result<()> {
+        let bytes: &[u8] = match &mut self.sealer {
+            None => plain,
+            Some(s) => {
+                self.sealed.clear();
+                s.seal(plain, &mut self.sealed)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                &self.sealed
+            }
+        };
+        tokio::select! {
+            r = self.w.write_all(bytes) => r,
+            _ = conn.closed.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection closing")),
+        }
+    }
+
+    /// Writes a large frame piece by piece so the sealed copy stays small.
+    async fn write_large(&mut self, conn: &Connection, plain: &[u8]) -> std::io::Result<()> {
+        for piece in plain.chunks(4 * WRITE_BUF) {
+            self.write(conn, piece).await?;
+        }
+        Ok(())
+    }
+}
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     conn: Arc<Connection>,
-    mut w: W,
-    mut rx: mpsc::UnboundedReceiver<Out>,
+    w: W,
+    sealer: Option<Sealer>,
+    mut q: Queues,
 ) {
     let mut batch = Vec::with_capacity(256);
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF);
+    let mut out = Writer {
+        w,
+        sealer,
+        sealed: Vec::new(),
+    };
     let result: std::io::Result<()> = async {
         loop {
+            // Control frames first; one bulk chunk only when none is waiting.
+            let mut chunk = None;
             let n = tokio::select! {
                 biased;
-                n = rx.recv_many(&mut batch, 256) => n,
-                _ = conn.closed.cancelled() => 0,
+                n = q.control.recv_many(&mut batch, 256) => n,
+                Some(c) = q.bulk.recv() => { chunk = Some(c); 0 }
+                _ = conn.closed.cancelled() => return Ok(()),
             };
-            if n == 0 {
+            if n == 0 && chunk.is_none() {
                 return Ok(());
             }
-            for out in batch.drain(..) {
-                buf.extend_from_slice(&out.bytes);
+            let mut drained = 0usize;
+            for o in batch.drain(..) {
+                drained += o.bytes.len() + PER_FRAME;
+                if o.bytes.len() >= WRITE_BUF {
+                    if !buf.is_empty() {
+                        out.write(&conn, &buf).await?;
+                        buf.clear();
+                    }
+                    out.write_large(&conn, &o.bytes).await?;
+                    continue;
+                }
+                buf.extend_from_slice(&o.bytes);
                 if buf.len() >= WRITE_BUF {
-                    write_or_cancel(&conn, &mut w, &buf).await?;
+                    out.write(&conn, &buf).await?;
                     buf.clear();
                 }
             }
+            if let Some(c) = chunk {
+                if !buf.is_empty() {
+                    out.write(&conn, &buf).await?;
+                    buf.clear();
+                }
+                out.write_large(&conn, &c).await?;
+            }
             if !buf.is_empty() {
-                write_or_cancel(&conn, &mut w, &buf).await?;
+                out.write(&conn, &buf).await?;
                 buf.clear();
             }
+            conn.written(drained);
             tokio::select! {
-                r = w.flush() => r?,
+                r = out.w.flush() => r?,
                 _ = conn.closed.cancelled() => return Ok(()),
             }
         }
@@ -356,43 +598,130 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
     };
     conn.closed.cancel();
-    conn.fail_queued(&mut rx, &reason);
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), w.shutdown()).await;
+    conn.fail_queued(&mut q, &reason);
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(100), out.w.shutdown()).await;
 }
 
-async fn write_or_cancel<W: AsyncWrite + Unpin>(
-    conn: &Connection,
-    w: &mut W,
-    buf: &[u8],
-) -> std::io::Result<()> {
-    tokio::select! {
-        r = w.write_all(buf) => r,
-        _ = conn.closed.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection closing")),
+/// Bytes this connection holds in partially received frames, counted against the
+/// env-wide `rpc.max_partial_frame_bytes`; released when dropped.
+struct Held<'a> {
+    env: &'a RpcEnv,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Sets the count to `now`; false if the env-wide cap would be passed.
+    fn set(&mut self, now: usize) -> bool {
+        let total = &self.env.inner.partial_bytes;
+        if now > self.bytes {
+            let add = now - self.bytes;
+            let before = total.fetch_add(add, Ordering::AcqRel);
+            self.bytes = now;
+            before + add <= self.env.inner.conf.max_partial_bytes
+        } else {
+            total.fetch_sub(self.bytes - now, Ordering::AcqRel);
+            self.bytes = now;
+            true
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.env
+            .inner
+            .partial_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
 /// Reads frames until the connection ends; returns why it ended.
-async fn read_loop<R: AsyncRead + Unpin>(env: &RpcEnv, conn: &Arc<Connection>, r: R) -> String {
-    let mut frames = FramedRead::with_capacity(r, FrameCodec::new(conn.max_frame), READ_BUF);
+async fn read_loop<R: AsyncRead + Unpin>(
+    env: &RpcEnv,
+    conn: &Arc<Connection>,
+    mut r: R,
+    mut opener: Option<Opener>,
+) -> String {
+    let mut codec = FrameCodec::new(conn.max_frame);
+    let mut raw = BytesMut::with_capacity(READ_BUF);
+    let mut plain = BytesMut::new();
+    let mut held = Held { env, bytes: 0 };
+    let ft = env.inner.conf.frame_timeout;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let close = |reason: String| {
+        tracing::warn!(peer = %conn.peer(), "closing connection with {}: {reason}", conn.peer());
+        reason
+    };
     loop {
-        let next = tokio::select! {
+        if raw.capacity() - raw.len() < READ_CHUNK / 4 {
+            raw.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
             biased;
-            f = frames.next() => f,
             _ = conn.closed.cancelled() => return "connection closed by this side".into(),
-        };
-        match next {
-            None => return format!("{} closed the connection", conn.peer()),
-            Some(Err(e)) => {
-                tracing::warn!(peer = %conn.peer(), "closing connection with {}: {e}", conn.peer());
-                return e.to_string();
+            n = r.read_buf(&mut raw) => n,
+            _ = sleep_until(deadline) => {
+                return close(format!(
+                    "a frame started arriving but did not finish within {:?} ({}); {} bytes of it received",
+                    ft.duration, ft.setting, held.bytes
+                ));
             }
-            Some(Ok(frame)) => {
-                if let Err(reason) = route(env, conn, &frame) {
-                    tracing::warn!(peer = %conn.peer(), "closing connection with {}: {reason}", conn.peer());
-                    return reason;
+        };
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => return close(format!("i/o error: {e}")),
+        };
+        if n == 0 {
+            return if held.bytes == 0 {
+                format!("{} closed the connection", conn.peer())
+            } else {
+                close(format!(
+                    "connection closed in the middle of a frame ({} bytes of it received)",
+                    held.bytes
+                ))
+            };
+        }
+        let frames = match &mut opener {
+            None => &mut raw,
+            Some(o) => {
+                if let Err(e) = o.open(&mut raw, &mut plain) {
+                    return close(e.to_string());
                 }
+                &mut plain
+            }
+        };
+        let mut progressed = false;
+        loop {
+            match codec.decode(frames) {
+                Ok(Some(frame)) => {
+                    progressed = true;
+                    if let Err(reason) = route(env, conn, &frame) {
+                        return close(reason);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return close(e.to_string()),
             }
         }
+        let partial = frames.len() + if opener.is_some() { raw.len() } else { 0 };
+        if !held.set(partial) {
+            return close(format!(
+                "partially received frames across all connections exceed rpc.max_partial_frame_bytes ({} bytes)",
+                env.inner.conf.max_partial_bytes
+            ));
+        }
+        deadline = match (partial, deadline) {
+            (0, _) => None,
+            (_, Some(d)) if !progressed => Some(d),
+            _ => Some(tokio::time::Instant::now() + ft.duration),
+        };
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -400,50 +729,98 @@ async fn read_loop<R: AsyncRead + Unpin>(env: &RpcEnv, conn: &Arc<Connection>, r
 /// must close; a message for an unknown endpoint is refused but keeps the connection.
 fn route(env: &RpcEnv, conn: &Arc<Connection>, frame: &Bytes) -> Result<(), String> {
     let (header, body) = frame::split_frame(frame).map_err(|e| e.to_string())?;
+    let limit = env.dropped_log();
     match header {
         Header::OneWay { to, protocol } => match env.inbox(to) {
             Some(inbox) if inbox.protocol_id() == protocol => {
-                if !inbox.post_remote(body, None, conn.clone()) {
-                    tracing::warn!(peer = %conn.peer(), "message from {} for stopped endpoint {to} dropped", conn.peer());
+                match inbox.post_one_way(body, conn.clone()) {
+                    Posted::Queued => {}
+                    Posted::Stopped => limit.warn((conn.peer(), "stopped"), || {
+                        format!("message from {} for stopped endpoint {} dropped", conn.peer(), quote(to))
+                    }),
+                    Posted::Full => limit.warn((conn.peer(), "full"), || {
+                        format!(
+                            "message from {} for endpoint {} dropped: its inbox is full (rpc.endpoint.max_queued_bytes)",
+                            conn.peer(),
+                            quote(to)
+                        )
+                    }),
                 }
             }
-            Some(inbox) => tracing::warn!(
-                peer = %conn.peer(),
-                "message from {} for endpoint {to} is of an unknown protocol (id {protocol:#010x}; {to} speaks {}); dropped",
-                conn.peer(),
-                inbox.protocol_name()
-            ),
-            None => {
-                tracing::warn!(peer = %conn.peer(), "message from {} for unknown endpoint {to:?}; dropped", conn.peer())
-            }
+            Some(inbox) => limit.warn((conn.peer(), "protocol"), || {
+                format!(
+                    "message from {} for endpoint {} is of an unknown protocol (id {protocol:#010x}; it speaks {}); dropped",
+                    conn.peer(),
+                    quote(to),
+                    inbox.protocol_name()
+                )
+            }),
+            None => limit.warn((conn.peer(), "unknown"), || {
+                format!("message from {} for unknown endpoint {}; dropped", conn.peer(), quote(to))
+            }),
         },
-        Header::Request { id, to, protocol } => match env.inbox(to) {
+        Header::Request {
+            id,
+            to,
+            protocol,
+            reply,
+        } => match env.inbox(to) {
             Some(inbox) if inbox.protocol_id() == protocol => {
-                if !inbox.post_remote(body, Some(id), conn.clone()) {
-                    conn.send_failure(
+                match inbox.post_request(body, id, reply, conn.clone()) {
+                    Posted::Queued => {}
+                    Posted::Stopped => conn.send_failure(
                         id,
                         FailureKind::NotDelivered,
-                        &format!("endpoint {to} has stopped"),
-                    );
+                        &format!("endpoint {} has stopped", quote(to)),
+                    ),
+                    Posted::Full => conn.send_failure(
+                        id,
+                        FailureKind::Busy,
+                        &format!(
+                            "endpoint {} at {} is busy: its inbox is full (rpc.endpoint.max_queued_bytes); retry later",
+                            quote(to),
+                            env.describe()
+                        ),
+                    ),
                 }
             }
             Some(inbox) => {
                 let why = format!(
-                    "endpoint {to} speaks {}; this request is of another protocol (id {protocol:#010x})",
+                    "endpoint {} speaks {}; this request is of another protocol (id {protocol:#010x})",
+                    quote(to),
                     inbox.protocol_name()
                 );
-                tracing::warn!(peer = %conn.peer(), "request from {} refused: {why}", conn.peer());
+                limit.warn((conn.peer(), "request protocol"), || {
+                    format!("request from {} refused: {why}", conn.peer())
+                });
                 conn.send_failure(id, FailureKind::Handler, &why);
             }
             None => {
-                let why = format!("no endpoint named {to} at {}", env.describe());
-                tracing::warn!(peer = %conn.peer(), "request from {} refused: {why}", conn.peer());
+                let why = format!("no endpoint named {} at {}", quote(to), env.describe());
+                limit.warn((conn.peer(), "request unknown"), || {
+                    format!("request from {} refused: {why}", conn.peer())
+                });
                 conn.send_failure(id, FailureKind::NotDelivered, &why);
             }
         },
-        Header::Response { id } => conn.complete(id, Outcome::Reply(body)),
+        Header::Response { id, ty } => conn.complete(id, Outcome::Reply { ty, body }),
         Header::Failure { id, kind, message } => {
             conn.complete(id, Outcome::Failed(kind, message.to_string()))
+        }
+        Header::StreamOpen {
+            sid,
+            to,
+            pull,
+            window,
+        } => crate::stream::on_open(env, conn, sid, to, pull, window, body)?,
+        Header::StreamData { sid, opener } => conn.streams.on_data(sid, !opener, body)?,
+        Header::StreamCredit {
+            sid,
+            opener,
+            chunks,
+        } => conn.streams.on_credit(sid, !opener, chunks),
+        Header::StreamEnd { sid, opener, error } => {
+            conn.streams.on_end(sid, !opener, error, conn.peer())
         }
     }
     Ok(())

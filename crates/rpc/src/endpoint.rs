@@ -156,24 +156,73 @@ pub(crate) enum ReplyTo {
 
 /// Answers one `ask`. Exactly one of [`Reply::send`] or [`Reply::fail`] should be
 /// called; a `Reply` dropped unanswered fails the request with a message saying so.
+///
+/// A `Reply` knows the type of answer its request expects (the request's
+/// [`Ask::Reply`], carried on the wire as a type id): [`Reply::send`] with any other
+/// type fails the request with a message naming the type sent, and [`Reply::typed`]
+/// turns it into a [`Responder`] whose `send` only takes the right type.
 pub struct Reply {
     pub(crate) to: ReplyTo,
     pub(crate) endpoint: Arc<str>,
     pub(crate) sender: Option<RpcAddress>,
+    pub(crate) expects: u32,
+}
+
+/// A [`Reply`] typed by its request: `send` takes exactly `Q::Reply`.
+pub struct Responder<R> {
+    reply: Reply,
+    _r: std::marker::PhantomData<fn(R)>,
+}
+
+impl<R: Message> Responder<R> {
+    /// Answers with `value`.
+    pub fn send(self, value: R) {
+        self.reply.send(value)
+    }
+
+    /// Answers with a failure; the caller gets `AskError::Remote` with this message.
+    pub fn fail(self, message: impl std::fmt::Display) {
+        self.reply.fail(message)
+    }
 }
 
 impl Reply {
-    /// Answers with `value`. Its type must be the request's `Ask::Reply`, else the caller
-    /// gets a `Remote` error naming the mismatch.
+    /// Types this reply by the request in hand: `reply.typed(&q).send(answer)` only
+    /// compiles when `answer` is `Q::Reply`.
+    pub fn typed<Q: Ask>(self, _request: &Q) -> Responder<Q::Reply> {
+        Responder {
+            reply: self,
+            _r: std::marker::PhantomData,
+        }
+    }
+
+    /// Whether the request expects a reply of type `T`.
+    pub fn expects<T: Message>(&self) -> bool {
+        frame::type_id_of::<T>() == self.expects
+    }
+
+    /// Answers with `value`. Its type must be the request's `Ask::Reply`; otherwise
+    /// the request fails with a message naming the type sent (and an error is logged).
     pub fn send<T: Message>(mut self, value: T) {
+        let ty = frame::type_id_of::<T>();
+        if ty != self.expects {
+            let why = format!(
+                "endpoint {} answered with a {}, which is not the reply type this request expects",
+                self.endpoint,
+                std::any::type_name::<T>()
+            );
+            tracing::error!("{why}");
+            self.fail_inner(FailureKind::Handler, why);
+            return;
+        }
         match std::mem::replace(&mut self.to, ReplyTo::Done) {
             ReplyTo::Local(tx) => {
                 let _ = tx.send(Ok(Box::new(value)));
             }
             ReplyTo::Remote { conn, id } => {
-                match frame::encode_frame(&Header::Response { id }, &value) {
+                match frame::encode_frame(&Header::Response { id, ty }, &value) {
                     Ok(bytes) if bytes.len() - frame::LEN_BYTES <= conn.max_frame() => {
-                        conn.send_reply(bytes)
+                        conn.send_owed(bytes)
                     }
                     Ok(bytes) => conn.send_failure(
                         id,

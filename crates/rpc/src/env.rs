@@ -3,8 +3,10 @@
 //! cancellation token and task tracker every loop in this crate answers to.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -15,12 +17,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::address::RpcAddress;
 use crate::conf::RpcConf;
-use crate::connection::{self, Connection, Out, Outcome};
+use crate::connection::{self, Connection, EnqueueError, Out, Outcome, Queues};
 use crate::endpoint::{Ask, ConcurrentEndpoint, Context, Endpoint, Event, Protocol, Reply};
 use crate::error::RpcError;
-use crate::files::{FileRegistry, FileServerEndpoint, FILE_SERVER};
-use crate::inbox::{self, ErasedInbox, Inbox};
+use crate::files::{FileRegistry, FileServerEndpoint, FileStreams, FILE_SERVER};
+use crate::inbox::{self, Budget, ErasedInbox, Inbox};
+use crate::log::RateLimit;
 use crate::reference::{EndpointRef, Target};
+use crate::stream::StreamHandler;
 use crate::tls::TlsContext;
 
 /// Name of the built-in endpoint that answers lookups.
@@ -37,6 +41,72 @@ pub(crate) struct EnvInner {
     pub(crate) tls: Option<TlsContext>,
     next_id: AtomicU64,
     pub(crate) files: FileRegistry,
+    pub(crate) stream_handlers: RwLock<HashMap<Arc<str>, Arc<dyn StreamHandler>>>,
+    /// Bytes held in partially received frames, across all connections.
+    pub(crate) partial_bytes: AtomicUsize,
+    handshakes: Mutex<Handshakes>,
+    auth_failures: Mutex<HashMap<IpAddr, AuthFailures>>,
+    refusals: RateLimit,
+    dropped: RateLimit,
+}
+
+/// Connections mid-handshake, in all and per source address.
+#[derive(Default)]
+struct Handshakes {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct AuthFailures {
+    count: u32,
+    last: tokio::time::Instant,
+}
+
+/// Interval of rate-limited warnings about one peer.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// Delay after the first failed authentication from an address; doubles per failure.
+const AUTH_DELAY_BASE: Duration = Duration::from_millis(100);
+/// Longest delay imposed on an address that keeps failing.
+const AUTH_DELAY_MAX: Duration = Duration::from_secs(10);
+/// A failure older than this is forgotten.
+const AUTH_MEMORY: Duration = Duration::from_secs(600);
+/// Addresses whose failures are remembered at most.
+const AUTH_TRACKED: usize = 4096;
+
+/// One live connection, as [`RpcEnv::connections`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The peer: its listening address if it declared one, else its socket address.
+    pub peer: RpcAddress,
+    /// Bytes queued for it and not yet written.
+    pub queued_bytes: usize,
+    /// Bulk streams open on it.
+    pub open_streams: usize,
+}
+
+/// Why a frame could not be queued towards a peer.
+pub(crate) enum SendFail {
+    NotDelivered(String),
+    Full { queued: usize, budget: usize },
+}
+
+/// Holds one mid-handshake slot; released when dropped.
+pub(crate) struct HandshakeSlot {
+    env: RpcEnv,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut h = self.env.inner.handshakes.lock();
+        h.total = h.total.saturating_sub(1);
+        if let Some(n) = h.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                h.per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A process's RPC environment. Cloning gives another handle to the same environment.
@@ -63,6 +133,12 @@ impl RpcEnv {
         env.inner.tracker.spawn(accept_loop(accept_env, listener));
         env.setup_endpoint(ENDPOINT_VERIFIER, Verifier)?;
         env.setup_concurrent_endpoint(FILE_SERVER, Arc::new(FileServerEndpoint))?;
+        env.register_stream_handler(
+            FILE_SERVER,
+            Arc::new(FileStreams {
+                env: Arc::downgrade(&env.inner),
+            }),
+        )?;
         tracing::info!("RPC environment listening on {}", env.describe());
         Ok(env)
     }
@@ -87,6 +163,12 @@ impl RpcEnv {
                 tls,
                 next_id: AtomicU64::new(1),
                 files: FileRegistry::default(),
+                stream_handlers: RwLock::new(HashMap::new()),
+                partial_bytes: AtomicUsize::new(0),
+                handshakes: Mutex::new(Handshakes::default()),
+                auth_failures: Mutex::new(HashMap::new()),
+                refusals: RateLimit::new(WARN_INTERVAL),
+                dropped: RateLimit::new(WARN_INTERVAL),
             }),
         })
     }
@@ -118,6 +200,7 @@ impl RpcEnv {
             EndpointRef<M>,
             Context<M>,
             mpsc::UnboundedReceiver<inbox::Item<M>>,
+            Arc<Budget>,
         ),
         RpcError,
     > {
@@ -129,20 +212,26 @@ impl RpcEnv {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let name: Arc<str> = name.into();
+        let budget = Arc::new(Budget::default());
+        let inbox = Inbox {
+            tx,
+            budget: budget.clone(),
+            cap: self.inner.conf.max_inbox_bytes,
+        };
         {
             let mut eps = self.inner.endpoints.write();
             if eps.contains_key(&name) {
                 return Err(RpcError::NameTaken(name.to_string()));
             }
-            eps.insert(name.clone(), Arc::new(Inbox { tx: tx.clone() }));
+            eps.insert(name.clone(), Arc::new(inbox.clone()));
         }
-        let r = EndpointRef::new(self.clone(), name, Target::Local(tx));
+        let r = EndpointRef::new(self.clone(), name, Target::Local(inbox));
         let ctx = Context {
             env: self.clone(),
             self_ref: r.clone(),
             sender: None,
         };
-        Ok((r, ctx, rx))
+        Ok((r, ctx, rx, budget))
     }
 
     /// Registers `endpoint` under `name` and starts it (`on_start` runs first).
@@ -151,10 +240,10 @@ impl RpcEnv {
         name: &str,
         endpoint: E,
     ) -> Result<EndpointRef<E::Msg>, RpcError> {
-        let (r, ctx, rx) = self.register::<E::Msg>(name)?;
+        let (r, ctx, rx, budget) = self.register::<E::Msg>(name)?;
         let span = tracing::debug_span!("endpoint", name);
         self.inner.tracker.spawn(tracing::Instrument::instrument(
-            inbox::run_sequential(endpoint, ctx, rx),
+            inbox::run_sequential(endpoint, ctx, rx, budget),
             span,
         ));
         Ok(r)
@@ -166,10 +255,10 @@ impl RpcEnv {
         name: &str,
         endpoint: Arc<E>,
     ) -> Result<EndpointRef<E::Msg>, RpcError> {
-        let (r, ctx, rx) = self.register::<E::Msg>(name)?;
+        let (r, ctx, rx, budget) = self.register::<E::Msg>(name)?;
         self.inner
             .tracker
-            .spawn(inbox::run_concurrent(endpoint, ctx, rx));
+            .spawn(inbox::run_concurrent(endpoint, ctx, rx, budget));
         Ok(r)
     }
 
@@ -203,11 +292,11 @@ impl RpcEnv {
     /// A ref to this environment's own endpoint `name`, if it exists and speaks `M`.
     pub fn local_ref<M: Protocol>(&self, name: &str) -> Option<EndpointRef<M>> {
         let inbox = self.inbox(name)?;
-        let tx = inbox.as_any().downcast_ref::<Inbox<M>>()?.tx.clone();
+        let inbox = inbox.as_any().downcast_ref::<Inbox<M>>()?.clone();
         Some(EndpointRef::new(
             self.clone(),
             name.into(),
-            Target::Local(tx),
+            Target::Local(inbox),
         ))
     }
 
@@ -271,7 +360,7 @@ impl RpcEnv {
     }
 
     /// The live connection to `addr`, opening one if there is none.
-    fn outbox(&self, addr: &RpcAddress) -> Result<Arc<Connection>, String> {
+    pub(crate) fn outbox(&self, addr: &RpcAddress) -> Result<Arc<Connection>, String> {
         if self.inner.token.is_cancelled() {
             return Err("the RPC environment has stopped".into());
         }
@@ -284,7 +373,7 @@ impl RpcEnv {
         let (conn, rx) = Connection::new(
             self.next_request_id(),
             addr.clone(),
-            self.inner.conf.max_message_size,
+            self,
             &self.inner.token,
         );
         map.insert(addr.clone(), conn.clone());
@@ -296,11 +385,35 @@ impl RpcEnv {
         Ok(conn)
     }
 
-    /// Queues a frame to `addr`; a connection found closed is replaced once.
-    pub(crate) fn send_to(&self, addr: &RpcAddress, mut out: Out) -> Result<(), String> {
+    /// Queues a frame to `addr` without waiting; a connection found closed is replaced
+    /// once.
+    pub(crate) fn send_to(&self, addr: &RpcAddress, mut out: Out) -> Result<(), SendFail> {
+        for _ in 0..2 {
+            let conn = self.outbox(addr).map_err(SendFail::NotDelivered)?;
+            match conn.try_enqueue(out) {
+                Ok(()) => return Ok(()),
+                Err(EnqueueError::Full(_)) => {
+                    return Err(SendFail::Full {
+                        queued: conn.queued_bytes(),
+                        budget: conn.budget(),
+                    })
+                }
+                Err(EnqueueError::Closed(back)) => {
+                    out = back;
+                    self.forget_connection(&conn);
+                }
+            }
+        }
+        Err(SendFail::NotDelivered(format!(
+            "the connection to {addr} keeps closing"
+        )))
+    }
+
+    /// Queues a frame to `addr`, waiting for room in the connection's budget.
+    pub(crate) async fn send_to_wait(&self, addr: &RpcAddress, mut out: Out) -> Result<(), String> {
         for _ in 0..2 {
             let conn = self.outbox(addr)?;
-            match conn.enqueue(out) {
+            match conn.enqueue_wait(out).await {
                 Ok(()) => return Ok(()),
                 Err(back) => {
                     out = back;
@@ -317,24 +430,33 @@ impl RpcEnv {
         addr: &RpcAddress,
         id: u64,
         bytes: bytes::Bytes,
-    ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), String> {
+    ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), SendFail> {
         let mut out = Out {
             bytes,
             ask: Some(id),
         };
         for _ in 0..2 {
-            let conn = self.outbox(addr)?;
+            let conn = self.outbox(addr).map_err(SendFail::NotDelivered)?;
             let rx = conn.register(id);
-            match conn.enqueue(out) {
+            match conn.try_enqueue(out) {
                 Ok(()) => return Ok((conn, rx)),
-                Err(back) => {
+                Err(EnqueueError::Full(_)) => {
+                    conn.unregister(id);
+                    return Err(SendFail::Full {
+                        queued: conn.queued_bytes(),
+                        budget: conn.budget(),
+                    });
+                }
+                Err(EnqueueError::Closed(back)) => {
                     conn.unregister(id);
                     out = back;
                     self.forget_connection(&conn);
                 }
             }
         }
-        Err(format!("the connection to {addr} keeps closing"))
+        Err(SendFail::NotDelivered(format!(
+            "the connection to {addr} keeps closing"
+        )))
     }
 
     /// Takes a handshaken inbound connection into the tables. When the peer proved
@@ -345,11 +467,11 @@ impl RpcEnv {
         &self,
         peer: RpcAddress,
         listens: bool,
-    ) -> (Arc<Connection>, mpsc::UnboundedReceiver<Out>) {
+    ) -> (Arc<Connection>, Queues) {
         let (conn, rx) = Connection::new(
             self.next_request_id(),
             peer.clone(),
-            self.inner.conf.max_message_size,
+            self,
             &self.inner.token,
         );
         self.inner.connections.lock().insert(conn.id, conn.clone());
@@ -373,6 +495,103 @@ impl RpcEnv {
         if map.get(conn.peer()).is_some_and(|c| c.id == conn.id) {
             map.remove(conn.peer());
         }
+    }
+
+    /// The live connections of this environment: one line per connection, for tests,
+    /// status pages and operators counting connections per peer.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let conns: Vec<_> = self.inner.connections.lock().values().cloned().collect();
+        let mut v: Vec<_> = conns
+            .into_iter()
+            .filter(|c| !c.is_closed())
+            .map(|c| ConnectionInfo {
+                peer: c.peer().clone(),
+                queued_bytes: c.queued_bytes(),
+                open_streams: c.streams.len(),
+            })
+            .collect();
+        v.sort_by_key(|c| c.peer.to_string());
+        v
+    }
+
+    /// Messages refused so far because endpoint `name`'s inbox was full.
+    pub fn dropped_messages(&self, name: &str) -> Option<u64> {
+        self.inbox(name).map(|i| i.dropped())
+    }
+
+    /// Bytes held right now in partially received frames, across all connections.
+    pub fn partial_frame_bytes(&self) -> usize {
+        self.inner.partial_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Rate limiter for warnings about refused connections.
+    pub(crate) fn refusals(&self) -> &RateLimit {
+        &self.inner.refusals
+    }
+
+    /// Rate limiter for warnings about dropped messages.
+    pub(crate) fn dropped_log(&self) -> &RateLimit {
+        &self.inner.dropped
+    }
+
+    /// Takes a mid-handshake slot for a connection from `ip`, if the limits allow.
+    pub(crate) fn handshake_slot(&self, ip: IpAddr) -> Result<HandshakeSlot, String> {
+        let conf = &self.inner.conf;
+        let mut h = self.inner.handshakes.lock();
+        if h.total >= conf.max_pending_handshakes {
+            return Err(format!(
+                "{} connections are mid-handshake (rpc.max_pending_handshakes)",
+                h.total
+            ));
+        }
+        let n = h.per_ip.entry(ip).or_insert(0);
+        if *n >= conf.max_pending_handshakes_per_address {
+            return Err(format!(
+                "{n} connections from {ip} are mid-handshake (rpc.max_pending_handshakes_per_address)"
+            ));
+        }
+        *n += 1;
+        h.total += 1;
+        Ok(HandshakeSlot {
+            env: self.clone(),
+            ip,
+        })
+    }
+
+    /// How long a connection from `ip` waits before its handshake: nothing, or
+    /// exponentially more after each recent failed authentication.
+    pub(crate) fn auth_delay(&self, ip: IpAddr) -> Duration {
+        let map = self.inner.auth_failures.lock();
+        match map.get(&ip) {
+            Some(f) if f.last.elapsed() < AUTH_MEMORY => auth_delay_for(f.count),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Records a failed authentication from `ip`.
+    pub(crate) fn auth_failed(&self, ip: IpAddr) {
+        let mut map = self.inner.auth_failures.lock();
+        if map.len() >= AUTH_TRACKED && !map.contains_key(&ip) {
+            map.retain(|_, f| f.last.elapsed() < AUTH_MEMORY);
+            if map.len() >= AUTH_TRACKED {
+                map.clear();
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let f = map.entry(ip).or_insert(AuthFailures {
+            count: 0,
+            last: now,
+        });
+        if now.duration_since(f.last) >= AUTH_MEMORY {
+            f.count = 0;
+        }
+        f.count = f.count.saturating_add(1);
+        f.last = now;
+    }
+
+    /// A peer from `ip` proved the secret: its failures are forgotten.
+    pub(crate) fn auth_succeeded(&self, ip: IpAddr) {
+        self.inner.auth_failures.lock().remove(&ip);
     }
 
     pub(crate) fn post_event(&self, ev: Event) {
@@ -454,12 +673,22 @@ async fn accept_loop(env: RpcEnv, listener: TcpListener) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let slot = match env.handshake_slot(peer.ip()) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        env.refusals().warn(peer.ip(), || {
+                            format!("refused connection from {peer} at accept: {why}")
+                        });
+                        drop(tcp);
+                        continue;
+                    }
+                };
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(peer = %peer, "cannot set TCP_NODELAY: {e}");
                 }
                 env.inner
                     .tracker
-                    .spawn(connection::run_inbound(env.clone(), tcp, peer));
+                    .spawn(connection::run_inbound(env.clone(), tcp, peer, slot));
             }
             Err(e) => {
                 // Out of file descriptors and the like: say so, back off briefly, go on.
@@ -471,6 +700,16 @@ async fn accept_loop(env: RpcEnv, listener: TcpListener) {
             }
         }
     }
+}
+
+/// The delay imposed after `failures` failed authentications: 100 ms, doubling, at
+/// most 10 s.
+pub(crate) fn auth_delay_for(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let shift = (failures - 1).min(16);
+    (AUTH_DELAY_BASE * (1u32 << shift)).min(AUTH_DELAY_MAX)
 }
 
 /// Messages of the built-in `endpoint-verifier`.

@@ -36,6 +36,26 @@ pub enum AskError {
         /// The failure it reported.
         message: String,
     },
+    /// The connection's outbound queue is at its byte budget
+    /// (`rpc.connection.max_queued_bytes`); nothing was queued. Retry later, or use
+    /// `send_async`, which waits for room.
+    #[error("message to {to} not sent: the connection's outbound queue is full ({queued} bytes queued, rpc.connection.max_queued_bytes = {budget}); retry later or use send_async")]
+    Full {
+        /// The endpoint the message was for.
+        to: String,
+        /// Bytes queued at the time.
+        queued: usize,
+        /// The budget in force.
+        budget: usize,
+    },
+    /// The remote endpoint's inbox is full; the request was not handled. Retry later.
+    #[error("{to} is busy: {reason}")]
+    Busy {
+        /// The endpoint that was busy.
+        to: String,
+        /// What the peer said.
+        reason: String,
+    },
     /// No reply within the deadline.
     #[error("no reply from {to} within {after:?}; this timeout is controlled by {setting}")]
     Timeout {
@@ -52,7 +72,16 @@ impl AskError {
     /// True if the request certainly did not reach its handler, so retrying cannot run
     /// it twice.
     pub fn is_not_delivered(&self) -> bool {
-        matches!(self, AskError::NotDelivered { .. })
+        matches!(
+            self,
+            AskError::NotDelivered { .. } | AskError::Full { .. } | AskError::Busy { .. }
+        )
+    }
+
+    /// True if the failure is temporary back-pressure (`Full` or `Busy`): the same
+    /// request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AskError::Full { .. } | AskError::Busy { .. })
     }
 }
 

@@ -1,31 +1,28 @@
 //! The file server: an environment registers a local file and gets a
-//! `flint://host:port/files/<name>` URI; another environment fetches it in chunks over
-//! the ordinary RPC connection (a few chunks in flight), checks size and SHA-256 on
-//! arrival and only then moves it into place. Used to ship application binaries.
+//! `flint://host:port/files/<name>` URI; another environment asks for its size and
+//! checksum, pulls its bytes as a bulk stream (flow-controlled chunks beside the
+//! connection's other traffic), checks size and SHA-256 on arrival and only then moves
+//! it into place. Used to ship application binaries.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::stream::{FuturesOrdered, StreamExt};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::address::RpcAddress;
 use crate::endpoint::{Ask, ConcurrentEndpoint, Context, Protocol, Reply};
 use crate::env::RpcEnv;
 use crate::error::RpcError;
+use crate::stream::{StreamHandler, StreamSink};
 
 /// Name of the built-in file server endpoint.
 pub const FILE_SERVER: &str = "file-server";
-/// Bytes per fetched chunk.
-pub const CHUNK: u64 = 1 << 20;
-const IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone)]
 struct Registered {
@@ -59,11 +56,10 @@ impl FileMeta {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FileMsg {
     Open(OpenFile),
-    Read(ReadChunk),
 }
 
 impl Protocol for FileMsg {
-    const NAME: &'static str = "flint.file-server/1";
+    const NAME: &'static str = "flint.file-server/2";
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,21 +72,6 @@ impl Ask for OpenFile {
 impl From<OpenFile> for FileMsg {
     fn from(v: OpenFile) -> Self {
         FileMsg::Open(v)
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ReadChunk {
-    name: String,
-    offset: u64,
-    len: u64,
-}
-impl Ask for ReadChunk {
-    type Reply = Bytes;
-}
-impl From<ReadChunk> for FileMsg {
-    fn from(v: ReadChunk) -> Self {
-        FileMsg::Read(v)
     }
 }
 
@@ -143,28 +124,6 @@ impl FileServerEndpoint {
         }
         Ok(reg)
     }
-
-    async fn read(env: &RpcEnv, c: ReadChunk) -> Result<Bytes, String> {
-        let reg = Self::current(env, &c.name).await?;
-        if c.offset > reg.size || c.len > CHUNK {
-            return Err(format!(
-                "bad chunk request for {:?}: offset {} len {}",
-                c.name, c.offset, c.len
-            ));
-        }
-        let len = c.len.min(reg.size - c.offset) as usize;
-        let mut f = tokio::fs::File::open(&reg.path)
-            .await
-            .map_err(|e| e.to_string())?;
-        f.seek(SeekFrom::Start(c.offset))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf)
-            .await
-            .map_err(|e| format!("file {:?} changed while being served: {e}", c.name))?;
-        Ok(buf.into())
-    }
 }
 
 impl ConcurrentEndpoint for FileServerEndpoint {
@@ -172,19 +131,58 @@ impl ConcurrentEndpoint for FileServerEndpoint {
 
     async fn handle(self: Arc<Self>, ctx: Context<FileMsg>, msg: FileMsg, reply: Option<Reply>) {
         let Some(reply) = reply else { return };
-        match msg {
-            FileMsg::Open(o) => match Self::current(ctx.env(), &o.name).await {
-                Ok(r) => reply.send(FileMeta {
-                    size: r.size,
-                    sha256: r.sha256,
-                }),
-                Err(e) => reply.fail(e),
-            },
-            FileMsg::Read(c) => match Self::read(ctx.env(), c).await {
-                Ok(b) => reply.send(b),
-                Err(e) => reply.fail(e),
-            },
+        let FileMsg::Open(o) = msg;
+        match Self::current(ctx.env(), &o.name).await {
+            Ok(r) => reply.typed(&o).send(FileMeta {
+                size: r.size,
+                sha256: r.sha256,
+            }),
+            Err(e) => reply.fail(e),
         }
+    }
+}
+
+/// Serves the bytes of registered files as pull streams; the request is the name.
+pub(crate) struct FileStreams {
+    pub(crate) env: std::sync::Weak<crate::env::EnvInner>,
+}
+
+impl StreamHandler for FileStreams {
+    fn pull(
+        self: Arc<Self>,
+        _from: RpcAddress,
+        request: Bytes,
+        mut sink: StreamSink,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let Some(inner) = self.env.upgrade() else {
+                return sink.fail("the RPC environment has stopped");
+            };
+            let env = RpcEnv { inner };
+            let name = String::from_utf8_lossy(&request).into_owned();
+            let reg = match FileServerEndpoint::current(&env, &name).await {
+                Ok(r) => r,
+                Err(e) => return sink.fail(e),
+            };
+            let mut f = match tokio::fs::File::open(&reg.path).await {
+                Ok(f) => f,
+                Err(e) => return sink.fail(format!("cannot open {name:?}: {e}")),
+            };
+            let mut left = reg.size;
+            let chunk = sink.chunk_size();
+            while left > 0 {
+                let n = (left as usize).min(chunk);
+                let mut buf = vec![0u8; n];
+                if let Err(e) = f.read_exact(&mut buf).await {
+                    return sink.fail(format!("file {name:?} changed while being served: {e}"));
+                }
+                left -= n as u64;
+                if sink.send(buf.into()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.finish().await;
+        })
     }
 }
 
@@ -268,27 +266,21 @@ impl RpcEnv {
                 .await
                 .map_err(|e| file_error(format!("cannot create {}: {e}", tmp.display())))?;
             let mut hasher = Sha256::new();
-            let mut next = 0u64;
-            let mut inflight = FuturesOrdered::new();
             let mut received = 0u64;
-            loop {
-                while inflight.len() < IN_FLIGHT && next < meta.size {
-                    let s = server.clone();
-                    let req = ReadChunk {
-                        name: name.clone(),
-                        offset: next,
-                        len: CHUNK,
-                    };
-                    inflight.push_back(async move { s.ask(req).await });
-                    next += CHUNK;
-                }
-                let Some(chunk) = inflight.next().await else { break };
+            let mut stream = self
+                .pull_stream(&addr, FILE_SERVER, Bytes::from(name.clone().into_bytes()))
+                .await
+                .map_err(|e| file_error(format!("cannot fetch {uri}: {e}")))?;
+            while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| file_error(format!("fetching {uri} failed: {e}")))?;
-                if chunk.is_empty() {
-                    return Err(file_error(format!("{uri} ended early at byte {received}")));
+                received += chunk.len() as u64;
+                if received > meta.size {
+                    return Err(file_error(format!(
+                        "{uri} sent more than its announced {} bytes",
+                        meta.size
+                    )));
                 }
                 hasher.update(&chunk);
-                received += chunk.len() as u64;
                 out.write_all(&chunk)
                     .await
                     .map_err(|e| file_error(format!("cannot write {}: {e}", tmp.display())))?;
@@ -323,14 +315,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn file_messages_round_trip(name in ".{0,40}", offset in any::<u64>(), len in any::<u64>(),
+        fn file_messages_round_trip(name in ".{0,40}",
                                     size in any::<u64>(), sha256 in any::<[u8; 32]>(),
                                     data in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let rt = |m: &FileMsg| postcard::from_bytes::<FileMsg>(&postcard::to_stdvec(m).unwrap()).unwrap();
             let open = FileMsg::Open(OpenFile { name: name.clone() });
             prop_assert_eq!(format!("{:?}", rt(&open)), format!("{open:?}"));
-            let read = FileMsg::Read(ReadChunk { name, offset, len });
-            prop_assert_eq!(format!("{:?}", rt(&read)), format!("{read:?}"));
             let meta = FileMeta { size, sha256 };
             prop_assert_eq!(postcard::from_bytes::<FileMeta>(&postcard::to_stdvec(&meta).unwrap()).unwrap(), meta);
             let chunk = Bytes::from(data);

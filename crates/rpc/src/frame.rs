@@ -59,8 +59,9 @@ impl Decoder for FrameCodec {
         if len > self.max {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
+        // Never reserve room for the announced length: the buffer grows with the
+        // bytes that actually arrive, so a peer cannot make us allocate by announcing.
         if src.len() < LEN_BYTES + len {
-            src.reserve(LEN_BYTES + len - src.len());
             return Ok(None);
         }
         src.advance(LEN_BYTES);
@@ -94,6 +95,8 @@ pub enum FailureKind {
     NotDelivered,
     /// The handler ran, or tried to, and failed.
     Handler,
+    /// The endpoint's inbox was full; the request was not handled. Retry later.
+    Busy,
 }
 
 /// The header of every post-handshake frame.
@@ -114,11 +117,15 @@ pub enum Header<'a> {
         to: &'a str,
         /// Protocol id.
         protocol: u32,
+        /// Type id ([`type_id_of`]) of the reply the caller expects.
+        reply: u32,
     },
     /// The reply to request `id`; the body is the reply value.
     Response {
         /// The request's id.
         id: u64,
+        /// Type id of the value in the body.
+        ty: u32,
     },
     /// Request `id` failed.
     Failure {
@@ -128,6 +135,44 @@ pub enum Header<'a> {
         kind: FailureKind,
         /// Human-readable reason.
         message: &'a str,
+    },
+    /// Opens bulk stream `sid` with the stream handler `to`. With `pull` the opener
+    /// consumes (the handler produces, the body is the request) and grants `window`
+    /// chunks of credit; otherwise the opener produces and the body describes the data.
+    StreamOpen {
+        /// Stream id, chosen by the opener.
+        sid: u64,
+        /// Stream handler name.
+        to: &'a str,
+        /// Whether the opener is the consumer.
+        pull: bool,
+        /// Initial credit, in chunks, granted by the opener when it consumes.
+        window: u32,
+    },
+    /// One chunk of stream `sid` (the body).
+    StreamData {
+        /// Stream id.
+        sid: u64,
+        /// Whether the sender of this frame opened the stream.
+        opener: bool,
+    },
+    /// The consumer of stream `sid` is ready for `chunks` more chunks.
+    StreamCredit {
+        /// Stream id.
+        sid: u64,
+        /// Whether the sender of this frame opened the stream.
+        opener: bool,
+        /// Additional chunks allowed.
+        chunks: u32,
+    },
+    /// Stream `sid` ended: the producer finished (`error` None) or either side gave up.
+    StreamEnd {
+        /// Stream id.
+        sid: u64,
+        /// Whether the sender of this frame opened the stream.
+        opener: bool,
+        /// Why it failed, if it did.
+        error: Option<&'a str>,
     },
 }
 
@@ -167,6 +212,13 @@ pub fn encode_raw(header: &Header<'_>, body: &[u8]) -> Result<Vec<u8>, postcard:
     let len = (buf.len() - LEN_BYTES) as u32;
     buf[..LEN_BYTES].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
+}
+
+/// Type id of a reply type: the [`protocol_id`] of its Rust type name. Peers built
+/// from the same code agree on it; a peer built from other code that answers with a
+/// different type is caught instead of decoded as garbage.
+pub fn type_id_of<T: ?Sized>() -> u32 {
+    protocol_id(std::any::type_name::<T>())
 }
 
 /// Protocol id of a message type name: 32-bit FNV-1a, computed at compile time.
@@ -222,6 +274,7 @@ mod tests {
             id: 42,
             to: "master",
             protocol: protocol_id("x"),
+            reply: type_id_of::<u64>(),
         };
         let frame = encode_frame(&h, &("hello", 7u32)).unwrap();
         let mut c = FrameCodec::new(1 << 20);
@@ -235,7 +288,7 @@ mod tests {
 
     fn arb_header() -> impl Strategy<Value = (u8, u64, String, u32, bool)> {
         (
-            0u8..4,
+            0u8..8,
             any::<u64>(),
             "[a-z-]{0,20}",
             any::<u32>(),
@@ -261,9 +314,13 @@ mod tests {
                                              cut in 0usize..400) {
             let h = match kind {
                 0 => Header::OneWay { to: &name, protocol: proto },
-                1 => Header::Request { id, to: &name, protocol: proto },
-                2 => Header::Response { id },
-                _ => Header::Failure { id, kind: if ok { FailureKind::Handler } else { FailureKind::NotDelivered }, message: &name },
+                1 => Header::Request { id, to: &name, protocol: proto, reply: proto ^ 1 },
+                2 => Header::Response { id, ty: proto },
+                3 => Header::Failure { id, kind: if ok { FailureKind::Handler } else { FailureKind::Busy }, message: &name },
+                4 => Header::StreamOpen { sid: id, to: &name, pull: ok, window: proto },
+                5 => Header::StreamData { sid: id, opener: ok },
+                6 => Header::StreamCredit { sid: id, opener: ok, chunks: proto },
+                _ => Header::StreamEnd { sid: id, opener: ok, error: ok.then_some(name.as_str()) },
             };
             let frame = encode_raw(&h, &body).unwrap();
             let cut = cut.min(frame.len());

@@ -1,29 +1,35 @@
 //! The connection handshake: protocol version check and, when a secret is configured,
-//! mutual HMAC-SHA256 challenge–response with fresh nonces from both sides.
+//! mutual HMAC-SHA256 challenge–response with fresh nonces from both sides, ending in
+//! per-direction session keys for sealed records ([`crate::seal`]).
 //!
 //! ```text
-//! client → server  "FLNT" ‖ version(u32 BE) ‖ Hello { nonce_c, listen, has_secret }
-//! server → client  Challenge { nonce_s, auth } | Refused { reason }
-//! client → server  Proof { HMAC(k, "flint/1 client" ‖ nonce_c ‖ nonce_s ‖ listen) }
-//! server → client  Welcome { HMAC(k, "flint/1 server" ‖ nonce_s ‖ nonce_c) } | Refused
+//! client → server  "FLNT" ‖ version(u32 BE) ‖ Hello { nonce_c, listen, has_secret, seal }
+//! server → client  Challenge { nonce_s, auth, seal } | Refused { reason }
+//! client → server  Proof { HMAC(k, "flint/2 client" ‖ H) }
+//! server → client  Welcome { HMAC(k, "flint/2 server" ‖ H ‖ client proof) } | Refused
+//! H = SHA-256(first frame ‖ challenge frame), the transcript so far
 //! ```
 //!
 //! The client proves itself first, so a server always learns — and logs — that a peer
 //! had the wrong secret. The secret never crosses the wire; tags are compared in
 //! constant time; the labels keep a tag of one role from being replayed as the other's.
+//! Both proofs cover the transcript, so a relay that alters the first two frames (for
+//! example to turn sealing off) fails authentication. With a secret, records are sealed
+//! when either side asks for it; keys come from HKDF over the secret and `H`.
 //! Frames are read with exact reads so no byte after the handshake is consumed here.
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::address::RpcAddress;
 use crate::conf::Secret;
+use crate::seal::SessionKeys;
 
 /// The wire protocol version; peers of different versions refuse each other.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 4] = *b"FLNT";
 /// Largest handshake frame; anything bigger is not a flint peer.
@@ -37,13 +43,22 @@ struct Hello {
     nonce: [u8; NONCE],
     listen: Option<RpcAddress>,
     has_secret: bool,
+    seal: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum ServerMsg {
-    Challenge { nonce: [u8; NONCE], auth: bool },
-    Refused { reason: String },
-    Welcome { proof: Option<Tag> },
+    Challenge {
+        nonce: [u8; NONCE],
+        auth: bool,
+        seal: bool,
+    },
+    Refused {
+        reason: String,
+    },
+    Welcome {
+        proof: Option<Tag>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,8 +106,34 @@ pub enum HandshakeError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads one length-prefixed frame of at most [`MAX_HANDSHAKE_FRAME`] bytes, exactly.
-async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, HandshakeError> {
+/// What a finished handshake established.
+#[derive(Debug)]
+pub struct Established {
+    /// The listening address the client declared (server side only).
+    pub listen: Option<RpcAddress>,
+    /// Session keys when the records that follow are sealed.
+    pub keys: Option<SessionKeys>,
+}
+
+/// How the client side runs.
+#[derive(Debug, Clone)]
+pub struct ClientOptions<'a> {
+    /// The cluster secret, if any.
+    pub secret: Option<&'a Secret>,
+    /// The listening address to declare.
+    pub listen: Option<RpcAddress>,
+    /// Ask for sealed records (`rpc.encryption.enabled`).
+    pub seal: bool,
+    /// The protocol version to announce (tests speak wrong ones).
+    pub version: u32,
+}
+
+/// Reads one length-prefixed frame of at most [`MAX_HANDSHAKE_FRAME`] bytes, exactly,
+/// adding it to the transcript.
+async fn read_frame<S: AsyncRead + Unpin>(
+    s: &mut S,
+    transcript: Option<&mut Sha256>,
+) -> Result<Vec<u8>, HandshakeError> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -103,39 +144,53 @@ async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, Handshak
     }
     let mut buf = vec![0u8; len];
     s.read_exact(&mut buf).await?;
+    if let Some(t) = transcript {
+        t.update(&buf);
+    }
     Ok(buf)
 }
 
-async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, body: &[u8]) -> Result<(), HandshakeError> {
+async fn write_frame<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    body: &[u8],
+    transcript: Option<&mut Sha256>,
+) -> Result<(), HandshakeError> {
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(body);
     s.write_all(&buf).await?;
     s.flush().await?;
+    if let Some(t) = transcript {
+        t.update(body);
+    }
     Ok(())
 }
 
-async fn send<S: AsyncWrite + Unpin, T: Serialize>(s: &mut S, v: &T) -> Result<(), HandshakeError> {
+async fn send<S: AsyncWrite + Unpin, T: Serialize>(
+    s: &mut S,
+    v: &T,
+    transcript: Option<&mut Sha256>,
+) -> Result<(), HandshakeError> {
     let body = postcard::to_stdvec(v).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
-    write_frame(s, &body).await
+    write_frame(s, &body, transcript).await
 }
 
 async fn recv<S: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
     s: &mut S,
+    transcript: Option<&mut Sha256>,
 ) -> Result<T, HandshakeError> {
-    let buf = read_frame(s).await?;
+    let buf = read_frame(s, transcript).await?;
     postcard::from_bytes(&buf).map_err(|e| HandshakeError::Malformed(e.to_string()))
 }
 
-fn tag(secret: &Secret, label: &[u8], a: &[u8], b: &[u8], extra: &[u8]) -> Hmac<Sha256> {
+fn tag(secret: &Secret, label: &[u8], transcript: &[u8; 32], extra: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
     let mut mac = match Hmac::<Sha256>::new_from_slice(&secret.0) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes keys of any size"),
     };
     mac.update(label);
-    mac.update(a);
-    mac.update(b);
+    mac.update(transcript);
     mac.update(extra);
     mac
 }
@@ -146,17 +201,30 @@ fn nonce() -> [u8; NONCE] {
     n
 }
 
-fn listen_bytes(listen: &Option<RpcAddress>) -> Vec<u8> {
-    postcard::to_stdvec(listen).unwrap_or_default()
+fn digest(t: &Sha256) -> [u8; 32] {
+    t.clone().finalize().into()
 }
 
-/// Runs the client side; returns when the server has proven itself (or no auth is used).
+const CLIENT_LABEL: &[u8] = b"flint/2 client";
+const SERVER_LABEL: &[u8] = b"flint/2 server";
+
+/// Runs the client side with sealing requested; returns when the server has proven
+/// itself (or no auth is used).
 pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     secret: Option<&Secret>,
     listen: Option<RpcAddress>,
-) -> Result<(), HandshakeError> {
-    client_with_version(s, secret, listen, PROTOCOL_VERSION).await
+) -> Result<Established, HandshakeError> {
+    client_with(
+        s,
+        ClientOptions {
+            secret,
+            listen,
+            seal: true,
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .await
 }
 
 /// [`client`] with an explicit version: lets tests speak a wrong one.
@@ -165,21 +233,40 @@ pub async fn client_with_version<S: AsyncRead + AsyncWrite + Unpin>(
     secret: Option<&Secret>,
     listen: Option<RpcAddress>,
     version: u32,
-) -> Result<(), HandshakeError> {
+) -> Result<Established, HandshakeError> {
+    client_with(
+        s,
+        ClientOptions {
+            secret,
+            listen,
+            seal: true,
+            version,
+        },
+    )
+    .await
+}
+
+/// Runs the client side with every option spelled out.
+pub async fn client_with<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    opts: ClientOptions<'_>,
+) -> Result<Established, HandshakeError> {
+    let secret = opts.secret;
+    let mut transcript = Sha256::new();
     let nonce_c = nonce();
-    let lb = listen_bytes(&listen);
     let hello = Hello {
         nonce: nonce_c,
-        listen,
+        listen: opts.listen,
         has_secret: secret.is_some(),
+        seal: opts.seal,
     };
     let mut first = Vec::with_capacity(64);
     first.extend_from_slice(&MAGIC);
-    first.extend_from_slice(&version.to_be_bytes());
+    first.extend_from_slice(&opts.version.to_be_bytes());
     let first =
         postcard::to_extend(&hello, first).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
-    write_frame(s, &first).await?;
-    let nonce_s = match recv::<_, ServerMsg>(s).await? {
+    write_frame(s, &first, Some(&mut transcript)).await?;
+    let server_seal = match recv::<_, ServerMsg>(s, Some(&mut transcript)).await? {
         ServerMsg::Refused { reason } => return Err(HandshakeError::Refused(reason)),
         ServerMsg::Challenge { auth: true, .. } if secret.is_none() => {
             return Err(HandshakeError::WeHaveNoSecret)
@@ -187,38 +274,55 @@ pub async fn client_with_version<S: AsyncRead + AsyncWrite + Unpin>(
         ServerMsg::Challenge { auth: false, .. } if secret.is_some() => {
             return Err(HandshakeError::PeerDoesNotAuthenticate)
         }
-        ServerMsg::Challenge { nonce, .. } => nonce,
+        ServerMsg::Challenge { seal, .. } => seal,
         ServerMsg::Welcome { .. } => {
             return Err(HandshakeError::Malformed("welcome before challenge".into()))
         }
     };
-    let proof = secret.map(|k| {
-        tag(k, b"flint/1 client", &nonce_c, &nonce_s, &lb)
-            .finalize()
-            .into_bytes()
-            .into()
-    });
-    send(s, &Proof { proof }).await?;
-    match recv::<_, ServerMsg>(s).await? {
+    let h = digest(&transcript);
+    let proof: Option<Tag> =
+        secret.map(|k| tag(k, CLIENT_LABEL, &h, &[]).finalize().into_bytes().into());
+    send(s, &Proof { proof }, None).await?;
+    match recv::<_, ServerMsg>(s, None).await? {
         ServerMsg::Refused { reason } => Err(HandshakeError::Refused(reason)),
-        ServerMsg::Welcome { proof } => match (secret, proof) {
-            (None, _) => Ok(()),
-            (Some(k), Some(p)) => tag(k, b"flint/1 server", &nonce_s, &nonce_c, &[])
-                .verify_slice(&p)
-                .map_err(|_| HandshakeError::WrongSecret),
-            (Some(_), None) => Err(HandshakeError::PeerDoesNotAuthenticate),
+        ServerMsg::Welcome {
+            proof: server_proof,
+        } => match (secret, server_proof, proof) {
+            (None, _, _) => Ok(Established {
+                listen: None,
+                keys: None,
+            }),
+            (Some(k), Some(p), Some(ours)) => {
+                tag(k, SERVER_LABEL, &h, &ours)
+                    .verify_slice(&p)
+                    .map_err(|_| HandshakeError::WrongSecret)?;
+                let keys = (opts.seal || server_seal).then(|| SessionKeys::derive(&k.0, &h, true));
+                Ok(Established { listen: None, keys })
+            }
+            (Some(_), _, _) => Err(HandshakeError::PeerDoesNotAuthenticate),
         },
         ServerMsg::Challenge { .. } => Err(HandshakeError::Malformed("second challenge".into())),
     }
 }
 
-/// Runs the server side; returns the peer's declared listening address once it has
-/// proven itself. On failure the peer has been told why (when it got that far).
+/// Runs the server side with sealing offered; returns the peer's declared listening
+/// address (and session keys) once it has proven itself. On failure the peer has been
+/// told why (when it got that far).
 pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     secret: Option<&Secret>,
-) -> Result<Option<RpcAddress>, HandshakeError> {
-    let first = read_frame(s).await?;
+) -> Result<Established, HandshakeError> {
+    server_with(s, secret, true).await
+}
+
+/// [`server`], saying whether this side asks for sealed records.
+pub async fn server_with<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    secret: Option<&Secret>,
+    seal: bool,
+) -> Result<Established, HandshakeError> {
+    let mut transcript = Sha256::new();
+    let first = read_frame(s, Some(&mut transcript)).await?;
     if first.len() < 8 || first[..4] != MAGIC {
         return Err(HandshakeError::BadMagic(
             first[..first.len().min(8)].to_vec(),
@@ -246,37 +350,45 @@ pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
         &ServerMsg::Challenge {
             nonce: nonce_s,
             auth: secret.is_some(),
+            seal,
         },
+        Some(&mut transcript),
     )
     .await?;
-    let proof: Proof = recv(s).await?;
-    if let Some(k) = secret {
-        let lb = listen_bytes(&hello.listen);
-        let ok = proof.proof.is_some_and(|p| {
-            tag(k, b"flint/1 client", &hello.nonce, &nonce_s, &lb)
-                .verify_slice(&p)
-                .is_ok()
+    let h = digest(&transcript);
+    let proof: Proof = recv(s, None).await?;
+    let Some(k) = secret else {
+        send(s, &ServerMsg::Welcome { proof: None }, None).await?;
+        return Ok(Established {
+            listen: hello.listen,
+            keys: None,
         });
-        if !ok {
+    };
+    let client_proof = match proof.proof {
+        Some(p) if tag(k, CLIENT_LABEL, &h, &[]).verify_slice(&p).is_ok() => p,
+        _ => {
             send(
                 s,
                 &ServerMsg::Refused {
                     reason: "authentication failed (wrong secret?)".into(),
                 },
+                None,
             )
             .await
             .ok();
             return Err(HandshakeError::WrongSecret);
         }
-    }
-    let proof = secret.map(|k| {
-        tag(k, b"flint/1 server", &nonce_s, &hello.nonce, &[])
-            .finalize()
-            .into_bytes()
-            .into()
-    });
-    send(s, &ServerMsg::Welcome { proof }).await?;
-    Ok(hello.listen)
+    };
+    let ours: Tag = tag(k, SERVER_LABEL, &h, &client_proof)
+        .finalize()
+        .into_bytes()
+        .into();
+    send(s, &ServerMsg::Welcome { proof: Some(ours) }, None).await?;
+    let keys = (seal || hello.seal).then(|| SessionKeys::derive(&k.0, &h, false));
+    Ok(Established {
+        listen: hello.listen,
+        keys,
+    })
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, why: &HandshakeError) {
@@ -286,6 +398,7 @@ async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, why: &HandshakeError) {
         &ServerMsg::Refused {
             reason: why.to_string(),
         },
+        None,
     )
     .await;
 }
@@ -299,8 +412,8 @@ mod tests {
         cs: Option<Secret>,
         ss: Option<Secret>,
     ) -> (
-        Result<(), HandshakeError>,
-        Result<Option<RpcAddress>, HandshakeError>,
+        Result<Established, HandshakeError>,
+        Result<Established, HandshakeError>,
     ) {
         let (mut a, mut b) = tokio::io::duplex(8192);
         let listen = Some(RpcAddress::new("127.0.0.1", 9));
@@ -318,11 +431,20 @@ mod tests {
     #[tokio::test]
     async fn matching_secrets_and_no_secrets_succeed() {
         let (c, s) = pair(k("a"), k("a")).await;
-        c.unwrap();
-        assert_eq!(s.unwrap(), Some(RpcAddress::new("127.0.0.1", 9)));
+        let (c, s) = (c.unwrap(), s.unwrap());
+        assert_eq!(s.listen, Some(RpcAddress::new("127.0.0.1", 9)));
+        // Both sides hold keys, and what one seals the other opens.
+        let (mut seal, _) = c.keys.unwrap().split();
+        let (_, mut open) = s.keys.unwrap().split();
+        let mut out = Vec::new();
+        seal.seal(b"after the handshake", &mut out).unwrap();
+        let mut raw = bytes::BytesMut::from(&out[..]);
+        let mut plain = bytes::BytesMut::new();
+        open.open(&mut raw, &mut plain).unwrap();
+        assert_eq!(&plain[..], b"after the handshake");
         let (c, s) = pair(None, None).await;
-        c.unwrap();
-        s.unwrap();
+        assert!(c.unwrap().keys.is_none());
+        assert!(s.unwrap().keys.is_none());
     }
 
     #[tokio::test]
@@ -348,7 +470,7 @@ mod tests {
             async move { server(&mut b, None).await }
         );
         let s = s.unwrap_err().to_string();
-        assert!(s.contains("v99") && s.contains("v1"), "{s}");
+        assert!(s.contains("v99") && s.contains("v2"), "{s}");
         assert!(c.unwrap_err().to_string().contains("version mismatch"));
     }
 
@@ -361,13 +483,13 @@ mod tests {
     proptest! {
         #[test]
         fn handshake_messages_round_trip(nonce in any::<[u8; 32]>(), listen in arb_addr(), flag in any::<bool>(), reason in ".{0,40}") {
-            let hello = Hello { nonce, listen: listen.clone(), has_secret: flag };
+            let hello = Hello { nonce, listen: listen.clone(), has_secret: flag, seal: !flag };
             let back: Hello = postcard::from_bytes(&postcard::to_stdvec(&hello).unwrap()).unwrap();
             prop_assert_eq!(back.nonce, nonce);
             prop_assert_eq!(back.listen, listen);
             prop_assert_eq!(back.has_secret, flag);
             for m in [
-                ServerMsg::Challenge { nonce, auth: flag },
+                ServerMsg::Challenge { nonce, auth: flag, seal: flag },
                 ServerMsg::Refused { reason: reason.clone() },
                 ServerMsg::Welcome { proof: flag.then_some(nonce) },
             ] {

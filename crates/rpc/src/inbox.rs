@@ -1,10 +1,14 @@
-//! Endpoint inboxes and the loops that drain them. Each endpoint owns one unbounded
-//! queue; a sequential endpoint's task takes messages from it in order and calls the
+//! Endpoint inboxes and the loops that drain them. Each endpoint owns one queue with
+//! a byte budget (`rpc.endpoint.max_queued_bytes`): a message for a full inbox is
+//! refused back to its sender (an ask fails `Busy`, a send is dropped and counted), so
+//! one slow endpoint never stalls the connection that also carries other endpoints'
+//! messages. A sequential endpoint's task takes messages in order and calls the
 //! handler for each, so handlers never run concurrently. Remote bodies are decoded
 //! here, on the endpoint's task, not on the connection's reader.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,47 +21,139 @@ use crate::endpoint::{
 use crate::frame::FailureKind;
 use crate::reference::decode_with;
 
+/// A request's way back: where to answer, and the type id of the reply it expects.
+pub(crate) struct LocalAsk {
+    pub(crate) tx: oneshot::Sender<LocalReply>,
+    pub(crate) expects: u32,
+}
+
 /// One queued message or event for an endpoint of protocol `M`.
 pub(crate) enum Item<M> {
     /// From this environment: the value itself, never serialized.
     Local {
         msg: M,
-        reply: Option<oneshot::Sender<LocalReply>>,
+        reply: Option<LocalAsk>,
     },
-    /// From a connection: the encoded body and, for a request, its id.
+    /// From a connection: the encoded body and, for a request, its id and the type id
+    /// of the reply it expects.
     Remote {
         body: Bytes,
-        reply_id: Option<u64>,
+        reply: Option<(u64, u32)>,
         conn: Arc<Connection>,
     },
     Event(Event),
     Stop,
 }
 
+/// Bytes charged per queued item beyond a remote body, for the item itself.
+const PER_ITEM: usize = 128;
+
+impl<M> Item<M> {
+    fn cost(&self) -> usize {
+        match self {
+            Item::Local { .. } => PER_ITEM + std::mem::size_of::<M>(),
+            Item::Remote { body, .. } => PER_ITEM + body.len(),
+            Item::Event(_) | Item::Stop => 0,
+        }
+    }
+}
+
+/// What became of a message offered to an inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Posted {
+    Queued,
+    Stopped,
+    Full,
+}
+
+/// Byte accounting shared by an inbox and the loop that drains it.
+#[derive(Default)]
+pub(crate) struct Budget {
+    queued: AtomicUsize,
+    dropped: AtomicU64,
+}
+
 /// The typed sending side of an endpoint's queue.
 pub(crate) struct Inbox<M> {
     pub(crate) tx: mpsc::UnboundedSender<Item<M>>,
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) cap: usize,
+}
+
+impl<M> Clone for Inbox<M> {
+    fn clone(&self) -> Self {
+        Inbox {
+            tx: self.tx.clone(),
+            budget: self.budget.clone(),
+            cap: self.cap,
+        }
+    }
+}
+
+impl<M> Inbox<M> {
+    /// Queues `item` if the budget allows (events and stop always pass).
+    pub(crate) fn post(&self, item: Item<M>) -> Result<(), (Posted, Item<M>)> {
+        let cost = item.cost();
+        if cost > 0 {
+            let before = self.budget.queued.fetch_add(cost, Ordering::AcqRel);
+            if before > 0 && before + cost > self.cap {
+                self.budget.queued.fetch_sub(cost, Ordering::AcqRel);
+                self.budget.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err((Posted::Full, item));
+            }
+        }
+        self.tx.send(item).map_err(|e| {
+            self.budget.queued.fetch_sub(cost, Ordering::AcqRel);
+            (Posted::Stopped, e.0)
+        })
+    }
+
+    fn posted(&self, item: Item<M>) -> Posted {
+        match self.post(item) {
+            Ok(()) => Posted::Queued,
+            Err((p, _)) => p,
+        }
+    }
+}
+
+impl Budget {
+    fn taken(&self, cost: usize) {
+        if cost > 0 {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+        }
+    }
 }
 
 /// An inbox with its message type erased, as the environment's name table holds it.
 pub(crate) trait ErasedInbox: Send + Sync {
-    fn post_remote(&self, body: Bytes, reply_id: Option<u64>, conn: Arc<Connection>) -> bool;
+    fn post_one_way(&self, body: Bytes, conn: Arc<Connection>) -> Posted;
+    fn post_request(&self, body: Bytes, id: u64, expects: u32, conn: Arc<Connection>) -> Posted;
     fn post_event(&self, ev: Event);
     fn stop(&self);
     fn protocol_name(&self) -> &'static str;
     fn protocol_id(&self) -> u32;
     fn as_any(&self) -> &dyn Any;
+    /// Messages refused because the inbox was full, since it started.
+    fn dropped(&self) -> u64;
 }
 
 impl<M: Protocol> ErasedInbox for Inbox<M> {
-    fn post_remote(&self, body: Bytes, reply_id: Option<u64>, conn: Arc<Connection>) -> bool {
-        self.tx
-            .send(Item::Remote {
-                body,
-                reply_id,
-                conn,
-            })
-            .is_ok()
+    fn post_one_way(&self, body: Bytes, conn: Arc<Connection>) -> Posted {
+        self.posted(Item::Remote {
+            body,
+            reply: None,
+            conn,
+        })
+    }
+    fn post_request(&self, body: Bytes, id: u64, expects: u32, conn: Arc<Connection>) -> Posted {
+        self.posted(Item::Remote {
+            body,
+            reply: Some((id, expects)),
+            conn,
+        })
+    }
+    fn dropped(&self) -> u64 {
+        self.budget.dropped.load(Ordering::Relaxed)
     }
     fn post_event(&self, ev: Event) {
         let _ = self.tx.send(Item::Event(ev));
@@ -81,12 +177,12 @@ fn fail_undelivered<M>(item: Item<M>, name: &str) {
     let why = format!("endpoint {name} has stopped");
     match item {
         Item::Local {
-            reply: Some(tx), ..
+            reply: Some(ask), ..
         } => {
-            let _ = tx.send(Err(why));
+            let _ = ask.tx.send(Err(why));
         }
         Item::Remote {
-            reply_id: Some(id),
+            reply: Some((id, _)),
             conn,
             ..
         } => conn.send_failure(id, FailureKind::NotDelivered, &why),
@@ -143,11 +239,26 @@ fn decode_remote<M: Protocol>(
     }
 }
 
-fn remote_reply(ctx: &Context<impl Protocol>, conn: Arc<Connection>, id: u64) -> Reply {
+fn remote_reply(
+    ctx: &Context<impl Protocol>,
+    conn: Arc<Connection>,
+    id: u64,
+    expects: u32,
+) -> Reply {
     Reply {
         sender: Some(conn.peer().clone()),
         to: ReplyTo::Remote { conn, id },
         endpoint: ctx.self_ref.name_arc(),
+        expects,
+    }
+}
+
+fn local_reply(name: &Arc<str>, ask: LocalAsk) -> Reply {
+    Reply {
+        to: ReplyTo::Local(ask.tx),
+        endpoint: name.clone(),
+        sender: None,
+        expects: ask.expects,
     }
 }
 
@@ -156,6 +267,7 @@ pub(crate) async fn run_sequential<E: Endpoint>(
     mut ep: E,
     mut ctx: Context<E::Msg>,
     mut rx: mpsc::UnboundedReceiver<Item<E::Msg>>,
+    budget: Arc<Budget>,
 ) {
     let name = ctx.self_ref.name_arc();
     let token = ctx.env.inner.token.clone();
@@ -172,36 +284,29 @@ pub(crate) async fn run_sequential<E: Endpoint>(
         }
         let mut items = batch.drain(..);
         while let Some(item) = items.next() {
+            budget.taken(item.cost());
             match item {
                 Item::Local { msg, reply } => {
                     ctx.sender = None;
                     match reply {
                         None => guarded(&name, "receive", || ep.receive(&ctx, msg)),
-                        Some(tx) => {
-                            let reply = Reply {
-                                to: ReplyTo::Local(tx),
-                                endpoint: name.clone(),
-                                sender: None,
-                            };
+                        Some(ask) => {
+                            let reply = local_reply(&name, ask);
                             guarded(&name, "receive_and_reply", || {
                                 ep.receive_and_reply(&ctx, msg, reply)
                             })
                         }
                     }
                 }
-                Item::Remote {
-                    body,
-                    reply_id,
-                    conn,
-                } => {
+                Item::Remote { body, reply, conn } => {
                     ctx.sender = Some(conn.peer().clone());
-                    let Some(msg) = decode_remote(&ctx, &body, reply_id, &conn) else {
+                    let Some(msg) = decode_remote(&ctx, &body, reply.map(|r| r.0), &conn) else {
                         continue;
                     };
-                    match reply_id {
+                    match reply {
                         None => guarded(&name, "receive", || ep.receive(&ctx, msg)),
-                        Some(id) => {
-                            let reply = remote_reply(&ctx, conn, id);
+                        Some((id, expects)) => {
+                            let reply = remote_reply(&ctx, conn, id, expects);
                             guarded(&name, "receive_and_reply", || {
                                 ep.receive_and_reply(&ctx, msg, reply)
                             })
@@ -240,6 +345,7 @@ pub(crate) async fn run_concurrent<E: ConcurrentEndpoint>(
     ep: Arc<E>,
     mut ctx: Context<E::Msg>,
     mut rx: mpsc::UnboundedReceiver<Item<E::Msg>>,
+    budget: Arc<Budget>,
 ) {
     let name = ctx.self_ref.name_arc();
     let token = ctx.env.inner.token.clone();
@@ -250,28 +356,25 @@ pub(crate) async fn run_concurrent<E: ConcurrentEndpoint>(
             item = rx.recv() => item,
             _ = token.cancelled() => None,
         };
+        if let Some(item) = &item {
+            budget.taken(item.cost());
+        }
         let (msg, reply) = match item {
             None | Some(Item::Stop) => break,
             Some(Item::Event(_)) => continue,
             Some(Item::Local { msg, reply }) => {
                 ctx.sender = None;
-                let reply = reply.map(|tx| Reply {
-                    to: ReplyTo::Local(tx),
-                    endpoint: name.clone(),
-                    sender: None,
-                });
-                (msg, reply)
+                (msg, reply.map(|ask| local_reply(&name, ask)))
             }
-            Some(Item::Remote {
-                body,
-                reply_id,
-                conn,
-            }) => {
+            Some(Item::Remote { body, reply, conn }) => {
                 ctx.sender = Some(conn.peer().clone());
-                let Some(msg) = decode_remote(&ctx, &body, reply_id, &conn) else {
+                let Some(msg) = decode_remote(&ctx, &body, reply.map(|r| r.0), &conn) else {
                     continue;
                 };
-                (msg, reply_id.map(|id| remote_reply(&ctx, conn, id)))
+                (
+                    msg,
+                    reply.map(|(id, expects)| remote_reply(&ctx, conn, id, expects)),
+                )
             }
         };
         let permit = tokio::select! {

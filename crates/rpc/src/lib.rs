@@ -52,14 +52,20 @@ mod files;
 pub mod frame;
 pub mod handshake;
 mod inbox;
+pub mod log;
 mod reference;
+pub mod seal;
 pub mod secret;
+mod stream;
 mod tls;
 
 pub use address::{EndpointAddress, RpcAddress};
 pub use conf::{RpcConf, RpcTimeout, Secret, TlsPaths};
-pub use endpoint::{Ask, ConcurrentEndpoint, Context, Endpoint, Message, Protocol, Reply};
-pub use env::{RpcEnv, ENDPOINT_VERIFIER};
+pub use endpoint::{
+    Ask, ConcurrentEndpoint, Context, Endpoint, Message, Protocol, Reply, Responder,
+};
+pub use env::{ConnectionInfo, RpcEnv, ENDPOINT_VERIFIER};
 pub use error::{AskError, RpcError};
 pub use files::{parse_file_uri, FileMeta, FILE_SERVER};
 pub use reference::EndpointRef;
+pub use stream::{IncomingStream, StreamError, StreamHandler, StreamSink};

@@ -12,20 +12,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::address::{EndpointAddress, RpcAddress};
 use crate::conf::RpcTimeout;
-use crate::connection::{Connection, Out, Outcome};
+use crate::connection::{Connection, EnqueueError, Out, Outcome};
 use crate::endpoint::{Ask, LocalReply, Message, Protocol};
-use crate::env::RpcEnv;
+use crate::env::{RpcEnv, SendFail};
 use crate::error::AskError;
 use crate::frame::{self, FailureKind, Header};
-use crate::inbox::Item;
+use crate::inbox::{Inbox, Item, LocalAsk, Posted};
 
 pub(crate) enum Target<M> {
     /// In this environment: messages go straight into the inbox, unserialized.
-    Local(mpsc::UnboundedSender<Item<M>>),
+    Local(Inbox<M>),
     /// In a server-mode environment elsewhere: through that address's outbox.
     Remote(RpcAddress),
     /// In a client-only environment: only over the connection it opened to us.
@@ -96,40 +96,107 @@ impl<M: Protocol> EndpointRef<M> {
         }
     }
 
-    /// Sends a one-way message. An error here means it certainly was not delivered;
-    /// `Ok` means it was queued (a later connection failure is logged, as in Spark).
+    fn busy(&self) -> AskError {
+        AskError::Busy {
+            to: self.address().to_string(),
+            reason: "its inbox is full (rpc.endpoint.max_queued_bytes); retry later".into(),
+        }
+    }
+
+    fn full(&self, conn: &Connection) -> AskError {
+        AskError::Full {
+            to: self.address().to_string(),
+            queued: conn.queued_bytes(),
+            budget: conn.budget(),
+        }
+    }
+
+    fn map_fail(&self, f: SendFail) -> AskError {
+        match f {
+            SendFail::NotDelivered(r) => self.not_delivered(r),
+            SendFail::Full { queued, budget } => AskError::Full {
+                to: self.address().to_string(),
+                queued,
+                budget,
+            },
+        }
+    }
+
+    fn post_local(&self, inbox: &Inbox<M>, item: Item<M>) -> Result<(), AskError> {
+        inbox.post(item).map_err(|(p, _)| match p {
+            Posted::Full => self.busy(),
+            _ => self.not_delivered("the endpoint has stopped"),
+        })
+    }
+
+    /// Sends a one-way message without waiting (the same as [`Self::try_send`]).
     pub fn send(&self, msg: impl Into<M>) -> Result<(), AskError> {
+        self.try_send(msg)
+    }
+
+    /// Sends a one-way message without waiting. An error means it certainly was not
+    /// delivered: `Full` when the connection's outbound queue is at its byte budget
+    /// (`rpc.connection.max_queued_bytes`), `Busy` when a local endpoint's inbox is
+    /// full. `Ok` means it was queued (a later connection failure is logged, as in
+    /// Spark). Handlers use this: they must never wait.
+    pub fn try_send(&self, msg: impl Into<M>) -> Result<(), AskError> {
         let msg = msg.into();
         match &self.inner.target {
-            Target::Local(tx) => tx
-                .send(Item::Local { msg, reply: None })
-                .map_err(|_| self.not_delivered("the endpoint has stopped")),
+            Target::Local(inbox) => self.post_local(inbox, Item::Local { msg, reply: None }),
             Target::Remote(addr) => {
-                let bytes = self.encode(
-                    &Header::OneWay {
-                        to: self.name(),
-                        protocol: M::ID,
-                    },
-                    &msg,
-                )?;
+                let bytes = self.one_way(&msg)?;
                 self.inner
                     .env
                     .send_to(addr, Out { bytes, ask: None })
+                    .map_err(|f| self.map_fail(f))
+            }
+            Target::Client(conn) => {
+                let bytes = self.one_way(&msg)?;
+                match conn.try_enqueue(Out { bytes, ask: None }) {
+                    Ok(()) => Ok(()),
+                    Err(EnqueueError::Full(_)) => Err(self.full(conn)),
+                    Err(EnqueueError::Closed(_)) => {
+                        Err(self.not_delivered("the connection the client opened has closed"))
+                    }
+                }
+            }
+            Target::Missing(why) => Err(self.not_delivered(why.clone())),
+        }
+    }
+
+    /// Sends a one-way message, waiting while the connection's outbound queue is at
+    /// its byte budget: the way for a producer outside a handler to go no faster than
+    /// the peer reads. Fails only if the message cannot be delivered at all.
+    pub async fn send_async(&self, msg: impl Into<M>) -> Result<(), AskError> {
+        let msg = msg.into();
+        match &self.inner.target {
+            Target::Local(inbox) => self.post_local(inbox, Item::Local { msg, reply: None }),
+            Target::Remote(addr) => {
+                let bytes = self.one_way(&msg)?;
+                self.inner
+                    .env
+                    .send_to_wait(addr, Out { bytes, ask: None })
+                    .await
                     .map_err(|r| self.not_delivered(r))
             }
             Target::Client(conn) => {
-                let bytes = self.encode(
-                    &Header::OneWay {
-                        to: self.name(),
-                        protocol: M::ID,
-                    },
-                    &msg,
-                )?;
-                conn.enqueue(Out { bytes, ask: None })
+                let bytes = self.one_way(&msg)?;
+                conn.enqueue_wait(Out { bytes, ask: None })
+                    .await
                     .map_err(|_| self.not_delivered("the connection the client opened has closed"))
             }
             Target::Missing(why) => Err(self.not_delivered(why.clone())),
         }
+    }
+
+    fn one_way(&self, msg: &M) -> Result<Bytes, AskError> {
+        self.encode(
+            &Header::OneWay {
+                to: self.name(),
+                protocol: M::ID,
+            },
+            msg,
+        )
     }
 
     fn encode(&self, header: &Header<'_>, msg: &M) -> Result<Bytes, AskError> {
@@ -176,7 +243,7 @@ impl<M: Protocol> EndpointRef<M> {
         t: RpcTimeout,
     ) -> impl Future<Output = Result<Q::Reply, AskError>> + Send + 'static {
         let this = self.clone();
-        let queued = self.queue_ask(q.into());
+        let queued = self.queue_ask(q.into(), frame::type_id_of::<Q::Reply>());
         async move {
             let pending = queued?;
             this.await_reply::<Q::Reply>(pending, t).await
@@ -184,15 +251,17 @@ impl<M: Protocol> EndpointRef<M> {
     }
 
     /// Queues a request now; the reply is awaited by [`Self::await_reply`].
-    fn queue_ask(&self, msg: M) -> Result<Pending, AskError> {
+    fn queue_ask(&self, msg: M, expects: u32) -> Result<Pending, AskError> {
         match &self.inner.target {
-            Target::Local(tx) => {
-                let (otx, orx) = oneshot::channel();
-                tx.send(Item::Local {
-                    msg,
-                    reply: Some(otx),
-                })
-                .map_err(|_| self.not_delivered("the endpoint has stopped"))?;
+            Target::Local(inbox) => {
+                let (tx, orx) = oneshot::channel();
+                self.post_local(
+                    inbox,
+                    Item::Local {
+                        msg,
+                        reply: Some(LocalAsk { tx, expects }),
+                    },
+                )?;
                 Ok(Pending::Local(orx))
             }
             Target::Remote(_) | Target::Client(_) => {
@@ -203,29 +272,33 @@ impl<M: Protocol> EndpointRef<M> {
                         id,
                         to: self.name(),
                         protocol: M::ID,
+                        reply: expects,
                     },
                     &msg,
                 )?;
                 let (conn, rx) = match &self.inner.target {
                     Target::Client(conn) => {
                         let rx = conn.register(id);
-                        if conn
-                            .enqueue(Out {
-                                bytes,
-                                ask: Some(id),
-                            })
-                            .is_err()
-                        {
-                            conn.unregister(id);
-                            return Err(
-                                self.not_delivered("the connection the client opened has closed")
-                            );
+                        match conn.try_enqueue(Out {
+                            bytes,
+                            ask: Some(id),
+                        }) {
+                            Ok(()) => {}
+                            Err(e) => {
+                                conn.unregister(id);
+                                return Err(match e {
+                                    EnqueueError::Full(_) => self.full(conn),
+                                    EnqueueError::Closed(_) => self.not_delivered(
+                                        "the connection the client opened has closed",
+                                    ),
+                                });
+                            }
                         }
                         (conn.clone(), rx)
                     }
-                    Target::Remote(addr) => env
-                        .ask_to(addr, id, bytes)
-                        .map_err(|r| self.not_delivered(r))?,
+                    Target::Remote(addr) => {
+                        env.ask_to(addr, id, bytes).map_err(|f| self.map_fail(f))?
+                    }
                     _ => return Err(self.not_delivered("unreachable target")),
                 };
                 Ok(Pending::Remote { conn, id, rx })
@@ -273,7 +346,16 @@ impl<M: Protocol> EndpointRef<M> {
                     Ok(Ok(o)) => o,
                 };
                 match outcome {
-                    Outcome::Reply(body) => decode_with::<R>(&self.inner.env, Some(&conn), &body)
+                    Outcome::Reply { ty, .. } if ty != frame::type_id_of::<R>() => {
+                        Err(AskError::Remote {
+                            to: to(),
+                            message: format!(
+                                "the reply is of another type than the expected {} (type id {ty:#010x}); is the peer built from different code?",
+                                std::any::type_name::<R>()
+                            ),
+                        })
+                    }
+                    Outcome::Reply { body, .. } => decode_with::<R>(&self.inner.env, Some(&conn), &body)
                         .map_err(|e| AskError::Remote {
                             to: to(),
                             message: format!(
@@ -285,6 +367,9 @@ impl<M: Protocol> EndpointRef<M> {
                     | Outcome::NotSent(reason) => Err(AskError::NotDelivered { to: to(), reason }),
                     Outcome::Failed(FailureKind::Handler, message) => {
                         Err(AskError::Remote { to: to(), message })
+                    }
+                    Outcome::Failed(FailureKind::Busy, reason) => {
+                        Err(AskError::Busy { to: to(), reason })
                     }
                     Outcome::Lost(reason) => Err(AskError::ConnectionLost { to: to(), reason }),
                 }
