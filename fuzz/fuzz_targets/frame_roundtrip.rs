@@ -25,14 +25,36 @@ enum H {
         id: u64,
         to: String,
         protocol: u32,
+        reply: u32,
     },
     Response {
         id: u64,
+        ty: u32,
     },
     Failure {
         id: u64,
-        delivered: bool,
+        kind: u8,
         message: String,
+    },
+    StreamOpen {
+        sid: u64,
+        to: String,
+        pull: bool,
+        window: u32,
+    },
+    StreamData {
+        sid: u64,
+        opener: bool,
+    },
+    StreamCredit {
+        sid: u64,
+        opener: bool,
+        chunks: u32,
+    },
+    StreamEnd {
+        sid: u64,
+        opener: bool,
+        error: Option<String>,
     },
 }
 
@@ -51,24 +73,55 @@ fuzz_target!(|input: Input| {
             to,
             protocol: *protocol,
         },
-        H::Request { id, to, protocol } => Header::Request {
+        H::Request {
+            id,
+            to,
+            protocol,
+            reply,
+        } => Header::Request {
             id: *id,
             to,
             protocol: *protocol,
+            reply: *reply,
         },
-        H::Response { id } => Header::Response { id: *id },
-        H::Failure {
-            id,
-            delivered,
-            message,
-        } => Header::Failure {
+        H::Response { id, ty } => Header::Response { id: *id, ty: *ty },
+        H::Failure { id, kind, message } => Header::Failure {
             id: *id,
-            kind: if *delivered {
-                FailureKind::Handler
-            } else {
-                FailureKind::NotDelivered
+            kind: match kind % 3 {
+                0 => FailureKind::Handler,
+                1 => FailureKind::NotDelivered,
+                _ => FailureKind::Busy,
             },
             message,
+        },
+        H::StreamOpen {
+            sid,
+            to,
+            pull,
+            window,
+        } => Header::StreamOpen {
+            sid: *sid,
+            to,
+            pull: *pull,
+            window: *window,
+        },
+        H::StreamData { sid, opener } => Header::StreamData {
+            sid: *sid,
+            opener: *opener,
+        },
+        H::StreamCredit {
+            sid,
+            opener,
+            chunks,
+        } => Header::StreamCredit {
+            sid: *sid,
+            opener: *opener,
+            chunks: *chunks,
+        },
+        H::StreamEnd { sid, opener, error } => Header::StreamEnd {
+            sid: *sid,
+            opener: *opener,
+            error: error.as_deref(),
         },
     };
     let frame = if input.typed {

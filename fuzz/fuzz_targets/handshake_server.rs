@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-use flint_rpc::handshake::{self, HandshakeError};
-use flint_rpc::{RpcAddress, Secret};
+use flint_rpc::handshake::{self, Established, HandshakeError};
+use flint_rpc::Secret;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
@@ -34,7 +34,7 @@ thread_local! {
 static DEBUG: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("FLINT_FUZZ_DEBUG").is_some());
 
-type Outcome = Result<Result<Option<RpcAddress>, HandshakeError>, Elapsed>;
+type Outcome = Result<Result<Established, HandshakeError>, Elapsed>;
 
 async fn run(bytes: &[u8], secret: Option<&Secret>, eof: bool) -> Outcome {
     let (peer, mut srv) = tokio::io::duplex(4096);
@@ -69,8 +69,8 @@ fuzz_target!(|data: &[u8]| {
     let secret = Secret::new(&b"fuzz-secret"[..]);
     RT.with(|rt| {
         let with = rt.block_on(run(bytes, Some(&secret), eof));
-        if let Ok(Ok(listen)) = &with {
-            panic!("server with a secret accepted a random peer (listen = {listen:?})");
+        if let Ok(Ok(est)) = &with {
+            panic!("server with a secret accepted a random peer (listen = {:?})", est.listen);
         }
         if eof {
             assert!(with.is_ok(), "server hung on a closed peer (secret set)");
