@@ -16,13 +16,23 @@
 //!   web UI port `$FLINT_WORKER_WEBUI_PORT + n - 1` (base 8081; 0 stays 0) and, when
 //!   `$FLINT_WORKER_PORT` is set and not 0, RPC port `$FLINT_WORKER_PORT + n - 1`.
 //!
+//! The cluster secret: with none configured, `start-cluster` creates the default
+//! secret file (`$FLINT_HOME/secret`, as `flint master` would) so that its own client,
+//! the master and the local workers share it. For each remote worker it sends the
+//! secret over the ssh connection's stdin (never on a command line) to a file of
+//! mode 0600 on that host — the configured `auth.secret_file` path, else the remote
+//! user's `${FLINT_HOME:-$HOME/.flint}/secret` — and starts the worker with
+//! `FLINT_AUTH_SECRET_FILE` naming it. Local workers need nothing copied. With
+//! `auth.enabled = false` nothing is copied and remote workers get
+//! `FLINT_AUTH_ENABLED=false`.
+//!
 //! Daemons are this same binary (`flint master …`, `flint worker …`) in a session
 //! of their own (`setsid`), so they outlive the command and its terminal. A pid
 //! file only counts as running when its process is alive and is a flint daemon of
 //! that role (`/proc/<pid>/cmdline`), so a reused pid is never signalled.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,7 +41,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use flint_proto::messages::{MasterMsg, RequestMasterState};
 use flint_proto::status::MasterStatusJson;
-use flint_rpc::{EndpointRef, RpcAddress, RpcConf, RpcEnv};
+use flint_rpc::secret::SecretSource;
+use flint_rpc::{EndpointRef, RpcAddress, RpcConf, RpcEnv, Secret};
 
 use crate::settings::{self, CommonArgs};
 
@@ -617,8 +628,40 @@ fn sh_quote(text: &str) -> String {
 const REMOTE_RUNNING_FN: &str =
     "running() { ps -p \"$1\" -o args= 2>/dev/null | grep -q -e ' worker '; }";
 
-/// The script run on a remote host to start worker `slot.n` there.
-fn remote_start_script(layout: &Layout, slot: &WorkerSlot, exe: &Path, args: &[String]) -> String {
+/// What a remote worker is given about the cluster secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RemoteSecret {
+    /// Nothing (TLS authenticates).
+    Nothing,
+    /// Authentication is off: `FLINT_AUTH_ENABLED=false`.
+    Disabled,
+    /// The secret, written from the script's stdin to this path (`None`: the remote
+    /// user's default, `${FLINT_HOME:-$HOME/.flint}/secret`).
+    CopyTo(Option<PathBuf>),
+}
+
+impl RemoteSecret {
+    /// From the secret this command resolved; a configured file keeps its path.
+    fn new(auth: &flint_rpc::secret::Resolved, cwd: &Path) -> Self {
+        match (&auth.secret, &auth.source) {
+            (None, SecretSource::Disabled) => RemoteSecret::Disabled,
+            (None, _) => RemoteSecret::Nothing,
+            (Some(_), SecretSource::File(p)) => RemoteSecret::CopyTo(Some(cwd.join(p))),
+            (Some(_), _) => RemoteSecret::CopyTo(None),
+        }
+    }
+}
+
+/// The script run on a remote host to start worker `slot.n` there. With
+/// [`RemoteSecret::CopyTo`] it first writes its stdin (the secret) to the file,
+/// mode 0600, through a temporary file renamed into place.
+fn remote_start_script(
+    layout: &Layout,
+    slot: &WorkerSlot,
+    exe: &Path,
+    args: &[String],
+    secret: &RemoteSecret,
+) -> String {
     let role = Role::Worker(slot.n);
     let pid_file = sh_quote(&layout.pid_file(role).display().to_string());
     let log = sh_quote(
@@ -631,7 +674,28 @@ fn remote_start_script(layout: &Layout, slot: &WorkerSlot, exe: &Path, args: &[S
         .chain(args.iter().cloned())
         .map(|a| sh_quote(&a))
         .collect();
-    [
+    let (copy, auth_env) = match secret {
+        RemoteSecret::Nothing => (Vec::new(), String::new()),
+        RemoteSecret::Disabled => (Vec::new(), "FLINT_AUTH_ENABLED=false ".to_string()),
+        RemoteSecret::CopyTo(path) => {
+            let dest = match path {
+                Some(p) => sh_quote(&p.display().to_string()),
+                None => "\"${FLINT_HOME:-$HOME/.flint}/secret\"".to_string(),
+            };
+            (
+                vec![
+                    format!("sf={dest}"),
+                    "(umask 077 && mkdir -p \"$(dirname \"$sf\")\" && cat > \"$sf.tmp.$$\" && \
+                     chmod 600 \"$sf.tmp.$$\" && mv -f \"$sf.tmp.$$\" \"$sf\") || { rm -f \
+                     \"$sf.tmp.$$\"; echo \"cannot write the cluster secret to $sf\"; exit 1; }"
+                        .to_string(),
+                    "echo \"copied the cluster secret to $sf (mode 0600)\"".to_string(),
+                ],
+                "FLINT_AUTH_SECRET_FILE=\"$sf\" ".to_string(),
+            )
+        }
+    };
+    let mut lines = vec![
         format!(
             "cd {} || exit 1",
             sh_quote(&layout.cwd.display().to_string())
@@ -647,15 +711,18 @@ fn remote_start_script(layout: &Layout, slot: &WorkerSlot, exe: &Path, args: &[S
             "if [ -f \"$pf\" ] && pid=$(cat \"$pf\") && running \"$pid\"; then echo \"{role} \
              already running as pid $pid (pid file $pf); stop it first\"; exit 3; fi"
         ),
+    ];
+    lines.extend(copy);
+    lines.extend([
         format!(
-            "FLINT_CONF_DIR={} nohup {} >> {log} 2>&1 < /dev/null &",
+            "FLINT_CONF_DIR={} {auth_env}nohup {} >> {log} 2>&1 < /dev/null &",
             sh_quote(&layout.conf_dir.display().to_string()),
             command.join(" ")
         ),
         "echo $! > \"$pf\" || exit 1".to_string(),
         format!("echo \"started {role} (pid $!)\""),
-    ]
-    .join("\n")
+    ]);
+    lines.join("\n")
 }
 
 /// The script run on a remote host to stop worker `n` there: SIGTERM, up to
@@ -709,8 +776,32 @@ fn ssh_command(opts: &str, host: &str, script: &str) -> Command {
 
 /// Runs a script on `host` over ssh, printing its output; fails unless it exits 0.
 fn run_remote(ssh_opts: &str, host: &str, script: &str) -> anyhow::Result<()> {
-    let out = ssh_command(ssh_opts, host, script)
-        .output()
+    run_remote_with_input(ssh_opts, host, script, None)
+}
+
+/// [`run_remote`], writing `input` (the secret) to the script's stdin.
+fn run_remote_with_input(
+    ssh_opts: &str,
+    host: &str,
+    script: &str,
+    input: Option<&Secret>,
+) -> anyhow::Result<()> {
+    let mut cmd = ssh_command(ssh_opts, host, script);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
+        .spawn()
+        .context("cannot run ssh (is it installed and on PATH?)")?;
+    if let (Some(secret), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A script that fails before reading closes the pipe; its exit status says
+        // what went wrong.
+        let _ = stdin.write_all(secret.expose());
+        let _ = stdin.write_all(b"\n");
+    }
+    let out = child
+        .wait_with_output()
         .context("cannot run ssh (is it installed and on PATH?)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     for line in stdout.lines() {
@@ -799,6 +890,9 @@ struct Plan {
     wait: Duration,
     ports: PortBases,
     ssh_opts: String,
+    /// What remote workers get about the secret, and the secret to send them.
+    remote_secret: RemoteSecret,
+    secret: Option<Secret>,
 }
 
 /// `flint start-cluster`.
@@ -819,6 +913,9 @@ pub async fn start(args: StartArgs) -> anyhow::Result<()> {
         }
     }
     let conf = settings::load(&common, &crate::known_keys())?;
+    // With no secret configured, the master's default secret file is created here,
+    // so that this command, the master and the local workers share it.
+    let auth = crate::auth::for_master(&conf)?;
     let rpc_conf = RpcConf::from_conf(&conf)?;
     let pass = passthrough(&args.common, &layout.cwd);
 
@@ -862,6 +959,7 @@ pub async fn start(args: StartArgs) -> anyhow::Result<()> {
         master.log.display()
     );
 
+    let remote_secret = RemoteSecret::new(&auth, &layout.cwd);
     let plan = Plan {
         layout,
         slots,
@@ -871,6 +969,8 @@ pub async fn start(args: StartArgs) -> anyhow::Result<()> {
         wait: args.wait,
         ports: PortBases::from_env(),
         ssh_opts: ssh_opts(),
+        remote_secret,
+        secret: auth.secret.clone(),
     };
     let env = match RpcEnv::client(rpc_conf) {
         Ok(env) => env,
@@ -938,8 +1038,13 @@ async fn start_rest(
                 );
                 locals.push(d);
             } else {
-                let script = remote_start_script(layout, slot, &plan.exe, &wargs);
-                run_remote(&plan.ssh_opts, &slot.host, &script)?;
+                let script =
+                    remote_start_script(layout, slot, &plan.exe, &wargs, &plan.remote_secret);
+                let input = match plan.remote_secret {
+                    RemoteSecret::CopyTo(_) => plan.secret.as_ref(),
+                    _ => None,
+                };
+                run_remote_with_input(&plan.ssh_opts, &slot.host, &script, input)?;
                 println!(
                     "{}: {role} logs to {} there",
                     slot.host,
@@ -1228,7 +1333,8 @@ mod tests {
             "--conf".into(),
             "a=b c".into(),
         ];
-        let s = remote_start_script(&layout, &slot, Path::new("/opt/flint/flint"), &args);
+        let exe = Path::new("/opt/flint/flint");
+        let s = remote_start_script(&layout, &slot, exe, &args, &RemoteSecret::Nothing);
         assert!(s.contains("cd /opt/flint || exit 1"), "{s}");
         assert!(
             s.contains("pf='/var/run/flint pids/flint-worker-2.pid'"),
@@ -1241,6 +1347,32 @@ mod tests {
             ),
             "{s}"
         );
+        assert!(!s.contains("secret"), "{s}");
+        // The secret goes to the remote user's default file, from stdin, after the
+        // check that the worker is not running yet; the worker is told the file.
+        let s = remote_start_script(&layout, &slot, exe, &args, &RemoteSecret::CopyTo(None));
+        let copy = s
+            .find("sf=\"${FLINT_HOME:-$HOME/.flint}/secret\"\n")
+            .expect(&s);
+        assert!(s.find("already running").unwrap() < copy, "{s}");
+        assert!(
+            s.contains("(umask 077 && mkdir -p \"$(dirname \"$sf\")\" && cat > \"$sf.tmp.$$\" && chmod 600"),
+            "{s}"
+        );
+        assert!(s.contains("mv -f \"$sf.tmp.$$\" \"$sf\")"), "{s}");
+        assert!(
+            s.contains("FLINT_CONF_DIR=/opt/flint/conf FLINT_AUTH_SECRET_FILE=\"$sf\" nohup /opt/flint/flint worker"),
+            "{s}"
+        );
+        let to = RemoteSecret::CopyTo(Some(PathBuf::from("/etc/flint/cluster secret")));
+        let s = remote_start_script(&layout, &slot, exe, &args, &to);
+        assert!(s.contains("sf='/etc/flint/cluster secret'\n"), "{s}");
+        let s = remote_start_script(&layout, &slot, exe, &args, &RemoteSecret::Disabled);
+        assert!(
+            s.contains("FLINT_CONF_DIR=/opt/flint/conf FLINT_AUTH_ENABLED=false nohup"),
+            "{s}"
+        );
+        assert!(!s.contains("sf="), "{s}");
         let s = remote_stop_script(&layout, 2, Duration::from_millis(1500));
         assert!(
             s.contains("pf='/var/run/flint pids/flint-worker-2.pid'"),

@@ -3,6 +3,10 @@
 //! the workers (this same binary, `flint example-executor`). The executors connect
 //! back to this process's driver endpoint, pull Monte Carlo slices, and return their
 //! counts; the driver prints the estimate and where to look.
+//!
+//! The cluster, the driver and the executors authenticate with the cluster secret
+//! (by default `$FLINT_HOME/secret`, created if missing, as `flint master` does);
+//! the executors get it from their worker in `FLINT_AUTH_SECRET`, never in argv.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -16,6 +20,8 @@ use flint_rpc::{Ask, Context, Endpoint, Protocol, Reply, RpcAddress, RpcConf, Rp
 use flint_worker::service::{self as worker, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+use crate::settings::{self, CommonArgs};
 
 /// Arguments of `flint run-example pi`.
 #[derive(clap::Args, Debug)]
@@ -38,6 +44,8 @@ pub struct ExampleArgs {
     /// Keep the cluster up after the job, until Ctrl-C, to browse its UI.
     #[arg(long)]
     pub keep_running: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// Messages of the example's driver endpoint.
@@ -145,7 +153,9 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let base = std::env::temp_dir().join(format!("flint-example-{}", std::process::id()));
-    let conf = flint_conf::Conf::new();
+    let conf = settings::load(&args.common, &crate::known_keys())?;
+    let auth = crate::auth::for_master(&conf)?;
+    crate::auth::hand_to_children(&auth);
     let m = master::start(MasterOptions {
         host: "127.0.0.1".into(),
         port: 0,
@@ -185,9 +195,10 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
             w.id()
         );
     }
+    println!("  cluster secret {}", crate::auth::describe(&auth));
 
     // The driver: an endpoint executors pull slices from.
-    let env = RpcEnv::server(RpcConf::default(), "127.0.0.1", 0).await?;
+    let env = RpcEnv::server(RpcConf::from_conf(&conf)?, "127.0.0.1", 0).await?;
     let driver_addr = env.address().context("driver env address")?.clone();
     let finished = Arc::new(Notify::new());
     let results: Results = Arc::default();
@@ -304,10 +315,12 @@ pub struct ExecutorArgs {
     pub app_id: String,
 }
 
-/// The executor side: pull slices until there are none, then exit.
+/// The executor side: pull slices until there are none, then exit. The secret
+/// comes from the environment its worker set (`FLINT_AUTH_SECRET`).
 pub async fn executor(args: ExecutorArgs) -> anyhow::Result<()> {
     let driver: RpcAddress = args.driver.parse()?;
-    let env = RpcEnv::client(RpcConf::default())?;
+    let conf = settings::load(&CommonArgs::default(), &crate::known_keys())?;
+    let env = RpcEnv::client(RpcConf::from_conf(&conf)?)?;
     let r = env
         .setup_endpoint_ref::<PiMsg>(&driver, "pi-driver")
         .await

@@ -1,5 +1,6 @@
 //! `flint local --workers N`: a master and N workers in this process, in the
-//! foreground, until Ctrl-C — for trying flint on one machine.
+//! foreground, until Ctrl-C — for trying flint on one machine. Like `flint master`,
+//! it creates (or reuses) the default secret file when no secret is configured.
 
 use std::path::PathBuf;
 
@@ -41,6 +42,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
     let conf = settings::load(&args.common, &crate::known_keys())?;
     let memory = crate::worker_cmd::memory_mb(Some(&args.memory_per_worker))?;
+    let auth = crate::auth::for_master(&conf).context("cannot start the master")?;
+    crate::auth::hand_to_children(&auth);
     let m = master::start(MasterOptions {
         host: "127.0.0.1".into(),
         port: args.port,
@@ -71,6 +74,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         workers.len()
     );
     println!("  master UI / status: {}/api/v1/status", m.webui_url());
+    for line in crate::auth::master_lines(&auth, &m.rpc_address().to_string()) {
+        println!("  {line}");
+    }
     for w in &workers {
         println!("  worker {}: {}", w.id(), w.webui_url());
     }

@@ -3,6 +3,7 @@
 //! `main` only parses arguments, installs logging and hands over to a subcommand; each
 //! subcommand lives in its own module.
 
+mod auth;
 mod cluster_cmd;
 mod demo;
 mod example;

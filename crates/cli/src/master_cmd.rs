@@ -1,4 +1,6 @@
-//! `flint master`: runs a master until SIGTERM or SIGINT.
+//! `flint master`: runs a master until SIGTERM or SIGINT. With no secret configured it
+//! creates (or reuses) the default secret file, `$FLINT_HOME/secret`, and says how
+//! other hosts get it.
 
 use anyhow::Context as _;
 use flint_master::service::{self, MasterOptions};
@@ -25,6 +27,7 @@ pub struct MasterArgs {
 /// Starts the master and serves until a signal arrives.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let conf = settings::load(&args.common, &crate::known_keys())?;
+    let auth = crate::auth::for_master(&conf).context("cannot start the master")?;
     let handle = service::start(MasterOptions {
         host: args.host,
         port: args.port,
@@ -38,6 +41,9 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         handle.rpc_address(),
         handle.webui_url()
     );
+    for line in crate::auth::master_lines(&auth, &handle.rpc_address().to_string()) {
+        println!("{line}");
+    }
     tokio::select! {
         signal = crate::signals::terminated() => {
             tracing::info!("received {signal}; stopping the master");

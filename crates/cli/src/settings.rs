@@ -43,7 +43,10 @@ pub fn load(args: &CommonArgs, known: &[&str]) -> anyhow::Result<Conf> {
         conf.merge_toml_file(&file)
             .with_context(|| format!("reading {}", file.display()))?;
     }
-    conf.merge_env(std::env::vars(), known.iter().copied());
+    // Variables that are not UTF-8 cannot be settings; skip them rather than panic.
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    conf.merge_env(vars, known.iter().copied());
     conf.merge_overrides(args.conf.iter().map(String::as_str))?;
     Ok(conf)
 }

@@ -1,5 +1,7 @@
 //! `flint worker`: runs a worker until SIGTERM or SIGINT (its executors are killed
-//! and reaped first), or until registration gives up.
+//! and reaped first), or until registration gives up. It needs the cluster secret
+//! (by default the master's `$FLINT_HOME/secret`) and never invents one; its
+//! executors get it in their environment.
 
 use std::path::PathBuf;
 
@@ -52,6 +54,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let masters = RpcAddress::parse_list(&args.master)
         .with_context(|| format!("the master URL {:?} is not valid", args.master))?;
     let conf = settings::load(&args.common, &crate::known_keys())?;
+    // Argument errors come first (from start); the secret is needed before the
+    // first executor starts.
+    let auth = crate::auth::find(&conf);
+    if let Ok(a) = &auth {
+        crate::auth::hand_to_children(a);
+    }
     let handle = service::start(WorkerOptions {
         masters,
         host: args.host,
@@ -64,6 +72,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     })
     .await
     .context("cannot start the worker")?;
+    let auth = auth.context("cannot start the worker")?;
+    tracing::info!("cluster secret: {}", crate::auth::describe(&auth));
     println!(
         "flint worker {} listening on {}; status at {}/api/v1/status",
         handle.id(),

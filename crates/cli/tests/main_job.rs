@@ -1,13 +1,25 @@
 //! The README's main job and demo, run as a user would: the `flint` binary, real
-//! child processes, real TCP on 127.0.0.1.
+//! child processes, real TCP on 127.0.0.1, each test with a flint home of its own
+//! (so the cluster secret is created there, never in the real `~/.flint`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn flint() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flint"))
+/// `flint` with `home` as its flint home and no secret configured.
+fn flint(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flint"));
+    c.env("FLINT_HOME", home);
+    for var in [
+        "FLINT_AUTH_SECRET",
+        "FLINT_AUTH_SECRET_FILE",
+        "FLINT_AUTH_ENABLED",
+    ] {
+        c.env_remove(var);
+    }
+    c
 }
 
 fn alive(pid: u32) -> bool {
@@ -19,7 +31,8 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
-    let out = flint()
+    let home = tempfile::tempdir().unwrap();
+    let out = flint(home.path())
         .args([
             "run-example",
             "pi",
@@ -55,6 +68,21 @@ fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
         "{stdout}"
     );
     assert!(stdout.contains("registered"), "{stdout}");
+    // No secret was configured: the embedded cluster created the default one, and
+    // the driver and the executor processes authenticated with it.
+    let secret_file = home.path().join("secret");
+    assert!(
+        stdout.contains(&format!(
+            "cluster secret created {} (mode 0600)",
+            secret_file.display()
+        )),
+        "{stdout}"
+    );
+    let meta = std::fs::metadata(&secret_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    let secret = secret.trim();
+    assert_eq!(secret.len(), 64, "256 bits, hex");
     // The executors were real processes: their stdout files name their pids, and every
     // one of them is gone once the job has ended.
     let logs = stdout
@@ -66,7 +94,12 @@ fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
     for w in std::fs::read_dir(&base).unwrap() {
         for app in std::fs::read_dir(w.unwrap().path()).unwrap() {
             for exec in std::fs::read_dir(app.unwrap().path()).unwrap() {
-                let text = std::fs::read_to_string(exec.unwrap().path().join("stdout")).unwrap();
+                let dir = exec.unwrap().path();
+                // The executor's command line (its stderr header) has no secret.
+                let header = std::fs::read_to_string(dir.join("stderr")).unwrap();
+                assert!(header.starts_with("Flint Executor Command:"), "{header}");
+                assert!(!header.contains(secret), "secret in argv: {header}");
+                let text = std::fs::read_to_string(dir.join("stdout")).unwrap();
                 let pid = text
                     .split("(pid ")
                     .nth(1)
@@ -90,7 +123,8 @@ fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
 
 #[test]
 fn rpc_demo_runs_two_processes() {
-    let out = flint().arg("demo").output().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = flint(home.path()).arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -107,6 +141,8 @@ fn rpc_demo_runs_two_processes() {
 
 #[test]
 fn bad_arguments_are_refused_clearly() {
+    let home = tempfile::tempdir().unwrap();
+    let flint = || flint(home.path());
     let out = flint().args(["worker", "spark://h:7077"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,7 +1,10 @@
 //! `flint start-cluster` / `flint stop-cluster` with real daemons: pid files, logs,
 //! refusal to start twice, stale pid files, workers registered with the master, and
 //! the ssh path (through a stand-in `ssh` that runs the command on this machine, with
-//! the "remote" pid and log directories mapped elsewhere, as another disk would be).
+//! the "remote" pid and log directories mapped elsewhere, as another disk would be,
+//! and a "remote" flint home of its own, which gets a copy of the cluster secret).
+//! Each test has its own flint home (`FLINT_HOME`), where the master creates the
+//! cluster secret.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
@@ -118,8 +121,12 @@ impl Cluster {
             .env("FLINT_LOG_DIR", self.dir("logs"))
             .env("FLINT_CONF_DIR", self.dir("conf"))
             .env("FLINT_WORKER_WEBUI_PORT", "0")
+            .env("FLINT_HOME", self.dir("home"))
             .stdin(Stdio::null());
         for var in [
+            "FLINT_AUTH_SECRET",
+            "FLINT_AUTH_SECRET_FILE",
+            "FLINT_AUTH_ENABLED",
             "FLINT_MASTER",
             "FLINT_MASTER_HOST",
             "FLINT_MASTER_PORT",
@@ -303,6 +310,18 @@ fn start_status_refuse_then_stop_two_local_workers() {
                 "flint master listening on flint://127.0.0.1:{port}"
             ))
     });
+    // No secret was configured: start-cluster created the default one, private,
+    // and the master (and the workers, which registered) use it.
+    let secret = c.dir("home/secret");
+    let meta = std::fs::metadata(&secret).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&secret).unwrap().trim().len(), 64);
+    let using = format!("cluster secret: using {}", secret.display());
+    wait_until(&using, Duration::from_secs(10), || {
+        std::fs::read_to_string(&master_log)
+            .unwrap()
+            .contains(&using)
+    });
     for log in [&w1_log, &w2_log] {
         wait_until("a worker's log line", Duration::from_secs(10), || {
             std::fs::read_to_string(log)
@@ -391,8 +410,10 @@ fn remote_workers_are_started_and_stopped_over_ssh() {
         &ssh,
         format!(
             "#!/bin/sh\necho \"$@\" >> {calls}\nshift 3\nscript=$(printf '%s' \"$1\" | sed \
-             -e 's#{pids}#{rpids}#g' -e 's#{logs}#{rlogs}#g')\nexec sh -c \"$script\"\n",
+             -e 's#{pids}#{rpids}#g' -e 's#{logs}#{rlogs}#g')\nexport FLINT_HOME={rhome}\n\
+             exec sh -c \"$script\"\n",
             calls = c.dir("ssh-calls").display(),
+            rhome = c.dir("remote-home").display(),
             pids = pids.display(),
             rpids = rpids.display(),
             logs = logs.display(),
@@ -434,6 +455,26 @@ fn remote_workers_are_started_and_stopped_over_ssh() {
     );
     let remote_log = c.log_named("remote-logs", "flint-worker-1-127.0.0.2");
     assert!(remote_log.exists());
+    // The secret the master created here was copied to the remote home over ssh's
+    // stdin (not its command line), private; the remote worker registers with it.
+    let secret = std::fs::read(c.dir("home/secret")).unwrap();
+    let copied = c.dir("remote-home/secret");
+    assert_eq!(std::fs::read(&copied).unwrap(), secret);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&copied), 0o600);
+    assert_eq!(mode(&c.dir("remote-home")), 0o700);
+    assert!(
+        stdout.contains(&format!(
+            "127.0.0.2: copied the cluster secret to {} (mode 0600)",
+            copied.display()
+        )),
+        "{stdout}"
+    );
+    let secret_text = String::from_utf8(secret).unwrap();
+    assert!(
+        !calls.contains(secret_text.trim()),
+        "the secret was on ssh's command line"
+    );
 
     let status = c.wait_for_alive_workers(2);
     assert!(

@@ -11,17 +11,24 @@
 //! - [`settings`] holds the timings (`app.registration.timeout`, 20 s, and
 //!   `app.registration.retries`, 3, as Spark).
 //!
+//! The driver's RPC environment must hold the cluster secret. Built with
+//! [`RpcConf::from_conf`](flint_rpc::RpcConf::from_conf) it finds it as every flint
+//! node does (`auth.secret`, `auth.secret_file`, `FLINT_AUTH_SECRET`, else the
+//! master's default file `$FLINT_HOME/secret`, i.e. `~/.flint/secret`), and fails
+//! naming that file when there is none; it never invents one.
+//!
 //! ```no_run
 //! use flint_client::{AppClient, AppEvent, ChannelListener};
 //! use flint_proto::{ApplicationDescription, ExecutorCommand};
 //! use flint_rpc::{RpcAddress, RpcConf, RpcEnv};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let env = RpcEnv::server(RpcConf::default(), "127.0.0.1", 0).await?;
+//! let conf = flint_conf::Conf::new();
+//! let env = RpcEnv::server(RpcConf::from_conf(&conf)?, "127.0.0.1", 0).await?;
 //! let masters = RpcAddress::parse_list("flint://127.0.0.1:7077")?;
 //! let desc = ApplicationDescription::new("pi", ExecutorCommand::new("/path/to/pi"));
 //! let (listener, mut events) = ChannelListener::new();
-//! let client = AppClient::start(env, masters, desc, listener, &flint_conf::Conf::new())?;
+//! let client = AppClient::start(env, masters, desc, listener, &conf)?;
 //! while let Some(event) = events.recv().await {
 //!     match event {
 //!         AppEvent::Connected(app_id) => println!("registered as {app_id}"),

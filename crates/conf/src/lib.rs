@@ -27,6 +27,15 @@ pub enum ConfError {
     /// A `--conf` argument was not of the form `key=value`.
     #[error("{0:?} is not of the form key=value")]
     NotKeyValue(String),
+    /// A setting, or the file it names, cannot be used; the message names the file or
+    /// value and says what to do (for example a secret file others may read).
+    #[error("{message}")]
+    Unusable {
+        /// The setting concerned.
+        key: String,
+        /// The whole explanation, ready for the operator.
+        message: String,
+    },
     /// The config file could not be read or parsed.
     #[error("config file {path}: {reason}")]
     File {

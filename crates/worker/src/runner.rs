@@ -14,7 +14,12 @@
 //!   written to `stderr` first, like Spark's `Spark Executor Command: ...`;
 //! - as the leader of its own process group, so that signals reach everything
 //!   it starts;
-//! - so that it dies with the worker, even when the worker is SIGKILLed (Linux).
+//! - so that it dies with the worker, even when the worker is SIGKILLed (Linux);
+//! - with the cluster secret in its environment (`FLINT_AUTH_SECRET`, or
+//!   `FLINT_AUTH_ENABLED=false` when authentication is off) once the process has
+//!   said which with [`set_child_secret`], overriding whatever the application's
+//!   command set there; never in its arguments, so `ps` and the stderr header do
+//!   not show it.
 //!
 //! # Design
 //!
@@ -58,7 +63,7 @@ use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -255,6 +260,55 @@ impl ChildKind {
     }
 }
 
+/// What children are told about the cluster secret.
+#[derive(Debug, Clone)]
+enum ChildAuth {
+    /// Nothing said: children inherit the worker's environment as it is.
+    Inherit,
+    /// Authentication is off: children get `FLINT_AUTH_ENABLED=false`.
+    Disabled,
+    /// Children get this secret in `FLINT_AUTH_SECRET`.
+    Secret(flint_rpc::Secret),
+}
+
+static CHILD_AUTH: RwLock<ChildAuth> = RwLock::new(ChildAuth::Inherit);
+
+/// Sets what every child started from now on is told about the cluster secret:
+/// `Some(secret)` puts it in [`flint_rpc::secret::SECRET_ENV`] of the child's
+/// environment (the child's executor or driver then authenticates with it to the
+/// driver and the master), `None` means authentication is off and sets
+/// [`flint_rpc::secret::ENABLED_ENV`] to `false`. The secret is never put on the
+/// child's command line. Until this is called, children inherit the worker's own
+/// environment unchanged.
+///
+/// It is one setting for the process: every worker in it (an embedded cluster)
+/// shares the secret.
+pub fn set_child_secret(secret: Option<flint_rpc::Secret>) {
+    let auth = match secret {
+        Some(s) => ChildAuth::Secret(s),
+        None => ChildAuth::Disabled,
+    };
+    *CHILD_AUTH.write().unwrap_or_else(|p| p.into_inner()) = auth;
+}
+
+/// Adds what [`set_child_secret`] said to a child's environment.
+fn apply_child_auth(cmd: &mut Command) {
+    use flint_rpc::secret::{ENABLED_ENV, SECRET_ENV, SECRET_FILE_ENV};
+    match &*CHILD_AUTH.read().unwrap_or_else(|p| p.into_inner()) {
+        ChildAuth::Inherit => {}
+        ChildAuth::Disabled => {
+            cmd.env_remove(SECRET_ENV)
+                .env_remove(SECRET_FILE_ENV)
+                .env(ENABLED_ENV, "false");
+        }
+        ChildAuth::Secret(secret) => {
+            cmd.env(SECRET_ENV, secret.to_env_value())
+                .env_remove(SECRET_FILE_ENV)
+                .env_remove(ENABLED_ENV);
+        }
+    }
+}
+
 /// Everything needed to start one child process.
 #[derive(Debug, Clone, Default)]
 pub struct LaunchSpec {
@@ -266,7 +320,8 @@ pub struct LaunchSpec {
     /// Its arguments, before placeholder substitution.
     pub args: Vec<String>,
     /// Variables added to the worker's own environment, before placeholder
-    /// substitution in their values.
+    /// substitution in their values. The cluster secret's variables are set after
+    /// these (see [`set_child_secret`]).
     pub env: Vec<(String, String)>,
     /// The child's work directory, created if missing; it holds `stdout` and
     /// `stderr` and is the child's current directory.
@@ -673,9 +728,9 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
         })?;
 
     let mut cmd = Command::new(&spec.program);
-    cmd.args(spec.resolved_args())
-        .envs(spec.resolved_env())
-        .current_dir(&spec.dir)
+    cmd.args(spec.resolved_args()).envs(spec.resolved_env());
+    apply_child_auth(&mut cmd);
+    cmd.current_dir(&spec.dir)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
@@ -1016,6 +1071,45 @@ mod tests {
                 core_dumped: false
             }
         );
+    }
+
+    /// The only test in this binary that starts children, so it alone sets the
+    /// process-wide child secret.
+    #[tokio::test]
+    async fn children_get_the_secret_in_their_environment_never_in_argv() {
+        let work = tempfile::tempdir().unwrap();
+        let secret = flint_rpc::Secret::new("0123abcd-cluster-secret");
+        let spec = |dir: &str| LaunchSpec {
+            program: PathBuf::from("/bin/sh"),
+            args: vec![
+                "-c".to_owned(),
+                "printf '%s|%s|%s' \"$FLINT_AUTH_SECRET\" \"$FLINT_AUTH_ENABLED\" \
+                 \"$FLINT_AUTH_SECRET_FILE\"; tr '\\0' ' ' < /proc/$$/cmdline >&2"
+                    .to_owned(),
+            ],
+            // What an application's command asks for does not win.
+            env: vec![
+                ("FLINT_AUTH_SECRET".to_owned(), "from-the-app".to_owned()),
+                ("FLINT_AUTH_SECRET_FILE".to_owned(), "/elsewhere".to_owned()),
+            ],
+            dir: work.path().join(dir),
+            ..LaunchSpec::default()
+        };
+        let run = |spec: LaunchSpec| async move {
+            let child = spawn(spec).await.unwrap();
+            assert!(child.wait().await.success());
+            let out = fs::read_to_string(child.stdout_path()).unwrap();
+            let err = fs::read_to_string(child.stderr_path()).unwrap();
+            (out, err)
+        };
+        set_child_secret(Some(secret.clone()));
+        let (out, err) = run(spec("with")).await;
+        assert_eq!(out, "0123abcd-cluster-secret||");
+        assert!(err.starts_with("Flint Executor Command:"), "{err}");
+        assert!(!err.contains("0123abcd"), "the secret is in argv: {err}");
+        set_child_secret(None);
+        let (out, _) = run(spec("without")).await;
+        assert_eq!(out, "|false|");
     }
 
     #[test]
