@@ -35,9 +35,18 @@ const DEADLINE: Duration = Duration::from_secs(20);
 // fixtures
 // ----------------------------------------------------------------------
 
+/// Settings every node of these in-process clusters shares: an ephemeral cluster
+/// secret (one per test process; nothing is written to the flint home).
+fn cluster_conf() -> Conf {
+    static SECRET: std::sync::OnceLock<Conf> = std::sync::OnceLock::new();
+    SECRET
+        .get_or_init(|| flint_rpc::secret::with_ephemeral(Conf::new()))
+        .clone()
+}
+
 fn rpc_conf() -> RpcConf {
     RpcConf::from_conf(
-        &Conf::new()
+        &cluster_conf()
             .set("rpc.ask_timeout", "10s")
             .set("rpc.lookup_timeout", "5s")
             .set("rpc.connect_timeout", "5s")
@@ -713,7 +722,7 @@ async fn wait_status(
 
 #[tokio::test]
 async fn real_master_places_an_executor_for_the_app() {
-    let conf = Conf::new()
+    let conf = cluster_conf()
         .set("rpc.ask_timeout", "10s")
         .set("rpc.connect_timeout", "5s")
         .set("rpc.handshake_timeout", "2s")
