@@ -2,20 +2,25 @@
 //! ask promptly as "connection lost", and a peer restarted on the same port is
 //! reached again by the next ask.
 //!
-//! The peer is this test binary re-run with `FLINT_RPC_TEST_PEER=<port>`: the test
-//! `peer_process_entry` then serves until killed (and does nothing otherwise).
+//! The peer is this test binary re-run as the ignored test `peer_process_entry`
+//! (`--ignored --exact peer_process_entry`), which serves until killed; in a normal
+//! `cargo test` it is reported as ignored rather than passing without doing anything.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/peer.rs"]
+mod peer;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
 use flint_rpc::{AskError, Context, Endpoint, Reply, RpcAddress, RpcConf, RpcEnv};
+use peer::Child;
 
-const PEER_VAR: &str = "FLINT_RPC_TEST_PEER";
+/// The role of the peer, and the setting (of this test's own) naming its port.
+const ROLE: &str = "peer";
+const PORT_KEY: &str = "test.port";
 
 /// Prints `HELD` when it receives a `Hold` ask, so the test knows the request arrived.
 struct Peer(TestEndpoint);
@@ -35,84 +40,39 @@ impl Endpoint for Peer {
 }
 
 #[test]
+#[ignore = "runs only as the child process of the other tests in this file"]
 fn peer_process_entry() {
-    let Ok(port) = std::env::var(PEER_VAR) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let env = RpcEnv::server(RpcConf::default(), "127.0.0.1", port.parse().unwrap())
+    let role = peer::role().expect("started by another test with FLINT_RPC_TEST_ROLE set");
+    assert_eq!(role, ROLE, "unknown role");
+    let port: u16 = peer::child_settings()
+        .get(PORT_KEY)
+        .expect("the port to listen on")
+        .parse()
+        .unwrap();
+    peer::runtime().block_on(async {
+        let env = RpcEnv::server(RpcConf::default(), "127.0.0.1", port)
             .await
             .unwrap();
         env.setup_endpoint("test", Peer(TestEndpoint::default()))
             .unwrap();
-        println!("LISTENING {}", env.address().unwrap().port);
-        std::io::stdout().flush().unwrap();
+        peer::say(&format!(
+            "{}{}",
+            peer::LISTENING,
+            env.address().unwrap().port
+        ));
         env.cancelled().await;
     });
 }
 
-/// A peer process, SIGKILLed on drop.
-struct PeerProcess {
-    child: Child,
-    out: BufReader<ChildStdout>,
-    port: u16,
-}
-
-impl PeerProcess {
-    fn start(port: u16) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "peer_process_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(PEER_VAR, port.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let port = loop {
-            let line = next_line(&mut out);
-            // libtest may print "test peer_process_entry ... " on the same line first.
-            if let Some((_, p)) = line.split_once("LISTENING ") {
-                break p.trim().parse().unwrap();
-            }
-        };
-        PeerProcess { child, out, port }
-    }
-
-    fn wait_for_line(&mut self, wanted: &str) {
-        while !next_line(&mut self.out).contains(wanted) {}
-    }
-
-    fn sigkill(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for PeerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn next_line(out: &mut BufReader<ChildStdout>) -> String {
-    let mut line = String::new();
-    let n = out.read_line(&mut line).unwrap();
-    assert!(n > 0, "peer process exited before saying what was expected");
-    line
+/// A peer process listening on `port` (0: any), SIGKILLed on drop.
+async fn start_peer(port: u16) -> Child {
+    Child::start("peer_process_entry", ROLE, &[(PORT_KEY, &port.to_string())]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_ask_fails_promptly_as_connection_lost() {
-    let mut peer = tokio::task::spawn_blocking(|| PeerProcess::start(0))
-        .await
-        .unwrap();
-    let addr = RpcAddress::new("127.0.0.1", peer.port);
+    let mut peer = start_peer(0).await;
+    let addr = peer.address();
     let mut conf = quick_conf();
     conf.ask_timeout.duration = Duration::from_secs(60);
     let client = RpcEnv::client(conf).unwrap();
@@ -125,14 +85,9 @@ async fn sigkill_mid_ask_fails_promptly_as_connection_lost() {
         let r = r.clone();
         async move { r.ask(Hold).await }
     });
-    let mut peer = tokio::task::spawn_blocking(move || {
-        peer.wait_for_line("HELD");
-        peer
-    })
-    .await
-    .unwrap();
+    peer.wait_for_line(&["HELD"], Duration::from_secs(10)).await;
     let killed_at = Instant::now();
-    peer.sigkill();
+    peer.kill();
     let e = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .expect("the ask must fail well before its 60 s deadline")
@@ -145,9 +100,7 @@ async fn sigkill_mid_ask_fails_promptly_as_connection_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_restarted_on_the_same_port_is_reached_again() {
-    let mut peer = tokio::task::spawn_blocking(|| PeerProcess::start(0))
-        .await
-        .unwrap();
+    let mut peer = start_peer(0).await;
     let port = peer.port;
     let addr = RpcAddress::new("127.0.0.1", port);
     let client = RpcEnv::client(quick_conf()).unwrap();
@@ -156,7 +109,7 @@ async fn a_peer_restarted_on_the_same_port_is_reached_again() {
     let r = client.endpoint_ref::<TestMsg>(&addr, "test");
     r.send(TestMsg::Add(5)).unwrap();
     assert_eq!(r.ask(Get).await.unwrap(), 5);
-    peer.sigkill();
+    peer.kill();
     wait_until(
         "on_disconnected for the killed peer",
         Duration::from_secs(10),
@@ -170,9 +123,7 @@ async fn a_peer_restarted_on_the_same_port_is_reached_again() {
     .await;
     let e = r.ask(Get).await.unwrap_err();
     assert!(e.is_not_delivered(), "nothing listens now: {e}");
-    let _peer2 = tokio::task::spawn_blocking(move || PeerProcess::start(port))
-        .await
-        .unwrap();
+    let _peer2 = start_peer(port).await;
     // A new process: fresh state, reached through a new connection by the same ref.
     assert_eq!(r.ask(Get).await.unwrap(), 0);
     r.send(TestMsg::Add(2)).unwrap();
