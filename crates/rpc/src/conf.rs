@@ -159,8 +159,10 @@ impl Default for RpcConf {
 }
 
 impl RpcConf {
-    /// Reads the settings from `conf`. The secret comes from `auth.secret`, else the file
-    /// named by `auth.secret_file`, else the `FLINT_AUTH_SECRET` environment variable.
+    /// Reads the settings from `conf`. The secret is found by [`crate::secret::resolve`]:
+    /// none with `auth.enabled = false`; else `auth.secret`, `auth.secret_file`, the
+    /// `FLINT_AUTH_SECRET` / `FLINT_AUTH_SECRET_FILE` environment, then the flint home's
+    /// secret file; finding none is an error naming the file and the settings.
     pub fn from_conf(conf: &Conf) -> Result<Self, RpcError> {
         let network = conf.duration(
             "network.timeout",
@@ -282,15 +284,20 @@ fn count(conf: &Conf, key: &str, default: u64) -> Result<usize, RpcError> {
 mod tests {
     use super::*;
 
+    /// Settings with authentication off, so no secret is looked for.
+    fn open() -> Conf {
+        Conf::new().set("auth.enabled", "false")
+    }
+
     #[test]
     fn ask_timeout_falls_back_to_network_timeout() {
-        let c = RpcConf::from_conf(&Conf::new().set("network.timeout", "7s")).unwrap();
+        let c = RpcConf::from_conf(&open().set("network.timeout", "7s")).unwrap();
         assert_eq!(c.ask_timeout.duration, Duration::from_secs(7));
         assert_eq!(c.ask_timeout.setting, "network.timeout");
-        let c = RpcConf::from_conf(&Conf::new().set("rpc.ask_timeout", "300ms")).unwrap();
+        let c = RpcConf::from_conf(&open().set("rpc.ask_timeout", "300ms")).unwrap();
         assert_eq!(c.ask_timeout.duration, Duration::from_millis(300));
         assert_eq!(c.ask_timeout.setting, "rpc.ask_timeout");
-        let c = RpcConf::from_conf(&Conf::new()).unwrap();
+        let c = RpcConf::from_conf(&open()).unwrap();
         assert_eq!(c.ask_timeout.duration, Duration::from_secs(120));
         assert_eq!(c.max_message_size, 128 << 20);
     }

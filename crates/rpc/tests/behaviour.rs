@@ -92,8 +92,12 @@ async fn lookup_with_the_wrong_protocol_says_which_it_speaks() {
 #[tokio::test]
 async fn ask_timeout_names_the_setting() {
     let (server, addr, _) = server_with_test_endpoint(quick_conf()).await;
-    let conf =
-        RpcConf::from_conf(&flint_conf::Conf::new().set("rpc.ask_timeout", "200ms")).unwrap();
+    let conf = RpcConf::from_conf(
+        &flint_conf::Conf::new()
+            .set("auth.enabled", "false")
+            .set("rpc.ask_timeout", "200ms"),
+    )
+    .unwrap();
     let client = RpcEnv::client(conf).unwrap();
     let r = client.endpoint_ref::<TestMsg>(&addr, "test");
     let start = Instant::now();
@@ -106,8 +110,12 @@ async fn ask_timeout_names_the_setting() {
         "{e}"
     );
     // Falls back to network.timeout and says so.
-    let conf =
-        RpcConf::from_conf(&flint_conf::Conf::new().set("network.timeout", "100ms")).unwrap();
+    let conf = RpcConf::from_conf(
+        &flint_conf::Conf::new()
+            .set("auth.enabled", "false")
+            .set("network.timeout", "100ms"),
+    )
+    .unwrap();
     let client2 = RpcEnv::client(conf).unwrap();
     let e = client2
         .endpoint_ref::<TestMsg>(&addr, "test")
