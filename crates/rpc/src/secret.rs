@@ -51,9 +51,16 @@ const GENERATED_BYTES: usize = 32;
 /// Largest secret file read; a secret is a line of text.
 const MAX_SECRET_FILE: u64 = 64 << 10;
 
-/// The cluster's shared secret. Debug never prints it.
+/// The cluster's shared secret. Debug never prints it; its bytes are zeroed when it
+/// is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub(crate) Vec<u8>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     /// A secret from its bytes.
