@@ -32,7 +32,7 @@ fn exec_state(
     exit_status: Option<i32>,
 ) -> Vec<Effect> {
     m.handle(
-        T0,
+        at(T0),
         Event::ExecutorStateChanged {
             app_id: app.clone(),
             exec_id,
@@ -53,7 +53,7 @@ fn app_ids_follow_sparks_format_and_registration_is_persisted() {
         .any(|e| matches!(e, Effect::PersistApp(r) if r.id == a)));
     let (b, _) = add_app(&mut m, T0 + 1000, desc("second", None, None, 1024));
     assert_eq!(b.as_str(), "app-20261122035501-0001");
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     assert_eq!(
         s.active_apps.iter().map(|a| a.state).collect::<Vec<_>>(),
         [ApplicationState::Waiting, ApplicationState::Waiting]
@@ -67,7 +67,7 @@ fn a_repeated_registration_from_the_same_driver_gets_the_same_id() {
     let (again, fx) = add_app(&mut m, T0 + 20_000, desc("x", None, None, 1));
     assert_eq!(again, a);
     assert_eq!(warnings(&fx).len(), 1);
-    assert_eq!(m.status(T0).active_apps.len(), 1);
+    assert_eq!(m.status(at(T0)).active_apps.len(), 1);
 }
 
 #[test]
@@ -171,7 +171,7 @@ fn apps_are_served_first_in_first_out() {
         .waiting_reason
         .is_some_and(|r| r.starts_with("waiting for a worker with 1 free cores")));
     // When the first finishes, the second gets the worker.
-    let fx = m.handle(T0, Event::UnregisterApplication { app_id: first });
+    let fx = m.handle(at(T0), Event::UnregisterApplication { app_id: first });
     assert_eq!(launches(&fx).len(), 1);
     assert_eq!(launches(&fx)[0].1, second);
     assert_eq!(active_app(&m, &second).waiting_reason, None);
@@ -247,7 +247,7 @@ fn an_app_whose_executors_keep_failing_fails_after_max_retries() {
         app_id: app.clone()
     }));
     assert_eq!(completed_app(&m, &app).state, ApplicationState::Failed);
-    assert_eq!(m.status(T0).cores_used, 0);
+    assert_eq!(m.status(at(T0)).cores_used, 0);
     assert_ok(&m);
 }
 
@@ -260,7 +260,7 @@ fn exec_state_at(
     exit_status: Option<i32>,
 ) -> Vec<Effect> {
     m.handle(
-        now_ms,
+        at(now_ms),
         Event::ExecutorStateChanged {
             app_id: app.clone(),
             exec_id,
@@ -303,7 +303,7 @@ fn an_executor_that_starts_then_exits_1_every_time_fails_the_app() {
     let exec = m_exec(&m, &app);
     start_and_crash(&mut m, T0 + 1, &app, exec, 1);
     assert!(m
-        .status(T0)
+        .status(at(T0))
         .completed_apps
         .iter()
         .any(|a| a.id == app && a.state == ApplicationState::Failed));
@@ -322,7 +322,7 @@ fn a_stable_executor_resets_the_retry_count() {
     let (_, exec) = fail_executors(&mut m, &app, launches(&fx)[0].2, 9);
     exec_state_at(&mut m, T0, &app, exec, ExecutorState::Running, None);
     // After it has run for the stable time, a tick clears the count.
-    m.handle(T0 + STABLE, Event::Tick);
+    m.handle(at(T0 + STABLE), Event::Tick);
     let exec = start_and_crash(&mut m, T0 + STABLE, &app, exec, 1);
     start_and_crash(&mut m, T0 + STABLE, &app, exec, 8);
     assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
@@ -378,7 +378,7 @@ fn unregistering_finishes_the_app_quietly_and_frees_its_workers() {
     let (app, fx) = add_app(&mut m, T0, desc("done", Some(4), Some(2), 1024));
     let placed = launches(&fx);
     let fx = m.handle(
-        T0 + 9,
+        at(T0 + 9),
         Event::UnregisterApplication {
             app_id: app.clone(),
         },
@@ -405,14 +405,14 @@ fn unregistering_finishes_the_app_quietly_and_frees_its_workers() {
         .executors
         .iter()
         .all(|e| e.state == ExecutorState::Killed));
-    assert_eq!(m.status(T0).cores_used, 0);
-    assert!(m.status(T0).active_apps.is_empty());
+    assert_eq!(m.status(at(T0)).cores_used, 0);
+    assert!(m.status(at(T0)).active_apps.is_empty());
     assert_ok(&m);
 
     // A driver disconnect finishes an app the same way.
     let (other, _) = add_app(&mut m, T0, desc("gone", None, None, 1));
     m.handle(
-        T0,
+        at(T0),
         Event::AppDisconnected {
             app_id: other.clone(),
         },
@@ -426,7 +426,7 @@ fn killing_an_app_tells_its_driver() {
     add_worker(&mut m, T0, 1, 4, 8192);
     let (app, _) = add_app(&mut m, T0, desc("victim", None, None, 1024));
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::KillApplication {
             app_id: app.clone(),
         },
@@ -437,7 +437,7 @@ fn killing_an_app_tells_its_driver() {
     }));
     assert_eq!(replies(&fx), vec![Reply::Ack(true)]);
     assert_eq!(completed_app(&m, &app).state, ApplicationState::Killed);
-    let fx = m.handle(T0, Event::KillApplication { app_id: app });
+    let fx = m.handle(at(T0), Event::KillApplication { app_id: app });
     assert_eq!(replies(&fx), vec![Reply::Ack(false)]);
 }
 
@@ -451,12 +451,12 @@ fn completed_apps_are_trimmed_as_spark_does() {
     let mut ids = Vec::new();
     for i in 0..25 {
         let (id, _) = add_app(&mut m, T0, desc(&format!("app{i}"), None, None, 1));
-        m.handle(T0, Event::UnregisterApplication { app_id: id.clone() });
+        m.handle(at(T0), Event::UnregisterApplication { app_id: id.clone() });
         ids.push(id);
     }
     // At 20 completed, the oldest 20 / 10 = 2 are dropped before adding.
     let kept: Vec<_> = m
-        .status(T0)
+        .status(at(T0))
         .completed_apps
         .into_iter()
         .map(|a| a.id)
@@ -465,9 +465,9 @@ fn completed_apps_are_trimmed_as_spark_does() {
     assert_eq!(kept.first(), Some(&ids[6]));
     assert_eq!(kept.last(), Some(&ids[24]));
 
-    let fx = m.handle(T0, Event::ClearCompleted);
+    let fx = m.handle(at(T0), Event::ClearCompleted);
     assert_eq!(replies(&fx), vec![Reply::Ack(true)]);
-    assert!(m.status(T0).completed_apps.is_empty());
+    assert!(m.status(at(T0)).completed_apps.is_empty());
 }
 
 #[test]
@@ -548,7 +548,7 @@ fn dynamic_allocation_sets_limits_and_kills_executors() {
     );
 
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::RequestExecutors {
             app_id: app.clone(),
             total: 2,
@@ -560,7 +560,7 @@ fn dynamic_allocation_sets_limits_and_kills_executors() {
 
     // Lowering the limit kills nothing; killing is explicit.
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::RequestExecutors {
             app_id: app.clone(),
             total: 1,
@@ -568,7 +568,7 @@ fn dynamic_allocation_sets_limits_and_kills_executors() {
     );
     assert!(!fx.iter().any(|e| matches!(e, Effect::KillExecutor { .. })));
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::KillExecutors {
             app_id: app.clone(),
             exec_ids: vec![placed[0].2, ExecutorId(42)],
@@ -588,7 +588,7 @@ fn dynamic_allocation_sets_limits_and_kills_executors() {
 
     let ghost = AppId::generate(T0, 999);
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::RequestExecutors {
             app_id: ghost.clone(),
             total: 1,
@@ -596,7 +596,7 @@ fn dynamic_allocation_sets_limits_and_kills_executors() {
     );
     assert_eq!(replies(&fx), vec![Reply::Ack(false)]);
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::KillExecutors {
             app_id: ghost,
             exec_ids: vec![],
@@ -612,7 +612,7 @@ fn status_serializes_to_the_documented_json() {
     add_worker(&mut m, T0, 1, 4, 4096);
     add_app(&mut m, T0, desc("pi", Some(2), Some(2), 1024));
     add_app(&mut m, T0, desc("huge", None, Some(64), 1024));
-    let v = serde_json::to_value(m.status(T0)).expect("json");
+    let v = serde_json::to_value(m.status(at(T0))).expect("json");
     assert_eq!(v["url"], "flint://127.0.0.1:7077");
     assert_eq!(v["status"], "ALIVE");
     assert_eq!(v["alive_workers"], 1);

@@ -21,7 +21,7 @@ fn driver_desc(cores: u32, memory_mb: u64, supervise: bool) -> DriverDescription
 }
 
 fn submit(m: &mut MasterState, d: DriverDescription) -> (DriverId, Vec<Effect>) {
-    let fx = m.handle(T0, Event::SubmitDriver { desc: d });
+    let fx = m.handle(at(T0), Event::SubmitDriver { desc: d });
     let id = replies(&fx)
         .into_iter()
         .find_map(|r| match r {
@@ -64,13 +64,13 @@ fn drivers_are_placed_before_executors() {
     assert_eq!(driver_launches(&fx), vec![(worker_id(1), driver.clone())]);
     // The app gets what the driver left: 3 cores.
     assert_eq!(launches(&fx), vec![(worker_id(1), app, ExecutorId(0), 3)]);
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     assert_eq!(s.active_drivers[0].state, DriverState::Running);
     assert_eq!(s.active_drivers[0].worker_id, Some(worker_id(1)));
     assert_ok(&m);
 
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::RequestDriverStatus {
             driver_id: driver.clone(),
         },
@@ -88,14 +88,14 @@ fn drivers_are_placed_before_executors() {
 
     // The driver ends; its resources go back.
     m.handle(
-        T0,
+        at(T0),
         Event::DriverStateChanged {
             driver_id: driver.clone(),
             state: DriverState::Finished,
             exception: None,
         },
     );
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     assert!(s.active_drivers.is_empty());
     assert_eq!(s.completed_drivers[0].state, DriverState::Finished);
     assert_ok(&m);
@@ -106,7 +106,7 @@ fn killing_a_queued_driver_ends_it_and_a_running_one_asks_its_worker() {
     let mut m = master();
     let (queued, _) = submit(&mut m, driver_desc(1, 1, false));
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::KillDriver {
             driver_id: queued.clone(),
         },
@@ -115,12 +115,15 @@ fn killing_a_queued_driver_ends_it_and_a_running_one_asks_its_worker() {
         &replies(&fx)[..],
         [Reply::KillDriver { success: true, .. }]
     ));
-    assert_eq!(m.status(T0).completed_drivers[0].state, DriverState::Killed);
+    assert_eq!(
+        m.status(at(T0)).completed_drivers[0].state,
+        DriverState::Killed
+    );
 
     add_worker(&mut m, T0, 1, 4, 4096);
     let (running, _) = submit(&mut m, driver_desc(1, 1, false));
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::KillDriver {
             driver_id: running.clone(),
         },
@@ -130,18 +133,18 @@ fn killing_a_queued_driver_ends_it_and_a_running_one_asks_its_worker() {
         driver_id: running.clone()
     }));
     assert_eq!(
-        m.status(T0).active_drivers.len(),
+        m.status(at(T0)).active_drivers.len(),
         1,
         "ends when the worker reports"
     );
 
-    let fx = m.handle(T0, Event::KillDriver { driver_id: queued });
+    let fx = m.handle(at(T0), Event::KillDriver { driver_id: queued });
     assert!(
         matches!(&replies(&fx)[..], [Reply::KillDriver { success: false, message, .. }]
         if message.ends_with("has already finished or does not exist"))
     );
 
-    let fx = m.handle(T0, Event::KillAllDrivers);
+    let fx = m.handle(at(T0), Event::KillAllDrivers);
     assert!(fx.contains(&Effect::KillDriver {
         worker_id: worker_id(1),
         driver_id: running
@@ -161,7 +164,7 @@ fn a_lost_workers_drivers_are_relaunched_when_supervised() {
     add_worker(&mut m, T0, 2, 4, 4096);
 
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::WorkerDisconnected {
             worker_id: worker_id(1),
         },
@@ -171,7 +174,7 @@ fn a_lost_workers_drivers_are_relaunched_when_supervised() {
     assert_eq!(relaunched[0].0, worker_id(2));
     assert_ne!(relaunched[0].1, supervised, "a relaunch gets a new id");
 
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     let state_of = |id: &DriverId| {
         s.completed_drivers
             .iter()
@@ -187,7 +190,7 @@ fn a_lost_workers_drivers_are_relaunched_when_supervised() {
 fn driver_requests_need_an_alive_master() {
     let mut m = MasterState::new("flint://h:7077", MasterConfig::default());
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::SubmitDriver {
             desc: driver_desc(1, 1, false),
         },
@@ -201,7 +204,7 @@ fn driver_requests_need_an_alive_master() {
         }]
     );
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::RequestDriverStatus {
             driver_id: "driver-1".parse().expect("id"),
         },
@@ -215,7 +218,7 @@ fn driver_requests_need_an_alive_master() {
 #[test]
 fn revoked_leadership_shuts_the_master_down() {
     let mut m = master();
-    let fx = m.handle(T0, Event::RevokedLeadership);
+    let fx = m.handle(at(T0), Event::RevokedLeadership);
     assert!(matches!(&fx[..], [Effect::Shutdown { .. }]));
 }
 
@@ -243,7 +246,7 @@ fn a_new_leader_recovers_workers_apps_and_drivers_that_answer() {
     let st = stored();
     let app = st.apps[0].id.clone();
     let driver = st.drivers[0].id.clone();
-    let fx = m.handle(T0, Event::ElectedLeader { stored: st });
+    let fx = m.handle(at(T0), Event::ElectedLeader { stored: st });
     assert_eq!(m.master_status(), MasterStatus::Recovering);
     assert!(m.is_ready());
     let acts = actions(&fx);
@@ -255,14 +258,14 @@ fn a_new_leader_recovers_workers_apps_and_drivers_that_answer() {
     }));
     assert!(acts.contains(&Effect::ScheduleCompleteRecovery { delay_ms: 60_000 }));
     assert!(m
-        .status(T0)
+        .status(at(T0))
         .workers
         .iter()
         .all(|w| w.state == WorkerState::Unknown));
 
     // Worker 1 reports the app's executor 5 and the driver.
     m.handle(
-        T0 + 10,
+        at(T0 + 10),
         Event::WorkerSchedulerState {
             worker_id: worker_id(1),
             executors: vec![ExecutorDescription {
@@ -276,7 +279,7 @@ fn a_new_leader_recovers_workers_apps_and_drivers_that_answer() {
         },
     );
     m.handle(
-        T0 + 20,
+        at(T0 + 20),
         Event::MasterChangeAcknowledged {
             app_id: app.clone(),
         },
@@ -301,13 +304,13 @@ fn a_new_leader_recovers_workers_apps_and_drivers_that_answer() {
     let a = active_app(&m, &app);
     assert_eq!(a.state, ApplicationState::Running);
     assert_eq!(a.cores, 4);
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     assert_eq!(s.active_drivers[0].id, driver);
     assert_eq!(s.active_drivers[0].state, DriverState::Running);
     assert_ok(&m);
 
     // A late CompleteRecovery does nothing.
-    let fx = m.handle(T0 + 60_000, Event::CompleteRecovery);
+    let fx = m.handle(at(T0 + 60_000), Event::CompleteRecovery);
     assert!(actions(&fx).is_empty());
 }
 
@@ -317,10 +320,10 @@ fn recovery_times_out_on_silent_workers_and_apps() {
     let st = stored();
     let app = st.apps[0].id.clone();
     let driver = st.drivers[0].id.clone();
-    m.handle(T0, Event::ElectedLeader { stored: st });
-    let fx = m.handle(T0 + 60_000, Event::CompleteRecovery);
+    m.handle(at(T0), Event::ElectedLeader { stored: st });
+    let fx = m.handle(at(T0 + 60_000), Event::CompleteRecovery);
     assert_eq!(m.master_status(), MasterStatus::Alive);
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     assert!(s.workers.iter().all(|w| w.state == WorkerState::Dead));
     assert_eq!(completed_app(&m, &app).state, ApplicationState::Finished);
     // The unclaimed supervised driver is relaunched under a new id.
@@ -338,15 +341,15 @@ fn recovery_times_out_on_silent_workers_and_apps() {
 fn an_empty_store_makes_the_master_alive_at_once() {
     let mut m = MasterState::new("flint://h:7077", MasterConfig::default());
     m.handle(
-        T0,
+        at(T0),
         Event::ElectedLeader {
             stored: StoredState::default(),
         },
     );
     assert_eq!(m.master_status(), MasterStatus::Alive);
     // Electing twice is a warning, not a reset.
-    let fx = m.handle(T0, Event::ElectedLeader { stored: stored() });
+    let fx = m.handle(at(T0), Event::ElectedLeader { stored: stored() });
     assert_eq!(warnings(&fx).len(), 1);
     assert_eq!(m.master_status(), MasterStatus::Alive);
-    assert!(m.status(T0).workers.is_empty());
+    assert!(m.status(at(T0)).workers.is_empty());
 }

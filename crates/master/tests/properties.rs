@@ -187,7 +187,7 @@ struct World {
 
 impl World {
     fn executors(&self) -> Vec<(AppId, ExecutorId)> {
-        let s = self.m.status(self.now);
+        let s = self.m.status(at(self.now));
         s.active_apps
             .iter()
             .chain(&s.completed_apps)
@@ -196,7 +196,7 @@ impl World {
     }
 
     fn drivers(&self) -> Vec<DriverId> {
-        let s = self.m.status(self.now);
+        let s = self.m.status(at(self.now));
         s.active_drivers.iter().map(|d| d.id.clone()).collect()
     }
 
@@ -412,7 +412,7 @@ impl World {
             _ => None,
         };
         let (event, is_ask) = self.event(op);
-        let fx = self.m.handle(self.now, event);
+        let fx = self.m.handle(at(self.now), event);
 
         if let (Some(slot), Some(id)) = (
             slot,
@@ -437,7 +437,7 @@ impl World {
             fx
         );
 
-        let s = self.m.status(self.now);
+        let s = self.m.status(at(self.now));
         let worker_state: BTreeMap<_, _> =
             s.workers.iter().map(|w| (w.id.clone(), w.state)).collect();
         for w in &s.workers {
@@ -513,7 +513,7 @@ proptest! {
     ) {
         let mut m = MasterState::new("flint://127.0.0.1:7077", config);
         let stored = if recover { stored_state() } else { StoredState::default() };
-        m.handle(T0, Event::ElectedLeader { stored });
+        m.handle(at(T0), Event::ElectedLeader { stored });
         let mut world = World { m, now: T0, apps: BTreeMap::new(), max_cores: BTreeMap::new() };
         if recover {
             // Recovered executors are taken as the workers report them, so
@@ -559,7 +559,7 @@ proptest! {
             ws.dedup();
             prop_assert_eq!(ws.len(), placed.len());
         }
-        let s = m.status(T0);
+        let s = m.status(at(T0));
         for w in &s.workers {
             prop_assert!(w.cores_used <= w.cores && w.memory_used_mb <= w.memory_mb);
         }

@@ -31,8 +31,11 @@ const DEADLINE: Duration = Duration::from_secs(20);
 // fixtures
 // ----------------------------------------------------------------------
 
+/// Short RPC deadlines and a cluster secret shared by the master and the
+/// fakes (set in memory, so no secret file is read or created).
 fn quick_conf() -> Conf {
     Conf::new()
+        .set("auth.secret", "flint-master-service-tests")
         .set("rpc.ask_timeout", "10s")
         .set("rpc.connect_timeout", "5s")
         .set("rpc.handshake_timeout", "2s")
@@ -161,7 +164,7 @@ impl FakeWorker {
             .setup_endpoint_ref::<MasterMsg>(&master_address, MASTER_ENDPOINT)
             .await
             .unwrap();
-        let id = WorkerId::generate(flint_master::service::now_ms(), "127.0.0.1", port).unwrap();
+        let id = WorkerId::generate(flint_master::service::wall_ms(), "127.0.0.1", port).unwrap();
         FakeWorker {
             env,
             id,
@@ -1011,4 +1014,91 @@ async fn shutdown_stops_the_rpc_port_the_web_ui_and_every_task() {
     );
     assert!(TcpStream::connect(web).await.is_err(), "web UI still open");
     w.shutdown();
+}
+
+// ----------------------------------------------------------------------
+// authentication: the status flag and the start-up warning
+// ----------------------------------------------------------------------
+
+/// Log lines written while it is the thread's default subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Starts a master with `conf` while capturing its log lines (the test runs
+/// on one thread, so the thread's default subscriber sees them).
+async fn master_capturing(conf: Conf) -> (MasterHandle, Captured) {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let m = start(MasterOptions {
+        host: "127.0.0.1".into(),
+        port: 0,
+        webui_port: 0,
+        conf,
+    })
+    .await
+    .unwrap();
+    (m, logs)
+}
+
+#[tokio::test]
+async fn without_authentication_the_master_warns_at_start_up_and_the_status_says_so() {
+    let (m, logs) = master_capturing(quick_conf().set("auth.enabled", "false")).await;
+    let expected = format!(
+        "RPC authentication is disabled (auth.enabled = false): anyone who can reach {} can run \
+         code on this cluster",
+        m.rpc_address()
+    );
+    let text = logs.text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains(&expected)),
+        "no start-up warning {expected:?} in:\n{text}"
+    );
+    let (doc, raw) = status_over_http(&m).await;
+    assert!(!doc.auth);
+    assert_eq!(raw["auth"], false);
+    assert!(!m.status().auth);
+    m.shutdown();
+    tokio::time::timeout(DEADLINE, m.wait()).await.unwrap();
+}
+
+#[tokio::test]
+async fn with_a_secret_the_master_does_not_warn_and_the_status_says_auth_is_on() {
+    let (m, logs) = master_capturing(quick_conf().set("auth.secret", "s3cret")).await;
+    let text = logs.text();
+    assert!(
+        text.contains("flint master listening on"),
+        "logs not captured:\n{text}"
+    );
+    assert!(
+        !text.contains("RPC authentication is disabled"),
+        "warned although a secret is set:\n{text}"
+    );
+    let (doc, raw) = status_over_http(&m).await;
+    assert!(doc.auth);
+    assert_eq!(raw["auth"], true);
+    m.shutdown();
+    tokio::time::timeout(DEADLINE, m.wait()).await.unwrap();
 }

@@ -20,7 +20,7 @@ fn a_worker_registers_and_is_persisted() {
             },
         ]
     );
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     assert_eq!(s.status, MasterStatus::Alive);
     assert_eq!(s.alive_workers, 1);
     assert_eq!((s.cores, s.memory_mb), (4, 4096));
@@ -45,7 +45,7 @@ fn a_standby_master_refuses_workers_and_ignores_apps() {
         }]
     );
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::RegisterApplication {
             desc: desc("a", None, None, 1),
             driver_address: "d".into(),
@@ -54,13 +54,13 @@ fn a_standby_master_refuses_workers_and_ignores_apps() {
     assert!(actions(&fx).is_empty(), "no reply in STANDBY: {fx:?}");
     // Heartbeats to a standby master are not answered either.
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::Heartbeat {
             worker_id: worker_id(1),
         },
     );
     assert!(actions(&fx).is_empty());
-    assert_eq!(m.status(T0).workers.len(), 0);
+    assert_eq!(m.status(at(T0)).workers.len(), 0);
 }
 
 #[test]
@@ -81,8 +81,8 @@ fn a_duplicate_registration_from_the_same_address_is_a_warning_not_a_kill() {
     assert_eq!(warnings(&fx).len(), 1, "{fx:?}");
     // Nothing was killed or lost: the executor is still there.
     assert_eq!(active_app(&m, &app).executors.len(), 1);
-    assert_eq!(m.status(T0).workers.len(), 1);
-    assert_eq!(m.status(T0).workers[0].last_heartbeat_ms, T0 + 1000);
+    assert_eq!(m.status(at(T0)).workers.len(), 1);
+    assert_eq!(m.status(at(T0)).workers[0].last_heartbeat_ms, T0 + 1000);
     assert_ok(&m);
 }
 
@@ -92,13 +92,13 @@ fn a_duplicate_id_from_another_address_is_refused() {
     add_worker(&mut m, T0, 1, 4, 4096);
     let mut other = reg(1, 4, 4096);
     other.host = "10.9.9.9".into();
-    let fx = m.handle(T0, Event::RegisterWorker(other));
+    let fx = m.handle(at(T0), Event::RegisterWorker(other));
     assert!(matches!(
         actions(&fx).as_slice(),
         [Effect::RegisterWorkerFailed { worker_id, message }]
             if *worker_id == common::worker_id(1) && message.contains("Duplicate worker ID")
     ));
-    assert_eq!(m.status(T0).workers[0].host, "10.0.0.1");
+    assert_eq!(m.status(at(T0)).workers[0].host, "10.0.0.1");
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn a_new_id_at_a_live_workers_address_is_refused_as_spark() {
     add_worker(&mut m, T0, 1, 4, 4096);
     let mut imposter = reg(1, 8, 4096);
     imposter.id = "worker-20261122040000-10.0.0.1-7078".parse().expect("id");
-    let fx = m.handle(T0, Event::RegisterWorker(imposter.clone()));
+    let fx = m.handle(at(T0), Event::RegisterWorker(imposter.clone()));
     assert!(matches!(
         actions(&fx).as_slice(),
         [Effect::RegisterWorkerFailed { message, .. }]
@@ -117,17 +117,17 @@ fn a_new_id_at_a_live_workers_address_is_refused_as_spark() {
     // Once the old one is DEAD, the new one takes the address and the dead
     // entry at that address is dropped.
     m.handle(
-        T0,
+        at(T0),
         Event::WorkerDisconnected {
             worker_id: worker_id(1),
         },
     );
-    let fx = m.handle(T0, Event::RegisterWorker(imposter.clone()));
+    let fx = m.handle(at(T0), Event::RegisterWorker(imposter.clone()));
     assert!(actions(&fx).contains(&Effect::RegisteredWorker {
         worker_id: imposter.id.clone(),
         duplicate: false
     }));
-    let ids: Vec<_> = m.status(T0).workers.into_iter().map(|w| w.id).collect();
+    let ids: Vec<_> = m.status(at(T0)).workers.into_iter().map(|w| w.id).collect();
     assert_eq!(ids, vec![imposter.id]);
     assert_ok(&m);
 }
@@ -136,7 +136,7 @@ fn a_new_id_at_a_live_workers_address_is_refused_as_spark() {
 fn heartbeats_from_unknown_or_dead_workers_ask_them_to_reconnect() {
     let mut m = master();
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::Heartbeat {
             worker_id: worker_id(7),
         },
@@ -150,18 +150,18 @@ fn heartbeats_from_unknown_or_dead_workers_ask_them_to_reconnect() {
 
     add_worker(&mut m, T0, 1, 4, 4096);
     let fx = m.handle(
-        T0 + 5,
+        at(T0 + 5),
         Event::Heartbeat {
             worker_id: worker_id(1),
         },
     );
     assert!(fx.is_empty(), "a known heartbeat is silent: {fx:?}");
-    assert_eq!(m.status(T0).workers[0].last_heartbeat_ms, T0 + 5);
+    assert_eq!(m.status(at(T0)).workers[0].last_heartbeat_ms, T0 + 5);
 
-    m.handle(T0 + 61_000, Event::Tick);
-    assert_eq!(m.status(T0).workers[0].state, WorkerState::Dead);
+    m.handle(at(T0 + 61_000), Event::Tick);
+    assert_eq!(m.status(at(T0)).workers[0].state, WorkerState::Dead);
     let fx = m.handle(
-        T0 + 62_000,
+        at(T0 + 62_000),
         Event::Heartbeat {
             worker_id: worker_id(1),
         },
@@ -173,7 +173,7 @@ fn heartbeats_from_unknown_or_dead_workers_ask_them_to_reconnect() {
         }]
     );
     // The heartbeat did not revive it.
-    assert_eq!(m.status(T0).workers[0].state, WorkerState::Dead);
+    assert_eq!(m.status(at(T0)).workers[0].state, WorkerState::Dead);
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn a_silent_worker_dies_its_executors_are_lost_and_replaced_elsewhere() {
     assert_eq!(placed.len(), 3);
     for (_, _, exec_id, _) in &placed {
         m.handle(
-            T0,
+            at(T0),
             Event::ExecutorStateChanged {
                 app_id: app.clone(),
                 exec_id: *exec_id,
@@ -207,7 +207,7 @@ fn a_silent_worker_dies_its_executors_are_lost_and_replaced_elsewhere() {
     for t in [15_000, 30_000, 45_000, 60_000] {
         for n in 2..=3 {
             m.handle(
-                T0 + t,
+                at(T0 + t),
                 Event::Heartbeat {
                     worker_id: worker_id(n),
                 },
@@ -215,10 +215,10 @@ fn a_silent_worker_dies_its_executors_are_lost_and_replaced_elsewhere() {
         }
     }
     // Not yet: exactly at the timeout nothing happens.
-    let fx = m.handle(T0 + 60_000, Event::Tick);
+    let fx = m.handle(at(T0 + 60_000), Event::Tick);
     assert!(actions(&fx).is_empty(), "{fx:?}");
 
-    let fx = m.handle(T0 + 61_000, Event::Tick);
+    let fx = m.handle(at(T0 + 61_000), Event::Tick);
     assert!(fx.contains(&Effect::ExecutorUpdated {
         app_id: app.clone(),
         exec_id: on_w1,
@@ -243,7 +243,7 @@ fn a_silent_worker_dies_its_executors_are_lost_and_replaced_elsewhere() {
         "new executor ids keep counting"
     );
 
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     let w1 = s
         .workers
         .iter()
@@ -261,16 +261,16 @@ fn a_silent_worker_dies_its_executors_are_lost_and_replaced_elsewhere() {
     let last_ok = T0 + 16 * 60_000;
     for n in 2..=3 {
         m.handle(
-            last_ok,
+            at(last_ok),
             Event::Heartbeat {
                 worker_id: worker_id(n),
             },
         );
     }
-    m.handle(last_ok, Event::Tick);
-    assert_eq!(m.status(T0).workers.len(), 3);
-    m.handle(last_ok + 1, Event::Tick);
-    assert_eq!(m.status(T0).workers.len(), 2);
+    m.handle(at(last_ok), Event::Tick);
+    assert_eq!(m.status(at(T0)).workers.len(), 3);
+    m.handle(at(last_ok + 1), Event::Tick);
+    assert_eq!(m.status(at(T0)).workers.len(), 2);
     assert_ok(&m);
 }
 
@@ -278,18 +278,18 @@ fn a_silent_worker_dies_its_executors_are_lost_and_replaced_elsewhere() {
 fn timeouts_follow_the_configured_interval() {
     let mut m = elected(MasterConfig::new(400));
     add_worker(&mut m, T0, 1, 1, 1);
-    m.handle(T0 + 400, Event::Tick);
-    assert_eq!(m.status(T0).workers[0].state, WorkerState::Alive);
-    let fx = m.handle(T0 + 401, Event::Tick);
+    m.handle(at(T0 + 400), Event::Tick);
+    assert_eq!(m.status(at(T0)).workers[0].state, WorkerState::Alive);
+    let fx = m.handle(at(T0 + 401), Event::Tick);
     assert!(warnings(&fx)
         .iter()
         .any(|w| w.contains("no heartbeat in 400 ms")));
-    assert_eq!(m.status(T0).workers[0].state, WorkerState::Dead);
+    assert_eq!(m.status(at(T0)).workers[0].state, WorkerState::Dead);
     // Culled after (15 + 1) × 400 ms.
-    m.handle(T0 + 6400, Event::Tick);
-    assert_eq!(m.status(T0).workers.len(), 1);
-    m.handle(T0 + 6401, Event::Tick);
-    assert_eq!(m.status(T0).workers.len(), 0);
+    m.handle(at(T0 + 6400), Event::Tick);
+    assert_eq!(m.status(at(T0)).workers.len(), 1);
+    m.handle(at(T0 + 6401), Event::Tick);
+    assert_eq!(m.status(at(T0)).workers.len(), 0);
 }
 
 #[test]
@@ -308,7 +308,7 @@ fn worker_latest_state_kills_what_the_master_does_not_know() {
     };
     let old_driver: flint_proto::DriverId = "driver-20261122000000-0001".parse().expect("id");
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::WorkerLatestState {
             worker_id: worker_id(1),
             executors: vec![
@@ -340,7 +340,7 @@ fn worker_latest_state_kills_what_the_master_does_not_know() {
     );
     // From a worker the master does not know: only a warning.
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::WorkerLatestState {
             worker_id: worker_id(5),
             executors: vec![report(&app, known)],
@@ -360,7 +360,7 @@ fn a_disconnected_worker_is_removed_at_once() {
     let before = cores_used(&m);
     assert_eq!(before.iter().map(|(_, c)| c).sum::<u32>(), 4);
     let fx = m.handle(
-        T0 + 1,
+        at(T0 + 1),
         Event::WorkerDisconnected {
             worker_id: worker_id(1),
         },
@@ -383,7 +383,7 @@ fn decommissioning_reports_executors_and_replaces_them() {
     add_worker(&mut m, T0, 2, 4, 4096);
 
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::DecommissionWorkersOnHosts {
             hosts: vec!["10.0.0.1".into(), "NOPE".into()],
         },
@@ -403,7 +403,7 @@ fn decommissioning_reports_executors_and_replaces_them() {
     let placed = launches(&fx);
     assert_eq!(placed.len(), 1);
     assert_eq!(placed[0].0, worker_id(2));
-    let s = m.status(T0);
+    let s = m.status(at(T0));
     assert_eq!(s.workers[0].state, WorkerState::Decommissioned);
     // The old executor still holds its cores until it exits.
     assert_eq!(s.workers[0].cores_used, 2);
@@ -411,7 +411,7 @@ fn decommissioning_reports_executors_and_replaces_them() {
     // A later failure of the decommissioned executor is not counted as a
     // retry and releases its cores.
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::ExecutorStateChanged {
             app_id: app.clone(),
             exec_id,
@@ -421,13 +421,13 @@ fn decommissioning_reports_executors_and_replaces_them() {
         },
     );
     assert_eq!(replies(&fx), vec![Reply::Ack(true)]);
-    assert_eq!(m.status(T0).workers[0].cores_used, 0);
+    assert_eq!(m.status(at(T0)).workers[0].cores_used, 0);
     assert_eq!(active_app(&m, &app).cores, 2);
     assert_ok(&m);
 
     // Decommissioning twice only warns; a DEAD worker is not decommissioned.
     let fx = m.handle(
-        T0,
+        at(T0),
         Event::WorkerDecommissioning {
             worker_id: worker_id(1),
         },

@@ -18,6 +18,11 @@ pub struct MasterStatusJson {
     pub url: String,
     /// The master's own state.
     pub status: MasterStatus,
+    /// Whether RPC authentication is on (a shared secret or TLS). When it is
+    /// off, anyone who can reach the master's port can run code on the
+    /// cluster. Absent in documents from older masters (read as false).
+    #[serde(default)]
+    pub auth: bool,
     /// Every worker the master lists, DEAD ones included until culled.
     pub workers: Vec<WorkerStatusJson>,
     /// How many workers are ALIVE.
@@ -126,6 +131,7 @@ mod tests {
         let doc = MasterStatusJson {
             url: "flint://127.0.0.1:7077".into(),
             status: MasterStatus::Alive,
+            auth: true,
             workers: vec![WorkerStatusJson {
                 id: "worker-20261122035500-127.0.0.1-7078".parse().expect("id"),
                 host: "127.0.0.1".into(),
@@ -168,6 +174,7 @@ mod tests {
         let mut expected = vec![
             "url",
             "status",
+            "auth",
             "workers",
             "alive_workers",
             "cores",
@@ -182,6 +189,7 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(keys, expected);
         assert_eq!(value["status"], "ALIVE");
+        assert_eq!(value["auth"], true);
         assert_eq!(value["workers"][0]["last_heartbeat_ms"], 5);
         assert_eq!(value["active_apps"][0]["state"], "RUNNING");
         assert_eq!(

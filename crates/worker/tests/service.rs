@@ -36,10 +36,13 @@ const DEADLINE: Duration = Duration::from_secs(20);
 // fixtures
 // ----------------------------------------------------------------------
 
-/// Short timers: heartbeats every 100 ms, registration retries every
+/// The cluster secret and short timers: heartbeats every 100 ms, registration retries every
 /// 100–300 ms then 200–600 ms, 2 s kill grace.
 fn quick_conf() -> Conf {
     Conf::new()
+        // One cluster secret for the worker and the (fake or real) master,
+        // in memory: no secret file is read.
+        .set("auth.secret", "flint-worker-service-tests")
         .set("rpc.ask_timeout", "5s")
         .set("rpc.connect_timeout", "2s")
         .set("rpc.handshake_timeout", "2s")
@@ -94,6 +97,13 @@ impl std::io::Write for LogWriter {
 
 fn log_contains(needle: &str) -> bool {
     String::from_utf8_lossy(&logs().lock().unwrap()).contains(needle)
+}
+
+/// Whether some log line at `level` ("WARN", "ERROR") contains `needle`.
+fn log_line(level: &str, needle: &str) -> bool {
+    String::from_utf8_lossy(&logs().lock().unwrap())
+        .lines()
+        .any(|l| l.contains(level) && l.contains(needle))
 }
 
 /// Polls `cond` until it holds, failing after the deadline.
@@ -478,8 +488,16 @@ async fn registers_heartbeats_and_serves_its_status() {
     assert!(doc.executors.is_empty() && doc.drivers.is_empty());
     assert_eq!(doc.work_dir, w.work_dir().display().to_string());
     let raw: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // With the cluster secret: authentication is on, and nothing warned.
+    assert!(doc.auth);
+    assert_eq!(raw["auth"], true, "{body}");
+    assert!(!log_contains(&format!(
+        "anyone who can reach {} can run code",
+        w.rpc_address()
+    )));
     for key in [
         "id",
+        "auth",
         "master_url",
         "state",
         "cores",
@@ -1111,4 +1129,89 @@ async fn old_application_directories_are_cleaned() {
     assert!(fresh.exists(), "a fresh directory was removed");
     stop(w).await;
     m.stop().await;
+}
+
+/// A real master with a secret, and a worker whose registration it refuses
+/// in the handshake: the worker says the secret was refused and where to
+/// get it, and gives up with that reason, not "All masters are
+/// unresponsive!".
+#[tokio::test]
+async fn a_master_refusing_the_secret_is_named_not_unresponsive() {
+    let _ = logs();
+    let dir = tempfile::tempdir().unwrap();
+    let quick_retries = quick_conf()
+        .set("worker.initial_registration_retries", "2")
+        .set("worker.max_registration_retries", "3")
+        .set("worker.initial_registration_retry_interval", "50ms")
+        .set("worker.prolonged_registration_retry_interval", "100ms");
+    let cases = [
+        (
+            quick_retries.clone().set("auth.secret", "a-wrong-secret"),
+            "refused this worker's secret: ",
+            true,
+        ),
+        (
+            quick_retries.clone().set("auth.enabled", "false"),
+            "requires a secret and this worker has none: ",
+            false,
+        ),
+    ];
+    for (conf, refusal, auth) in cases {
+        // A master per case: the RPC layer delays handshakes from an address
+        // after failed ones, which would outlast these quick retries.
+        let master = flint_master::start(flint_master::MasterOptions {
+            host: "127.0.0.1".into(),
+            port: 0,
+            webui_port: 0,
+            conf: quick_conf().set("auth.secret", "the-right-secret"),
+        })
+        .await
+        .expect("master starts");
+        let expected = format!("master {} {refusal}", master.rpc_address());
+        let w = start(options(
+            vec![master.rpc_address().clone()],
+            dir.path(),
+            conf,
+        ))
+        .await
+        .expect("worker starts");
+        assert_eq!(w.status().await.auth, auth);
+        let warning = format!(
+            "RPC authentication is disabled (auth.enabled = false): anyone who can reach {} can \
+             run code on this cluster",
+            w.rpc_address()
+        );
+        assert_eq!(
+            log_line("WARN", &warning),
+            !auth,
+            "start-up warning {warning:?} present exactly when auth is off"
+        );
+        let err = tokio::time::timeout(DEADLINE, w.wait())
+            .await
+            .expect("the worker gives up in time")
+            .expect_err("giving up is an error");
+        let WorkerError::Exited { code, reason } = &err else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!(*code, 1);
+        assert!(!reason.contains("unresponsive"), "{reason}");
+        assert!(reason.contains(&expected), "{reason}");
+        assert!(
+            reason.contains("copy the master's secret file (~/.flint/secret by default) here")
+                && reason.contains("auth.secret_file / FLINT_AUTH_SECRET_FILE"),
+            "{reason}"
+        );
+        assert!(
+            log_line("ERROR", &expected),
+            "the refusal was not logged as an error: {expected:?}"
+        );
+        // Logged once, not once per retry (the exit reason is a separate line).
+        let lines = String::from_utf8_lossy(&logs().lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(&expected) && !l.contains("Giving up"))
+            .count();
+        assert_eq!(lines, 1, "logged {lines} times: {expected:?}");
+        master.shutdown();
+        master.wait().await;
+    }
 }

@@ -10,7 +10,8 @@ use flint_proto::{
 };
 use flint_worker::runner::ExitStatus;
 use flint_worker::state::{
-    ChildId, DecommissionTrigger, Effect, Event, ExecutorReport, LogLevel, WorkerConfig, WorkerCore,
+    AuthRefusal, ChildId, DecommissionTrigger, Effect, Event, ExecutorReport, LogLevel, Now,
+    WorkerConfig, WorkerCore, AUTH_REFUSAL_LOG_INTERVAL_MS,
 };
 use proptest::prelude::*;
 
@@ -18,6 +19,11 @@ const T0: u64 = 1_795_319_700_000;
 const M1: &str = "flint://m1:7077";
 const M2: &str = "flint://m2:7077";
 const M1_UI: &str = "http://m1:8080";
+
+/// `ms` on both clocks (monotonic and wall agree: no clock jumps).
+fn at(ms: u64) -> Now {
+    Now::new(ms, ms)
+}
 
 fn worker_id() -> WorkerId {
     WorkerId::generate(T0, "127.0.0.1", 7078).unwrap()
@@ -32,7 +38,7 @@ fn config() -> WorkerConfig {
 
 fn started(c: WorkerConfig) -> (WorkerCore, Vec<Effect>) {
     let mut w = WorkerCore::new(worker_id(), c);
-    let fx = w.handle(T0, Event::Start);
+    let fx = w.handle(at(T0), Event::Start);
     (w, fx)
 }
 
@@ -48,7 +54,7 @@ fn registered_event(master: &str) -> Event {
 /// Started and registered with M1.
 fn registered(c: WorkerConfig) -> WorkerCore {
     let (mut w, _) = started(c);
-    w.handle(T0, registered_event(M1));
+    w.handle(at(T0), registered_event(M1));
     w
 }
 
@@ -86,12 +92,12 @@ fn launch_from(master: &str, a: &AppId, exec: u32, cores: u32, memory_mb: u64) -
 }
 
 fn launch(w: &mut WorkerCore, a: &AppId, exec: u32, cores: u32, memory_mb: u64) -> Vec<Effect> {
-    w.handle(T0, launch_from(M1, a, exec, cores, memory_mb))
+    w.handle(at(T0), launch_from(M1, a, exec, cores, memory_mb))
 }
 
 fn start_exec(w: &mut WorkerCore, a: &AppId, exec: u32) -> Vec<Effect> {
     w.handle(
-        T0,
+        at(T0),
         Event::ExecutorStarted {
             app_id: a.clone(),
             exec_id: ExecutorId(exec),
@@ -101,7 +107,7 @@ fn start_exec(w: &mut WorkerCore, a: &AppId, exec: u32) -> Vec<Effect> {
 
 fn exited(w: &mut WorkerCore, a: &AppId, exec: u32, status: ExitStatus) -> Vec<Effect> {
     w.handle(
-        T0,
+        at(T0),
         Event::ExecutorExited {
             app_id: a.clone(),
             exec_id: ExecutorId(exec),
@@ -195,7 +201,7 @@ fn run_retry_schedule(c: WorkerConfig) -> (Vec<(u64, usize)>, (u64, i32, String)
     let mut now = T0;
     loop {
         now += delay;
-        let fx = w.handle(now, Event::RegistrationRetryTick { generation });
+        let fx = w.handle(at(now), Event::RegistrationRetryTick { generation });
         if let Some((code, reason)) = exit_of(&fx) {
             assert!(registrations(&fx).is_empty());
             assert!(retry_timer(&fx).is_none());
@@ -272,7 +278,7 @@ fn retry_intervals_follow_the_random_factor_at_both_ends() {
 fn registration_cancels_retries_starts_heartbeats_and_reports_state() {
     let (mut w, fx) = started(config());
     let (_, generation) = retry_timer(&fx).unwrap();
-    let fx = w.handle(T0 + 1, registered_event(M1));
+    let fx = w.handle(at(T0 + 1), registered_event(M1));
     assert_eq!(
         fx.iter()
             .filter(|e| !matches!(e, Effect::Log { .. }))
@@ -297,12 +303,12 @@ fn registration_cancels_retries_starts_heartbeats_and_reports_state() {
     assert_eq!(w.master_url(), Some(M1));
     // The retry timer that was armed is now stale.
     assert!(w
-        .handle(T0 + 10_000, Event::RegistrationRetryTick { generation })
+        .handle(at(T0 + 10_000), Event::RegistrationRetryTick { generation })
         .is_empty());
     // A duplicate registration only warns; heartbeats and cleanup are not
     // started twice.
     let fx = w.handle(
-        T0 + 2,
+        at(T0 + 2),
         Event::Registered {
             master_url: M1.into(),
             master_web_ui_url: M1_UI.into(),
@@ -325,18 +331,18 @@ fn cleanup_is_not_started_when_disabled() {
     let mut c = config();
     c.cleanup_enabled = false;
     let (mut w, _) = started(c);
-    let fx = w.handle(T0, registered_event(M1));
+    let fx = w.handle(at(T0), registered_event(M1));
     assert!(!fx
         .iter()
         .any(|e| matches!(e, Effect::ScheduleCleanup { .. })));
-    assert!(w.handle(T0, Event::CleanupTick).is_empty());
+    assert!(w.handle(at(T0), Event::CleanupTick).is_empty());
 }
 
 #[test]
 fn register_failed_exits_only_when_not_registered() {
     let (mut w, _) = started(config());
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::RegisterFailed {
             message: "Attempted to re-register worker at same address".into(),
         },
@@ -351,7 +357,7 @@ fn register_failed_exits_only_when_not_registered() {
 
     let mut w = registered(config());
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::RegisterFailed {
             message: "late".into(),
         },
@@ -363,49 +369,49 @@ fn register_failed_exits_only_when_not_registered() {
 #[test]
 fn master_in_standby_is_ignored() {
     let (mut w, _) = started(config());
-    assert!(w.handle(T0, Event::MasterInStandby).is_empty());
+    assert!(w.handle(at(T0), Event::MasterInStandby).is_empty());
     assert!(!w.is_registered());
 }
 
 #[test]
 fn reregistration_after_disconnect_goes_only_to_the_known_master() {
     let (mut w, _) = started(config());
-    w.handle(T0, registered_event(M2));
+    w.handle(at(T0), registered_event(M2));
     // A connection to some other process dropping is not the master.
     assert!(w
         .handle(
-            T0,
+            at(T0),
             Event::MasterDisconnected {
                 address: "flint://h:9".into()
             }
         )
         .is_empty());
-    let fx = w.handle(T0, Event::MasterDisconnected { address: M2.into() });
+    let fx = w.handle(at(T0), Event::MasterDisconnected { address: M2.into() });
     assert_eq!(registrations(&fx), [(M2.to_owned(), Some(1))]);
     assert!(!w.is_connected() && !w.is_registered());
     let (delay, generation) = retry_timer(&fx).unwrap();
     assert_eq!(delay, 10_000);
     // A repeated notice does not start a second round.
-    let fx = w.handle(T0, Event::MasterDisconnected { address: M2.into() });
+    let fx = w.handle(at(T0), Event::MasterDisconnected { address: M2.into() });
     assert!(registrations(&fx).is_empty() && retry_timer(&fx).is_none());
     // Retries also go to M2 only.
-    let fx = w.handle(T0 + delay, Event::RegistrationRetryTick { generation });
+    let fx = w.handle(at(T0 + delay), Event::RegistrationRetryTick { generation });
     assert_eq!(registrations(&fx), [(M2.to_owned(), Some(1))]);
     // No heartbeats while disconnected, but the timer keeps running.
     assert_eq!(
-        w.handle(T0, Event::HeartbeatTick),
+        w.handle(at(T0), Event::HeartbeatTick),
         [Effect::ScheduleHeartbeat { delay_ms: 15_000 }]
     );
     // The master answers: registered again, heartbeats resume.
-    w.handle(T0, registered_event(M2));
-    assert_eq!(heartbeats(&w.handle(T0, Event::HeartbeatTick)), [M2]);
+    w.handle(at(T0), registered_event(M2));
+    assert_eq!(heartbeats(&w.handle(at(T0), Event::HeartbeatTick)), [M2]);
 }
 
 #[test]
 fn reconnect_request_reregisters_with_the_known_master_only() {
     let mut w = registered(config());
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::ReconnectWorker {
             master_url: M1.into(),
         },
@@ -424,7 +430,7 @@ fn a_master_at_a_changed_address_is_reached_where_configured_if_preferred() {
         c.prefer_configured_master_address = prefer;
         let (mut w, _) = started(c);
         w.handle(
-            T0,
+            at(T0),
             Event::Registered {
                 master_url: advertised.into(),
                 master_web_ui_url: M1_UI.into(),
@@ -433,7 +439,7 @@ fn a_master_at_a_changed_address_is_reached_where_configured_if_preferred() {
             },
         );
         // A drop of either address counts.
-        let fx = w.handle(T0, Event::MasterDisconnected { address: M1.into() });
+        let fx = w.handle(at(T0), Event::MasterDisconnected { address: M1.into() });
         let expected = if prefer {
             (M1.to_owned(), Some(0))
         } else {
@@ -451,14 +457,14 @@ fn master_changed_switches_master_and_replies_with_what_runs() {
     launch(&mut w, &a, 1, 1, 1024);
     start_exec(&mut w, &a, 1);
     w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: driver(0),
             desc: driver_desc(1, 256, false),
         },
     );
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::MasterChanged {
             master_url: M2.into(),
             master_web_ui_url: "http://m2:8080".into(),
@@ -495,20 +501,20 @@ fn master_changed_switches_master_and_replies_with_what_runs() {
         Some("http://m2:8080")
     );
     // The old master is now stale; the new one is obeyed.
-    let fx = w.handle(T0, launch_from(M1, &a, 2, 1, 1));
+    let fx = w.handle(at(T0), launch_from(M1, &a, 2, 1, 1));
     assert_eq!(starts(&fx), 0);
     assert!(has_warning(&fx, "Invalid Master (flint://m1:7077)"));
-    assert_eq!(starts(&w.handle(T0, launch_from(M2, &a, 2, 1, 1))), 1);
-    assert_eq!(heartbeats(&w.handle(T0, Event::HeartbeatTick)), [M2]);
+    assert_eq!(starts(&w.handle(at(T0), launch_from(M2, &a, 2, 1, 1))), 1);
+    assert_eq!(heartbeats(&w.handle(at(T0), Event::HeartbeatTick)), [M2]);
 }
 
 #[test]
 fn master_changed_during_reregistration_cancels_the_retries() {
     let mut w = registered(config());
-    let fx = w.handle(T0, Event::MasterDisconnected { address: M1.into() });
+    let fx = w.handle(at(T0), Event::MasterDisconnected { address: M1.into() });
     let (_, generation) = retry_timer(&fx).unwrap();
     w.handle(
-        T0,
+        at(T0),
         Event::MasterChanged {
             master_url: M2.into(),
             master_web_ui_url: "http://m2:8080".into(),
@@ -516,7 +522,7 @@ fn master_changed_during_reregistration_cancels_the_retries() {
     );
     assert!(w.is_connected());
     assert!(w
-        .handle(T0 + 10_000, Event::RegistrationRetryTick { generation })
+        .handle(at(T0 + 10_000), Event::RegistrationRetryTick { generation })
         .is_empty());
 }
 
@@ -525,9 +531,9 @@ fn master_changed_during_reregistration_cancels_the_retries() {
 #[test]
 fn heartbeats_go_out_only_when_registered_and_connected() {
     let (mut w, _) = started(config());
-    assert!(w.handle(T0, Event::HeartbeatTick).is_empty());
-    w.handle(T0, registered_event(M1));
-    let fx = w.handle(T0 + 15_000, Event::HeartbeatTick);
+    assert!(w.handle(at(T0), Event::HeartbeatTick).is_empty());
+    w.handle(at(T0), registered_event(M1));
+    let fx = w.handle(at(T0 + 15_000), Event::HeartbeatTick);
     assert_eq!(
         fx,
         [
@@ -540,7 +546,7 @@ fn heartbeats_go_out_only_when_registered_and_connected() {
     let mut c = config().with_worker_timeout_ms(2_000);
     c.cleanup_enabled = false;
     let (mut w, _) = started(c);
-    let fx = w.handle(T0, registered_event(M1));
+    let fx = w.handle(at(T0), registered_event(M1));
     assert!(fx.contains(&Effect::ScheduleHeartbeat { delay_ms: 500 }));
 }
 
@@ -617,7 +623,7 @@ fn resources_are_never_overcommitted() {
     assert_eq!((w.cores_used(), w.memory_used_mb()), (4, 4096));
     // Drivers count against the same totals.
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: driver(0),
             desc: driver_desc(1, 1, false),
@@ -656,7 +662,7 @@ fn kill_path_kills_once_and_reports_killed() {
         app_id: a.clone(),
         exec_id: ExecutorId(0),
     };
-    let fx = w.handle(T0, kill.clone());
+    let fx = w.handle(at(T0), kill.clone());
     assert!(fx.contains(&Effect::KillProcess {
         child: ChildId::Executor {
             app_id: a.clone(),
@@ -665,7 +671,7 @@ fn kill_path_kills_once_and_reports_killed() {
         grace_ms: 10_000,
     }));
     assert!(!w
-        .handle(T0, kill)
+        .handle(at(T0), kill)
         .iter()
         .any(|e| matches!(e, Effect::KillProcess { .. })));
     let fx = exited(
@@ -683,7 +689,7 @@ fn kill_path_kills_once_and_reports_killed() {
     assert_eq!(w.cores_used(), 0);
     // Unknown executors: only a log line.
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::KillExecutor {
             master_url: M1.into(),
             app_id: a,
@@ -699,7 +705,7 @@ fn an_executor_killed_while_launching_is_not_reported_running() {
     let a = app(0);
     launch(&mut w, &a, 0, 1, 100);
     w.handle(
-        T0,
+        at(T0),
         Event::KillExecutor {
             master_url: M1.into(),
             app_id: a.clone(),
@@ -717,7 +723,7 @@ fn a_failed_launch_is_reported_failed_and_frees_resources() {
     let a = app(0);
     launch(&mut w, &a, 0, 3, 100);
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::ExecutorLaunchFailed {
             app_id: a.clone(),
             exec_id: ExecutorId(0),
@@ -735,18 +741,18 @@ fn launches_and_kills_from_a_stale_or_unknown_master_are_ignored() {
     let (mut w, _) = started(config());
     let a = app(0);
     // No master yet.
-    let fx = w.handle(T0, launch_from(M1, &a, 0, 1, 1));
+    let fx = w.handle(at(T0), launch_from(M1, &a, 0, 1, 1));
     assert_eq!(starts(&fx), 0);
     assert!(has_warning(&fx, "Invalid Master"));
-    w.handle(T0, registered_event(M1));
-    let fx = w.handle(T0, launch_from(M2, &a, 0, 1, 1));
+    w.handle(at(T0), registered_event(M1));
+    let fx = w.handle(at(T0), launch_from(M2, &a, 0, 1, 1));
     assert_eq!(starts(&fx), 0);
     assert!(reports(&fx).is_empty());
     assert!(has_warning(&fx, "Invalid Master (flint://m2:7077)"));
     assert_eq!(w.cores_used(), 0);
     launch(&mut w, &a, 0, 1, 1);
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::KillExecutor {
             master_url: M2.into(),
             app_id: a,
@@ -765,7 +771,7 @@ fn failed_reports_are_retried_then_the_worker_exits() {
     let report = reports(&start_exec(&mut w, &a, 0))[0].1.clone();
     // A timeout is retried at once, another failure after the ask timeout.
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::ExecutorStateSyncFailed {
             report: report.clone(),
             timed_out: true,
@@ -773,7 +779,7 @@ fn failed_reports_are_retried_then_the_worker_exits() {
     );
     assert_eq!(reports(&fx), [(M1.to_owned(), report.clone())]);
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::ExecutorStateSyncFailed {
             report: report.clone(),
             timed_out: false,
@@ -784,7 +790,7 @@ fn failed_reports_are_retried_then_the_worker_exits() {
         report: report.clone()
     }));
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::RetryExecutorState {
             report: report.clone(),
         },
@@ -792,7 +798,7 @@ fn failed_reports_are_retried_then_the_worker_exits() {
     assert_eq!(reports(&fx).len(), 1);
     // A success resets the count.
     w.handle(
-        T0,
+        at(T0),
         Event::ExecutorStateSynced {
             app_id: a.clone(),
             exec_id: ExecutorId(0),
@@ -800,7 +806,7 @@ fn failed_reports_are_retried_then_the_worker_exits() {
     );
     for _ in 0..4 {
         let fx = w.handle(
-            T0,
+            at(T0),
             Event::ExecutorStateSyncFailed {
                 report: report.clone(),
                 timed_out: true,
@@ -809,7 +815,7 @@ fn failed_reports_are_retried_then_the_worker_exits() {
         assert!(exit_of(&fx).is_none());
     }
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::ExecutorStateSyncFailed {
             report,
             timed_out: true,
@@ -832,15 +838,16 @@ fn application_dirs_are_cleaned_once_its_last_executor_is_gone() {
         fx.iter()
             .any(|e| matches!(e, Effect::CleanupAppDirs { app_id } if *app_id == a))
     };
-    assert!(!cleanup(
-        &w.handle(T0, Event::ApplicationFinished { app_id: a.clone() })
-    ));
+    assert!(!cleanup(&w.handle(
+        at(T0),
+        Event::ApplicationFinished { app_id: a.clone() }
+    )));
     assert!(!cleanup(&exited(&mut w, &a, 0, ExitStatus::Exited(0))));
     assert!(cleanup(&exited(&mut w, &a, 1, ExitStatus::Exited(0))));
     // An application with nothing here is cleaned at once.
     let b = app(1);
     assert!(w
-        .handle(T0, Event::ApplicationFinished { app_id: b.clone() })
+        .handle(at(T0), Event::ApplicationFinished { app_id: b.clone() })
         .contains(&Effect::CleanupAppDirs { app_id: b }));
 }
 
@@ -851,13 +858,13 @@ fn work_dir_cleanup_keeps_what_runs_and_rearms() {
     launch(&mut w, &a, 0, 1, 1);
     launch(&mut w, &a, 1, 1, 1);
     w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: driver(3),
             desc: driver_desc(1, 1, false),
         },
     );
-    let fx = w.handle(T0, Event::CleanupTick);
+    let fx = w.handle(at(T0), Event::CleanupTick);
     assert_eq!(
         fx,
         [
@@ -912,7 +919,7 @@ fn drivers_run_and_report_their_final_state() {
     let mut w = registered(config());
     let d = driver(0);
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: d.clone(),
             desc: driver_desc(1, 1024, false),
@@ -923,14 +930,14 @@ fn drivers_run_and_report_their_final_state() {
         .any(|e| matches!(e, Effect::StartDriver { driver_id, .. } if *driver_id == d)));
     assert_eq!((w.cores_used(), w.memory_used_mb()), (1, 1024));
     w.handle(
-        T0,
+        at(T0),
         Event::DriverStarted {
             driver_id: d.clone(),
         },
     );
     assert_eq!(w.status().drivers[0].state, DriverState::Running);
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::DriverExited {
             driver_id: d.clone(),
             status: ExitStatus::Exited(0),
@@ -943,14 +950,14 @@ fn drivers_run_and_report_their_final_state() {
     // Non-zero without supervision: FAILED; a launch error: ERROR.
     let d1 = driver(1);
     w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: d1.clone(),
             desc: driver_desc(1, 1, false),
         },
     );
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::DriverExited {
             driver_id: d1.clone(),
             status: ExitStatus::Exited(3),
@@ -959,14 +966,14 @@ fn drivers_run_and_report_their_final_state() {
     assert_eq!(driver_reports(&fx), [(d1, DriverState::Failed)]);
     let d2 = driver(2);
     w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: d2.clone(),
             desc: driver_desc(1, 1, false),
         },
     );
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::DriverLaunchFailed {
             driver_id: d2.clone(),
             message: "cannot fetch binary".into(),
@@ -984,7 +991,7 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
     let mut w = registered(config());
     let d = driver(0);
     w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: d.clone(),
             desc: driver_desc(2, 100, true),
@@ -994,14 +1001,14 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
     let mut delays = Vec::new();
     for run_ms in [100, 100, 100, 6_000, 100] {
         w.handle(
-            now,
+            at(now),
             Event::DriverStarted {
                 driver_id: d.clone(),
             },
         );
         now += run_ms;
         let fx = w.handle(
-            now,
+            at(now),
             Event::DriverExited {
                 driver_id: d.clone(),
                 status: ExitStatus::Exited(1),
@@ -1012,7 +1019,7 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
         delays.push(delay);
         now += delay;
         let fx = w.handle(
-            now,
+            at(now),
             Event::DriverRelaunchTick {
                 driver_id: d.clone(),
             },
@@ -1023,7 +1030,7 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
     assert_eq!(w.cores_used(), 2, "resources stay held between runs");
     // Killed while waiting to be relaunched: KILLED at once.
     let fx = w.handle(
-        now,
+        at(now),
         Event::DriverExited {
             driver_id: d.clone(),
             status: ExitStatus::Exited(1),
@@ -1031,7 +1038,7 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
     );
     assert!(relaunch_delay(&fx).is_some());
     let fx = w.handle(
-        now,
+        at(now),
         Event::KillDriver {
             driver_id: d.clone(),
         },
@@ -1039,7 +1046,7 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
     assert_eq!(driver_reports(&fx), [(d.clone(), DriverState::Killed)]);
     assert!(!fx.iter().any(|e| matches!(e, Effect::KillProcess { .. })));
     assert!(w
-        .handle(now + 10_000, Event::DriverRelaunchTick { driver_id: d })
+        .handle(at(now + 10_000), Event::DriverRelaunchTick { driver_id: d })
         .is_empty());
     assert_eq!(w.cores_used(), 0);
 }
@@ -1049,14 +1056,14 @@ fn killing_a_running_driver_reports_killed() {
     let mut w = registered(config());
     let d = driver(0);
     w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: d.clone(),
             desc: driver_desc(1, 1, true),
         },
     );
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::KillDriver {
             driver_id: d.clone(),
         },
@@ -1068,7 +1075,7 @@ fn killing_a_running_driver_reports_killed() {
         grace_ms: 10_000,
     }));
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::DriverExited {
             driver_id: d.clone(),
             status: ExitStatus::Signaled {
@@ -1088,7 +1095,7 @@ fn killing_a_running_driver_reports_killed() {
 fn decommission_refuses_launches_and_tells_the_master_when_signalled() {
     let mut w = registered(config());
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::Decommission {
             trigger: DecommissionTrigger::Signal,
         },
@@ -1100,7 +1107,7 @@ fn decommission_refuses_launches_and_tells_the_master_when_signalled() {
     c.decommission_enabled = true;
     let mut w = registered(c.clone());
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::Decommission {
             trigger: DecommissionTrigger::Signal,
         },
@@ -1115,7 +1122,7 @@ fn decommission_refuses_launches_and_tells_the_master_when_signalled() {
     assert_eq!(starts(&fx), 0);
     assert!(has_warning(&fx, "while decommissioned"));
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: driver(0),
             desc: driver_desc(1, 1, false),
@@ -1127,7 +1134,7 @@ fn decommission_refuses_launches_and_tells_the_master_when_signalled() {
     // From the master: it already knows, nothing is sent.
     let mut w = registered(c);
     let fx = w.handle(
-        T0,
+        at(T0),
         Event::Decommission {
             trigger: DecommissionTrigger::Master,
         },
@@ -1146,14 +1153,14 @@ fn shutdown_kills_every_child_then_exits() {
     launch(&mut w, &a, 1, 1, 1);
     start_exec(&mut w, &a, 1);
     w.handle(
-        T0,
+        at(T0),
         Event::LaunchDriver {
             driver_id: driver(0),
             desc: driver_desc(1, 1, false),
         },
     );
     let fx: Vec<Effect> = w
-        .handle(T0, Event::Shutdown)
+        .handle(at(T0), Event::Shutdown)
         .into_iter()
         .filter(|e| !matches!(e, Effect::Log { .. }))
         .collect();
@@ -1189,7 +1196,7 @@ fn shutdown_kills_every_child_then_exits() {
     assert!(w.is_stopped());
     assert_eq!(w.status().state, WorkerState::Dead);
     // Nothing more happens: no heartbeats, no reports.
-    assert!(w.handle(T0, Event::HeartbeatTick).is_empty());
+    assert!(w.handle(at(T0), Event::HeartbeatTick).is_empty());
     assert!(exited(&mut w, &a, 0, ExitStatus::Exited(0)).is_empty());
 }
 
@@ -1349,7 +1356,7 @@ proptest! {
                 Op::Decommission => Event::Decommission { trigger: DecommissionTrigger::Signal },
             };
             let before = w.status();
-            let fx = w.handle(now, event);
+            let fx = w.handle(at(now), event);
             if let Some(t) = retry_timer(&fx) {
                 generation = t.1;
             }
@@ -1397,11 +1404,248 @@ proptest! {
         // Shutting down kills every child that is left.
         if !w.is_stopped() {
             let live = w.status().executors.len();
-            let fx = w.handle(now, Event::Shutdown);
+            let fx = w.handle(at(now), Event::Shutdown);
             let kills = fx.iter().filter(|e| matches!(e, Effect::KillProcess { child: ChildId::Executor { .. }, .. })).count();
             prop_assert_eq!(kills, live);
             let exits_cleanly = matches!(fx.last(), Some(Effect::Exit { code: 0, .. }));
             prop_assert!(exits_cleanly);
         }
     }
+}
+
+// ----- time: deadlines are monotonic -----
+
+/// A supervised driver that fails after runs of `runs_ms` (monotonic);
+/// `wall(mono)` gives the wall clock. Returns the relaunch delays.
+fn driver_backoffs(runs_ms: &[u64], wall: impl Fn(u64) -> u64) -> Vec<u64> {
+    let mut w = registered(config());
+    let d = driver(0);
+    let now = |mono: u64| Now::new(mono, wall(mono));
+    w.handle(
+        now(T0),
+        Event::LaunchDriver {
+            driver_id: d.clone(),
+            desc: driver_desc(1, 100, true),
+        },
+    );
+    let mut mono = T0;
+    let mut delays = Vec::new();
+    for run_ms in runs_ms {
+        w.handle(
+            now(mono),
+            Event::DriverStarted {
+                driver_id: d.clone(),
+            },
+        );
+        mono += run_ms;
+        let fx = w.handle(
+            now(mono),
+            Event::DriverExited {
+                driver_id: d.clone(),
+                status: ExitStatus::Exited(1),
+            },
+        );
+        let delay = relaunch_delay(&fx).unwrap();
+        delays.push(delay);
+        mono += delay;
+        w.handle(
+            now(mono),
+            Event::DriverRelaunchTick {
+                driver_id: d.clone(),
+            },
+        );
+    }
+    delays
+}
+
+#[test]
+fn wall_clock_jumps_do_not_change_a_supervised_drivers_back_off() {
+    // Short runs double the back-off; a run over 5 s resets it.
+    let runs = [100, 100, 6_000, 100, 100];
+    let baseline = driver_backoffs(&runs, |mono| mono);
+    assert_eq!(baseline, [1000, 2000, 1000, 2000, 4000]);
+    const TWO_HOURS: u64 = 2 * 3600 * 1000;
+    // The wall clock jumps by two hours, either way, during the long run
+    // (T0 + 3.2 s to T0 + 9.2 s) or during the short one after it (T0 +
+    // 10.2 s to T0 + 10.3 s).
+    for jump_at in [T0 + 5_000, T0 + 10_250] {
+        let forward = driver_backoffs(&runs, |mono| {
+            if mono >= jump_at {
+                mono + TWO_HOURS
+            } else {
+                mono
+            }
+        });
+        assert_eq!(forward, baseline, "wall clock +2 h at {jump_at}");
+        let back = driver_backoffs(&runs, |mono| {
+            if mono >= jump_at {
+                mono - TWO_HOURS
+            } else {
+                mono
+            }
+        });
+        assert_eq!(back, baseline, "wall clock -2 h at {jump_at}");
+    }
+}
+
+// ----- masters refusing this worker's credentials -----
+
+const REFUSED: &str = "handshake with flint://m1:7077 failed: refused by peer: authentication \
+                       failed (wrong secret?)";
+const NO_SECRET: &str = "handshake with flint://m2:7077 failed: the peer requires \
+                         authentication; set auth.secret (or auth.secret_file, \
+                         FLINT_AUTH_SECRET) to the cluster secret";
+
+fn errors(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Log {
+                level: LogLevel::Error,
+                message,
+            } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refused(master: &str, detail: &str) -> Event {
+    Event::MasterRefusedAuth {
+        master_url: master.into(),
+        refusal: AuthRefusal::classify(detail).expect("an auth refusal"),
+        detail: detail.into(),
+    }
+}
+
+#[test]
+fn rpc_reasons_are_classified_as_auth_refusals_or_not() {
+    assert_eq!(
+        AuthRefusal::classify(REFUSED),
+        Some(AuthRefusal::WrongSecret)
+    );
+    assert_eq!(
+        AuthRefusal::classify(
+            "handshake with flint://m:1 failed: authentication failed: the peer's proof does \
+             not match (wrong secret)"
+        ),
+        Some(AuthRefusal::WrongSecret)
+    );
+    assert_eq!(
+        AuthRefusal::classify(NO_SECRET),
+        Some(AuthRefusal::NoSecret)
+    );
+    assert_eq!(
+        AuthRefusal::classify(
+            "handshake with flint://m:1 failed: refused by peer: authentication required: this \
+             node has auth.secret set and the peer has none"
+        ),
+        Some(AuthRefusal::NoSecret)
+    );
+    assert_eq!(
+        AuthRefusal::classify(
+            "handshake with flint://m:1 failed: the peer does not authenticate, but auth.secret \
+             is set here; refusing an unauthenticated connection"
+        ),
+        Some(AuthRefusal::MasterUnauthenticated)
+    );
+    for other in [
+        "cannot connect to flint://m:1: Connection refused (os error 111)",
+        "connecting to flint://m:1 took over 5s; this timeout is controlled by rpc.connect_timeout",
+        "handshake with flint://m:1 failed: protocol version mismatch: peer speaks v2, this \
+         node speaks v1",
+    ] {
+        assert_eq!(AuthRefusal::classify(other), None, "{other}");
+    }
+}
+
+#[test]
+fn a_refused_secret_is_logged_clearly_once_per_master_rate_limited() {
+    let (mut w, _) = started(config());
+    let fx = w.handle(at(T0 + 10), refused(M1, REFUSED));
+    let e = errors(&fx);
+    assert_eq!(e.len(), 1, "{fx:?}");
+    assert!(
+        e[0].starts_with("master flint://m1:7077 refused this worker's secret: "),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].contains(REFUSED), "{}", e[0]);
+    assert!(
+        e[0].contains("copy the master's secret file (~/.flint/secret by default) here")
+            && e[0].contains("auth.secret_file / FLINT_AUTH_SECRET_FILE"),
+        "{}",
+        e[0]
+    );
+    // Every retry fails the same way: quiet until the interval passed (on
+    // the monotonic clock, whatever the wall clock does).
+    for k in 1..30 {
+        let mono = T0 + 10 + k * 10_000;
+        let fx = w.handle(Now::new(mono, mono + 7_200_000), refused(M1, REFUSED));
+        assert!(errors(&fx).is_empty(), "logged again after {k} retries");
+    }
+    let fx = w.handle(
+        Now::new(T0 + 10 + AUTH_REFUSAL_LOG_INTERVAL_MS, 0),
+        refused(M1, REFUSED),
+    );
+    assert_eq!(errors(&fx).len(), 1, "not logged again after the interval");
+    // Another master is logged on its own; so is a different refusal.
+    let fx = w.handle(at(T0 + 20), refused(M2, NO_SECRET));
+    let e = errors(&fx);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("master flint://m2:7077 requires a secret and this worker has none"),
+        "{}",
+        e[0]
+    );
+    // A peer that is not one of this worker's masters is not a master.
+    let fx = w.handle(at(T0 + 30), refused("flint://elsewhere:1", REFUSED));
+    assert!(fx.is_empty(), "{fx:?}");
+}
+
+#[test]
+fn giving_up_after_refused_secrets_says_so_instead_of_unresponsive_masters() {
+    let mut c = config();
+    c.max_registration_retries = 2;
+    let (mut w, fx) = started(c);
+    let (mut delay, mut generation) = retry_timer(&fx).unwrap();
+    let mut now = T0;
+    let reason = loop {
+        w.handle(at(now + 1), refused(M1, REFUSED));
+        now += delay;
+        let fx = w.handle(at(now), Event::RegistrationRetryTick { generation });
+        if let Some((code, reason)) = exit_of(&fx) {
+            assert_eq!(code, 1);
+            break reason;
+        }
+        (delay, generation) = retry_timer(&fx).unwrap();
+    };
+    assert!(!reason.contains("unresponsive"), "{reason}");
+    assert!(
+        reason.contains("master flint://m1:7077 refused this worker's secret")
+            && reason.contains("~/.flint/secret")
+            && reason.contains("worker.max_registration_retries"),
+        "{reason}"
+    );
+    // M2 never answered and never refused: named as silent.
+    assert!(
+        reason.ends_with("; no answer from flint://m2:7077"),
+        "{reason}"
+    );
+
+    // Without refusals the message is Spark's.
+    let mut c = config();
+    c.max_registration_retries = 2;
+    let (_, (_, _, reason)) = run_retry_schedule(c);
+    assert!(
+        reason.starts_with("All masters are unresponsive!"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_successful_registration_forgets_earlier_refusals() {
+    let (mut w, _) = started(config());
+    assert_eq!(errors(&w.handle(at(T0 + 1), refused(M1, REFUSED))).len(), 1);
+    w.handle(at(T0 + 2), registered_event(M1));
+    // Refused again later (the master changed its secret): logged at once.
+    assert_eq!(errors(&w.handle(at(T0 + 3), refused(M1, REFUSED))).len(), 1);
 }

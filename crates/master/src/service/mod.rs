@@ -3,10 +3,16 @@
 //!
 //! [`start`] binds the RPC environment (port 7077 by default) and the web UI
 //! (8080), registers the `"Master"` endpoint, elects itself leader (no HA
-//! yet: empty stored state) and runs the worker-timeout timer. Incoming
+//! yet: empty stored state) and runs the worker-timeout timer (every
+//! [`timeout_check_interval`]). Incoming
 //! [`MasterMsg`](flint_proto::messages::MasterMsg)s, timer ticks and dropped
 //! connections become state-machine events; the effects become messages to
 //! workers and application clients, replies, timers and log lines.
+//!
+//! Every event is stamped by one clock: monotonic time since
+//! the master started (tokio's clock, which never jumps and which tests can
+//! pause) for every deadline, and the wall clock for ids and displayed times
+//! only.
 //!
 //! Every task the master spawns selects on one cancellation token and is
 //! tracked; [`MasterHandle::shutdown`] cancels it and [`MasterHandle::wait`]
@@ -21,6 +27,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use flint_conf::Conf;
 use flint_proto::messages::MASTER_ENDPOINT;
 use flint_proto::status::MasterStatusJson;
@@ -32,7 +40,7 @@ use tracing::Instrument;
 
 use self::endpoint::MasterEndpoint;
 use self::shell::{Origin, Shared};
-use crate::state::{Event, MasterState};
+use crate::state::{Event, MasterConfig, MasterState, Now};
 
 pub use self::http::STATUS_PATH;
 
@@ -41,13 +49,59 @@ pub const DEFAULT_PORT: u16 = 7077;
 /// Spark's default master web UI port.
 pub const DEFAULT_WEBUI_PORT: u16 = 8080;
 
-/// The master's one clock: epoch milliseconds. Every `now_ms` the state
-/// machine sees comes from here.
-pub fn now_ms() -> u64 {
+/// The wall clock, epoch milliseconds: for ids and displayed times only,
+/// never for a deadline (it can jump).
+pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map(millis)
         .unwrap_or(0)
+}
+
+/// How often the master checks for silent workers: the
+/// [`timeout_check_interval_ms`](MasterConfig::timeout_check_interval_ms)
+/// of its config (`worker.timeout / 4`), the period of its tick timer.
+pub fn timeout_check_interval(config: &MasterConfig) -> Duration {
+    Duration::from_millis(config.timeout_check_interval_ms)
+}
+
+/// The master's clocks. Every [`Now`] the state machine sees comes from
+/// here: monotonic milliseconds since the clock was made, from tokio's
+/// clock (so `tokio::time::pause` in a test stops it), and [`wall_ms`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    /// A clock whose monotonic time starts at 0 now.
+    pub(crate) fn new() -> Self {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+
+    /// The current time on both clocks.
+    pub(crate) fn now(&self) -> Now {
+        Now::new(millis(self.origin.elapsed()), wall_ms())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The WARN a daemon logs at start-up when RPC authentication is off.
+pub fn auth_disabled_warning(address: &RpcAddress) -> String {
+    format!(
+        "RPC authentication is disabled (auth.enabled = false): anyone who can reach {address} \
+         can run code on this cluster"
+    )
+}
+
+/// Whether RPC authentication is on: a shared secret or TLS.
+fn auth_enabled(conf: &RpcConf) -> bool {
+    conf.secret.is_some() || conf.tls.is_some()
 }
 
 /// How to start a master.
@@ -187,6 +241,7 @@ pub async fn start(opts: MasterOptions) -> Result<MasterHandle, MasterError> {
     let config = settings::master_config(&opts.conf)?;
     let ui_host = settings::ui_host(&opts.conf);
     let rpc_conf = RpcConf::from_conf(&opts.conf)?;
+    let auth = auth_enabled(&rpc_conf);
 
     let env = RpcEnv::server(rpc_conf, &opts.host, opts.port)
         .await
@@ -239,10 +294,17 @@ pub async fn start(opts: MasterOptions) -> Result<MasterHandle, MasterError> {
     };
     let webui_url = format!("http://{}", host_port(&advertised, webui_address.port()));
 
-    let tick_every = Duration::from_millis(config.timeout_check_interval_ms);
+    let tick_every = timeout_check_interval(&config);
     let token = CancellationToken::new();
     let state = MasterState::new(address.to_string(), config);
-    let shared = Shared::new(state, address.clone(), webui_url.clone(), token.clone());
+    let shared = Shared::new(
+        state,
+        address.clone(),
+        webui_url.clone(),
+        token.clone(),
+        Clock::new(),
+        auth,
+    );
     // No HA yet: this master is the leader, with nothing stored.
     shared.handle(
         Event::ElectedLeader {
@@ -289,6 +351,9 @@ pub async fn start(opts: MasterOptions) -> Result<MasterHandle, MasterError> {
 
     span.in_scope(|| {
         tracing::info!("flint master listening on {address}");
+        if !auth {
+            tracing::warn!("{}", auth_disabled_warning(&address));
+        }
         tracing::info!("master web UI at {webui_url}");
     });
     Ok(MasterHandle {

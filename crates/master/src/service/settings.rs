@@ -11,7 +11,8 @@ use crate::state::{ConfigError, MasterConfig, WorkerSelectionPolicy, DEFAULT_WOR
 
 /// `worker.timeout`: a worker silent this long is marked DEAD (Spark: 60 s;
 /// a bare number is seconds). Workers heartbeat every quarter of it and the
-/// master checks every timeout.
+/// master checks every quarter of it too (Spark: every timeout), so a silent
+/// worker is DEAD within 1.25 × the timeout.
 pub const WORKER_TIMEOUT: &str = "worker.timeout";
 /// `deploy.dead_worker_persistence`: a DEAD worker stays listed until
 /// `(this + 1) * worker.timeout` after its last heartbeat (Spark: 15).
@@ -196,7 +197,7 @@ mod tests {
             .set(UI_HOST, "0.0.0.0");
         let c = master_config(&conf).expect("valid");
         assert_eq!(c.worker_timeout_ms, 2000);
-        assert_eq!(c.timeout_check_interval_ms, 2000);
+        assert_eq!(c.timeout_check_interval_ms, 500);
         assert_eq!(c.heartbeat_interval_ms, 500);
         assert_eq!(c.dead_worker_persistence, 3);
         assert_eq!(c.recovery_timeout_ms, 5000);

@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::now_ms;
+use super::Clock;
 use crate::state::{Effect, Event, LogLevel, MasterState, Reply as StateReply};
 
 /// Where the event being handled came from, so registration answers reach
@@ -81,6 +81,10 @@ pub(crate) struct Shared {
     pub(crate) token: CancellationToken,
     /// Every task the master spawns.
     pub(crate) tracker: TaskTracker,
+    /// Stamps every event and status snapshot.
+    clock: Clock,
+    /// Whether RPC authentication is on (shown in the status).
+    auth: bool,
 }
 
 impl Shared {
@@ -89,6 +93,8 @@ impl Shared {
         own_address: RpcAddress,
         web_ui_url: String,
         token: CancellationToken,
+        clock: Clock,
+        auth: bool,
     ) -> Arc<Self> {
         Arc::new(Shared {
             core: Mutex::new(Core {
@@ -104,6 +110,8 @@ impl Shared {
             }),
             token,
             tracker: TaskTracker::new(),
+            clock,
+            auth,
         })
     }
 
@@ -121,7 +129,7 @@ impl Shared {
         mut reply: Option<Reply>,
     ) {
         let sweep = matches!(event, Event::Tick);
-        let effects = core.state.handle(now_ms(), event);
+        let effects = core.state.handle(self.clock.now(), event);
         let mut gone_workers = Vec::new();
         let mut gone_apps = Vec::new();
         for effect in effects {
@@ -142,7 +150,9 @@ impl Shared {
     /// The status document, as `GET /api/v1/status` and `RequestMasterState`
     /// serve it.
     pub(crate) fn status(&self) -> MasterStatusJson {
-        self.core.lock().state.status(now_ms())
+        let mut doc = self.core.lock().state.status(self.clock.now());
+        doc.auth = self.auth;
+        doc
     }
 
     /// A connection dropped: the worker or application registered over it

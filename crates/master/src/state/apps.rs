@@ -6,7 +6,7 @@ use flint_proto::{
 };
 
 use super::model::AppInfo;
-use super::{Effect, LogLevel, MasterState, Reply};
+use super::{Effect, LogLevel, MasterState, Now, Reply};
 
 impl MasterState {
     /// Registers an application (FIFO), persists it, replies
@@ -19,7 +19,7 @@ impl MasterState {
     /// immediately FAILED with the reason.
     pub(super) fn register_application(
         &mut self,
-        now_ms: u64,
+        now: Now,
         desc: ApplicationDescription,
         driver_address: String,
         out: &mut Vec<Effect>,
@@ -46,12 +46,12 @@ impl MasterState {
             return;
         }
         self.log_info(out, format!("Registering app {}", desc.name));
-        let app_id = self.new_app_id(now_ms);
+        let app_id = self.new_app_id(now.wall_ms);
         let invalid = desc.validate().err();
         let app = AppInfo::new(
             app_id.clone(),
             desc,
-            now_ms,
+            now.wall_ms,
             driver_address,
             self.config.default_cores,
         );
@@ -68,7 +68,7 @@ impl MasterState {
         if let Some(err) = invalid {
             let message = format!("FAILED: invalid application description: {err}");
             self.log_error(out, format!("Application {app_id}: {message}"));
-            self.remove_application(now_ms, &app_id, ApplicationState::Failed, message, out);
+            self.remove_application(now, &app_id, ApplicationState::Failed, message, out);
             return;
         }
         self.pending_schedule = true;
@@ -76,8 +76,8 @@ impl MasterState {
 
     /// A new app id: `app-<timestamp>-<counter>`, the counter wrapping at
     /// `app_number_modulo` when set.
-    fn new_app_id(&mut self, now_ms: u64) -> AppId {
-        let id = AppId::generate(now_ms, self.next_app_number);
+    fn new_app_id(&mut self, wall_ms: u64) -> AppId {
+        let id = AppId::generate(wall_ms, self.next_app_number);
         self.next_app_number = self.next_app_number.wrapping_add(1);
         if let Some(m) = self.config.app_number_modulo.filter(|m| *m > 0) {
             self.next_app_number %= m;
@@ -86,14 +86,9 @@ impl MasterState {
     }
 
     /// Unregister or driver disconnect: the app ends FINISHED.
-    pub(super) fn finish_application(
-        &mut self,
-        now_ms: u64,
-        app_id: &AppId,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(super) fn finish_application(&mut self, now: Now, app_id: &AppId, out: &mut Vec<Effect>) {
         self.remove_application(
-            now_ms,
+            now,
             app_id,
             ApplicationState::Finished,
             ApplicationState::Finished.to_string(),
@@ -101,25 +96,25 @@ impl MasterState {
         );
     }
 
-    pub(super) fn app_disconnected(&mut self, now_ms: u64, app_id: &AppId, out: &mut Vec<Effect>) {
+    pub(super) fn app_disconnected(&mut self, now: Now, app_id: &AppId, out: &mut Vec<Effect>) {
         if self.apps.contains_key(app_id) {
             self.log_info(
                 out,
                 format!("Driver of {app_id} got disassociated, removing it."),
             );
-            self.finish_application(now_ms, app_id, out);
+            self.finish_application(now, app_id, out);
         }
-        self.maybe_complete_recovery(now_ms, out);
+        self.maybe_complete_recovery(now, out);
     }
 
     /// An operator kills the app: it ends KILLED; replies whether it was
     /// active.
-    pub(super) fn kill_application(&mut self, now_ms: u64, app_id: &AppId, out: &mut Vec<Effect>) {
+    pub(super) fn kill_application(&mut self, now: Now, app_id: &AppId, out: &mut Vec<Effect>) {
         let found = self.apps.contains_key(app_id);
         if found {
             self.log_info(out, format!("Killing application {app_id} on request"));
             self.remove_application(
-                now_ms,
+                now,
                 app_id,
                 ApplicationState::Killed,
                 ApplicationState::Killed.to_string(),
@@ -137,7 +132,7 @@ impl MasterState {
     /// tells every worker the app is gone.
     pub(super) fn remove_application(
         &mut self,
-        now_ms: u64,
+        now: Now,
         app_id: &AppId,
         state: ApplicationState,
         message: String,
@@ -165,7 +160,7 @@ impl MasterState {
             exec.state = ExecutorState::Killed;
         }
         app.state = state;
-        app.end_ms = Some(now_ms);
+        app.end_ms = Some(now.wall_ms);
         app.waiting_reason = None;
         if state != ApplicationState::Finished {
             out.push(Effect::ApplicationRemoved {
@@ -273,7 +268,7 @@ impl MasterState {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn executor_state_changed(
         &mut self,
-        now_ms: u64,
+        now: Now,
         app_id: &AppId,
         exec_id: ExecutorId,
         state: ExecutorState,
@@ -310,9 +305,9 @@ impl MasterState {
                         format!("executor {app_id}/{exec_id} state transfer from {old} to RUNNING is unexpected"),
                     ));
                 }
-                exec.running_since_ms = Some(now_ms);
+                exec.running_since_mono_ms = Some(now.mono_ms);
             }
-            let was_stable = exec.is_stable(now_ms, self.config.executor_stable_ms);
+            let was_stable = exec.is_stable(now, self.config.executor_stable_ms);
             out.push(Effect::ExecutorUpdated {
                 app_id: app_id.clone(),
                 exec_id,
@@ -340,7 +335,7 @@ impl MasterState {
                     let max = self.config.max_executor_retries;
                     if max >= 0
                         && i64::from(app.retry_count) >= i64::from(max)
-                        && !app.has_stable_executor(now_ms, self.config.executor_stable_ms)
+                        && !app.has_stable_executor(now, self.config.executor_stable_ms)
                     {
                         fail_app = Some((app.desc.name.clone(), app.retry_count));
                     }
@@ -356,7 +351,7 @@ impl MasterState {
                 format!("Application {name} with ID {app_id} failed {retries} times; removing it"),
             );
             self.remove_application(
-                now_ms,
+                now,
                 app_id,
                 ApplicationState::Failed,
                 ApplicationState::Failed.to_string(),
@@ -370,10 +365,10 @@ impl MasterState {
     /// On every tick: an app with an executor that has stayed RUNNING for
     /// `executor_stable_ms` has proven its executors can run, so its failure
     /// count starts again from zero (Spark resets it on every RUNNING report).
-    pub(super) fn reset_retries_of_stable_apps(&mut self, now_ms: u64) {
+    pub(super) fn reset_retries_of_stable_apps(&mut self, now: Now) {
         let stable = self.config.executor_stable_ms;
         for app in self.apps.values_mut() {
-            if app.retry_count > 0 && app.has_stable_executor(now_ms, stable) {
+            if app.retry_count > 0 && app.has_stable_executor(now, stable) {
                 app.retry_count = 0;
             }
         }

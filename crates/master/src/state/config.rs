@@ -73,8 +73,11 @@ pub struct MasterConfig {
     /// `worker.timeout`: a worker silent for longer is marked DEAD
     /// (Spark: 60 s).
     pub worker_timeout_ms: u64,
-    /// How often the shell should send [`Event::Tick`](super::Event::Tick)
-    /// (Spark checks every `worker.timeout`).
+    /// How often the shell should send [`Event::Tick`](super::Event::Tick):
+    /// `worker.timeout / 4` (at least [`MIN_TIMEOUT_CHECK_INTERVAL_MS`]), so
+    /// a silent worker is declared DEAD within 1.25 × `worker.timeout` of
+    /// its last heartbeat. Spark checks every `worker.timeout`, which takes
+    /// up to twice the timeout.
     pub timeout_check_interval_ms: u64,
     /// How often workers are expected to heartbeat (Spark:
     /// `worker.timeout / 4`). The master does not use it; it is here so the
@@ -121,14 +124,32 @@ pub struct MasterConfig {
 /// Spark's `spark.worker.timeout` default, in ms.
 pub const DEFAULT_WORKER_TIMEOUT_MS: u64 = 60_000;
 
+/// The shortest timeout check interval: below it ticks would cost more than
+/// they are worth (only timeouts under 40 ms reach it).
+pub const MIN_TIMEOUT_CHECK_INTERVAL_MS: u64 = 10;
+
+/// The timeout check interval for a worker timeout: a quarter of it, at
+/// least [`MIN_TIMEOUT_CHECK_INTERVAL_MS`]. A worker whose last heartbeat
+/// was at `t` is seen silent by the first tick after `t + timeout`, which
+/// comes at most one interval later: by `t + 1.25 × timeout`.
+pub const fn timeout_check_interval_ms(worker_timeout_ms: u64) -> u64 {
+    let quarter = worker_timeout_ms / 4;
+    if quarter < MIN_TIMEOUT_CHECK_INTERVAL_MS {
+        MIN_TIMEOUT_CHECK_INTERVAL_MS
+    } else {
+        quarter
+    }
+}
+
 impl MasterConfig {
-    /// Spark's defaults with the given worker timeout; the timeout check
-    /// interval, the recovery timeout and the heartbeat interval follow it as
-    /// in Spark (`timeout`, `timeout`, `timeout / 4`).
+    /// Spark's defaults with the given worker timeout; the recovery timeout
+    /// and the heartbeat interval follow it as in Spark (`timeout`,
+    /// `timeout / 4`); the timeout check interval is
+    /// [`timeout_check_interval_ms`] (Spark: `timeout`).
     pub fn new(worker_timeout_ms: u64) -> Self {
         Self {
             worker_timeout_ms,
-            timeout_check_interval_ms: worker_timeout_ms,
+            timeout_check_interval_ms: timeout_check_interval_ms(worker_timeout_ms),
             heartbeat_interval_ms: worker_timeout_ms / 4,
             dead_worker_persistence: 15,
             recovery_timeout_ms: worker_timeout_ms,
@@ -190,6 +211,7 @@ mod tests {
         assert_eq!(c.worker_timeout_ms, 60_000);
         assert_eq!(c.heartbeat_interval_ms, 15_000);
         assert_eq!(c.recovery_timeout_ms, 60_000);
+        assert_eq!(c.timeout_check_interval_ms, 15_000);
         assert_eq!(c.dead_worker_retention_ms(), 16 * 60_000);
         assert_eq!(c.retained_applications, 200);
         assert_eq!(c.max_executor_retries, 10);

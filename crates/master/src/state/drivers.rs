@@ -3,13 +3,13 @@
 use flint_proto::{DriverDescription, DriverId, DriverState, MasterStatus};
 
 use super::model::DriverInfo;
-use super::{Effect, MasterState, Reply, BACKUP_MASTER_PREFIX};
+use super::{Effect, MasterState, Now, Reply, BACKUP_MASTER_PREFIX};
 
 impl MasterState {
     /// Queues a driver (ALIVE only), persists it and schedules.
     pub(super) fn submit_driver(
         &mut self,
-        now_ms: u64,
+        now: Now,
         desc: DriverDescription,
         out: &mut Vec<Effect>,
     ) {
@@ -33,7 +33,7 @@ impl MasterState {
             return;
         }
         self.log_info(out, format!("Driver submitted {}", desc.command.program));
-        let driver_id = self.enqueue_new_driver(now_ms, desc, out);
+        let driver_id = self.enqueue_new_driver(now, desc, out);
         out.push(Effect::Reply(Reply::SubmitDriver {
             success: true,
             message: format!("Driver successfully submitted as {driver_id}"),
@@ -43,13 +43,13 @@ impl MasterState {
 
     fn enqueue_new_driver(
         &mut self,
-        now_ms: u64,
+        now: Now,
         desc: DriverDescription,
         out: &mut Vec<Effect>,
     ) -> DriverId {
-        let driver_id = DriverId::generate(now_ms, self.next_driver_number);
+        let driver_id = DriverId::generate(now.wall_ms, self.next_driver_number);
         self.next_driver_number = self.next_driver_number.wrapping_add(1);
-        let driver = DriverInfo::new(driver_id.clone(), desc, now_ms);
+        let driver = DriverInfo::new(driver_id.clone(), desc, now.wall_ms);
         out.push(Effect::PersistDriver(driver.record()));
         self.drivers.insert(driver_id.clone(), driver);
         self.waiting_drivers.push(driver_id.clone());
@@ -236,7 +236,7 @@ impl MasterState {
     /// still be running behind a partition).
     pub(super) fn relaunch_driver(
         &mut self,
-        now_ms: u64,
+        now: Now,
         driver_id: &DriverId,
         out: &mut Vec<Effect>,
     ) {
@@ -244,7 +244,7 @@ impl MasterState {
             return;
         };
         self.remove_driver(driver_id, DriverState::Relaunching, None, out);
-        let new_id = self.enqueue_new_driver(now_ms, desc, out);
+        let new_id = self.enqueue_new_driver(now, desc, out);
         self.log_info(out, format!("Driver {driver_id} relaunched as {new_id}"));
     }
 

@@ -1,8 +1,10 @@
 //! The master as a pure state machine: [`MasterState::handle`] takes the
-//! current time and one [`Event`], updates the state and returns the
-//! [`Effect`]s to carry out. No sockets, no timers, no clock reads: the async
-//! shell turns network messages and timers into events and effects into
-//! messages, replies, persistence writes and log lines.
+//! current time ([`Now`]: monotonic and wall clock) and one [`Event`],
+//! updates the state and returns the [`Effect`]s to carry out. No sockets, no
+//! timers, no clock reads: the async shell turns network messages and timers
+//! into events and effects into messages, replies, persistence writes and log
+//! lines. Every timeout is measured on the monotonic clock; the wall clock
+//! only names things (app and driver ids) and dates them for display.
 //!
 //! The behaviour follows Spark's standalone `Master`:
 //!
@@ -28,17 +30,22 @@ mod model;
 mod recovery;
 mod schedule;
 mod status;
+mod time;
 mod workers;
 
 use std::collections::{BTreeMap, VecDeque};
 
 use flint_proto::{AppId, DriverId, MasterStatus, WorkerId};
 
-pub use config::{ConfigError, MasterConfig, WorkerSelectionPolicy, DEFAULT_WORKER_TIMEOUT_MS};
+pub use config::{
+    timeout_check_interval_ms, ConfigError, MasterConfig, WorkerSelectionPolicy,
+    DEFAULT_WORKER_TIMEOUT_MS, MIN_TIMEOUT_CHECK_INTERVAL_MS,
+};
 pub use events::{
     AppRecord, DriverRecord, Effect, Event, LogLevel, Reply, StoredState, WorkerRegistration,
 };
 pub use schedule::{assign_cores, AppDemand, FreeResources};
+pub use time::Now;
 
 use model::{AppInfo, DriverInfo, WorkerInfo};
 
@@ -141,18 +148,19 @@ impl MasterState {
         self.apps.contains_key(app_id)
     }
 
-    /// Handles one event at time `now_ms` (epoch ms) and returns the effects
-    /// to carry out, in order.
-    pub fn handle(&mut self, now_ms: u64, event: Event) -> Vec<Effect> {
+    /// Handles one event at time `now` and returns the effects to carry
+    /// out, in order. Deadlines use `now.mono_ms`; `now.wall_ms` only goes
+    /// into ids and displayed times.
+    pub fn handle(&mut self, now: Now, event: Event) -> Vec<Effect> {
         let mut out = Vec::new();
         match event {
-            Event::ElectedLeader { stored } => self.elected_leader(now_ms, stored, &mut out),
+            Event::ElectedLeader { stored } => self.elected_leader(now, stored, &mut out),
             Event::RevokedLeadership => out.push(Effect::Shutdown {
                 message: "Leadership has been revoked -- master shutting down.".into(),
             }),
-            Event::CompleteRecovery => self.complete_recovery(now_ms, &mut out),
-            Event::RegisterWorker(reg) => self.register_worker(now_ms, reg, &mut out),
-            Event::Heartbeat { worker_id } => self.heartbeat(now_ms, worker_id, &mut out),
+            Event::CompleteRecovery => self.complete_recovery(now, &mut out),
+            Event::RegisterWorker(reg) => self.register_worker(now, reg, &mut out),
+            Event::Heartbeat { worker_id } => self.heartbeat(now, worker_id, &mut out),
             Event::WorkerLatestState {
                 worker_id,
                 executors,
@@ -162,7 +170,7 @@ impl MasterState {
                 worker_id,
                 executors,
                 driver_ids,
-            } => self.worker_scheduler_state(now_ms, &worker_id, executors, driver_ids, &mut out),
+            } => self.worker_scheduler_state(now, &worker_id, executors, driver_ids, &mut out),
             Event::WorkerDecommissioning { worker_id } => {
                 self.worker_decommissioning(&worker_id, &mut out)
             }
@@ -170,11 +178,11 @@ impl MasterState {
                 self.decommission_workers_on_hosts(&hosts, &mut out)
             }
             Event::WorkerDisconnected { worker_id } => {
-                self.worker_disconnected(now_ms, &worker_id, &mut out)
+                self.worker_disconnected(now, &worker_id, &mut out)
             }
             Event::Tick => {
-                self.timeout_dead_workers(now_ms, &mut out);
-                self.reset_retries_of_stable_apps(now_ms);
+                self.timeout_dead_workers(now, &mut out);
+                self.reset_retries_of_stable_apps(now);
             }
             Event::ExecutorStateChanged {
                 app_id,
@@ -183,7 +191,7 @@ impl MasterState {
                 message,
                 exit_status,
             } => self.executor_state_changed(
-                now_ms,
+                now,
                 &app_id,
                 exec_id,
                 state,
@@ -194,26 +202,26 @@ impl MasterState {
             Event::RegisterApplication {
                 desc,
                 driver_address,
-            } => self.register_application(now_ms, desc, driver_address, &mut out),
+            } => self.register_application(now, desc, driver_address, &mut out),
             Event::UnregisterApplication { app_id } => {
                 self.log_info(
                     &mut out,
                     format!("Received unregister request from application {app_id}"),
                 );
-                self.finish_application(now_ms, &app_id, &mut out);
+                self.finish_application(now, &app_id, &mut out);
             }
-            Event::AppDisconnected { app_id } => self.app_disconnected(now_ms, &app_id, &mut out),
+            Event::AppDisconnected { app_id } => self.app_disconnected(now, &app_id, &mut out),
             Event::MasterChangeAcknowledged { app_id } => {
-                self.master_change_acknowledged(now_ms, &app_id, &mut out)
+                self.master_change_acknowledged(now, &app_id, &mut out)
             }
-            Event::KillApplication { app_id } => self.kill_application(now_ms, &app_id, &mut out),
+            Event::KillApplication { app_id } => self.kill_application(now, &app_id, &mut out),
             Event::RequestExecutors { app_id, total } => {
                 self.request_executors(&app_id, total, &mut out)
             }
             Event::KillExecutors { app_id, exec_ids } => {
                 self.kill_executors(&app_id, &exec_ids, &mut out)
             }
-            Event::SubmitDriver { desc } => self.submit_driver(now_ms, desc, &mut out),
+            Event::SubmitDriver { desc } => self.submit_driver(now, desc, &mut out),
             Event::KillDriver { driver_id } => self.kill_driver(driver_id, &mut out),
             Event::KillAllDrivers => self.kill_all_drivers(&mut out),
             Event::DriverStateChanged {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::Now;
 use flint_proto::{
     AppId, ApplicationDescription, ApplicationState, DriverDescription, DriverId, DriverState,
     ExecutorId, ExecutorState, WorkerId, WorkerState,
@@ -24,7 +25,10 @@ pub(super) struct WorkerInfo {
     pub memory_mb: u64,
     pub web_ui_url: String,
     pub state: WorkerState,
-    pub last_heartbeat_ms: u64,
+    /// When the master last heard from it (monotonic ms): what timeouts use.
+    pub last_heartbeat_mono_ms: u64,
+    /// The same moment on the wall clock (epoch ms), for display only.
+    pub last_heartbeat_wall_ms: u64,
     pub cores_used: u32,
     pub memory_used_mb: u64,
     /// Executors holding resources here, with what they hold.
@@ -34,7 +38,7 @@ pub(super) struct WorkerInfo {
 }
 
 impl WorkerInfo {
-    pub fn new(reg: &crate::state::WorkerRegistration, now_ms: u64) -> Self {
+    pub fn new(reg: &crate::state::WorkerRegistration, now: Now) -> Self {
         Self {
             id: reg.id.clone(),
             host: reg.host.clone(),
@@ -43,12 +47,19 @@ impl WorkerInfo {
             memory_mb: reg.memory_mb,
             web_ui_url: reg.web_ui_url.clone(),
             state: WorkerState::Alive,
-            last_heartbeat_ms: now_ms,
+            last_heartbeat_mono_ms: now.mono_ms,
+            last_heartbeat_wall_ms: now.wall_ms,
             cores_used: 0,
             memory_used_mb: 0,
             executors: BTreeMap::new(),
             drivers: BTreeMap::new(),
         }
+    }
+
+    /// Records that the master heard from the worker at `now`.
+    pub fn heard_from(&mut self, now: Now) {
+        self.last_heartbeat_mono_ms = now.mono_ms;
+        self.last_heartbeat_wall_ms = now.wall_ms;
     }
 
     pub fn address(&self) -> (String, u16) {
@@ -133,17 +144,17 @@ pub(super) struct ExecutorInfo {
     pub cores: u32,
     pub memory_mb: u64,
     pub state: ExecutorState,
-    /// When it reported RUNNING (master clock), if it has.
-    pub running_since_ms: Option<u64>,
+    /// When it reported RUNNING (monotonic ms), if it has.
+    pub running_since_mono_ms: Option<u64>,
 }
 
 impl ExecutorInfo {
     /// RUNNING for at least `stable_ms`: proof the app's executors can run.
-    pub fn is_stable(&self, now_ms: u64, stable_ms: u64) -> bool {
+    pub fn is_stable(&self, now: Now, stable_ms: u64) -> bool {
         self.state == ExecutorState::Running
             && self
-                .running_since_ms
-                .is_some_and(|t| now_ms.saturating_sub(t) >= stable_ms)
+                .running_since_mono_ms
+                .is_some_and(|t| now.mono_since(t) >= stable_ms)
     }
 }
 
@@ -156,9 +167,11 @@ const MAX_REMOVED_EXECUTORS: usize = 1000;
 pub(super) struct AppInfo {
     pub id: AppId,
     pub desc: ApplicationDescription,
+    /// Wall clock (epoch ms): for the id and display.
     pub submit_ms: u64,
     pub driver_address: String,
     pub state: ApplicationState,
+    /// Wall clock (epoch ms), for display.
     pub end_ms: Option<u64>,
     /// Executors counted against the app's cores.
     pub executors: BTreeMap<ExecutorId, ExecutorInfo>,
@@ -246,7 +259,7 @@ impl AppInfo {
             cores: res.cores,
             memory_mb: res.memory_mb,
             state,
-            running_since_ms: None,
+            running_since_mono_ms: None,
         };
         if let Some(old) = self.executors.insert(id, exec) {
             self.cores_granted = self.cores_granted.saturating_sub(old.cores);
@@ -268,10 +281,8 @@ impl AppInfo {
     }
 
     /// Whether some executor has been RUNNING for at least `stable_ms`.
-    pub fn has_stable_executor(&self, now_ms: u64, stable_ms: u64) -> bool {
-        self.executors
-            .values()
-            .any(|e| e.is_stable(now_ms, stable_ms))
+    pub fn has_stable_executor(&self, now: Now, stable_ms: u64) -> bool {
+        self.executors.values().any(|e| e.is_stable(now, stable_ms))
     }
 }
 

@@ -6,7 +6,7 @@ use flint_proto::{
 };
 
 use super::model::{AppInfo, DriverInfo, Resources, WorkerInfo};
-use super::{Effect, MasterState, StoredState};
+use super::{Effect, MasterState, Now, StoredState};
 
 impl MasterState {
     /// Spark's `ElectedLeader`: with nothing stored the master becomes ALIVE;
@@ -15,12 +15,7 @@ impl MasterState {
     /// (not queued), and asks for [`Event::CompleteRecovery`](super::Event::CompleteRecovery)
     /// after `recovery_timeout_ms` — or completes at once when there is no
     /// worker or app to wait for.
-    pub(super) fn elected_leader(
-        &mut self,
-        now_ms: u64,
-        stored: StoredState,
-        out: &mut Vec<Effect>,
-    ) {
+    pub(super) fn elected_leader(&mut self, now: Now, stored: StoredState, out: &mut Vec<Effect>) {
         if self.status != MasterStatus::Standby {
             self.log_warn(
                 out,
@@ -80,9 +75,9 @@ impl MasterState {
                 continue;
             }
             self.log_info(out, format!("Trying to recover worker: {}", reg.id));
-            let mut worker = WorkerInfo::new(&reg, now_ms);
+            let mut worker = WorkerInfo::new(&reg, now);
             worker.state = WorkerState::Unknown;
-            if self.add_worker(now_ms, worker, out) {
+            if self.add_worker(now, worker, out) {
                 out.push(Effect::MasterChangedToWorker { worker_id: reg.id });
             } else {
                 self.log_warn(
@@ -96,7 +91,7 @@ impl MasterState {
         }
 
         if self.can_complete_recovery() {
-            self.complete_recovery(now_ms, out);
+            self.complete_recovery(now, out);
         } else {
             out.push(Effect::ScheduleCompleteRecovery {
                 delay_ms: self.config.recovery_timeout_ms,
@@ -117,9 +112,9 @@ impl MasterState {
     }
 
     /// Completes recovery early when everything answered.
-    pub(super) fn maybe_complete_recovery(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+    pub(super) fn maybe_complete_recovery(&mut self, now: Now, out: &mut Vec<Effect>) {
         if self.status == MasterStatus::Recovering && self.can_complete_recovery() {
-            self.complete_recovery(now_ms, out);
+            self.complete_recovery(now, out);
         }
     }
 
@@ -127,7 +122,7 @@ impl MasterState {
     /// workers still UNKNOWN are removed, apps still UNKNOWN are finished,
     /// the rest become RUNNING, drivers no worker claimed are relaunched
     /// (supervised) or end in ERROR; then the master is ALIVE and schedules.
-    pub(super) fn complete_recovery(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+    pub(super) fn complete_recovery(&mut self, now: Now, out: &mut Vec<Effect>) {
         if self.status != MasterStatus::Recovering {
             return;
         }
@@ -140,7 +135,7 @@ impl MasterState {
             .map(|w| w.id.clone())
             .collect();
         for id in unknown_workers {
-            self.remove_worker(now_ms, &id, "Not responding for recovery", out);
+            self.remove_worker(now, &id, "Not responding for recovery", out);
         }
         let unknown_apps: Vec<AppId> = self
             .apps
@@ -149,7 +144,7 @@ impl MasterState {
             .map(|a| a.id.clone())
             .collect();
         for id in unknown_apps {
-            self.finish_application(now_ms, &id, out);
+            self.finish_application(now, &id, out);
         }
         for app in self.apps.values_mut() {
             if app.state == ApplicationState::Waiting {
@@ -169,7 +164,7 @@ impl MasterState {
             );
             if supervise {
                 self.log_warn(out, format!("Re-launching {id}"));
-                self.relaunch_driver(now_ms, &id, out);
+                self.relaunch_driver(now, &id, out);
             } else {
                 self.log_warn(
                     out,
@@ -186,7 +181,7 @@ impl MasterState {
     /// A recovered app's driver answered: UNKNOWN → WAITING.
     pub(super) fn master_change_acknowledged(
         &mut self,
-        now_ms: u64,
+        now: Now,
         app_id: &AppId,
         out: &mut Vec<Effect>,
     ) {
@@ -197,7 +192,7 @@ impl MasterState {
             }
             None => self.log_warn(out, format!("Master change ack from unknown app: {app_id}")),
         }
-        self.maybe_complete_recovery(now_ms, out);
+        self.maybe_complete_recovery(now, out);
     }
 
     /// A recovered worker answered with what it runs: it becomes ALIVE, its
@@ -209,7 +204,7 @@ impl MasterState {
     /// only a corrupt report can cause).
     pub(super) fn worker_scheduler_state(
         &mut self,
-        now_ms: u64,
+        now: Now,
         worker_id: &WorkerId,
         executors: Vec<ExecutorDescription>,
         driver_ids: Vec<DriverId>,
@@ -224,11 +219,11 @@ impl MasterState {
                 out,
                 format!("Scheduler state from unknown worker: {worker_id}"),
             );
-            self.maybe_complete_recovery(now_ms, out);
+            self.maybe_complete_recovery(now, out);
             return;
         };
         worker.state = WorkerState::Alive;
-        worker.last_heartbeat_ms = now_ms;
+        worker.heard_from(now);
         self.log_info(out, format!("Worker has been re-registered: {worker_id}"));
 
         for exec in executors {
@@ -282,6 +277,6 @@ impl MasterState {
             worker.add_driver(driver_id, res);
         }
         self.pending_schedule = true;
-        self.maybe_complete_recovery(now_ms, out);
+        self.maybe_complete_recovery(now, out);
     }
 }

@@ -6,17 +6,20 @@ use flint_proto::status::{
 use flint_proto::WorkerState;
 
 use super::model::{AppInfo, DriverInfo};
-use super::MasterState;
+use super::{MasterState, Now};
 
 impl MasterState {
     /// A snapshot of the cluster for the status page. Totals count ALIVE
-    /// workers only, as Spark's page does. `now_ms` is the time of the
+    /// workers only, as Spark's page does. `now` is the time of the
     /// snapshot (the basis of any age shown).
-    pub fn status(&self, now_ms: u64) -> MasterStatusJson {
-        let _ = now_ms;
+    pub fn status(&self, now: Now) -> MasterStatusJson {
+        let _ = now;
         let mut doc = MasterStatusJson {
             url: self.url.clone(),
             status: self.status,
+            // A property of the RPC environment, not of the state: the shell
+            // fills it in.
+            auth: false,
             workers: Vec::with_capacity(self.workers.len()),
             alive_workers: 0,
             cores: 0,
@@ -50,7 +53,7 @@ impl MasterState {
                 cores_used: w.cores_used,
                 memory_mb: w.memory_mb,
                 memory_used_mb: w.memory_used_mb,
-                last_heartbeat_ms: w.last_heartbeat_ms,
+                last_heartbeat_ms: w.last_heartbeat_wall_ms,
             });
         }
         doc

@@ -8,7 +8,7 @@ use flint_proto::{
 };
 
 use super::model::WorkerInfo;
-use super::{human_duration, Effect, MasterState, Reply, WorkerRegistration};
+use super::{human_duration, Effect, MasterState, Now, Reply, WorkerRegistration};
 
 impl MasterState {
     /// Spark's `handleRegisterWorker`:
@@ -27,7 +27,7 @@ impl MasterState {
     /// A registration also refreshes the worker's heartbeat time.
     pub(super) fn register_worker(
         &mut self,
-        now_ms: u64,
+        now: Now,
         reg: WorkerRegistration,
         out: &mut Vec<Effect>,
     ) {
@@ -59,7 +59,7 @@ impl MasterState {
                     });
                     return;
                 }
-                existing.last_heartbeat_ms = now_ms;
+                existing.heard_from(now);
                 let was_unknown = existing.state == WorkerState::Unknown;
                 if was_unknown {
                     existing.state = WorkerState::Alive;
@@ -78,13 +78,13 @@ impl MasterState {
                     duplicate: true,
                 });
                 if was_unknown {
-                    self.maybe_complete_recovery(now_ms, out);
+                    self.maybe_complete_recovery(now, out);
                 }
                 return;
             }
         }
-        let worker = WorkerInfo::new(&reg, now_ms);
-        if !self.add_worker(now_ms, worker, out) {
+        let worker = WorkerInfo::new(&reg, now);
+        if !self.add_worker(now, worker, out) {
             let message = format!(
                 "Attempted to re-register worker at same address: {}:{}",
                 reg.host, reg.port
@@ -109,7 +109,7 @@ impl MasterState {
     /// one holds it. Returns whether the worker was added.
     pub(super) fn add_worker(
         &mut self,
-        now_ms: u64,
+        now: Now,
         worker: WorkerInfo,
         out: &mut Vec<Effect>,
     ) -> bool {
@@ -132,7 +132,7 @@ impl MasterState {
                 .is_some_and(|w| w.state == WorkerState::Unknown);
             if old_unknown {
                 self.remove_worker(
-                    now_ms,
+                    now,
                     &old_id,
                     "Worker replaced by a new worker with same address",
                     out,
@@ -150,9 +150,9 @@ impl MasterState {
     /// or never registered) is told to reconnect; Spark ignores never-seen
     /// ids, flint asks them to register too (a master restarted without
     /// recovery gets its workers back that way). Ignored in STANDBY.
-    pub(super) fn heartbeat(&mut self, now_ms: u64, worker_id: WorkerId, out: &mut Vec<Effect>) {
+    pub(super) fn heartbeat(&mut self, now: Now, worker_id: WorkerId, out: &mut Vec<Effect>) {
         match self.workers.get_mut(&worker_id) {
-            Some(w) if w.state != WorkerState::Dead => w.last_heartbeat_ms = now_ms,
+            Some(w) if w.state != WorkerState::Dead => w.heard_from(now),
             _ if self.status == MasterStatus::Standby => {}
             _ => {
                 self.log_warn(
@@ -322,16 +322,16 @@ impl MasterState {
     /// The connection to a worker dropped: Spark removes it at once.
     pub(super) fn worker_disconnected(
         &mut self,
-        now_ms: u64,
+        now: Now,
         worker_id: &WorkerId,
         out: &mut Vec<Effect>,
     ) {
         if let Some(worker) = self.live_worker(worker_id) {
             let msg = format!("{} got disassociated", worker.host_port());
             self.log_info(out, format!("{msg}, removing it."));
-            self.remove_worker(now_ms, worker_id, &msg, out);
+            self.remove_worker(now, worker_id, &msg, out);
         }
-        self.maybe_complete_recovery(now_ms, out);
+        self.maybe_complete_recovery(now, out);
     }
 
     /// Spark's `removeWorker`: the worker becomes DEAD; its executors are
@@ -344,7 +344,7 @@ impl MasterState {
     /// concerned.
     pub(super) fn remove_worker(
         &mut self,
-        now_ms: u64,
+        now: Now,
         worker_id: &WorkerId,
         msg: &str,
         out: &mut Vec<Effect>,
@@ -400,7 +400,7 @@ impl MasterState {
                 .is_some_and(|d| d.desc.supervise);
             if supervised {
                 self.log_info(out, format!("Re-launching {driver_id}"));
-                self.relaunch_driver(now_ms, &driver_id, out);
+                self.relaunch_driver(now, &driver_id, out);
             } else {
                 self.log_info(
                     out,
@@ -424,15 +424,19 @@ impl MasterState {
     /// Spark's `timeOutDeadWorkers`, run on every [`Event::Tick`](super::Event::Tick):
     /// workers silent for longer than the timeout become DEAD; DEAD workers
     /// silent for `(dead_worker_persistence + 1) * timeout` are forgotten.
-    pub(super) fn timeout_dead_workers(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+    /// Silence is measured on the monotonic clock only: a wall-clock jump
+    /// neither kills live workers nor keeps frozen ones alive.
+    pub(super) fn timeout_dead_workers(&mut self, now: Now, out: &mut Vec<Effect>) {
         let timeout = self.config.worker_timeout_ms;
-        let stale_before = now_ms.saturating_sub(timeout);
-        let cull_before = now_ms.saturating_sub(self.config.dead_worker_retention_ms());
+        let stale_before = now.mono_ms.saturating_sub(timeout);
+        let cull_before = now
+            .mono_ms
+            .saturating_sub(self.config.dead_worker_retention_ms());
         let stale: Vec<(WorkerId, WorkerState, u64)> = self
             .workers
             .values()
-            .filter(|w| w.last_heartbeat_ms < stale_before)
-            .map(|w| (w.id.clone(), w.state, w.last_heartbeat_ms))
+            .filter(|w| w.last_heartbeat_mono_ms < stale_before)
+            .map(|w| (w.id.clone(), w.state, w.last_heartbeat_mono_ms))
             .collect();
         for (id, state, last) in stale {
             if state != WorkerState::Dead {
@@ -442,7 +446,7 @@ impl MasterState {
                     format!("Removing {id} because we got no heartbeat in {human}"),
                 );
                 self.remove_worker(
-                    now_ms,
+                    now,
                     &id,
                     &format!("Not receiving heartbeat for {human}"),
                     out,

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use flint_master::state::{
-    Effect, Event, LogLevel, MasterConfig, MasterState, Reply, WorkerRegistration,
+    Effect, Event, LogLevel, MasterConfig, MasterState, Now, Reply, WorkerRegistration,
 };
 use flint_proto::{
     status::AppStatusJson, AppId, ApplicationDescription, ExecutorCommand, ExecutorId, WorkerId,
@@ -11,10 +11,15 @@ use flint_proto::{
 /// 2026-11-22 03:55:00 UTC.
 pub const T0: u64 = 1_795_319_700_000;
 
+/// `ms` on both clocks (monotonic and wall agree: no clock jumps).
+pub fn at(ms: u64) -> Now {
+    Now::new(ms, ms)
+}
+
 pub fn elected(config: MasterConfig) -> MasterState {
     let mut m = MasterState::new("flint://127.0.0.1:7077", config);
     m.handle(
-        T0,
+        at(T0),
         Event::ElectedLeader {
             stored: Default::default(),
         },
@@ -44,7 +49,7 @@ pub fn reg(n: u8, cores: u32, memory_mb: u64) -> WorkerRegistration {
 }
 
 pub fn add_worker(m: &mut MasterState, now: u64, n: u8, cores: u32, memory_mb: u64) -> Vec<Effect> {
-    m.handle(now, Event::RegisterWorker(reg(n, cores, memory_mb)))
+    m.handle(at(now), Event::RegisterWorker(reg(n, cores, memory_mb)))
 }
 
 pub fn desc(
@@ -64,7 +69,7 @@ pub fn desc(
 pub fn add_app(m: &mut MasterState, now: u64, d: ApplicationDescription) -> (AppId, Vec<Effect>) {
     let addr = format!("flint://AppClient@driver-{}:1", d.name);
     let fx = m.handle(
-        now,
+        at(now),
         Event::RegisterApplication {
             desc: d,
             driver_address: addr,
@@ -126,7 +131,7 @@ pub fn actions(fx: &[Effect]) -> Vec<Effect> {
 }
 
 pub fn active_app(m: &MasterState, id: &AppId) -> AppStatusJson {
-    m.status(T0)
+    m.status(at(T0))
         .active_apps
         .into_iter()
         .find(|a| &a.id == id)
@@ -134,7 +139,7 @@ pub fn active_app(m: &MasterState, id: &AppId) -> AppStatusJson {
 }
 
 pub fn completed_app(m: &MasterState, id: &AppId) -> AppStatusJson {
-    m.status(T0)
+    m.status(at(T0))
         .completed_apps
         .into_iter()
         .find(|a| &a.id == id)
@@ -143,7 +148,7 @@ pub fn completed_app(m: &MasterState, id: &AppId) -> AppStatusJson {
 
 /// Cores used per worker, in status order.
 pub fn cores_used(m: &MasterState) -> Vec<(WorkerId, u32)> {
-    m.status(T0)
+    m.status(at(T0))
         .workers
         .into_iter()
         .map(|w| (w.id, w.cores_used))

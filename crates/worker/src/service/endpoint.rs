@@ -1,7 +1,8 @@
 //! The worker's RPC endpoint (`"Worker"`): turns each [`WorkerMsg`] a
 //! master sends into a state-machine [`Event`], and each dropped connection
 //! into [`Event::MasterDisconnected`] (the state machine acts only when the
-//! address is its master's). The worker answers no requests: an ask is
+//! address is its master's), and each failed connect whose handshake refused
+//! this worker's credentials into [`Event::MasterRefusedAuth`]. The worker answers no requests: an ask is
 //! failed with a message saying so, and the worker keeps serving.
 
 use std::sync::Arc;
@@ -51,6 +52,11 @@ impl Endpoint for WorkerEndpoint {
         self.shared.handle(Event::MasterDisconnected {
             address: remote.to_string(),
         });
+    }
+
+    fn on_network_error(&mut self, _ctx: &Context<WorkerMsg>, remote: &RpcAddress, error: &str) {
+        let _g = self.shared.span.enter();
+        self.shared.auth_refused(&remote.to_string(), error);
     }
 
     fn on_stop(&mut self, _ctx: &Context<WorkerMsg>) {

@@ -24,6 +24,14 @@
 //! worker. A driver's binary is not fetched yet: its command must be
 //! runnable as given.
 //!
+//! Every event is stamped by one clock: monotonic time since the worker
+//! started (tokio's clock, which never jumps and which tests can pause) for
+//! every deadline, and the wall clock only for the worker id and display.
+//!
+//! When a master's RPC handshake refuses this worker's secret (or its lack
+//! of one), the endpoint turns the RPC layer's report into
+//! [`Event::MasterRefusedAuth`], and the worker says so and what to do.
+//!
 //! Every task the worker spawns is tracked and selects on one cancellation
 //! token. [`WorkerHandle::shutdown`] (or the worker deciding to exit, for
 //! example after every registration retry went unanswered) kills the
@@ -42,7 +50,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use flint_conf::Conf;
 use flint_proto::messages::WORKER_ENDPOINT;
@@ -55,7 +65,8 @@ use tracing::Instrument;
 use self::endpoint::WorkerEndpoint;
 use self::shell::{Info, Shared};
 use crate::state::{
-    ConfigError, DecommissionTrigger, DriverEntry, Event, ExecutorEntry, WorkerCore, WorkerStatus,
+    ConfigError, DecommissionTrigger, DriverEntry, Event, ExecutorEntry, Now, WorkerCore,
+    WorkerStatus,
 };
 
 pub use self::http::STATUS_PATH;
@@ -66,13 +77,47 @@ pub const DEFAULT_WEBUI_PORT: u16 = 8081;
 /// `SPARK_HOME/work`).
 pub const DEFAULT_WORK_DIR: &str = "work";
 
-/// The worker's one clock: epoch milliseconds. Every `now_ms` the state
-/// machine sees comes from here.
-pub fn now_ms() -> u64 {
+/// The wall clock, epoch milliseconds: for the worker id and display only,
+/// never for a deadline (it can jump).
+pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map(millis)
         .unwrap_or(0)
+}
+
+/// The worker's clocks. Every [`Now`] the state machine sees comes from
+/// here: monotonic milliseconds since the clock was made, from tokio's
+/// clock (so `tokio::time::pause` in a test stops it), and [`wall_ms`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    /// A clock whose monotonic time starts at 0 now.
+    pub(crate) fn new() -> Self {
+        Clock {
+            origin: Instant::now(),
+        }
+    }
+
+    /// The current time on both clocks.
+    pub(crate) fn now(&self) -> Now {
+        Now::new(millis(self.origin.elapsed()), wall_ms())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The WARN a daemon logs at start-up when RPC authentication is off.
+pub fn auth_disabled_warning(address: &RpcAddress) -> String {
+    format!(
+        "RPC authentication is disabled (auth.enabled = false): anyone who can reach {address} \
+         can run code on this cluster"
+    )
 }
 
 /// How to start a worker.
@@ -216,6 +261,10 @@ pub struct WorkerStatusDoc {
     pub master_url: Option<String>,
     /// The current master's web UI, once one is known.
     pub master_web_ui_url: Option<String>,
+    /// Whether RPC authentication is on (a shared secret or TLS). When it
+    /// is off, anyone who can reach the worker's port can run code on it.
+    #[serde(default)]
+    pub auth: bool,
     /// The worker's endpoint, `flint://Worker@host:port` (what executors get
     /// as `{{WORKER_URL}}`).
     pub worker_url: String,
@@ -290,6 +339,7 @@ impl WorkerStatusDoc {
             connected: status.connected,
             master_url: status.master_url,
             master_web_ui_url: status.master_web_ui_url,
+            auth: info.auth,
             worker_url: info.worker_url.clone(),
             web_ui_url: info.webui_url.clone(),
             work_dir: info.work_dir.display().to_string(),
@@ -409,6 +459,7 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
         return Err(WorkerError::ZeroMemory);
     }
     let rpc_conf = RpcConf::from_conf(&opts.conf)?;
+    let auth = rpc_conf.secret.is_some() || rpc_conf.tls.is_some();
     let mut config = settings::worker_config(
         &opts.conf,
         opts.masters.iter().map(ToString::to_string).collect(),
@@ -432,7 +483,7 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
         .address()
         .cloned()
         .unwrap_or_else(|| RpcAddress::new(opts.host.clone(), opts.port));
-    let worker_id = match WorkerId::generate(now_ms(), &address.host, address.port) {
+    let worker_id = match WorkerId::generate(wall_ms(), &address.host, address.port) {
         Ok(id) => id,
         Err(source) => {
             env.shutdown();
@@ -483,6 +534,7 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
         worker_url,
         webui_url: webui_url.clone(),
         work_dir,
+        auth,
     };
     let span = tracing::info_span!("worker", worker_id = %worker_id);
     let shared = Shared::new(WorkerCore::new(worker_id, config), info, env.clone(), span);
@@ -526,6 +578,9 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
             "flint worker listening on {address} with {cores} cores, {memory_mb} MB, work dir {}",
             shared.info.work_dir.display()
         );
+        if !auth {
+            tracing::warn!("{}", auth_disabled_warning(&address));
+        }
         tracing::info!("worker web UI at {webui_url}");
     });
     shared.span.in_scope(|| shared.handle(Event::Start));
@@ -567,7 +622,7 @@ fn total_memory_mb() -> Option<u64> {
 /// A per-process random seed for the registration retry factor.
 fn random_seed() -> u64 {
     let mut h = RandomState::new().build_hasher();
-    h.write_u64(now_ms());
+    h.write_u64(wall_ms());
     h.write_u32(std::process::id());
     h.finish()
 }

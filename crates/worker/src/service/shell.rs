@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{now_ms, WorkerStatusDoc};
+use super::{Clock, WorkerStatusDoc};
 use crate::runner::{self, ChildKind, ExitStatus, LaunchSpec, Placeholders, RunningChild};
-use crate::state::{ChildId, Effect, Event, ExecutorReport, LogLevel, WorkerCore};
+use crate::state::{AuthRefusal, ChildId, Effect, Event, ExecutorReport, LogLevel, WorkerCore};
 
 /// What the worker is, fixed at start.
 pub(crate) struct Info {
@@ -46,6 +46,8 @@ pub(crate) struct Info {
     pub(crate) webui_url: String,
     /// The work directory, absolute.
     pub(crate) work_dir: PathBuf,
+    /// Whether RPC authentication is on (shown in the status).
+    pub(crate) auth: bool,
 }
 
 /// A child process of the worker, by the state machine's [`ChildId`].
@@ -85,6 +87,8 @@ pub(crate) struct Shared {
     runtime: tokio::runtime::Handle,
     /// The `worker` span (with the worker id) every log line goes under.
     pub(crate) span: tracing::Span,
+    /// Stamps every event.
+    clock: Clock,
 }
 
 impl Shared {
@@ -108,6 +112,7 @@ impl Shared {
             children: TaskTracker::new(),
             runtime: tokio::runtime::Handle::current(),
             span,
+            clock: Clock::new(),
         })
     }
 
@@ -132,10 +137,22 @@ impl Shared {
     fn handle_locked(self: &Arc<Self>, core: &mut Core, event: Event) {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
-            let effects = core.state.handle(now_ms(), event);
+            let effects = core.state.handle(self.clock.now(), event);
             for effect in effects {
                 self.execute(core, effect, &mut queue);
             }
+        }
+    }
+
+    /// Reports a master's handshake refusal when `reason` (from the RPC
+    /// layer) is one; other failures are not about credentials.
+    pub(crate) fn auth_refused(self: &Arc<Self>, master_url: &str, reason: &str) {
+        if let Some(refusal) = AuthRefusal::classify(reason) {
+            self.handle(Event::MasterRefusedAuth {
+                master_url: master_url.to_string(),
+                refusal,
+                detail: reason.to_string(),
+            });
         }
     }
 
@@ -445,6 +462,7 @@ impl Shared {
             message: report.message.clone(),
             exit_status: report.exit_status,
         };
+        let master_url = master.rpc_address().map(|a| a.to_string());
         let ask = {
             let _runtime = self.runtime.enter();
             master.ask(msg)
@@ -465,6 +483,11 @@ impl Shared {
                     },
                     Err(e) => {
                         tracing::warn!("executor state report not acknowledged: {e}");
+                        if let (AskError::NotDelivered { reason, .. }, Some(master_url)) =
+                            (&e, master_url.as_ref())
+                        {
+                            shared.auth_refused(master_url, reason);
+                        }
                         let timed_out = matches!(e, AskError::Timeout { .. });
                         Event::ExecutorStateSyncFailed { report, timed_out }
                     }

@@ -4,7 +4,7 @@
 
 use flint_proto::{DriverDescription, DriverId, DriverState};
 
-use super::{reported_exit_status, trim_retained, ChildId, Effect, WorkerCore};
+use super::{reported_exit_status, trim_retained, ChildId, Effect, Now, WorkerCore};
 use crate::runner::ExitStatus;
 
 /// Where a driver that has not finished is.
@@ -26,8 +26,8 @@ pub(super) struct DriverInfo {
     pub(super) phase: DriverPhase,
     /// The master asked to kill it.
     pub(super) killed: bool,
-    /// When its current process started (epoch ms).
-    pub(super) started_ms: u64,
+    /// When its current process started (monotonic ms).
+    pub(super) started_mono_ms: u64,
     /// The next relaunch back-off.
     pub(super) backoff_ms: u64,
     /// Its final state, once finished.
@@ -55,7 +55,7 @@ impl WorkerCore {
     /// that already runs here is ignored with a warning.
     pub(super) fn launch_driver(
         &mut self,
-        now_ms: u64,
+        now: Now,
         driver_id: DriverId,
         desc: Box<DriverDescription>,
         out: &mut Vec<Effect>,
@@ -73,7 +73,7 @@ impl WorkerCore {
             desc,
             phase: DriverPhase::Starting,
             killed: false,
-            started_ms: now_ms,
+            started_mono_ms: now.mono_ms,
             backoff_ms: self.config.driver_relaunch_initial_backoff_ms,
             final_state: None,
             exception: None,
@@ -114,11 +114,11 @@ impl WorkerCore {
     }
 
     /// The driver's process started.
-    pub(super) fn driver_started(&mut self, now_ms: u64, driver_id: &DriverId) {
+    pub(super) fn driver_started(&mut self, now: Now, driver_id: &DriverId) {
         if let Some(info) = self.drivers.get_mut(driver_id) {
             if info.phase == DriverPhase::Starting {
                 info.phase = DriverPhase::Running;
-                info.started_ms = now_ms;
+                info.started_mono_ms = now.mono_ms;
             }
         }
     }
@@ -141,7 +141,7 @@ impl WorkerCore {
     /// FINISHED (exit 0), KILLED (killed) or FAILED.
     pub(super) fn driver_exited(
         &mut self,
-        now_ms: u64,
+        now: Now,
         driver_id: &DriverId,
         status: ExitStatus,
         out: &mut Vec<Effect>,
@@ -154,7 +154,7 @@ impl WorkerCore {
         };
         info.exit_status = reported_exit_status(status);
         if info.desc.supervise && !status.success() && !info.killed {
-            if now_ms.saturating_sub(info.started_ms) > stable {
+            if now.mono_since(info.started_mono_ms) > stable {
                 info.backoff_ms = initial;
             }
             let delay_ms = info.backoff_ms;
@@ -185,7 +185,7 @@ impl WorkerCore {
     /// killed meanwhile.
     pub(super) fn driver_relaunch_tick(
         &mut self,
-        now_ms: u64,
+        now: Now,
         driver_id: &DriverId,
         out: &mut Vec<Effect>,
     ) {
@@ -196,7 +196,7 @@ impl WorkerCore {
             return;
         }
         info.phase = DriverPhase::Starting;
-        info.started_ms = now_ms;
+        info.started_mono_ms = now.mono_ms;
         out.push(Effect::StartDriver {
             driver_id: driver_id.clone(),
             desc: info.desc.clone(),

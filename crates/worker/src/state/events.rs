@@ -135,6 +135,20 @@ pub enum Event {
         /// The address that dropped, `flint://host:port`.
         address: String,
     },
+    /// Talking to a master failed because the RPC handshake refused this
+    /// worker's credentials (the shell recognises the RPC layer's reason
+    /// with [`AuthRefusal::classify`](super::AuthRefusal::classify)). The
+    /// worker says so clearly, at most once per master every
+    /// [`AUTH_REFUSAL_LOG_INTERVAL_MS`](super::AUTH_REFUSAL_LOG_INTERVAL_MS),
+    /// and names it when it gives up registering.
+    MasterRefusedAuth {
+        /// The master's address, `flint://host:port`.
+        master_url: String,
+        /// What kind of refusal.
+        refusal: super::AuthRefusal,
+        /// The RPC layer's reason, verbatim.
+        detail: String,
+    },
     /// The heartbeat timer fired.
     HeartbeatTick,
     /// The work dir cleanup timer fired.

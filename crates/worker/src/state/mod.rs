@@ -1,5 +1,6 @@
 //! The worker as a pure state machine: [`WorkerCore::handle`] takes the
-//! current time and one [`Event`], updates the state and returns the
+//! current time ([`Now`]: monotonic for every deadline, wall clock for
+//! display only) and one [`Event`], updates the state and returns the
 //! [`Effect`]s to carry out. No sockets, no timers, no clock reads, no
 //! ambient randomness (the one random factor comes from
 //! [`WorkerConfig::rng_seed`]): the async shell turns RPC messages, timers and
@@ -23,24 +24,31 @@
 //!   fail are relaunched with exponential back-off.
 //! - **Decommissioning** refuses further launches; **shutdown** kills every
 //!   child, then exits.
+//! - **A master refusing this worker's secret** is reported as such (once
+//!   per master every few minutes), and named when registration gives up.
 //!
 //! Where flint deliberately differs from Spark, the handler's docs say so.
 
+mod auth;
 mod config;
 mod drivers;
 mod events;
 mod executors;
 mod registration;
 mod status;
+mod time;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flint_proto::{AppId, DriverId, ExecutorId, WorkerId};
 
+pub use auth::{AuthRefusal, AUTH_REFUSAL_LOG_INTERVAL_MS};
 pub use config::{fuzzed_interval_ms, ConfigError, WorkerConfig, DEFAULT_WORKER_TIMEOUT_MS};
 pub use events::{ChildId, DecommissionTrigger, Effect, Event, ExecutorReport, LogLevel};
 pub use status::{DriverEntry, ExecutorEntry, WorkerStatus};
+pub use time::Now;
 
+use auth::RefusalRecord;
 use drivers::DriverInfo;
 use executors::ExecutorInfo;
 
@@ -100,6 +108,9 @@ pub struct WorkerCore {
     finished_apps: BTreeSet<AppId>,
     /// Consecutive failed reports per executor.
     sync_failures: BTreeMap<(AppId, ExecutorId), u32>,
+    /// The last authentication refusal per master URL, until a master
+    /// accepts this worker.
+    auth_refusals: BTreeMap<String, RefusalRecord>,
 }
 
 impl WorkerCore {
@@ -136,6 +147,7 @@ impl WorkerCore {
             finished_drivers: VecDeque::new(),
             finished_apps: BTreeSet::new(),
             sync_failures: BTreeMap::new(),
+            auth_refusals: BTreeMap::new(),
         }
     }
 
@@ -201,10 +213,10 @@ impl WorkerCore {
         self.config.memory_mb.saturating_sub(self.memory_used_mb)
     }
 
-    /// Handles one event at time `now_ms` (epoch ms) and returns the effects
-    /// to carry out, in order. After the worker decided to exit, events are
-    /// ignored.
-    pub fn handle(&mut self, now_ms: u64, event: Event) -> Vec<Effect> {
+    /// Handles one event at time `now` and returns the effects to carry
+    /// out, in order. Deadlines use `now.mono_ms` only. After the worker
+    /// decided to exit, events are ignored.
+    pub fn handle(&mut self, now: Now, event: Event) -> Vec<Effect> {
         let mut out = Vec::new();
         if self.stopped {
             return out;
@@ -242,6 +254,11 @@ impl WorkerCore {
                 master_web_ui_url,
             } => self.master_changed(master_url, master_web_ui_url, &mut out),
             Event::MasterDisconnected { address } => self.master_disconnected(&address, &mut out),
+            Event::MasterRefusedAuth {
+                master_url,
+                refusal,
+                detail,
+            } => self.master_refused_auth(now, master_url, refusal, &detail, &mut out),
             Event::HeartbeatTick => self.heartbeat_tick(&mut out),
             Event::CleanupTick => self.cleanup_tick(&mut out),
             Event::LaunchExecutor {
@@ -290,17 +307,17 @@ impl WorkerCore {
                 self.maybe_cleanup_application(&app_id, &mut out);
             }
             Event::LaunchDriver { driver_id, desc } => {
-                self.launch_driver(now_ms, driver_id, desc, &mut out)
+                self.launch_driver(now, driver_id, desc, &mut out)
             }
-            Event::DriverStarted { driver_id } => self.driver_started(now_ms, &driver_id),
+            Event::DriverStarted { driver_id } => self.driver_started(now, &driver_id),
             Event::DriverLaunchFailed { driver_id, message } => {
                 self.driver_launch_failed(&driver_id, message, &mut out)
             }
             Event::DriverExited { driver_id, status } => {
-                self.driver_exited(now_ms, &driver_id, status, &mut out)
+                self.driver_exited(now, &driver_id, status, &mut out)
             }
             Event::DriverRelaunchTick { driver_id } => {
-                self.driver_relaunch_tick(now_ms, &driver_id, &mut out)
+                self.driver_relaunch_tick(now, &driver_id, &mut out)
             }
             Event::KillDriver { driver_id } => self.kill_driver(&driver_id, &mut out),
         }

@@ -85,12 +85,35 @@ impl WorkerCore {
             };
             self.arm_retry(delay, out);
         } else {
-            let tried = self.registration_targets().join(", ");
-            let reason = format!(
-                "All masters are unresponsive! Giving up: no master at {tried} accepted worker {} \
-                 after {} registration retries (worker.max_registration_retries).",
-                self.worker_id, self.config.max_registration_retries
-            );
+            let targets = self.registration_targets();
+            let refused = self.refusals_of(&targets);
+            let reason = if refused.is_empty() {
+                format!(
+                    "All masters are unresponsive! Giving up: no master at {} accepted worker {} \
+                     after {} registration retries (worker.max_registration_retries).",
+                    targets.join(", "),
+                    self.worker_id,
+                    self.config.max_registration_retries
+                )
+            } else {
+                // Say what is wrong, not that the masters are silent.
+                let silent: Vec<&str> = targets
+                    .iter()
+                    .filter(|t| self.refusals_of(std::slice::from_ref(t)).is_empty())
+                    .map(String::as_str)
+                    .collect();
+                let mut reason = format!(
+                    "Giving up registering worker {} after {} registration retries \
+                     (worker.max_registration_retries): {}",
+                    self.worker_id,
+                    self.config.max_registration_retries,
+                    refused.join("; ")
+                );
+                if !silent.is_empty() {
+                    reason.push_str(&format!("; no answer from {}", silent.join(", ")));
+                }
+                reason
+            };
             self.exit(1, reason, out);
         }
     }
@@ -119,6 +142,7 @@ impl WorkerCore {
             format!("Successfully registered with master {preferred}"),
         );
         self.registered = true;
+        self.auth_refusals.clear();
         self.change_master(master_url.clone(), master_web_ui_url, master_address);
         self.start_heartbeats(out);
         if self.config.cleanup_enabled && !self.cleanup_armed {
