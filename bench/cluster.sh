@@ -86,6 +86,9 @@ done
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/flint-cluster-bench.XXXXXX")
+# A private flint home: the master creates its cluster secret there, and the
+# benchmark clients find it there.
+export FLINT_HOME=$WORK/home
 OUT=${OUT:-$WORK/results.jsonl}
 : > "$OUT"
 PGIDS=$WORK/pgids

@@ -80,7 +80,9 @@ pub async fn run(args: PlacementArgs) -> anyhow::Result<()> {
     if args.executors == 0 || args.cores_per_executor == 0 {
         bail!("--executors and --cores-per-executor must be at least 1");
     }
-    let env = RpcEnv::server(RpcConf::default(), "127.0.0.1", 0)
+    let rpc = RpcConf::from_conf(&flint_conf::Conf::new())
+        .context("cannot find the cluster secret (the master's secret file, FLINT_AUTH_SECRET or FLINT_AUTH_SECRET_FILE)")?;
+    let env = RpcEnv::server(rpc, "127.0.0.1", 0)
         .await
         .context("cannot start the driver's RPC environment")?;
 

@@ -433,6 +433,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     let me = std::process::id();
 
     let mut master = start_master(&args).await?;
+    // The master created (or reused) the flint home's secret file; connect with it.
+    let rpc = RpcConf::from_conf(&flint_conf::Conf::new())
+        .context("cannot find the cluster secret the master uses")?;
     eprintln!(
         "master pid {} at {} (status {}), log {}; {} workers, heartbeat every {:?}",
         master.pid,
@@ -482,7 +485,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 break;
             }
         };
-        let env = RpcEnv::client(RpcConf::default())?;
+        let env = RpcEnv::client(rpc.clone())?;
         envs.push(env.clone());
         tracker.spawn(start_worker(env, i, launch.clone(), permit));
         if i % 1000 == 999 && exited(&mut master).is_some() {
@@ -544,7 +547,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     );
 
     // ----- steady state -----
-    let observer = RpcEnv::client(RpcConf::default())?;
+    let observer = RpcEnv::client(rpc.clone())?;
     let observer_master = observer
         .setup_endpoint_ref::<MasterMsg>(&master_addr, MASTER_ENDPOINT)
         .await

@@ -12,12 +12,20 @@ use flint_worker::service::{WorkerHandle, WorkerOptions};
 /// Upper bound for anything the test waits for; only reached on failure.
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// One ephemeral cluster secret for the in-process master, its workers and the
+/// benchmark's child process.
+fn conf() -> flint_conf::Conf {
+    static CONF: std::sync::OnceLock<flint_conf::Conf> = std::sync::OnceLock::new();
+    CONF.get_or_init(|| flint_rpc::secret::with_ephemeral(flint_conf::Conf::new()))
+        .clone()
+}
+
 async fn start_master() -> MasterHandle {
     flint_master::start(MasterOptions {
         host: "127.0.0.1".into(),
         port: 0,
         webui_port: 0,
-        conf: flint_conf::Conf::new(),
+        conf: conf(),
     })
     .await
     .expect("master starts")
@@ -32,7 +40,7 @@ async fn start_worker(master: &MasterHandle, dir: &std::path::Path) -> WorkerHan
         cores: Some(2),
         memory_mb: Some(1024),
         work_dir: dir.to_owned(),
-        conf: flint_conf::Conf::new(),
+        conf: conf(),
     })
     .await
     .expect("worker starts")
@@ -58,6 +66,8 @@ async fn placement_places_every_executor_and_releases_them() {
         .args(["placement", "--master"])
         .arg(master.rpc_address().to_string())
         .args(["--executors", "4", "--timeout-s", "30", "--label", "smoke"])
+        .env("FLINT_AUTH_SECRET", conf().get("auth.secret").unwrap())
+        .env("FLINT_HOME", dir.path().join("home"))
         .output()
         .await
         .expect("the benchmark runs");
