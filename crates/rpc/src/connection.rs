@@ -212,6 +212,7 @@ impl Connection {
     /// If the peer lets such frames pile up past the budget it is not reading: it is
     /// cut off rather than allowed to grow our memory.
     pub(crate) fn send_owed(&self, bytes: Vec<u8>) {
+        let len = bytes.len();
         match self.try_enqueue(Out {
             bytes: bytes.into(),
             ask: None,
@@ -224,9 +225,10 @@ impl Connection {
                 if !self.cut_off.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         peer = %self.peer,
-                        "closing connection with {}: it does not read its replies ({} bytes queued, over rpc.connection.max_queued_bytes = {})",
+                        "closing connection with {}: it does not read its replies ({} bytes queued; {} more would pass rpc.connection.max_queued_bytes = {})",
                         self.peer,
                         self.queued_bytes(),
+                        len + PER_FRAME,
                         self.budget
                     );
                 }
@@ -359,7 +361,8 @@ pub(crate) async fn run_inbound(
     let hs = inner.conf.handshake_timeout;
     let secret = inner.conf.secret.as_ref();
     let seal = inner.conf.encryption && inner.tls.is_none();
-    let accepted = tokio::time::timeout(hs.duration, async {
+    let evicted = slot.evicted.clone();
+    let handshake = tokio::time::timeout(hs.duration, async {
         // A source that recently failed to authenticate waits before it may try again.
         let delay = env.auth_delay(socket.ip());
         if !delay.is_zero() {
@@ -380,8 +383,18 @@ pub(crate) async fn run_inbound(
                 Ok((Stream::TlsServer(Box::new(s)), est))
             }
         }
-    })
-    .await;
+    });
+    let accepted = tokio::select! {
+        r = handshake => r,
+        _ = evicted.cancelled() => {
+            env.refusals().warn(socket.ip(), || {
+                format!(
+                    "dropped the pending handshake of {socket}: too many connections are mid-handshake (rpc.max_pending_handshakes) and its address holds the most"
+                )
+            });
+            return;
+        }
+    };
     drop(slot);
     let (stream, est) = match accepted {
         Ok(Ok(v)) => v,
@@ -535,7 +548,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut q: Queues,
 ) {
     let mut batch = Vec::with_capacity(256);
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF);
+    // Grows on first use and is kept: an idle connection holds no write buffer.
+    let mut buf: Vec<u8> = Vec::new();
     let mut out = Writer {
         w,
         sealer,
@@ -653,8 +667,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
         reason
     };
     loop {
-        if raw.capacity() - raw.len() < READ_CHUNK / 4 {
-            raw.reserve(READ_CHUNK);
+        if raw.capacity() - raw.len() < 512 {
+            // Grow with what arrives: double what is held, within 4..16 KiB per step.
+            raw.reserve(raw.len().clamp(READ_BUF, READ_CHUNK));
         }
         let read = tokio::select! {
             biased;

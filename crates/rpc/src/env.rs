@@ -50,11 +50,13 @@ pub(crate) struct EnvInner {
     dropped: RateLimit,
 }
 
-/// Connections mid-handshake, in all and per source address.
+/// Connections mid-handshake, in all and per source address (oldest first), each with
+/// the token that evicts it.
 #[derive(Default)]
 struct Handshakes {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    next: u64,
+    per_ip: HashMap<IpAddr, std::collections::VecDeque<(u64, CancellationToken)>>,
 }
 
 struct AuthFailures {
@@ -90,21 +92,31 @@ pub(crate) enum SendFail {
     Full { queued: usize, budget: usize },
 }
 
-/// Holds one mid-handshake slot; released when dropped.
+/// Holds one mid-handshake slot; released when dropped. When the global limit is
+/// reached, a new connection evicts the oldest pending handshake of the address that
+/// holds the most slots (`evicted` fires), so a flood from many addresses cannot lock
+/// everyone else out.
 pub(crate) struct HandshakeSlot {
     env: RpcEnv,
     ip: IpAddr,
+    id: u64,
+    pub(crate) evicted: CancellationToken,
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let mut h = self.env.inner.handshakes.lock();
-        h.total = h.total.saturating_sub(1);
-        if let Some(n) = h.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                h.per_ip.remove(&self.ip);
+        let mut guard = self.env.inner.handshakes.lock();
+        let h = &mut *guard;
+        let mut emptied = false;
+        if let Some(q) = h.per_ip.get_mut(&self.ip) {
+            if let Some(pos) = q.iter().position(|(id, _)| *id == self.id) {
+                q.remove(pos);
+                h.total = h.total.saturating_sub(1);
             }
+            emptied = q.is_empty();
+        }
+        if emptied {
+            h.per_ip.remove(&self.ip);
         }
     }
 }
@@ -537,24 +549,55 @@ impl RpcEnv {
     /// Takes a mid-handshake slot for a connection from `ip`, if the limits allow.
     pub(crate) fn handshake_slot(&self, ip: IpAddr) -> Result<HandshakeSlot, String> {
         let conf = &self.inner.conf;
-        let mut h = self.inner.handshakes.lock();
+        let mut guard = self.inner.handshakes.lock();
+        let h = &mut *guard;
+        let mine = h.per_ip.get(&ip).map_or(0, |q| q.len());
+        if mine >= conf.max_pending_handshakes_per_address {
+            return Err(format!(
+                "{mine} connections from {ip} are mid-handshake (rpc.max_pending_handshakes_per_address)"
+            ));
+        }
         if h.total >= conf.max_pending_handshakes {
-            return Err(format!(
-                "{} connections are mid-handshake (rpc.max_pending_handshakes)",
-                h.total
-            ));
+            // Evict the oldest pending handshake of the address holding the most, unless
+            // that is no more than this address would then hold.
+            let victim = h
+                .per_ip
+                .iter()
+                .max_by_key(|(_, q)| q.len())
+                .map(|(a, q)| (*a, q.len()));
+            match victim {
+                Some((a, n)) if n > mine + 1 => {
+                    if let Some(q) = h.per_ip.get_mut(&a) {
+                        if let Some((_, token)) = q.pop_front() {
+                            token.cancel();
+                            h.total = h.total.saturating_sub(1);
+                        }
+                        if q.is_empty() {
+                            h.per_ip.remove(&a);
+                        }
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "{} connections are mid-handshake (rpc.max_pending_handshakes)",
+                        h.total
+                    ))
+                }
+            }
         }
-        let n = h.per_ip.entry(ip).or_insert(0);
-        if *n >= conf.max_pending_handshakes_per_address {
-            return Err(format!(
-                "{n} connections from {ip} are mid-handshake (rpc.max_pending_handshakes_per_address)"
-            ));
-        }
-        *n += 1;
+        let id = h.next;
+        h.next += 1;
+        let evicted = CancellationToken::new();
+        h.per_ip
+            .entry(ip)
+            .or_default()
+            .push_back((id, evicted.clone()));
         h.total += 1;
         Ok(HandshakeSlot {
             env: self.clone(),
             ip,
+            id,
+            evicted,
         })
     }
 

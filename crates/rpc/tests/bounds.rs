@@ -234,7 +234,7 @@ async fn a_client_that_never_reads_replies_is_cut_off_and_the_server_stays_small
                 "closing connection with",
                 &peer_label,
                 "it does not read its replies",
-                "over rpc.connection.max_queued_bytes = 4194304",
+                "would pass rpc.connection.max_queued_bytes = 4194304",
             ],
             Duration::from_secs(10),
         )
@@ -535,26 +535,32 @@ async fn real_client_beside_half_open_handshakes(addrs: u8) {
     } else {
         "(rpc.max_pending_handshakes_per_address)"
     };
-    let line = child
-        .wait_for_line(
-            &[
-                "WARN",
-                "refused connection from 127.0.0.",
-                "at accept",
-                limit,
-            ],
-            Duration::from_secs(5),
-        )
-        .await;
+    // Over the per-address limit connections are refused at accept; over the global
+    // one, a newcomer evicts the oldest pending handshake of the fullest address (or
+    // is refused when all hold alike). Both lines name the setting.
+    let parts: &[&str] = if PER_ADDRESS * addrs as usize > 256 {
+        &["WARN", "127.0.0.", limit]
+    } else {
+        &[
+            "WARN",
+            "refused connection from 127.0.0.",
+            "at accept",
+            limit,
+        ]
+    };
+    let line = child.wait_for_line(parts, Duration::from_secs(5)).await;
     eprintln!("{line}");
     assert!(
         took < Duration::from_secs(2),
         "the real client's lookup and ask took {took:?} (bound 2 s) beside {still_open} half-open \
          handshakes from {addrs} other addresses"
     );
+    // The real client's handshake evicted one of them when all 256 slots were taken.
+    let expected = if held == 256 { held - 1 } else { held };
     assert_eq!(
-        still_open, held,
-        "half-open handshakes still held by the server (16 per address, 256 in all)"
+        still_open, expected,
+        "half-open handshakes still held by the server (16 per address, 256 in all, less one \
+         evicted by the real client when all were taken)"
     );
     client.shutdown();
     drop(tasks);
@@ -567,10 +573,10 @@ async fn half_open_handshakes_from_a_few_addresses_do_not_delay_a_real_client() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: once 16+ addresses fill rpc.max_pending_handshakes with half-open \
-            handshakes, every new connection is refused at accept, a real client's too"]
 async fn half_open_handshakes_from_many_addresses_do_not_delay_a_real_client() {
-    // 125 addresses × 16 connections: together they fill the global limit (256).
+    // 125 addresses × 16 connections: together they would fill the global limit (256);
+    // a new address evicts the oldest pending handshake of the fullest one instead of
+    // being refused.
     real_client_beside_half_open_handshakes(125).await;
 }
 
