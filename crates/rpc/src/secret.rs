@@ -638,7 +638,10 @@ mod tests {
         let file_s = file.to_str().unwrap();
         let get = |conf: &Conf, var: Vars<'_>| {
             let r = find_with(conf, var, false).unwrap();
-            (r.secret.map(|s| String::from_utf8(s.0.clone()).unwrap()), r.source)
+            (
+                r.secret.map(|s| String::from_utf8(s.0.clone()).unwrap()),
+                r.source,
+            )
         };
         let full = Conf::new()
             .set("auth.secret", "inline")
