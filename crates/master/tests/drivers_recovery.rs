@@ -25,11 +25,11 @@ fn submit(m: &mut MasterState, d: DriverDescription) -> (DriverId, Vec<Effect>) 
     let id = replies(&fx)
         .into_iter()
         .find_map(|r| match r {
-            Reply::SubmitDriver {
+            Reply::SubmitDriver(flint_proto::messages::SubmitDriverResponse {
                 success: true,
                 driver_id,
                 ..
-            } => driver_id,
+            }) => driver_id,
             _ => None,
         })
         .expect("submitted");
@@ -77,13 +77,15 @@ fn drivers_are_placed_before_executors() {
     );
     assert_eq!(
         replies(&fx),
-        vec![Reply::DriverStatus {
-            found: true,
-            state: Some(DriverState::Running),
-            worker_id: Some(worker_id(1)),
-            worker_host_port: Some("10.0.0.1:7078".into()),
-            exception: None,
-        }]
+        vec![Reply::DriverStatus(
+            flint_proto::messages::DriverStatusResponse {
+                found: true,
+                state: Some(DriverState::Running),
+                worker_id: Some(worker_id(1)),
+                worker_host_port: Some("10.0.0.1:7078".into()),
+                exception: None,
+            }
+        )]
     );
 
     // The driver ends; its resources go back.
@@ -113,7 +115,9 @@ fn killing_a_queued_driver_ends_it_and_a_running_one_asks_its_worker() {
     );
     assert!(matches!(
         &replies(&fx)[..],
-        [Reply::KillDriver { success: true, .. }]
+        [Reply::KillDriver(
+            flint_proto::messages::KillDriverResponse { success: true, .. }
+        )]
     ));
     assert_eq!(
         m.status(at(T0)).completed_drivers[0].state,
@@ -140,7 +144,7 @@ fn killing_a_queued_driver_ends_it_and_a_running_one_asks_its_worker() {
 
     let fx = m.handle(at(T0), Event::KillDriver { driver_id: queued });
     assert!(
-        matches!(&replies(&fx)[..], [Reply::KillDriver { success: false, message, .. }]
+        matches!(&replies(&fx)[..], [Reply::KillDriver(flint_proto::messages::KillDriverResponse { success: false, message, .. })]
         if message.ends_with("has already finished or does not exist"))
     );
 
@@ -151,7 +155,9 @@ fn killing_a_queued_driver_ends_it_and_a_running_one_asks_its_worker() {
     }));
     assert!(matches!(
         &replies(&fx)[..],
-        [Reply::KillAllDrivers { success: true, .. }]
+        [Reply::KillAllDrivers(
+            flint_proto::messages::KillAllDriversResponse { success: true, .. }
+        )]
     ));
 }
 
@@ -197,11 +203,11 @@ fn driver_requests_need_an_alive_master() {
     );
     assert_eq!(
         replies(&fx),
-        vec![Reply::SubmitDriver {
+        vec![Reply::SubmitDriver(flint_proto::messages::SubmitDriverResponse {
             success: false,
             driver_id: None,
             message: format!("{BACKUP_MASTER_PREFIX}: STANDBY. Can only accept driver submissions in ALIVE state."),
-        }]
+        })]
     );
     let fx = m.handle(
         at(T0),
@@ -210,7 +216,7 @@ fn driver_requests_need_an_alive_master() {
         },
     );
     assert!(
-        matches!(&replies(&fx)[..], [Reply::DriverStatus { found: false, exception: Some(e), .. }]
+        matches!(&replies(&fx)[..], [Reply::DriverStatus(flint_proto::messages::DriverStatusResponse { found: false, exception: Some(e), .. })]
         if e.starts_with(BACKUP_MASTER_PREFIX))
     );
 }

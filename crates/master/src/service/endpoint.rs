@@ -48,18 +48,18 @@ impl MasterEndpoint {
         let _g = span.enter();
         let (event, origin) = match msg {
             // Answered from the state directly, not events of the machine.
-            MasterMsg::RequestMasterState(_) => {
+            MasterMsg::RequestMasterState(q) => {
                 let status = self.shared.status();
                 match reply {
-                    Some(r) => r.send(status),
+                    Some(r) => r.typed(&q).send(status),
                     None => tracing::debug!("RequestMasterState sent one-way; ignored"),
                 }
                 return;
             }
-            MasterMsg::RequestReadyz(_) => {
+            MasterMsg::RequestReadyz(q) => {
                 let ready = self.shared.core.lock().state.is_ready();
                 if let Some(r) = reply {
-                    r.send(ready);
+                    r.typed(&q).send(ready);
                 }
                 return;
             }

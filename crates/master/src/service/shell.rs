@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flint_proto::messages::{
-    AppClientMsg, ApplicationFinished, ApplicationRemoved, DecommissionWorker,
-    DriverStatusResponse, ExecutorAdded, ExecutorUpdated, KillAllDriversResponse, KillDriver,
-    KillDriverResponse, KillExecutor, LaunchDriver, LaunchExecutor, MasterChanged, MasterInStandby,
-    MasterMsg, ReconnectWorker, RegisterWorkerFailed, RegisteredApplication, RegisteredWorker,
-    SubmitDriverResponse, WorkerMsg, WorkerRemoved,
+    AppClientMsg, ApplicationFinished, ApplicationRemoved, DecommissionWorker, ExecutorAdded,
+    ExecutorUpdated, KillDriver, KillExecutor, LaunchDriver, LaunchExecutor, MasterChanged,
+    MasterInStandby, MasterMsg, ReconnectWorker, RegisterWorkerFailed, RegisteredApplication,
+    RegisteredWorker, WorkerMsg, WorkerRemoved,
 };
 use flint_proto::status::MasterStatusJson;
 use flint_proto::{AppId, WorkerId, WorkerState};
@@ -421,45 +420,17 @@ fn send<M: flint_rpc::Protocol>(
     }
 }
 
-/// Answers an ask with the reply type its request declares.
+/// Answers an ask. The state machine's answers are the protocol's reply types
+/// themselves; `Reply::send` checks at run time that the type is the one the request
+/// expects, so a wrong pairing fails that request by name instead of decoding as garbage.
 fn send_reply(reply: Reply, answer: StateReply) {
     match answer {
         StateReply::Ack(b) => reply.send(b),
         StateReply::WorkersDecommissioned(n) => reply.send(n),
-        StateReply::SubmitDriver {
-            success,
-            driver_id,
-            message,
-        } => reply.send(SubmitDriverResponse {
-            success,
-            driver_id,
-            message,
-        }),
-        StateReply::KillDriver {
-            driver_id,
-            success,
-            message,
-        } => reply.send(KillDriverResponse {
-            driver_id,
-            success,
-            message,
-        }),
-        StateReply::KillAllDrivers { success, message } => {
-            reply.send(KillAllDriversResponse { success, message })
-        }
-        StateReply::DriverStatus {
-            found,
-            state,
-            worker_id,
-            worker_host_port,
-            exception,
-        } => reply.send(DriverStatusResponse {
-            found,
-            state,
-            worker_id,
-            worker_host_port,
-            exception,
-        }),
+        StateReply::SubmitDriver(r) => reply.send(r),
+        StateReply::KillDriver(r) => reply.send(r),
+        StateReply::KillAllDrivers(r) => reply.send(r),
+        StateReply::DriverStatus(r) => reply.send(r),
     }
 }
 

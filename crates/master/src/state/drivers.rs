@@ -14,31 +14,35 @@ impl MasterState {
         out: &mut Vec<Effect>,
     ) {
         if self.status != MasterStatus::Alive {
-            out.push(Effect::Reply(Reply::SubmitDriver {
+            out.push(Effect::Reply(Reply::SubmitDriver(flint_proto::messages::SubmitDriverResponse {
                 success: false,
                 driver_id: None,
                 message: format!(
                     "{BACKUP_MASTER_PREFIX}: {}. Can only accept driver submissions in ALIVE state.",
                     self.status
                 ),
-            }));
+            })));
             return;
         }
         if desc.command.program.is_empty() {
-            out.push(Effect::Reply(Reply::SubmitDriver {
-                success: false,
-                driver_id: None,
-                message: "Invalid driver description: the command has an empty program".into(),
-            }));
+            out.push(Effect::Reply(Reply::SubmitDriver(
+                flint_proto::messages::SubmitDriverResponse {
+                    success: false,
+                    driver_id: None,
+                    message: "Invalid driver description: the command has an empty program".into(),
+                },
+            )));
             return;
         }
         self.log_info(out, format!("Driver submitted {}", desc.command.program));
         let driver_id = self.enqueue_new_driver(now, desc, out);
-        out.push(Effect::Reply(Reply::SubmitDriver {
-            success: true,
-            message: format!("Driver successfully submitted as {driver_id}"),
-            driver_id: Some(driver_id),
-        }));
+        out.push(Effect::Reply(Reply::SubmitDriver(
+            flint_proto::messages::SubmitDriverResponse {
+                success: true,
+                message: format!("Driver successfully submitted as {driver_id}"),
+                driver_id: Some(driver_id),
+            },
+        )));
     }
 
     fn enqueue_new_driver(
@@ -65,11 +69,13 @@ impl MasterState {
                 "{BACKUP_MASTER_PREFIX}: {}. Can only kill drivers in ALIVE state.",
                 self.status
             );
-            out.push(Effect::Reply(Reply::KillDriver {
-                driver_id,
-                success: false,
-                message,
-            }));
+            out.push(Effect::Reply(Reply::KillDriver(
+                flint_proto::messages::KillDriverResponse {
+                    driver_id,
+                    success: false,
+                    message,
+                },
+            )));
             return;
         }
         self.log_info(out, format!("Asked to kill driver {driver_id}"));
@@ -77,19 +83,23 @@ impl MasterState {
             self.start_driver_kill(&driver_id, out);
             let message = format!("Kill request for {driver_id} submitted");
             self.log_info(out, message.clone());
-            out.push(Effect::Reply(Reply::KillDriver {
-                driver_id,
-                success: true,
-                message,
-            }));
+            out.push(Effect::Reply(Reply::KillDriver(
+                flint_proto::messages::KillDriverResponse {
+                    driver_id,
+                    success: true,
+                    message,
+                },
+            )));
         } else {
             let message = format!("Driver {driver_id} has already finished or does not exist");
             self.log_warn(out, message.clone());
-            out.push(Effect::Reply(Reply::KillDriver {
-                driver_id,
-                success: false,
-                message,
-            }));
+            out.push(Effect::Reply(Reply::KillDriver(
+                flint_proto::messages::KillDriverResponse {
+                    driver_id,
+                    success: false,
+                    message,
+                },
+            )));
         }
     }
 
@@ -100,10 +110,12 @@ impl MasterState {
                 "{BACKUP_MASTER_PREFIX}: {}. Can only kill drivers in ALIVE state.",
                 self.status
             );
-            out.push(Effect::Reply(Reply::KillAllDrivers {
-                success: false,
-                message,
-            }));
+            out.push(Effect::Reply(Reply::KillAllDrivers(
+                flint_proto::messages::KillAllDriversResponse {
+                    success: false,
+                    message,
+                },
+            )));
             return;
         }
         self.log_info(out, "Asked to kill all drivers".into());
@@ -111,10 +123,12 @@ impl MasterState {
         for id in ids {
             self.start_driver_kill(&id, out);
         }
-        out.push(Effect::Reply(Reply::KillAllDrivers {
-            success: true,
-            message: "Kill request for all drivers submitted".into(),
-        }));
+        out.push(Effect::Reply(Reply::KillAllDrivers(
+            flint_proto::messages::KillAllDriversResponse {
+                success: true,
+                message: "Kill request for all drivers submitted".into(),
+            },
+        )));
     }
 
     fn start_driver_kill(&mut self, driver_id: &DriverId, out: &mut Vec<Effect>) {
@@ -157,16 +171,18 @@ impl MasterState {
     /// Answers a driver status request (ALIVE only).
     pub(super) fn request_driver_status(&self, driver_id: &DriverId, out: &mut Vec<Effect>) {
         if self.status != MasterStatus::Alive {
-            out.push(Effect::Reply(Reply::DriverStatus {
-                found: false,
-                state: None,
-                worker_id: None,
-                worker_host_port: None,
-                exception: Some(format!(
+            out.push(Effect::Reply(Reply::DriverStatus(
+                flint_proto::messages::DriverStatusResponse {
+                    found: false,
+                    state: None,
+                    worker_id: None,
+                    worker_host_port: None,
+                    exception: Some(format!(
                     "{BACKUP_MASTER_PREFIX}: {}. Can only request driver status in ALIVE state.",
                     self.status
                 )),
-            }));
+                },
+            )));
             return;
         }
         let driver = self
@@ -174,7 +190,7 @@ impl MasterState {
             .get(driver_id)
             .or_else(|| self.completed_drivers.iter().find(|d| &d.id == driver_id));
         let reply = match driver {
-            Some(d) => Reply::DriverStatus {
+            Some(d) => Reply::DriverStatus(flint_proto::messages::DriverStatusResponse {
                 found: true,
                 state: Some(d.state),
                 worker_id: d.worker_id.clone(),
@@ -184,14 +200,14 @@ impl MasterState {
                     .and_then(|w| self.workers.get(w))
                     .map(|w| w.host_port()),
                 exception: d.message.clone(),
-            },
-            None => Reply::DriverStatus {
+            }),
+            None => Reply::DriverStatus(flint_proto::messages::DriverStatusResponse {
                 found: false,
                 state: None,
                 worker_id: None,
                 worker_host_port: None,
                 exception: None,
-            },
+            }),
         };
         out.push(Effect::Reply(reply));
     }

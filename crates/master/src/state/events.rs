@@ -255,43 +255,15 @@ pub enum Reply {
     /// How many workers matched [`Event::DecommissionWorkersOnHosts`].
     WorkersDecommissioned(u32),
     /// Answer to [`Event::SubmitDriver`].
-    SubmitDriver {
-        /// Whether the driver was queued.
-        success: bool,
-        /// Its id, when queued.
-        driver_id: Option<DriverId>,
-        /// What happened.
-        message: String,
-    },
+    SubmitDriver(flint_proto::messages::SubmitDriverResponse),
     /// Answer to [`Event::KillDriver`].
-    KillDriver {
-        /// The driver.
-        driver_id: DriverId,
-        /// Whether a kill was started.
-        success: bool,
-        /// What happened.
-        message: String,
-    },
+    KillDriver(flint_proto::messages::KillDriverResponse),
     /// Answer to [`Event::KillAllDrivers`].
-    KillAllDrivers {
-        /// Whether kills were started.
-        success: bool,
-        /// What happened.
-        message: String,
-    },
-    /// Answer to [`Event::RequestDriverStatus`].
-    DriverStatus {
-        /// Whether the driver is known (active or completed).
-        found: bool,
-        /// Its state.
-        state: Option<DriverState>,
-        /// The worker it was placed on.
-        worker_id: Option<WorkerId>,
-        /// That worker's `host:port`.
-        worker_host_port: Option<String>,
-        /// Its error, or why the master cannot answer.
-        exception: Option<String>,
-    },
+    KillAllDrivers(flint_proto::messages::KillAllDriversResponse),
+    /// Answer to [`Event::RequestDriverStatus`] (`found` says whether the driver is
+    /// known, active or completed; `exception` its error or why the master cannot
+    /// answer).
+    DriverStatus(flint_proto::messages::DriverStatusResponse),
 }
 
 /// An output of [`MasterState::handle`](super::MasterState::handle).
