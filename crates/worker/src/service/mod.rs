@@ -459,6 +459,11 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
         return Err(WorkerError::ZeroMemory);
     }
     let rpc_conf = RpcConf::from_conf(&opts.conf)?;
+    // Executors and drivers get the cluster secret through their environment (never
+    // their arguments), whether the worker runs in the CLI or embedded in a program.
+    if rpc_conf.tls.is_none() {
+        crate::runner::set_child_secret(rpc_conf.secret.clone());
+    }
     let auth = rpc_conf.secret.is_some() || rpc_conf.tls.is_some();
     let mut config = settings::worker_config(
         &opts.conf,
