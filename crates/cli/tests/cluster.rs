@@ -1717,3 +1717,163 @@ async fn executors_get_the_secret_in_their_environment_never_on_their_command_li
     }
     app.handle.stop().await;
 }
+
+// ===================================================================
+// 9. A relay between a real worker and the master
+// ===================================================================
+
+/// What the relay does to the worker → master direction of its first connection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tamper {
+    None,
+    /// Flip one bit in the first sealed record (the worker's registration).
+    FlipBit,
+    /// Forward the first record, then replay it.
+    Replay,
+    /// Forward the first record, then a plaintext `RegisterApplication` frame.
+    Inject,
+}
+
+/// Reads one length-prefixed unit (handshake frame or sealed record).
+async fn read_unit(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await.ok()?;
+    let mut unit = len.to_vec();
+    unit.resize(4 + u32::from_be_bytes(len) as usize, 0);
+    r.read_exact(&mut unit[4..]).await.ok()?;
+    Some(unit)
+}
+
+/// A TCP relay to `upstream` on a free port: the first connection is tampered with
+/// as `how` says (after the two handshake frames, units are sealed records); later
+/// connections (the worker reconnecting) pass untouched.
+async fn start_relay(upstream: RpcAddress, how: Tamper, inject: Vec<u8>) -> RpcAddress {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = RpcAddress::new("127.0.0.1", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let how = if std::mem::take(&mut first) {
+                how
+            } else {
+                Tamper::None
+            };
+            let Ok(server) = tokio::net::TcpStream::connect(upstream.host_port()).await else {
+                continue;
+            };
+            let inject = inject.clone();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    let _ = cw.shutdown().await;
+                });
+                let mut index = 0usize;
+                while let Some(mut unit) = read_unit(&mut cr).await {
+                    let record = index.checked_sub(2);
+                    index += 1;
+                    if how == Tamper::FlipBit && record == Some(0) {
+                        unit[12] ^= 0x04;
+                    }
+                    if sw.write_all(&unit).await.is_err() {
+                        break;
+                    }
+                    if record == Some(0) {
+                        let extra = match how {
+                            Tamper::Replay => unit.clone(),
+                            Tamper::Inject => inject.clone(),
+                            _ => Vec::new(),
+                        };
+                        if sw.write_all(&extra).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                let _ = sw.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_between_a_worker_and_the_master_can_neither_alter_nor_inject() {
+    let mut c = Cluster::new("relay");
+    let m = c.start_master(0, &[]).await;
+    // What an attacker on the path would inject: an application whose executor
+    // leaves a mark.
+    let mark = c.dir.join("injected-ran");
+    let script = format!("touch {}; exec sleep 1000", mark.display());
+    let driver = c
+        .probe
+        .endpoint_ref::<AppClientMsg>(&m.addr, APP_CLIENT_ENDPOINT);
+    let injected = flint_rpc::frame::encode_frame(
+        &flint_rpc::frame::Header::OneWay {
+            to: MASTER_ENDPOINT,
+            protocol: <MasterMsg as flint_rpc::Protocol>::ID,
+        },
+        &MasterMsg::RegisterApplication(RegisterApplication {
+            desc: app_desc("injected", &script, Some(1), Some(1)),
+            driver,
+        }),
+    )
+    .unwrap();
+    let mut warnings = 0;
+    for how in [
+        Tamper::None,
+        Tamper::FlipBit,
+        Tamper::Replay,
+        Tamper::Inject,
+    ] {
+        let relay = start_relay(m.addr.clone(), how, injected.clone()).await;
+        let via = Master {
+            proc: m.proc,
+            url: relay.to_string(),
+            addr: relay.clone(),
+            rpc_conf: m.rpc_conf.clone(),
+        };
+        let w = c.start_worker(&via, 1, "256m").await;
+        // Registration is the first record and the only one through the relay: the
+        // master's answer names its own address, where the worker then sends its
+        // heartbeats. A tampered registration is retried over a fresh connection.
+        c.wait_alive(&m, &[&w.id]).await;
+        if how != Tamper::None {
+            warnings += 1;
+            let worker = w.url.clone();
+            wait_for(
+                &format!("the master to close the tampered connection ({how:?})"),
+                async || {
+                    let n = c
+                        .stderr(m.proc)
+                        .lines()
+                        .filter(|l| {
+                            l.contains("WARN")
+                                && l.contains(&format!("closing connection with {worker}"))
+                                && l.contains("sealed record")
+                        })
+                        .count();
+                    // Each case has its own worker, so the line names this one.
+                    if n >= 1 {
+                        Ok(())
+                    } else {
+                        Err("no such warning yet".to_string())
+                    }
+                },
+            )
+            .await;
+            // The worker comes back over a fresh connection.
+            c.wait_alive(&m, &[&w.id]).await;
+        }
+        let s = c.status(&m).await.unwrap();
+        assert!(
+            s.active_apps.is_empty() && s.completed_apps.is_empty(),
+            "{how:?}: something injected was acted on: {s:#?}"
+        );
+        c.kill(w.proc);
+        c.wait_status(&m, "the worker gone", |s| alive_ids(s).is_empty())
+            .await;
+    }
+    assert_eq!(warnings, 3);
+    assert!(!mark.exists(), "the injected application's executor ran");
+}
