@@ -115,12 +115,29 @@ impl Machine {
     }
 }
 
-/// This process's peak resident memory so far (`VmHWM`), in MiB.
+/// This process's peak resident memory (`VmHWM`) since it started or since the last
+/// [`reset_peak_rss`], in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// This process's resident memory now (`VmRSS`), in MiB.
+pub fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+/// Resets this process's `VmHWM` to its current resident memory (writing `5` to
+/// `/proc/self/clear_refs`, Linux 4.0 and later), so that [`peak_rss_mib`] then gives
+/// the peak of what runs after. False if the kernel refused.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -162,4 +179,25 @@ fn loadavg() -> Option<[f64; 3]> {
     let s = std::fs::read_to_string("/proc/loadavg").ok()?;
     let mut it = s.split_whitespace().map(|v| v.parse::<f64>().ok());
     Some([it.next()??, it.next()??, it.next()??])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_can_be_reset() {
+        let Some(before) = peak_rss_mib() else {
+            return; // no /proc here
+        };
+        let v = vec![1u8; 64 << 20];
+        std::hint::black_box(&v);
+        drop(v);
+        let high = peak_rss_mib().unwrap();
+        assert!(high >= before + 32.0, "{before} -> {high}");
+        assert!(reset_peak_rss());
+        let after = peak_rss_mib().unwrap();
+        assert!(after < high - 32.0, "{high} -> {after}");
+        assert!(rss_mib().unwrap() <= after + 1.0);
+    }
 }

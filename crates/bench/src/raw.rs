@@ -1,8 +1,9 @@
 //! The raw TCP baseline: what the same exchanges cost with plain tokio sockets and
 //! nothing else. Frames are a 4-byte big-endian length, a kind byte and a payload.
 //! The server handles each connection on one task: it reads whatever has arrived,
-//! handles every complete frame in it, and writes all the answers in one call. The
-//! client keeps its socket on the calling task. `TCP_NODELAY` is set on both ends.
+//! handles every complete frame in it, and writes all the answers in one call; a bulk
+//! request is answered with that many unframed bytes written from one reused buffer.
+//! The client keeps its socket on the calling task. `TCP_NODELAY` is set on both ends.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,8 +24,13 @@ pub const ONE_WAY: u8 = 1;
 /// endian) and reset it.
 pub const COUNT: u8 = 2;
 
+/// Answer with the number of bytes in the payload (u64, little endian), unframed.
+pub const BULK: u8 = 3;
+
 /// Size of read buffers and of the client's write batches.
 pub const BUF: usize = 64 * 1024;
+/// Size of each write and read of a bulk copy (flint's stream chunk size).
+pub const BULK_BUF: usize = 256 * 1024;
 
 /// A complete frame: length prefix, `kind`, `payload`.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -64,6 +70,7 @@ async fn serve(tcp: TcpStream) -> io::Result<()> {
     let mut inb = BytesMut::with_capacity(BUF);
     let mut out: Vec<u8> = Vec::with_capacity(BUF);
     let mut count: u64 = 0;
+    let mut bulk: Vec<u8> = Vec::new();
     loop {
         inb.reserve(BUF);
         if r.read_buf(&mut inb).await? == 0 {
@@ -76,6 +83,26 @@ async fn serve(tcp: TcpStream) -> io::Result<()> {
                 Some(&COUNT) => {
                     out.extend_from_slice(&frame(COUNT, &count.to_le_bytes()));
                     count = 0;
+                }
+                Some(&BULK) => {
+                    let len = inb
+                        .get(5..n)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(u64::from_le_bytes)
+                        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad bulk"))?;
+                    if !out.is_empty() {
+                        w.write_all(&out).await?;
+                        out.clear();
+                    }
+                    if bulk.is_empty() {
+                        bulk = vec![0x5a; BULK_BUF];
+                    }
+                    let mut left = len;
+                    while left > 0 {
+                        let k = left.min(BULK_BUF as u64) as usize;
+                        w.write_all(&bulk[..k]).await?;
+                        left -= k as u64;
+                    }
                 }
                 _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad frame")),
             }
@@ -185,6 +212,24 @@ impl Client {
             send_loop,
             total: t.elapsed(),
         })
+    }
+
+    /// Asks the server for `bytes` unframed bytes and reads them all into one reused
+    /// buffer of [`BULK_BUF`] bytes; returns how many arrived.
+    pub async fn bulk(&mut self, bytes: u64) -> io::Result<u64> {
+        self.w.write_all(&frame(BULK, &bytes.to_le_bytes())).await?;
+        let mut got = self.inb.len() as u64;
+        self.inb.clear();
+        let mut buf = vec![0u8; BULK_BUF];
+        while got < bytes {
+            let want = (bytes - got).min(BULK_BUF as u64) as usize;
+            let n = self.r.read(&mut buf[..want]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            got += n as u64;
+        }
+        Ok(got)
     }
 
     /// Runs `n` echo requests of `payload` bytes keeping `in_flight` outstanding:

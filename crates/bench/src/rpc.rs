@@ -1,17 +1,35 @@
 //! The flint side: a protocol and an endpoint that counts one-way messages and
-//! answers pings, and the client loops that drive it through an [`EndpointRef`].
+//! answers pings, a stream handler that produces bulk data, and the client loops that
+//! drive them through an [`EndpointRef`] and [`RpcEnv::pull_stream`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::stats::OneWay;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use flint_rpc::{Ask, Context, Endpoint, EndpointRef, Protocol, Reply, RpcConf, RpcEnv};
+use flint_rpc::{
+    Ask, AskError, Context, Endpoint, EndpointRef, Protocol, Reply, RpcAddress, RpcConf, RpcEnv,
+    Secret, StreamHandler, StreamSink,
+};
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
 /// Name of the benchmark endpoint in the server environment.
 pub const ENDPOINT: &str = "bench";
+/// Name of the bulk stream handler in the server environment.
+pub const STREAM: &str = "bench-bulk";
+
+/// The settings of one side: flint's defaults, with `secret` set (and
+/// `rpc.encryption.enabled` left at its default, true) for the sealed series. Without
+/// TLS, a secret makes every byte after the handshake an AES-256-GCM sealed record.
+pub fn conf(secret: Option<&[u8]>) -> RpcConf {
+    RpcConf {
+        secret: secret.map(Secret::new),
+        ..RpcConf::default()
+    }
+}
 
 /// Everything the benchmark endpoint accepts.
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,13 +101,45 @@ impl Endpoint for BenchEndpoint {
     }
 }
 
+/// Produces the bytes a pull asks for: the request is the byte count (u64, little
+/// endian); the data is one reused chunk-sized buffer, sent slice by slice.
+pub struct BulkSource;
+
+impl StreamHandler for BulkSource {
+    fn pull(
+        self: Arc<Self>,
+        _from: RpcAddress,
+        request: Bytes,
+        mut sink: StreamSink,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let Ok(len) = <[u8; 8]>::try_from(&request[..]).map(u64::from_le_bytes) else {
+                sink.fail("a bulk request is the byte count as 8 bytes, little endian");
+                return;
+            };
+            let chunk = sink.chunk_size();
+            let data = Bytes::from(vec![0x5a; chunk]);
+            let mut left = len;
+            while left > 0 {
+                let k = left.min(chunk as u64) as usize;
+                if sink.send(data.slice(..k)).await.is_err() {
+                    return;
+                }
+                left -= k as u64;
+            }
+            let _ = sink.finish().await;
+        })
+    }
+}
+
 /// Starts a server-mode environment on `127.0.0.1` (any free port) with the
-/// benchmark endpoint.
-pub async fn start_server() -> anyhow::Result<RpcEnv> {
-    let env = RpcEnv::server(RpcConf::default(), "127.0.0.1", 0)
+/// benchmark endpoint and the bulk stream handler.
+pub async fn start_server(conf: RpcConf) -> anyhow::Result<RpcEnv> {
+    let env = RpcEnv::server(conf, "127.0.0.1", 0)
         .await
         .context("starting the server RpcEnv")?;
     env.setup_endpoint(ENDPOINT, BenchEndpoint::default())?;
+    env.register_stream_handler(STREAM, Arc::new(BulkSource))?;
     Ok(env)
 }
 
@@ -107,31 +157,49 @@ pub async fn ping_pong(r: &EndpointRef<BenchMsg>, n: usize) -> anyhow::Result<Ve
     Ok(samples)
 }
 
-/// Sends `n` one-way `Data` messages of `payload` bytes, then asks for the count
-/// (FIFO on the one connection means every message has been handled by then). With
-/// `yield_every`, the loop yields to the runtime after every that many sends.
-pub async fn one_way(
-    r: &EndpointRef<BenchMsg>,
-    n: u64,
-    payload: usize,
-    yield_every: Option<u64>,
-) -> anyhow::Result<OneWay> {
+/// Sends `n` one-way `Data` messages of `payload` bytes with `send_async` (which waits
+/// while the connection's queue is at its byte budget, so memory stays bounded), then
+/// asks for the count (FIFO on the one connection means every message that was not
+/// dropped has been handled by then).
+pub async fn one_way(r: &EndpointRef<BenchMsg>, n: u64, payload: usize) -> anyhow::Result<OneWay> {
     let data = Bytes::from(vec![7u8; payload]);
-    let every = yield_every.unwrap_or(0);
     let t = Instant::now();
-    for i in 1..=n {
-        r.send(BenchMsg::Data(data.clone()))?;
-        if every > 0 && i % every == 0 {
-            tokio::task::yield_now().await;
-        }
+    for _ in 0..n {
+        r.send_async(BenchMsg::Data(data.clone())).await?;
     }
     let send_loop = t.elapsed();
-    let counted = r.ask(Count).await?;
+    let counted = ask_when_room(r).await?;
     Ok(OneWay {
         counted,
         send_loop,
         total: t.elapsed(),
     })
+}
+
+/// `ask(Count)`, retried while the connection's queue is at its byte budget: `ask`
+/// has no waiting form, and right after a burst of `send_async` the queue is full.
+async fn ask_when_room(r: &EndpointRef<BenchMsg>) -> anyhow::Result<u64> {
+    loop {
+        match r.ask(Count).await {
+            Err(AskError::Full { .. }) => tokio::time::sleep(Duration::from_micros(50)).await,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Pulls `bytes` bytes from the bulk stream handler at `addr`; returns how many
+/// arrived, in how many chunks.
+pub async fn pull(env: &RpcEnv, addr: &RpcAddress, bytes: u64) -> anyhow::Result<(u64, u64)> {
+    let mut stream = env
+        .pull_stream(addr, STREAM, Bytes::copy_from_slice(&bytes.to_le_bytes()))
+        .await
+        .context("opening the bulk stream")?;
+    let (mut got, mut chunks) = (0u64, 0u64);
+    while let Some(chunk) = stream.next().await {
+        got += chunk.context("the bulk stream failed")?.len() as u64;
+        chunks += 1;
+    }
+    Ok((got, chunks))
 }
 
 /// Runs `n` asks keeping `in_flight` outstanding; returns how many were answered.

@@ -99,6 +99,58 @@ impl Rate {
     }
 }
 
+/// Bytes moved in how long. When a series ran in several rounds, the figures are
+/// those of the median round and `rounds_gb_per_sec` lists every round in the order
+/// they ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// Wall-clock seconds from the request until the last byte arrived.
+    pub seconds: f64,
+    /// Decimal gigabytes (10^9 bytes) per second.
+    pub gb_per_sec: f64,
+    /// Binary gibibytes (2^30 bytes) per second.
+    pub gib_per_sec: f64,
+    /// The rate of each round, GB/s.
+    pub rounds_gb_per_sec: Vec<f64>,
+}
+
+impl Throughput {
+    /// The rate of `bytes` moved in `elapsed`.
+    pub fn new(bytes: u64, elapsed: Duration) -> Throughput {
+        let s = elapsed.as_secs_f64();
+        let per = |unit: f64| {
+            if s > 0.0 {
+                round4(bytes as f64 / s / unit)
+            } else {
+                0.0
+            }
+        };
+        let gb = per(1e9);
+        Throughput {
+            bytes,
+            seconds: round4(s),
+            gb_per_sec: gb,
+            gib_per_sec: per((1u64 << 30) as f64),
+            rounds_gb_per_sec: vec![gb],
+        }
+    }
+
+    /// The median round of `rounds` (the lower one of an even count), listing all.
+    pub fn median(rounds: &[Throughput]) -> Throughput {
+        let mut sorted: Vec<&Throughput> = rounds.iter().collect();
+        sorted.sort_by(|a, b| a.gb_per_sec.total_cmp(&b.gb_per_sec));
+        let Some(mid) = sorted.get(sorted.len().saturating_sub(1) / 2) else {
+            return Throughput::new(0, Duration::ZERO);
+        };
+        Throughput {
+            rounds_gb_per_sec: rounds.iter().map(|r| r.gb_per_sec).collect(),
+            ..(*mid).clone()
+        }
+    }
+}
+
 /// The outcome of one one-way series.
 #[derive(Debug, Clone, Copy)]
 pub struct OneWay {
@@ -167,6 +219,16 @@ mod tests {
         assert_eq!(Rate::median(&rounds[..2]).per_sec, 100.0);
         assert_eq!(Rate::median(&[]).count, 0);
         assert_eq!(ratio(3.0, 2.0), 1.5);
+        let t = Throughput::new(2_000_000_000, Duration::from_secs(1));
+        assert_eq!(t.gb_per_sec, 2.0);
+        assert_eq!(t.gib_per_sec, 1.8626);
+        let m = Throughput::median(&[
+            Throughput::new(3, Duration::from_nanos(1)),
+            Throughput::new(1, Duration::from_nanos(1)),
+            Throughput::new(2, Duration::from_nanos(1)),
+        ]);
+        assert_eq!(m.bytes, 2);
+        assert_eq!(m.rounds_gb_per_sec, vec![3.0, 1.0, 2.0]);
         assert_eq!(ratio(1.0, 0.0), 0.0);
     }
 }

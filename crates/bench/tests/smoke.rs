@@ -1,5 +1,9 @@
-//! Keeps `rpc-bench` from rotting: a `--quick` run must finish and print one JSON
-//! object with every field of the report. Nothing here looks at the timings.
+//! Keeps `rpc-bench` from rotting: a `--quick` run (tiny counts, an 8 MiB stream)
+//! must finish end to end — raw TCP, plain and sealed flint, one-way series in their
+//! own processes — and print one JSON object with every field of the report. Nothing
+//! here looks at the timings, and no target has to be met.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
@@ -35,39 +39,58 @@ const FIELDS: &[&str] = &[
     "/params/payload_bytes",
     "/params/asks",
     "/params/in_flight",
+    "/params/stream_bytes",
+    "/sealing/what",
+    "/sealing/flint",
+    "/sealing/flint_sealed",
     "/memory/what",
-    "/memory/client_peak_rss_mib",
+    "/memory/peak_reset_per_series",
+    "/memory/driver_peak_rss_mib",
     "/memory/server_peak_rss_mib",
     "/latency/what",
-    "/latency/ratio_p50",
-    "/latency/ratio_p99",
-    "/latency/ratio_mean",
-    "/latency/target_ratio_p50",
-    "/latency/meets_target",
     "/one_way/what",
-    "/one_way/raw_tcp",
-    "/one_way/flint_send",
-    "/one_way/ratio",
-    "/one_way/target_per_sec",
-    "/one_way/meets_target",
-    "/one_way/raw_write_loop_seconds",
-    "/one_way/flint_send_loop_seconds",
-    "/one_way/flint_send_yielding/what",
-    "/one_way/flint_send_yielding/yield_every",
-    "/one_way/flint_send_yielding/send_loop_seconds",
+    "/one_way/client_process",
     "/pipelined_ask/what",
     "/pipelined_ask/in_flight",
-    "/pipelined_ask/raw_tcp",
-    "/pipelined_ask/flint_ask",
-    "/pipelined_ask/ratio",
+    "/stream/what",
+    "/stream/bytes",
+    "/stream/chunk_bytes",
+    "/stream/window_chunks",
+    "/targets",
+    "/all_targets_met",
     "/elapsed_seconds",
 ];
+
+const SIDES: &[&str] = &["raw_tcp", "flint", "flint_sealed"];
+const FLINT: &[&str] = &["flint", "flint_sealed"];
 
 const LATENCY: &[&str] = &[
     "samples", "p50_us", "p90_us", "p99_us", "p999_us", "mean_us", "min_us", "max_us",
 ];
 
 const RATE: &[&str] = &["count", "seconds", "per_sec", "rounds_per_sec/0"];
+
+const THROUGHPUT: &[&str] = &[
+    "bytes",
+    "seconds",
+    "gb_per_sec",
+    "gib_per_sec",
+    "rounds_gb_per_sec/0",
+];
+
+/// The figures with targets, in the order `targets` lists them.
+const TARGETS: &[&str] = &[
+    "latency.flint.ratio_p50",
+    "latency.flint_sealed.ratio_p50",
+    "one_way.flint.rate.per_sec",
+    "one_way.flint_sealed.rate.per_sec",
+    "one_way.flint.client_peak_rss_mib",
+    "one_way.flint_sealed.client_peak_rss_mib",
+    "pipelined_ask.flint.ratio",
+    "pipelined_ask.flint_sealed.ratio",
+    "stream.flint.ratio",
+    "stream.flint_sealed.throughput.gb_per_sec",
+];
 
 fn run(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_rpc-bench"))
@@ -81,72 +104,126 @@ fn run(args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{stdout}\n{stderr}"))
 }
 
+fn number(report: &Value, pointer: &str) -> f64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing or not a number"))
+}
+
+fn boolean(report: &Value, pointer: &str) -> bool {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_bool)
+        .unwrap_or_else(|| panic!("{pointer} missing or not a boolean"))
+}
+
 fn check(report: &Value, mode: &str) {
     for f in FIELDS {
         assert!(report.pointer(f).is_some(), "report lacks {f}: {report:#}");
-    }
-    for series in ["/latency/raw_tcp", "/latency/flint_ask"] {
-        for k in LATENCY {
-            let v = report.pointer(&format!("{series}/{k}"));
-            assert!(
-                v.is_some_and(Value::is_number),
-                "{series}/{k} missing or not a number"
-            );
-        }
-    }
-    for series in [
-        "/one_way/raw_tcp",
-        "/one_way/flint_send",
-        "/one_way/flint_send_yielding/rate",
-        "/pipelined_ask/raw_tcp",
-        "/pipelined_ask/flint_ask",
-    ] {
-        for k in RATE {
-            let v = report.pointer(&format!("{series}/{k}"));
-            assert!(
-                v.is_some_and(Value::is_number),
-                "{series}/{k} missing or not a number"
-            );
-        }
     }
     assert_eq!(report["topology"]["mode"], mode);
     assert_eq!(report["params"]["quick"], true);
     assert_eq!(report["params"]["payload_bytes"], 64);
     let rounds = report["params"]["rounds"].as_u64().expect("rounds");
-    for series in [
-        "/one_way/raw_tcp",
-        "/one_way/flint_send",
-        "/one_way/flint_send_yielding/rate",
-        "/pipelined_ask/raw_tcp",
-        "/pipelined_ask/flint_ask",
-    ] {
+    let messages = number(report, "/params/messages");
+    let asks = number(report, "/params/asks");
+    let bytes = number(report, "/params/stream_bytes");
+
+    for side in SIDES {
+        for k in LATENCY {
+            number(report, &format!("/latency/{side}/latency/{k}"));
+        }
+        number(report, &format!("/latency/{side}/client_peak_rss_mib"));
+        for k in RATE {
+            number(report, &format!("/one_way/{side}/rate/{k}"));
+            number(report, &format!("/pipelined_ask/{side}/rate/{k}"));
+        }
+        for k in THROUGHPUT {
+            number(report, &format!("/stream/{side}/throughput/{k}"));
+        }
+        for series in ["one_way", "pipelined_ask"] {
+            let all = report
+                .pointer(&format!("/{series}/{side}/rate/rounds_per_sec"))
+                .and_then(Value::as_array)
+                .expect("rounds_per_sec");
+            assert_eq!(
+                all.len() as u64,
+                rounds,
+                "{series}/{side}: one rate per round"
+            );
+        }
         let all = report
-            .pointer(&format!("{series}/rounds_per_sec"))
+            .pointer(&format!("/stream/{side}/throughput/rounds_gb_per_sec"))
             .and_then(Value::as_array)
-            .expect("rounds_per_sec");
-        assert_eq!(all.len() as u64, rounds, "{series}: one rate per round");
+            .expect("rounds_gb_per_sec");
+        assert_eq!(
+            all.len() as u64,
+            rounds,
+            "stream/{side}: one rate per round"
+        );
+
+        // Every message, ask and byte was accounted for (counts, not timings).
+        assert_eq!(number(report, &format!("/one_way/{side}/sent")), messages);
+        assert_eq!(number(report, &format!("/one_way/{side}/dropped")), 0.0);
+        assert_eq!(
+            number(report, &format!("/one_way/{side}/rate/count")),
+            messages
+        );
+        assert_eq!(
+            number(report, &format!("/pipelined_ask/{side}/rate/count")),
+            asks
+        );
+        assert_eq!(
+            number(report, &format!("/stream/{side}/throughput/bytes")),
+            bytes
+        );
+        // A one-way series reports the peak RSS of its client in every round.
+        let peaks = report
+            .pointer(&format!("/one_way/{side}/client_peak_rss_mib_rounds"))
+            .and_then(Value::as_array)
+            .expect("client_peak_rss_mib_rounds");
+        assert_eq!(peaks.len() as u64, rounds);
+        assert!(peaks.iter().all(Value::is_number), "{side}: {peaks:?}");
+        number(report, &format!("/one_way/{side}/client_peak_rss_mib"));
     }
-    // Every message and ask was accounted for (counts, not timings).
-    assert_eq!(
-        report["one_way"]["flint_send"]["count"],
-        report["params"]["messages"]
-    );
-    assert_eq!(
-        report["one_way"]["raw_tcp"]["count"],
-        report["params"]["messages"]
-    );
-    assert_eq!(
-        report["one_way"]["flint_send_yielding"]["rate"]["count"],
-        report["params"]["messages"]
-    );
-    assert_eq!(
-        report["pipelined_ask"]["flint_ask"]["count"],
-        report["params"]["asks"]
-    );
-    assert_eq!(
-        report["pipelined_ask"]["raw_tcp"]["count"],
-        report["params"]["asks"]
-    );
+
+    // Each flint figure with a target carries it and a flag.
+    for side in FLINT {
+        for k in ["ratio_p50", "ratio_p99", "ratio_mean", "target_ratio_p50"] {
+            number(report, &format!("/latency/{side}/{k}"));
+        }
+        boolean(report, &format!("/latency/{side}/meets_target"));
+        for k in ["ratio", "target_per_sec", "target_peak_rss_mib"] {
+            number(report, &format!("/one_way/{side}/{k}"));
+        }
+        boolean(report, &format!("/one_way/{side}/meets_rate_target"));
+        boolean(report, &format!("/one_way/{side}/meets_rss_target"));
+        number(report, &format!("/pipelined_ask/{side}/ratio"));
+        number(report, &format!("/pipelined_ask/{side}/target_ratio"));
+        boolean(report, &format!("/pipelined_ask/{side}/meets_target"));
+        number(report, &format!("/stream/{side}/ratio"));
+        boolean(report, &format!("/stream/{side}/meets_target"));
+        // The stream arrived in chunks of at most the chunk size.
+        let chunk = number(report, "/stream/chunk_bytes");
+        let chunks = number(report, &format!("/stream/{side}/chunks"));
+        assert!(chunks >= (bytes / chunk).ceil(), "{side}: {chunks} chunks");
+    }
+    number(report, "/stream/flint/target_ratio");
+    number(report, "/stream/flint_sealed/target_gb_per_sec");
+
+    let targets = report["targets"].as_array().expect("targets");
+    let names: Vec<&str> = targets
+        .iter()
+        .map(|t| t["figure"].as_str().expect("figure"))
+        .collect();
+    assert_eq!(names, TARGETS);
+    for t in targets {
+        assert!(t["target"].is_number() && t["pass"].is_boolean(), "{t}");
+        assert!(t["op"] == "<=" || t["op"] == ">=", "{t}");
+    }
+    let all = targets.iter().all(|t| t["pass"] == true);
+    assert_eq!(report["all_targets_met"], all);
 }
 
 #[test]

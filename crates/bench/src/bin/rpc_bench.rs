@@ -1,13 +1,20 @@
 //! `rpc-bench`: measures flint's RPC layer against raw TCP on loopback in one run and
 //! prints one JSON object to stdout (progress goes to stderr).
 //!
-//! By default the servers — flint's server-mode `RpcEnv` and the raw TCP echo server —
-//! run in a child process (this binary re-executed with the hidden `serve`
-//! subcommand) and the clients in this one, each process on a tokio multi-thread
-//! runtime of `--workers` workers: two processes on one machine, as a driver and an
-//! executor would be, with the kernel scheduling them across the cores.
-//! `--in-process` puts both sides on one runtime instead. Whichever is chosen applies
-//! to flint and to the baseline alike, and the report says which.
+//! Three sides take turns in every series: raw TCP, flint without a secret (plain
+//! records), and flint with a secret and `rpc.encryption.enabled` (every byte after
+//! the handshake sealed with AES-256-GCM). The series are ask round trips, one-way
+//! messages sent with `send_async`, pipelined asks, and a bulk stream pulled from the
+//! server (raw: a bulk copy of the same size). Each figure that has a target carries
+//! it and a pass/fail flag; `targets` lists them all.
+//!
+//! By default the servers — two server-mode `RpcEnv`s and the raw TCP server — run in
+//! a child process (this binary re-executed with the hidden `serve` subcommand) and
+//! the clients in this one, each process on a tokio multi-thread runtime of
+//! `--workers` workers: two processes on one machine, as a driver and an executor
+//! would be. Each one-way series runs in a fresh client process of its own (the
+//! hidden `one-way-client` subcommand), so its peak RSS is that of a process that did
+//! nothing else. `--in-process` puts everything on one runtime instead.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -15,32 +22,42 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, Subcommand};
-use flint_bench::machine::{peak_rss_mib, Machine, PollIdle};
-use flint_bench::stats::{ratio, Latency, OneWay, Rate};
+use clap::{Parser, Subcommand, ValueEnum};
+use flint_bench::machine::{peak_rss_mib, reset_peak_rss, rss_mib, Machine, PollIdle};
+use flint_bench::stats::{ratio, Latency, Rate, Throughput};
 use flint_bench::{raw, rpc};
-use flint_rpc::{RpcAddress, RpcConf, RpcEnv};
+use flint_rpc::{EndpointRef, RpcAddress, RpcConf, RpcEnv};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Target: flint's ask p50 at most this many times raw TCP's round trip p50.
+/// Target: flint's ask p50 (sealed or not) at most this many times raw TCP's.
 const TARGET_LATENCY_RATIO: f64 = 1.5;
-/// Target: one-way 64-byte messages per second over one connection.
-const TARGET_ONE_WAY_PER_SEC: f64 = 1_000_000.0;
+/// Target: one-way 64-byte messages per second over one connection, unsealed.
+const TARGET_ONE_WAY_PER_SEC: f64 = 1_500_000.0;
+/// Target: the same, sealed.
+const TARGET_ONE_WAY_SEALED_PER_SEC: f64 = 1_000_000.0;
+/// Target: peak RSS of the client process of a one-way series.
+const TARGET_ONE_WAY_PEAK_RSS_MIB: f64 = 64.0;
+/// Target: pipelined asks per second at least this fraction of raw TCP's.
+const TARGET_PIPELINED_RATIO: f64 = 0.8;
+/// Target: unsealed stream throughput at least this fraction of a raw TCP bulk copy.
+const TARGET_STREAM_RATIO: f64 = 0.7;
+/// Target: sealed stream throughput, decimal GB/s.
+const TARGET_STREAM_SEALED_GB_PER_SEC: f64 = 1.0;
 /// Payload of the raw ping-pong frame; about the size of flint's `Ping` frame.
 const PING_PAYLOAD: usize = 16;
-/// The yielding variant of the one-way series yields after this many sends.
-const YIELD_EVERY: u64 = 256;
+/// How the parent hands the run's secret to the processes it starts.
+const SECRET_ENV: &str = "RPC_BENCH_SECRET";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "rpc-bench",
-    about = "flint RPC vs raw TCP on loopback: latency, one-way throughput, pipelined asks; prints JSON"
+    about = "flint RPC (plain and sealed) vs raw TCP on loopback: latency, one-way throughput and memory, pipelined asks, bulk streams; prints JSON"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Rounds: each series runs this many times, raw and flint taking turns; latency
+    /// Rounds: each series runs this many times, the sides taking turns; latency
     /// samples are pooled, throughputs are the median round [default: 3; --quick: 2].
     #[arg(long)]
     rounds: Option<u64>,
@@ -64,10 +81,14 @@ struct Cli {
     /// Payload bytes of each one-way message.
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Bytes per bulk-stream round [default: 1073741824 (1 GiB); --quick: 8388608].
+    #[arg(long)]
+    stream_bytes: Option<u64>,
     /// Worker threads of each process's tokio runtime.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Run the servers in this process (one runtime) instead of a child process.
+    /// Run servers and clients in this process (one runtime) instead of in separate
+    /// processes.
     #[arg(long)]
     in_process: bool,
     /// Hold /dev/cpu_dma_latency at 0 for the run (needs root) so idle CPUs poll
@@ -85,6 +106,61 @@ enum Command {
     /// line, serves until its standard input closes.
     #[command(hide = true)]
     Serve,
+    /// One one-way series in a process of its own (started by rpc-bench itself):
+    /// prints its result as one JSON line.
+    #[command(hide = true)]
+    OneWayClient {
+        #[arg(long, value_enum)]
+        side: Side,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        messages: u64,
+        #[arg(long)]
+        warmup: u64,
+        #[arg(long)]
+        payload: usize,
+    },
+}
+
+/// Which implementation a step measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Side {
+    Raw,
+    Flint,
+    FlintSealed,
+}
+
+const SIDES: [Side; 3] = [Side::Raw, Side::Flint, Side::FlintSealed];
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Raw => "raw TCP",
+            Side::Flint => "flint",
+            Side::FlintSealed => "flint sealed",
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::Flint => "flint",
+            Side::FlintSealed => "flint-sealed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The order of the sides in `round`: rotated, so each goes first once in 3 rounds
+/// and a change in the machine's state hits all alike.
+fn order(round: u64) -> [Side; 3] {
+    let mut o = SIDES;
+    o.rotate_left((round % 3) as usize);
+    o
 }
 
 /// Addresses the server half announces.
@@ -92,6 +168,7 @@ enum Command {
 struct Announce {
     raw: SocketAddr,
     flint: String,
+    flint_sealed: String,
 }
 
 /// What the server half says when it stops.
@@ -100,11 +177,21 @@ struct Farewell {
     peak_rss_mib: Option<f64>,
 }
 
-#[derive(Serialize)]
-struct Memory {
-    what: &'static str,
-    client_peak_rss_mib: Option<f64>,
-    server_peak_rss_mib: Option<f64>,
+/// What a one-way series reports (from its own process, or from this one).
+#[derive(Serialize, Deserialize, Clone)]
+struct OneWayResult {
+    sent: u64,
+    counted: u64,
+    send_loop_seconds: f64,
+    total_seconds: f64,
+    rss_before_sends_mib: Option<f64>,
+    peak_rss_mib: Option<f64>,
+}
+
+impl OneWayResult {
+    fn rate(&self) -> Rate {
+        Rate::new(self.counted, Duration::from_secs_f64(self.total_seconds))
+    }
 }
 
 #[derive(Serialize)]
@@ -118,6 +205,7 @@ struct Params {
     payload_bytes: usize,
     asks: u64,
     in_flight: u64,
+    stream_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -143,49 +231,164 @@ struct Runtime {
 }
 
 #[derive(Serialize)]
-struct LatencyReport {
+struct Sealing {
     what: &'static str,
-    raw_tcp: Latency,
-    flint_ask: Latency,
+    flint: &'static str,
+    flint_sealed: &'static str,
+}
+
+#[derive(Serialize)]
+struct Memory {
+    what: &'static str,
+    /// Whether VmHWM could be reset before each series (`/proc/self/clear_refs`).
+    peak_reset_per_series: bool,
+    /// The highest per-series peak of this (the benchmark driver's) process.
+    driver_peak_rss_mib: Option<f64>,
+    server_peak_rss_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct LatencyRaw {
+    latency: Latency,
+    client_peak_rss_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct LatencyFlint {
+    latency: Latency,
     ratio_p50: f64,
     ratio_p99: f64,
     ratio_mean: f64,
     target_ratio_p50: f64,
     meets_target: bool,
+    client_peak_rss_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct LatencyReport {
+    what: &'static str,
+    raw_tcp: LatencyRaw,
+    flint: LatencyFlint,
+    flint_sealed: LatencyFlint,
+}
+
+#[derive(Serialize)]
+struct OneWaySide {
+    /// Messages delivered per second, median round.
+    rate: Rate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+    /// Messages sent per round.
+    sent: u64,
+    /// Messages sent but not counted by the server, over all rounds.
+    dropped: u64,
+    /// How long the median round's send loop took (the rest is the drain).
+    send_loop_seconds: f64,
+    /// The highest peak RSS of the client process over the rounds.
+    client_peak_rss_mib: Option<f64>,
+    client_peak_rss_mib_rounds: Vec<Option<f64>>,
+    /// The client's RSS once connected, before its first send (median round's).
+    client_rss_before_sends_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meets_rate_target: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_peak_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meets_rss_target: Option<bool>,
 }
 
 #[derive(Serialize)]
 struct OneWayReport {
     what: String,
-    raw_tcp: Rate,
-    flint_send: Rate,
-    ratio: f64,
-    target_per_sec: f64,
-    meets_target: bool,
-    /// How long the raw client's write loop took (the rest is the server catching up).
-    raw_write_loop_seconds: f64,
-    /// How long flint's `send` loop took to queue every message.
-    flint_send_loop_seconds: f64,
-    /// A variant whose send loop yields now and then, letting the connection's writer
-    /// run alongside it.
-    flint_send_yielding: YieldingSeries,
+    client_process: &'static str,
+    raw_tcp: OneWaySide,
+    flint: OneWaySide,
+    flint_sealed: OneWaySide,
 }
 
 #[derive(Serialize)]
-struct YieldingSeries {
-    what: String,
-    yield_every: u64,
+struct PipelinedSide {
     rate: Rate,
-    send_loop_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meets_target: Option<bool>,
+    client_peak_rss_mib: Option<f64>,
 }
 
 #[derive(Serialize)]
 struct PipelinedReport {
     what: String,
     in_flight: u64,
-    raw_tcp: Rate,
-    flint_ask: Rate,
-    ratio: f64,
+    raw_tcp: PipelinedSide,
+    flint: PipelinedSide,
+    flint_sealed: PipelinedSide,
+}
+
+#[derive(Serialize)]
+struct StreamSide {
+    throughput: Throughput,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chunks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_gb_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meets_target: Option<bool>,
+    client_peak_rss_mib: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct StreamReport {
+    what: String,
+    bytes: u64,
+    chunk_bytes: usize,
+    window_chunks: usize,
+    raw_tcp: StreamSide,
+    flint: StreamSide,
+    flint_sealed: StreamSide,
+}
+
+/// One target and whether it was met.
+#[derive(Serialize)]
+struct Check {
+    figure: &'static str,
+    value: f64,
+    op: &'static str,
+    target: f64,
+    unit: &'static str,
+    pass: bool,
+}
+
+impl Check {
+    fn at_most(figure: &'static str, value: f64, target: f64, unit: &'static str) -> Check {
+        Check {
+            figure,
+            value,
+            op: "<=",
+            target,
+            unit,
+            pass: value <= target,
+        }
+    }
+
+    fn at_least(figure: &'static str, value: f64, target: f64, unit: &'static str) -> Check {
+        Check {
+            figure,
+            value,
+            op: ">=",
+            target,
+            unit,
+            pass: value >= target,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -197,10 +400,14 @@ struct Report {
     idle: Idle,
     machine: Machine,
     params: Params,
+    sealing: Sealing,
     memory: Memory,
     latency: LatencyReport,
     one_way: OneWayReport,
     pipelined_ask: PipelinedReport,
+    stream: StreamReport,
+    targets: Vec<Check>,
+    all_targets_met: bool,
     elapsed_seconds: f64,
 }
 
@@ -229,6 +436,21 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let task = match cli.command {
             Some(Command::Serve) => tokio::spawn(serve()),
+            Some(Command::OneWayClient {
+                side,
+                addr,
+                messages,
+                warmup,
+                payload,
+            }) => tokio::spawn(async move {
+                let secret = match side {
+                    Side::FlintSealed => Some(secret_from_env()?),
+                    _ => None,
+                };
+                let r = one_way_series(side, &addr, messages, warmup, payload, secret.as_deref())
+                    .await?;
+                print_line(&r)
+            }),
             None => tokio::spawn(run(cli)),
         };
         task.await.context("the benchmark task panicked")?
@@ -242,28 +464,63 @@ fn main() -> ExitCode {
     }
 }
 
-/// Both servers, started on the current runtime.
-async fn start_servers() -> anyhow::Result<(RpcEnv, Announce)> {
+fn print_line<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    let line = serde_json::to_string(v)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// A fresh random secret for this run, hex-encoded (it only ever protects loopback
+/// connections between this run's processes).
+fn new_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut bytes,
+    )
+    .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn secret_from_env() -> anyhow::Result<Vec<u8>> {
+    std::env::var(SECRET_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(String::into_bytes)
+        .with_context(|| {
+            format!("{SECRET_ENV} is not set (rpc-bench sets it for the processes it starts)")
+        })
+}
+
+/// The servers, started on the current runtime: flint without a secret, flint with
+/// `secret` (sealed), and raw TCP.
+async fn start_servers(secret: &[u8]) -> anyhow::Result<(RpcEnv, RpcEnv, Announce)> {
     let raw = raw::start_server()
         .await
         .context("starting the raw server")?;
-    let env = rpc::start_server().await?;
-    let flint = env
-        .address()
-        .context("a server env has an address")?
-        .to_string();
-    Ok((env, Announce { raw, flint }))
+    let plain = rpc::start_server(rpc::conf(None)).await?;
+    let sealed = rpc::start_server(rpc::conf(Some(secret))).await?;
+    let addr = |env: &RpcEnv| -> anyhow::Result<String> {
+        Ok(env
+            .address()
+            .context("a server env has an address")?
+            .to_string())
+    };
+    let announce = Announce {
+        raw,
+        flint: addr(&plain)?,
+        flint_sealed: addr(&sealed)?,
+    };
+    Ok((plain, sealed, announce))
 }
 
-/// The child process: announce, then serve until stdin closes.
+/// The server process: announce, then serve until stdin closes.
 async fn serve() -> anyhow::Result<()> {
-    let (env, announce) = start_servers().await?;
-    let line = serde_json::to_string(&announce)?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")?;
-        out.flush()?;
-    }
+    let secret = secret_from_env()?;
+    let (plain, sealed, announce) = start_servers(&secret).await?;
+    print_line(&announce)?;
     // Blocks one thread of tokio's blocking pool, not a worker, until the parent
     // closes our stdin (or dies).
     let _ = tokio::task::spawn_blocking(|| {
@@ -271,19 +528,225 @@ async fn serve() -> anyhow::Result<()> {
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
     })
     .await;
-    env.shutdown();
-    env.await_termination().await;
-    let line = serde_json::to_string(&Farewell {
+    for env in [plain, sealed] {
+        env.shutdown();
+        env.await_termination().await;
+    }
+    print_line(&Farewell {
         peak_rss_mib: peak_rss_mib(),
-    })?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
-    Ok(())
+    })
+}
+
+/// One one-way series against `addr`: connect, warm up with `warmup` messages, then
+/// the timed `messages`. The peak RSS reported is this process's VmHWM: the whole
+/// life of a one-way client process, or since the caller reset it.
+async fn one_way_series(
+    side: Side,
+    addr: &str,
+    messages: u64,
+    warmup: u64,
+    payload: usize,
+    secret: Option<&[u8]>,
+) -> anyhow::Result<OneWayResult> {
+    let (before, timed) = match side {
+        Side::Raw => {
+            let addr: SocketAddr = addr.parse().context("the raw server's address")?;
+            let mut c = raw::Client::connect(addr)
+                .await
+                .context("connecting to the raw server")?;
+            let before = rss_mib();
+            let w = c.one_way(warmup, payload).await?;
+            check_count("raw one-way warm-up", warmup, w.counted)?;
+            (before, c.one_way(messages, payload).await?)
+        }
+        Side::Flint | Side::FlintSealed => {
+            let addr: RpcAddress = addr.parse()?;
+            let env = RpcEnv::client(rpc::conf(secret))?;
+            let r = env
+                .setup_endpoint_ref::<rpc::BenchMsg>(&addr, rpc::ENDPOINT)
+                .await
+                .context("looking up the bench endpoint")?;
+            let before = rss_mib();
+            // Warm-up drops are reported by the timed series too, if the cause remains.
+            rpc::one_way(&r, warmup, payload).await?;
+            let timed = rpc::one_way(&r, messages, payload).await?;
+            drop(r);
+            env.shutdown();
+            env.await_termination().await;
+            (before, timed)
+        }
+    };
+    Ok(OneWayResult {
+        sent: messages,
+        counted: timed.counted,
+        send_loop_seconds: timed.send_loop.as_secs_f64(),
+        total_seconds: timed.total.as_secs_f64(),
+        rss_before_sends_mib: before,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Runs a one-way series in a fresh process of this binary.
+async fn one_way_in_child(
+    workers: usize,
+    side: Side,
+    addr: &str,
+    messages: u64,
+    warmup: u64,
+    payload: usize,
+    secret: &str,
+) -> anyhow::Result<OneWayResult> {
+    let exe = std::env::current_exe().context("locating the rpc-bench binary")?;
+    let out = tokio::process::Command::new(exe)
+        .arg("--workers")
+        .arg(workers.to_string())
+        .arg("one-way-client")
+        .args(["--side", side.arg(), "--addr", addr])
+        .args(["--messages", &messages.to_string()])
+        .args(["--warmup", &warmup.to_string()])
+        .args(["--payload", &payload.to_string()])
+        .env(SECRET_ENV, secret)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running a one-way client process")?;
+    if !out.status.success() {
+        bail!(
+            "the {} one-way client process failed: {}",
+            side.name(),
+            out.status
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim())
+        .with_context(|| format!("the one-way client process printed {line:?}"))
 }
 
 fn progress(msg: &str) {
     eprintln!("rpc-bench: {msg}");
+}
+
+/// The highest peak RSS seen per side.
+#[derive(Default)]
+struct Peaks([Option<f64>; 3]);
+
+impl Peaks {
+    fn track(&mut self, side: Side, v: Option<f64>) {
+        let slot = &mut self.0[side.index()];
+        *slot = match (*slot, v) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn get(&self, side: Side) -> Option<f64> {
+        self.0[side.index()]
+    }
+
+    fn max(&self) -> Option<f64> {
+        self.0.iter().flatten().copied().reduce(f64::max)
+    }
+}
+
+/// The clients of this process.
+struct Clients {
+    raw: raw::Client,
+    plain_env: RpcEnv,
+    sealed_env: RpcEnv,
+    plain: EndpointRef<rpc::BenchMsg>,
+    sealed: EndpointRef<rpc::BenchMsg>,
+    plain_addr: RpcAddress,
+    sealed_addr: RpcAddress,
+}
+
+impl Clients {
+    async fn connect(announce: &Announce, secret: &[u8]) -> anyhow::Result<Clients> {
+        let raw = raw::Client::connect(announce.raw)
+            .await
+            .context("connecting to the raw server")?;
+        let plain_env = RpcEnv::client(rpc::conf(None))?;
+        let sealed_env = RpcEnv::client(rpc::conf(Some(secret)))?;
+        let plain_addr: RpcAddress = announce.flint.parse()?;
+        let sealed_addr: RpcAddress = announce.flint_sealed.parse()?;
+        let plain = plain_env
+            .setup_endpoint_ref::<rpc::BenchMsg>(&plain_addr, rpc::ENDPOINT)
+            .await
+            .context("looking up the bench endpoint")?;
+        let sealed = sealed_env
+            .setup_endpoint_ref::<rpc::BenchMsg>(&sealed_addr, rpc::ENDPOINT)
+            .await
+            .context("looking up the sealed bench endpoint")?;
+        Ok(Clients {
+            raw,
+            plain_env,
+            sealed_env,
+            plain,
+            sealed,
+            plain_addr,
+            sealed_addr,
+        })
+    }
+
+    fn flint(&self, side: Side) -> (&RpcEnv, &EndpointRef<rpc::BenchMsg>, &RpcAddress) {
+        match side {
+            Side::FlintSealed => (&self.sealed_env, &self.sealed, &self.sealed_addr),
+            _ => (&self.plain_env, &self.plain, &self.plain_addr),
+        }
+    }
+
+    async fn ping_pong(&mut self, side: Side, n: usize) -> anyhow::Result<Vec<Duration>> {
+        Ok(match side {
+            Side::Raw => self.raw.ping_pong(n, PING_PAYLOAD).await?,
+            _ => rpc::ping_pong(self.flint(side).1, n).await?,
+        })
+    }
+
+    async fn pipelined(&mut self, side: Side, n: u64, k: u64) -> anyhow::Result<Rate> {
+        let t = Instant::now();
+        let done = match side {
+            Side::Raw => self.raw.pipelined(n, k, PING_PAYLOAD).await?,
+            _ => rpc::pipelined(self.flint(side).1, n, k).await?,
+        };
+        if done != n {
+            bail!("{}: {n} pipelined asks but {done} answers", side.name());
+        }
+        Ok(Rate::new(done, t.elapsed()))
+    }
+
+    /// A bulk transfer of `bytes`; returns its throughput and (flint) chunk count.
+    async fn bulk(&mut self, side: Side, bytes: u64) -> anyhow::Result<(Throughput, u64)> {
+        let t = Instant::now();
+        let (got, chunks) = match side {
+            Side::Raw => (self.raw.bulk(bytes).await?, 0),
+            _ => {
+                let (env, _, addr) = self.flint(side);
+                rpc::pull(env, addr, bytes).await?
+            }
+        };
+        let elapsed = t.elapsed();
+        if got != bytes {
+            bail!("{}: asked for {bytes} bytes, received {got}", side.name());
+        }
+        Ok((Throughput::new(got, elapsed), chunks))
+    }
+
+    async fn close(self) {
+        let Clients {
+            raw,
+            plain_env,
+            sealed_env,
+            plain,
+            sealed,
+            ..
+        } = self;
+        drop((plain, sealed, raw));
+        for env in [plain_env, sealed_env] {
+            env.shutdown();
+            env.await_termination().await;
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -304,6 +767,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         payload_bytes: cli.payload,
         asks: cli.asks.unwrap_or(if cli.quick { 2_000 } else { 200_000 }),
         in_flight: cli.in_flight.max(1),
+        stream_bytes: cli
+            .stream_bytes
+            .unwrap_or(if cli.quick { 8 << 20 } else { 1 << 30 })
+            .max(1),
     };
     if machine.profile == "debug" && !cli.quick {
         progress("warning: this is a debug build; use --release for figures that mean anything");
@@ -342,14 +809,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
     };
 
+    let secret = new_secret()?;
+
     // The servers: a child process, or this runtime.
     let mut child = None;
-    let mut local_env = None;
+    let mut local_envs = Vec::new();
     let (announce, topology) = if cli.in_process {
-        let (env, announce) = start_servers().await?;
-        local_env = Some(env);
+        let (plain, sealed, announce) = start_servers(secret.as_bytes()).await?;
+        local_envs = vec![plain, sealed];
         let detail = format!(
-            "servers and clients in one process on one tokio multi-thread runtime of {} workers",
+            "servers and clients, one-way series included, in one process on one tokio multi-thread runtime of {} workers",
             cli.workers
         );
         (
@@ -365,6 +834,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .arg("--workers")
             .arg(cli.workers.to_string())
             .arg("serve")
+            .env(SECRET_ENV, &secret)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -379,7 +849,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("the server process announced {line:?}"))?;
         child = Some((c, out));
         let detail = format!(
-            "servers (flint server-mode RpcEnv and the raw TCP server) in a child process, clients in the parent; each process runs a tokio multi-thread runtime of {} workers",
+            "servers (two flint server-mode RpcEnvs, one with a secret, and the raw TCP server) in a child process, clients in the parent, each one-way series in a fresh client process of its own; each process runs a tokio multi-thread runtime of {} workers",
             cli.workers
         );
         (
@@ -391,21 +861,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         )
     };
     progress(&format!(
-        "{} mode; raw server {}, flint server {}",
-        topology.mode, announce.raw, announce.flint
+        "{} mode; raw server {}, flint server {}, sealed flint server {}",
+        topology.mode, announce.raw, announce.flint, announce.flint_sealed
     ));
 
-    let mut raw_client = raw::Client::connect(announce.raw)
-        .await
-        .context("connecting to the raw server")?;
-    let client_env = RpcEnv::client(RpcConf::default())?;
-    let flint_addr: RpcAddress = announce.flint.parse()?;
-    let r = client_env
-        .setup_endpoint_ref::<rpc::BenchMsg>(&flint_addr, rpc::ENDPOINT)
-        .await
-        .context("looking up the bench endpoint")?;
+    let mut c = Clients::connect(&announce, secret.as_bytes()).await?;
+    let conf = RpcConf::default();
+    let peak_reset = reset_peak_rss();
 
-    // Warm-up: every series once, untimed.
+    // Warm-up: every series once on each side, untimed (one-way series warm up in
+    // their own processes).
     let w = params.warmup as usize;
     let m = params.messages;
     let mw = (m / 10).clamp(1, 200_000);
@@ -413,136 +878,294 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let a = params.asks;
     let aw = (a / 10).max(1);
     let k = params.in_flight;
+    let sb = params.stream_bytes;
+    let sw = (sb / 16).max(1 << 20).min(sb);
     progress(&format!(
-        "warm-up: {w} round trips, {mw} one-way messages, {aw} pipelined asks on each side"
+        "warm-up: {w} round trips, {aw} pipelined asks, a {sw}-byte stream on each side"
     ));
-    raw_client.ping_pong(w, PING_PAYLOAD).await?;
-    rpc::ping_pong(&r, w).await?;
-    check_count("raw warm-up", mw, raw_client.one_way(mw, p).await?.counted)?;
-    check_count(
-        "flint warm-up",
-        mw,
-        rpc::one_way(&r, mw, p, None).await?.counted,
-    )?;
-    raw_client.pipelined(aw, k, PING_PAYLOAD).await?;
-    rpc::pipelined(&r, aw, k).await?;
+    for side in SIDES {
+        c.ping_pong(side, w).await?;
+        c.pipelined(side, aw, k).await?;
+        c.bulk(side, sw).await?;
+    }
 
-    // Rounds: raw and flint take turns (raw first in odd rounds, flint first in even
-    // ones) so that a change in the machine's state hits both alike.
     let rounds = params.rounds;
     let per = (params.iterations / rounds).max(1) as usize;
-    let (mut raw_samples, mut flint_samples) = (Vec::new(), Vec::new());
-    let (mut raw_ow, mut flint_ow, mut flint_yield_ow) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut raw_pl, mut flint_pl) = (Vec::new(), Vec::new());
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let mut ow: [Vec<OneWayResult>; 3] = Default::default();
+    let mut pl: [Vec<Rate>; 3] = Default::default();
+    let mut st: [Vec<Throughput>; 3] = Default::default();
+    let mut chunks = [0u64; 3];
+    let (mut lat_peak, mut pl_peak, mut st_peak) =
+        (Peaks::default(), Peaks::default(), Peaks::default());
     for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [Side::Raw, Side::Flint]
-        } else {
-            [Side::Flint, Side::Raw]
-        };
+        let order = order(round);
         progress(&format!(
-            "round {}/{rounds}: {per} round trips, {m} one-way messages (and again yielding every {YIELD_EVERY} sends), {a} asks with {k} in flight; {} first",
+            "round {}/{rounds}: {per} round trips, {m} one-way messages, {a} asks with {k} in flight, a {sb}-byte stream; order {}",
             round + 1,
-            order[0].name()
+            order.map(Side::name).join(", ")
         ));
         for side in order {
-            match side {
-                Side::Raw => raw_samples.extend(raw_client.ping_pong(per, PING_PAYLOAD).await?),
-                Side::Flint => flint_samples.extend(rpc::ping_pong(&r, per).await?),
-            }
+            reset_peak_rss();
+            samples[side.index()].extend(c.ping_pong(side, per).await?);
+            lat_peak.track(side, peak_rss_mib());
         }
         for side in order {
-            match side {
-                Side::Raw => {
-                    let o = raw_client.one_way(m, p).await?;
-                    check_count("raw one-way", m, o.counted)?;
-                    raw_ow.push(o);
-                }
-                Side::Flint => {
-                    let o = rpc::one_way(&r, m, p, None).await?;
-                    check_count("flint one-way", m, o.counted)?;
-                    flint_ow.push(o);
-                }
+            let addr = match side {
+                Side::Raw => announce.raw.to_string(),
+                Side::Flint => announce.flint.clone(),
+                Side::FlintSealed => announce.flint_sealed.clone(),
+            };
+            let r = if cli.in_process {
+                reset_peak_rss();
+                let s = (side == Side::FlintSealed).then_some(secret.as_bytes());
+                one_way_series(side, &addr, m, mw, p, s).await?
+            } else {
+                one_way_in_child(cli.workers, side, &addr, m, mw, p, &secret).await?
+            };
+            if side == Side::Raw {
+                check_count("raw one-way", m, r.counted)?;
             }
+            ow[side.index()].push(r);
         }
-        let o = rpc::one_way(&r, m, p, Some(YIELD_EVERY)).await?;
-        check_count("flint one-way (yielding)", m, o.counted)?;
-        flint_yield_ow.push(o);
         for side in order {
-            let t = Instant::now();
-            match side {
-                Side::Raw => {
-                    let n = raw_client.pipelined(a, k, PING_PAYLOAD).await?;
-                    raw_pl.push(Rate::new(n, t.elapsed()));
-                }
-                Side::Flint => {
-                    let n = rpc::pipelined(&r, a, k).await?;
-                    flint_pl.push(Rate::new(n, t.elapsed()));
-                }
-            }
+            reset_peak_rss();
+            pl[side.index()].push(c.pipelined(side, a, k).await?);
+            pl_peak.track(side, peak_rss_mib());
+        }
+        for side in order {
+            reset_peak_rss();
+            let (t, n) = c.bulk(side, sb).await?;
+            st_peak.track(side, peak_rss_mib());
+            st[side.index()].push(t);
+            chunks[side.index()] = n;
         }
     }
 
-    let raw_lat = Latency::from_samples(&mut raw_samples);
-    let flint_lat = Latency::from_samples(&mut flint_samples);
+    // Latency.
+    let lat: Vec<Latency> = samples
+        .iter_mut()
+        .map(|s| Latency::from_samples(s))
+        .collect();
+    let raw_lat = lat[0].clone();
+    let lat_flint = |side: Side| {
+        let l = lat[side.index()].clone();
+        LatencyFlint {
+            ratio_p50: ratio(l.p50_us, raw_lat.p50_us),
+            ratio_p99: ratio(l.p99_us, raw_lat.p99_us),
+            ratio_mean: ratio(l.mean_us, raw_lat.mean_us),
+            target_ratio_p50: TARGET_LATENCY_RATIO,
+            meets_target: l.p50_us <= TARGET_LATENCY_RATIO * raw_lat.p50_us,
+            latency: l,
+            client_peak_rss_mib: lat_peak.get(side),
+        }
+    };
     let latency = LatencyReport {
         what: "round trip of one small request and its reply, one at a time",
-        ratio_p50: ratio(flint_lat.p50_us, raw_lat.p50_us),
-        ratio_p99: ratio(flint_lat.p99_us, raw_lat.p99_us),
-        ratio_mean: ratio(flint_lat.mean_us, raw_lat.mean_us),
-        target_ratio_p50: TARGET_LATENCY_RATIO,
-        meets_target: flint_lat.p50_us <= TARGET_LATENCY_RATIO * raw_lat.p50_us,
-        raw_tcp: raw_lat,
-        flint_ask: flint_lat,
-    };
-
-    let rate = |o: &OneWay| Rate::new(o.counted, o.total);
-    let raw_rate = Rate::median(&raw_ow.iter().map(rate).collect::<Vec<_>>());
-    let flint_rate = Rate::median(&flint_ow.iter().map(rate).collect::<Vec<_>>());
-    let yield_rate = Rate::median(&flint_yield_ow.iter().map(rate).collect::<Vec<_>>());
-    // The send loop of the median round.
-    let send_loop = |all: &[OneWay], median: &Rate| {
-        all.iter()
-            .find(|o| rate(o).per_sec == median.per_sec)
-            .map(|o| secs(o.send_loop))
-            .unwrap_or(0.0)
-    };
-    let one_way = OneWayReport {
-        what: format!(
-            "{m} one-way messages of {p} payload bytes over one connection, from the first send until an ask returns the count"
-        ),
-        ratio: ratio(flint_rate.per_sec, raw_rate.per_sec),
-        target_per_sec: TARGET_ONE_WAY_PER_SEC,
-        meets_target: flint_rate.per_sec >= TARGET_ONE_WAY_PER_SEC,
-        raw_write_loop_seconds: send_loop(&raw_ow, &raw_rate),
-        flint_send_loop_seconds: send_loop(&flint_ow, &flint_rate),
-        raw_tcp: raw_rate,
-        flint_send: flint_rate,
-        flint_send_yielding: YieldingSeries {
-            what: format!(
-                "the same flint series with tokio::task::yield_now() after every {YIELD_EVERY} sends (not part of the target)"
-            ),
-            yield_every: YIELD_EVERY,
-            send_loop_seconds: send_loop(&flint_yield_ow, &yield_rate),
-            rate: yield_rate,
+        flint: lat_flint(Side::Flint),
+        flint_sealed: lat_flint(Side::FlintSealed),
+        raw_tcp: LatencyRaw {
+            latency: raw_lat.clone(),
+            client_peak_rss_mib: lat_peak.get(Side::Raw),
         },
     };
 
-    let (raw_pl, flint_pl) = (Rate::median(&raw_pl), Rate::median(&flint_pl));
-    let pipelined_ask = PipelinedReport {
-        what: format!("{a} small requests with {k} outstanding at all times"),
-        in_flight: k,
-        ratio: ratio(flint_pl.per_sec, raw_pl.per_sec),
-        raw_tcp: raw_pl,
-        flint_ask: flint_pl,
+    // One-way.
+    let ow_rate = |side: Side| {
+        Rate::median(
+            &ow[side.index()]
+                .iter()
+                .map(OneWayResult::rate)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let raw_ow_rate = ow_rate(Side::Raw);
+    let ow_side = |side: Side| {
+        let all = &ow[side.index()];
+        let rate = ow_rate(side);
+        let median = all
+            .iter()
+            .find(|r| r.rate().per_sec == rate.per_sec)
+            .or(all.first());
+        let peaks: Vec<Option<f64>> = all.iter().map(|r| r.peak_rss_mib).collect();
+        let peak = peaks.iter().flatten().copied().reduce(f64::max);
+        let dropped: u64 = all.iter().map(|r| r.sent.saturating_sub(r.counted)).sum();
+        let (target_rate, target_rss) = match side {
+            Side::Raw => (None, None),
+            Side::Flint => (
+                Some(TARGET_ONE_WAY_PER_SEC),
+                Some(TARGET_ONE_WAY_PEAK_RSS_MIB),
+            ),
+            Side::FlintSealed => (
+                Some(TARGET_ONE_WAY_SEALED_PER_SEC),
+                Some(TARGET_ONE_WAY_PEAK_RSS_MIB),
+            ),
+        };
+        OneWaySide {
+            ratio: (side != Side::Raw).then(|| ratio(rate.per_sec, raw_ow_rate.per_sec)),
+            sent: m,
+            dropped,
+            send_loop_seconds: median.map(|r| secs_f(r.send_loop_seconds)).unwrap_or(0.0),
+            client_peak_rss_mib: peak,
+            client_peak_rss_mib_rounds: peaks,
+            client_rss_before_sends_mib: median.and_then(|r| r.rss_before_sends_mib),
+            target_per_sec: target_rate,
+            meets_rate_target: target_rate.map(|t| rate.per_sec >= t && dropped == 0),
+            target_peak_rss_mib: target_rss,
+            meets_rss_target: target_rss.map(|t| peak.is_some_and(|p| p <= t)),
+            rate,
+        }
+    };
+    let one_way = OneWayReport {
+        what: format!(
+            "{m} one-way messages of {p} payload bytes over one connection (flint: send_async), from the first send until an ask returns the count; after {mw} untimed warm-up messages on the same connection"
+        ),
+        client_process: if cli.in_process {
+            "the one process of the run; its VmHWM is reset before each series (servers included)"
+        } else {
+            "a fresh process per side and round that only connects, warms up and runs the series; its peak RSS is that process's VmHWM"
+        },
+        raw_tcp: ow_side(Side::Raw),
+        flint: ow_side(Side::Flint),
+        flint_sealed: ow_side(Side::FlintSealed),
     };
 
-    // Tear down: the client env, then the servers.
-    drop(r);
-    client_env.shutdown();
-    client_env.await_termination().await;
-    drop(raw_client);
-    if let Some(env) = local_env {
+    // Pipelined asks.
+    let pl_rate = |side: Side| Rate::median(&pl[side.index()]);
+    let raw_pl = pl_rate(Side::Raw);
+    let pl_side = |side: Side| {
+        let rate = pl_rate(side);
+        let flint = side != Side::Raw;
+        let r = ratio(rate.per_sec, raw_pl.per_sec);
+        PipelinedSide {
+            ratio: flint.then_some(r),
+            target_ratio: flint.then_some(TARGET_PIPELINED_RATIO),
+            meets_target: flint.then_some(r >= TARGET_PIPELINED_RATIO),
+            client_peak_rss_mib: pl_peak.get(side),
+            rate,
+        }
+    };
+    let pipelined_ask = PipelinedReport {
+        what: format!(
+            "{a} small requests over one connection with {k} outstanding at all times (raw TCP: echo frames, as many new ones written in one call as answers arrived)"
+        ),
+        in_flight: k,
+        raw_tcp: pl_side(Side::Raw),
+        flint: pl_side(Side::Flint),
+        flint_sealed: pl_side(Side::FlintSealed),
+    };
+
+    // Streams.
+    let st_tp = |side: Side| Throughput::median(&st[side.index()]);
+    let raw_st = st_tp(Side::Raw);
+    let st_side = |side: Side| {
+        let t = st_tp(side);
+        let r = ratio(t.gb_per_sec, raw_st.gb_per_sec);
+        let (target_ratio, target_gb, meets) = match side {
+            Side::Raw => (None, None, None),
+            Side::Flint => (
+                Some(TARGET_STREAM_RATIO),
+                None,
+                Some(r >= TARGET_STREAM_RATIO),
+            ),
+            Side::FlintSealed => (
+                None,
+                Some(TARGET_STREAM_SEALED_GB_PER_SEC),
+                Some(t.gb_per_sec >= TARGET_STREAM_SEALED_GB_PER_SEC),
+            ),
+        };
+        StreamSide {
+            ratio: (side != Side::Raw).then_some(r),
+            chunks: (side != Side::Raw).then_some(chunks[side.index()]),
+            target_ratio,
+            target_gb_per_sec: target_gb,
+            meets_target: meets,
+            client_peak_rss_mib: st_peak.get(side),
+            throughput: t,
+        }
+    };
+    let stream = StreamReport {
+        what: format!(
+            "{sb} bytes from the server process to the client: flint pulls a stream (StreamHandler::pull producing chunk-sized slices of one buffer; the client counts the chunks it receives); raw TCP asks with one frame and reads the unframed bytes into one reused {}-byte buffer",
+            raw::BULK_BUF
+        ),
+        bytes: sb,
+        chunk_bytes: conf.stream_chunk,
+        window_chunks: conf.stream_window,
+        raw_tcp: st_side(Side::Raw),
+        flint: st_side(Side::Flint),
+        flint_sealed: st_side(Side::FlintSealed),
+    };
+
+    let targets = vec![
+        Check::at_most(
+            "latency.flint.ratio_p50",
+            latency.flint.ratio_p50,
+            TARGET_LATENCY_RATIO,
+            "x raw TCP p50",
+        ),
+        Check::at_most(
+            "latency.flint_sealed.ratio_p50",
+            latency.flint_sealed.ratio_p50,
+            TARGET_LATENCY_RATIO,
+            "x raw TCP p50",
+        ),
+        Check {
+            pass: one_way.flint.meets_rate_target == Some(true),
+            ..Check::at_least(
+                "one_way.flint.rate.per_sec",
+                one_way.flint.rate.per_sec,
+                TARGET_ONE_WAY_PER_SEC,
+                "messages/s (and none dropped)",
+            )
+        },
+        Check {
+            pass: one_way.flint_sealed.meets_rate_target == Some(true),
+            ..Check::at_least(
+                "one_way.flint_sealed.rate.per_sec",
+                one_way.flint_sealed.rate.per_sec,
+                TARGET_ONE_WAY_SEALED_PER_SEC,
+                "messages/s (and none dropped)",
+            )
+        },
+        rss_check(
+            "one_way.flint.client_peak_rss_mib",
+            one_way.flint.client_peak_rss_mib,
+        ),
+        rss_check(
+            "one_way.flint_sealed.client_peak_rss_mib",
+            one_way.flint_sealed.client_peak_rss_mib,
+        ),
+        Check::at_least(
+            "pipelined_ask.flint.ratio",
+            pipelined_ask.flint.ratio.unwrap_or(0.0),
+            TARGET_PIPELINED_RATIO,
+            "x raw TCP",
+        ),
+        Check::at_least(
+            "pipelined_ask.flint_sealed.ratio",
+            pipelined_ask.flint_sealed.ratio.unwrap_or(0.0),
+            TARGET_PIPELINED_RATIO,
+            "x raw TCP",
+        ),
+        Check::at_least(
+            "stream.flint.ratio",
+            stream.flint.ratio.unwrap_or(0.0),
+            TARGET_STREAM_RATIO,
+            "x raw TCP bulk copy",
+        ),
+        Check::at_least(
+            "stream.flint_sealed.throughput.gb_per_sec",
+            stream.flint_sealed.throughput.gb_per_sec,
+            TARGET_STREAM_SEALED_GB_PER_SEC,
+            "GB/s",
+        ),
+    ];
+    let all_targets_met = targets.iter().all(|t| t.pass);
+
+    // Tear down: the clients, then the servers.
+    c.close().await;
+    for env in local_envs {
         env.shutdown();
         env.await_termination().await;
     }
@@ -565,15 +1188,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let memory = Memory {
-        what: "peak resident memory (VmHWM) of each process over the whole run; one-process mode reports it as the client's",
-        client_peak_rss_mib: peak_rss_mib(),
+        what: "peak resident memory (VmHWM). Per series: this process's, reset before each side's run (one-way: the client process's, see one_way.client_process). The server process's is over the whole run; in one-process mode there is none apart",
+        peak_reset_per_series: peak_reset,
+        driver_peak_rss_mib: [&lat_peak, &pl_peak, &st_peak]
+            .iter()
+            .filter_map(|p| p.max())
+            .reduce(f64::max),
         server_peak_rss_mib,
     };
     drop(poll_idle);
     machine.finish();
 
     let report = Report {
-        benchmark: "flint-rpc vs raw TCP on loopback",
+        benchmark: "flint-rpc (plain and sealed) vs raw TCP on loopback",
         command: std::env::args().collect::<Vec<_>>().join(" "),
         topology,
         idle,
@@ -583,10 +1210,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         machine,
         params,
+        sealing: Sealing {
+            what: "flint without TLS: with a secret and rpc.encryption.enabled (the default) every byte after the handshake is an AES-256-GCM sealed record of at most 64 KiB; raw TCP is never sealed",
+            flint: "no secret: plain records",
+            flint_sealed: "a random 32-byte secret per run on both sides, rpc.encryption.enabled = true: sealed records",
+        },
         memory,
         latency,
         one_way,
         pipelined_ask,
+        stream,
+        targets,
+        all_targets_met,
         elapsed_seconds: secs(started.elapsed()),
     };
     let json = serde_json::to_string_pretty(&report)?;
@@ -596,24 +1231,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which implementation a step measures.
-#[derive(Clone, Copy)]
-enum Side {
-    Raw,
-    Flint,
-}
-
-impl Side {
-    fn name(self) -> &'static str {
-        match self {
-            Side::Raw => "raw TCP",
-            Side::Flint => "flint",
-        }
+fn rss_check(figure: &'static str, peak: Option<f64>) -> Check {
+    match peak {
+        Some(p) => Check::at_most(figure, p, TARGET_ONE_WAY_PEAK_RSS_MIB, "MiB"),
+        None => Check {
+            pass: false,
+            ..Check::at_most(figure, f64::NAN, TARGET_ONE_WAY_PEAK_RSS_MIB, "MiB")
+        },
     }
 }
 
 fn secs(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10_000.0
+    secs_f(d.as_secs_f64())
+}
+
+fn secs_f(s: f64) -> f64 {
+    (s * 10_000.0).round() / 10_000.0
 }
 
 fn check_count(what: &str, sent: u64, counted: u64) -> anyhow::Result<()> {
@@ -621,4 +1254,15 @@ fn check_count(what: &str, sent: u64, counted: u64) -> anyhow::Result<()> {
         bail!("{what}: sent {sent} messages but the server counted {counted}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_side_goes_first_once_in_three_rounds() {
+        let firsts: Vec<Side> = (0..3).map(|r| order(r)[0]).collect();
+        assert_eq!(firsts, SIDES.to_vec());
+    }
 }
