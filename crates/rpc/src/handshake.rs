@@ -513,4 +513,198 @@ mod tests {
             });
         }
     }
+
+    // The tests below were written against surviving mutants (docs/testing.md).
+
+    /// A length prefix and `len` bytes of body.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[tokio::test]
+    async fn a_frame_of_exactly_the_cap_is_read_and_one_byte_more_is_refused() {
+        let body = vec![7u8; MAX_HANDSHAKE_FRAME];
+        let bytes = framed(&body);
+        let mut t = Sha256::new();
+        let got = read_frame(&mut &bytes[..], Some(&mut t)).await.unwrap();
+        assert_eq!(got, body);
+        assert_eq!(digest(&t), <[u8; 32]>::from(Sha256::digest(&body)));
+        let bytes = framed(&vec![7u8; MAX_HANDSHAKE_FRAME + 1]);
+        let e = read_frame(&mut &bytes[..], None).await.unwrap_err();
+        assert!(
+            matches!(&e, HandshakeError::Malformed(m) if m.contains("announces 4097 bytes")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn nonces_are_fresh_and_the_digest_is_sha256_of_the_transcript() {
+        let (a, b) = (nonce(), nonce());
+        assert_ne!(a, b);
+        assert_ne!(a, [0; NONCE]);
+        assert_ne!(a, [1; NONCE]);
+        let mut t = Sha256::new();
+        assert_eq!(
+            hex::encode(digest(&t)),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        t.update(b"abc");
+        assert_eq!(
+            hex::encode(digest(&t)),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_handshake_has_its_own_session_keys() {
+        // Same secret, same declared address: only the nonces differ, and they must make
+        // the keys differ, or a record of one connection would open on another.
+        let (c1, s1) = pair(k("a"), k("a")).await;
+        let (_, s2) = pair(k("a"), k("a")).await;
+        let (mut seal1, _) = c1.unwrap().keys.unwrap().split();
+        let (_, mut open1) = s1.unwrap().keys.unwrap().split();
+        let (_, mut open2) = s2.unwrap().keys.unwrap().split();
+        let mut out = Vec::new();
+        seal1.seal(b"for connection 1", &mut out).unwrap();
+        let mut plain = bytes::BytesMut::new();
+        assert!(open2
+            .open(&mut bytes::BytesMut::from(&out[..]), &mut plain)
+            .is_err());
+        open1
+            .open(&mut bytes::BytesMut::from(&out[..]), &mut plain)
+            .unwrap();
+        assert_eq!(&plain[..], b"for connection 1");
+    }
+
+    #[tokio::test]
+    async fn records_are_sealed_when_either_side_asks() {
+        for (client_seal, server_seal) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let (mut a, mut b) = tokio::io::duplex(8192);
+            let secret = Secret::new("s");
+            let (c, s) = tokio::join!(
+                async {
+                    let opts = ClientOptions {
+                        secret: Some(&secret),
+                        listen: None,
+                        seal: client_seal,
+                        version: PROTOCOL_VERSION,
+                    };
+                    client_with(&mut a, opts).await
+                },
+                async { server_with(&mut b, Some(&secret), server_seal).await }
+            );
+            let want = client_seal || server_seal;
+            assert_eq!(
+                c.unwrap().keys.is_some(),
+                want,
+                "client, {client_seal} {server_seal}"
+            );
+            assert_eq!(
+                s.unwrap().keys.is_some(),
+                want,
+                "server, {client_seal} {server_seal}"
+            );
+        }
+    }
+
+    /// Runs `client_with` against a scripted server that answers the first frame with
+    /// `challenge`, then, if the client sends a proof, with `Welcome { proof: None }`.
+    /// Returns the client's result and whether it sent a proof.
+    async fn against_scripted_server(
+        secret: Option<Secret>,
+        challenge: ServerMsg,
+    ) -> (Result<Established, HandshakeError>, bool) {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        tokio::join!(
+            async move {
+                let opts = ClientOptions {
+                    secret: secret.as_ref(),
+                    listen: None,
+                    seal: true,
+                    version: PROTOCOL_VERSION,
+                };
+                client_with(&mut a, opts).await
+            },
+            async move {
+                read_frame(&mut b, None).await.unwrap();
+                send(&mut b, &challenge, None).await.unwrap();
+                let proof = recv::<_, Proof>(&mut b, None).await;
+                if proof.is_ok() {
+                    let _ = send(&mut b, &ServerMsg::Welcome { proof: None }, None).await;
+                }
+                proof.is_ok()
+            }
+        )
+    }
+
+    #[tokio::test]
+    async fn a_client_without_a_secret_stops_at_a_challenge_that_requires_one() {
+        let (c, sent_proof) = against_scripted_server(
+            None,
+            ServerMsg::Challenge {
+                nonce: [3; NONCE],
+                auth: true,
+                seal: false,
+            },
+        )
+        .await;
+        assert!(matches!(c, Err(HandshakeError::WeHaveNoSecret)), "{c:?}");
+        assert!(!sent_proof);
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_secret_sends_no_proof_to_a_server_that_does_not_authenticate() {
+        let (c, sent_proof) = against_scripted_server(
+            k("a"),
+            ServerMsg::Challenge {
+                nonce: [3; NONCE],
+                auth: false,
+                seal: false,
+            },
+        )
+        .await;
+        assert!(
+            matches!(c, Err(HandshakeError::PeerDoesNotAuthenticate)),
+            "{c:?}"
+        );
+        assert!(
+            !sent_proof,
+            "a tag was sent to a server that asked for none"
+        );
+    }
+
+    #[tokio::test]
+    async fn short_or_foreign_first_frames_are_bad_magic_and_a_bare_header_is_malformed() {
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+        let cases: [(&[u8], bool); 6] = [
+            (b"", true),
+            (b"FL", true),
+            (b"FLNT\0\0", true),
+            (b"FLNT\0\0\0", true),
+            (b"GET / HTTP/1.1", true),
+            (&header, false),
+        ];
+        for (first, bad_magic) in cases {
+            let (mut a, mut b) = tokio::io::duplex(8192);
+            a.write_all(&framed(first)).await.unwrap();
+            drop(a);
+            let r = server(&mut b, None).await;
+            if bad_magic {
+                assert!(
+                    matches!(r, Err(HandshakeError::BadMagic(_))),
+                    "{first:?}: {r:?}"
+                );
+            } else {
+                assert!(
+                    matches!(r, Err(HandshakeError::Malformed(_))),
+                    "{first:?}: {r:?}"
+                );
+            }
+        }
+    }
 }

@@ -295,4 +295,38 @@ mod tests {
             prop_assert!(plain.is_empty());
         }
     }
+
+    // The tests below were written against surviving mutants (docs/testing.md).
+
+    #[test]
+    fn session_keys_never_show_in_debug_output() {
+        let keys = SessionKeys::derive(b"secret", &[7u8; 32], true);
+        assert_eq!(format!("{keys:?}"), "SessionKeys(<redacted>)");
+    }
+
+    #[test]
+    fn keys_depend_on_secret_transcript_and_direction() {
+        let sealed = |secret: &[u8], t: [u8; 32]| {
+            let (mut s, _) = SessionKeys::derive(secret, &t, true).split();
+            let mut out = Vec::new();
+            s.seal(b"probe", &mut out).unwrap();
+            out
+        };
+        let reference = sealed(b"secret", [7; 32]);
+        let (_, mut o) = pair();
+        assert_eq!(open_all(&mut o, &reference).unwrap(), b"probe");
+        assert_ne!(
+            reference,
+            sealed(b"other", [7; 32]),
+            "the secret is not used"
+        );
+        assert_ne!(
+            reference,
+            sealed(b"secret", [8; 32]),
+            "the transcript is not used"
+        );
+        // The client's receiving key is not its sending key, from the first record on.
+        let (_, mut own) = SessionKeys::derive(b"secret", &[7u8; 32], true).split();
+        assert_eq!(open_all(&mut own, &reference), Err(SealError::Forged(0)));
+    }
 }
