@@ -1877,3 +1877,67 @@ async fn a_relay_between_a_worker_and_the_master_can_neither_alter_nor_inject() 
     assert_eq!(warnings, 3);
     assert!(!mark.exists(), "the injected application's executor ran");
 }
+
+// ===================================================================
+// 10. No orphans: nothing an executor starts outlives its worker
+// ===================================================================
+
+/// Pids of live processes whose command line is exactly `cmdline` (argv joined by
+/// spaces).
+fn pids_running(cmdline: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<_> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.join(" ") == cmdline && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_leaves_none_of_its_executors_descendants_behind() {
+    let mut c = Cluster::new("orphans");
+    let m = c.start_master(0, &[]).await;
+    let w = c.start_worker(&m, 1, "256m").await;
+    c.wait_alive(&m, &[&w.id]).await;
+    // Durations unique to this run, so other tests' sleeps are never counted.
+    let n = 900_000 + std::process::id() % 50_000;
+    let (bg, fg, escaped) = (n, n + 1, n + 2);
+    // A background child, a foreground child, and one that leaves the process
+    // group (setsid), as daemons started from a task do.
+    let script = format!("sleep {bg} & setsid sleep {escaped} & echo started; exec sleep {fg}");
+    let _app = App::start(&m, app_desc("orphans", &script, Some(1), Some(1)), false).await;
+    let mut all = Vec::new();
+    for s in [bg, fg, escaped] {
+        let cmd = format!("sleep {s}");
+        let pids = wait_for(&format!("{cmd} to run"), async || {
+            let p = pids_running(&cmd);
+            if p.is_empty() {
+                Err("not yet".to_string())
+            } else {
+                Ok(p)
+            }
+        })
+        .await;
+        all.extend(pids);
+    }
+    c.kill(w.proc);
+    wait_gone("every process the executor started", &all).await;
+    for s in [bg, fg, escaped] {
+        assert!(
+            pids_running(&format!("sleep {s}")).is_empty(),
+            "sleep {s} survived"
+        );
+    }
+}

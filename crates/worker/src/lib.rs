@@ -15,3 +15,4 @@
 pub mod runner;
 pub mod service;
 pub mod state;
+pub mod supervise;

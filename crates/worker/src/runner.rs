@@ -57,6 +57,7 @@
 //! application directories that are not running and hold nothing recent.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -521,6 +522,9 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
 struct Shared {
     pid: libc::pid_t,
     command: String,
+    /// Whether the direct child is a [`supervise`](crate::supervise) process, which
+    /// kills the whole tree on [`supervise::KILL_TREE`](crate::supervise::KILL_TREE).
+    supervised: bool,
     /// `Some` once the child has been reaped. The reaper reaps while holding
     /// this lock and signals are sent while holding it, so a signal never
     /// reaches a reused pid.
@@ -530,6 +534,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// Kills everything the child started: through its supervisor (which SIGKILLs
+    /// every descendant, also those outside the group, then exits), else SIGKILL to
+    /// the group.
+    fn kill_tree(&self) -> bool {
+        if !self.supervised {
+            return self.signal_group(libc::SIGKILL);
+        }
+        let reaped = self.reaped.lock();
+        if reaped.is_some() {
+            return false;
+        }
+        // SAFETY: kill(2) has no memory-safety preconditions; the supervisor is
+        // not reaped (we hold the lock the reaper needs), so `pid` is still ours.
+        unsafe { libc::kill(self.pid, crate::supervise::KILL_TREE) };
+        true
+    }
+
     /// Sends `signal` to the child's process group unless the child has been
     /// reaped. Returns whether it was sent.
     fn signal_group(&self, signal: libc::c_int) -> bool {
@@ -634,16 +655,84 @@ impl RunningChild {
             command = %self.shared.command,
             "child did not exit {grace:?} after SIGTERM; sending SIGKILL"
         );
-        self.shared.signal_group(libc::SIGKILL);
+        self.shared.kill_tree();
+        if self.shared.supervised {
+            // The supervisor kills the tree and exits; should it not, kill the group.
+            if let Ok(status) = tokio::time::timeout(SUPERVISOR_GRACE, self.wait()).await {
+                return status;
+            }
+            self.shared.signal_group(libc::SIGKILL);
+        }
         self.wait().await
     }
 }
 
+/// How long a supervisor may take to kill its child's tree before the worker
+/// SIGKILLs the group itself.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(2);
+
 impl Drop for RunningChild {
     fn drop(&mut self) {
         // The reaper thread holds its own reference and reaps the child.
-        self.shared.signal_group(libc::SIGKILL);
+        self.shared.kill_tree();
     }
+}
+
+/// Whether `program` can be executed: a path (relative to `dir`) must be an
+/// executable file; a bare name must be one in `PATH`.
+fn check_program(
+    program: &std::ffi::OsStr,
+    path: Option<&std::ffi::OsStr>,
+    dir: &Path,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    let p = Path::new(program);
+    if program.as_encoded_bytes().contains(&b'/') {
+        let full = dir.join(p);
+        if executable(&full) {
+            return Ok(());
+        }
+        return Err(match fs::metadata(&full) {
+            Err(e) => e,
+            Ok(_) => io::Error::from(io::ErrorKind::PermissionDenied),
+        });
+    }
+    let found = path
+        .map(|path| std::env::split_paths(path).any(|d| executable(&d.join(p))))
+        .unwrap_or(false);
+    if found {
+        Ok(())
+    } else {
+        Err(io::Error::from(io::ErrorKind::NotFound))
+    }
+}
+
+/// The supervisor binary to start children under: `FLINT_SUPERVISOR`, else
+/// `flint-supervise` next to this process's executable (where cargo and an install
+/// put it beside `flint`). `None` (programs that embed a worker without shipping
+/// the supervisor) falls back to the process group and the death signal alone.
+fn supervisor() -> Option<&'static Path> {
+    static SUPERVISOR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    SUPERVISOR
+        .get_or_init(|| {
+            let path = match std::env::var_os(crate::supervise::ENV) {
+                Some(p) if p.is_empty() => return None,
+                Some(p) => PathBuf::from(p),
+                None => std::env::current_exe()
+                    .ok()?
+                    .parent()?
+                    .join(crate::supervise::BINARY),
+            };
+            use std::os::unix::fs::PermissionsExt as _;
+            let meta = fs::metadata(&path).ok()?;
+            (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(path)
+        })
+        .as_deref()
 }
 
 /// One request to the spawner thread.
@@ -727,7 +816,32 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
             source,
         })?;
 
-    let mut cmd = Command::new(&spec.program);
+    let supervisor = supervisor();
+    if supervisor.is_some() {
+        // The supervisor starts the program; a program that cannot be started is
+        // still a launch failure of ours, reported as the spawn itself would.
+        let path = spec
+            .resolved_env()
+            .into_iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| OsString::from(v))
+            .or_else(|| std::env::var_os("PATH"));
+        if let Err(source) = check_program(spec.program.as_os_str(), path.as_deref(), &spec.dir) {
+            return Err(RunnerError::Spawn {
+                command,
+                dir: spec.dir.clone(),
+                source,
+            });
+        }
+    }
+    let mut cmd = match supervisor {
+        Some(sup) => {
+            let mut c = Command::new(sup);
+            c.arg(&spec.program);
+            c
+        }
+        None => Command::new(&spec.program),
+    };
     cmd.args(spec.resolved_args()).envs(spec.resolved_env());
     apply_child_auth(&mut cmd);
     cmd.current_dir(&spec.dir)
@@ -756,6 +870,7 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
     let shared = Arc::new(Shared {
         pid,
         command: command.clone(),
+        supervised: supervisor.is_some(),
         reaped: Mutex::new(None),
         status_tx,
     });
