@@ -215,14 +215,16 @@ fn decode_remote<M: Protocol>(
     match decode_with::<M>(&ctx.env, Some(conn), body) {
         Ok(m) => Some(m),
         Err(e) => {
-            ctx.env.dropped_log().warn((conn.peer(), "undecodable"), || {
-                format!(
-                    "dropping a message from {} that endpoint {} cannot decode as {}: {e}",
-                    conn.peer(),
-                    ctx.name(),
-                    M::NAME
-                )
-            });
+            ctx.env
+                .dropped_log()
+                .warn((conn.peer(), "undecodable"), || {
+                    format!(
+                        "dropping a message from {} that endpoint {} cannot decode as {}: {e}",
+                        conn.peer(),
+                        ctx.name(),
+                        M::NAME
+                    )
+                });
             if let Some(id) = reply_id {
                 conn.send_failure(
                     id,
