@@ -22,12 +22,13 @@ pub struct LocalArgs {
     /// Memory each worker offers, e.g. 1g.
     #[arg(long, default_value = "1g")]
     pub memory_per_worker: String,
-    /// The master's RPC port (0 picks a free one).
-    #[arg(long, default_value_t = master::DEFAULT_PORT)]
-    pub port: u16,
-    /// The master's web UI port (0 picks a free one).
-    #[arg(long, default_value_t = master::DEFAULT_WEBUI_PORT)]
-    pub webui_port: u16,
+    /// The master's RPC port (0 picks a free one). [setting master.port; default 7077]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The master's web UI port (0 picks a free one). [setting master.webui_port;
+    /// default 8080]
+    #[arg(long)]
+    pub webui_port: Option<u16>,
     /// Where the workers' work dirs go (one subdirectory per worker).
     #[arg(long, default_value = "work")]
     pub work_dir: PathBuf,
@@ -41,13 +42,40 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         anyhow::bail!("--workers must be at least 1");
     }
     let conf = settings::load(&args.common, &crate::known_keys())?;
-    let memory = crate::worker_cmd::memory_mb(Some(&args.memory_per_worker))?;
+    let memory = settings::memory_mb(Some(&settings::Given {
+        text: args.memory_per_worker.clone(),
+        origin: format!("--memory-per-worker {}", args.memory_per_worker),
+    }))?;
+    let n = u64::from(args.workers);
+    settings::warn_cores(
+        &format!(
+            "--workers {} x --cores-per-worker {}",
+            args.workers, args.cores_per_worker
+        ),
+        n.saturating_mul(u64::from(args.cores_per_worker)),
+    );
+    if let Some(mb) = memory {
+        settings::warn_memory(
+            &format!(
+                "--workers {} x --memory-per-worker {}",
+                args.workers, args.memory_per_worker
+            ),
+            n.saturating_mul(mb),
+        );
+    }
+    let port = settings::port(&conf, "master.port", args.port, master::DEFAULT_PORT)?;
+    let webui_port = settings::port(
+        &conf,
+        "master.webui_port",
+        args.webui_port,
+        master::DEFAULT_WEBUI_PORT,
+    )?;
     let auth = crate::auth::for_master(&conf).context("cannot start the master")?;
     crate::auth::hand_to_children(&auth);
     let m = master::start(MasterOptions {
         host: "127.0.0.1".into(),
-        port: args.port,
-        webui_port: args.webui_port,
+        port,
+        webui_port,
         conf: conf.clone(),
     })
     .await

@@ -5,6 +5,7 @@
 
 mod auth;
 mod cluster_cmd;
+mod conf_cmd;
 mod demo;
 mod example;
 mod local_cmd;
@@ -48,6 +49,8 @@ enum Command {
     StartCluster(cluster_cmd::StartArgs),
     /// Stop the daemons start-cluster started (workers first, then the master).
     StopCluster(cluster_cmd::StopArgs),
+    /// List every setting with its type, default and doc (--json, --markdown, --template).
+    Conf(conf_cmd::ConfArgs),
     /// Two processes exchanging messages over flint's RPC layer, narrated.
     Demo,
     /// The peer half of `flint demo` (started by it).
@@ -58,31 +61,12 @@ enum Command {
     },
 }
 
-/// Every setting a `FLINT_*` environment variable may set.
+/// Every registered setting (each may be set by its `FLINT_*` variable).
 pub fn known_keys() -> Vec<&'static str> {
-    use flint_master::service::settings as m;
-    let mut keys = flint_rpc::conf::KEYS.to_vec();
-    keys.extend([
-        m::WORKER_TIMEOUT,
-        m::DEAD_WORKER_PERSISTENCE,
-        m::RECOVERY_TIMEOUT,
-        m::RETAINED_APPLICATIONS,
-        m::RETAINED_DRIVERS,
-        m::MAX_EXECUTOR_RETRIES,
-        m::EXECUTOR_STABLE_TIME,
-        m::SPREAD_OUT,
-        m::SPREAD_OUT_DRIVERS,
-        m::WORKER_SELECTION_POLICY,
-        m::DEFAULT_CORES,
-        m::MAX_DRIVERS,
-        m::APP_NUMBER_MODULO,
-        m::UI_HOST,
-    ]);
-    keys.extend(flint_worker::service::settings::KEYS);
-    keys.extend(flint_client::settings::KEYS);
-    keys.sort_unstable();
-    keys.dedup();
-    keys
+    flint_conf::registry::SETTINGS
+        .iter()
+        .map(|s| s.key)
+        .collect()
 }
 
 impl Command {
@@ -125,6 +109,7 @@ fn main() -> ExitCode {
             Command::Local(args) => local_cmd::run(args).await,
             Command::RunExample(args) => example::run(args).await,
             Command::ExampleExecutor(args) => example::executor(args).await,
+            Command::Conf(args) => conf_cmd::run(&args),
             Command::Demo => demo::run().await,
             Command::DemoPeer { server } => demo::peer(&server).await,
         }

@@ -7,19 +7,24 @@ use flint_master::service::{self, MasterOptions};
 
 use crate::settings::{self, CommonArgs};
 
+/// The host a master binds when neither `--host` nor `master.host` says.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+
 /// Arguments of `flint master`.
 #[derive(clap::Args, Debug)]
 pub struct MasterArgs {
     /// Host to bind and advertise (flint://HOST:PORT). Workers on other machines need
-    /// a name they can resolve; the default only serves this machine.
-    #[arg(long, env = "FLINT_MASTER_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    /// RPC port.
-    #[arg(long, env = "FLINT_MASTER_PORT", default_value_t = service::DEFAULT_PORT)]
-    pub port: u16,
-    /// Web UI and JSON status port (binds ui.host, loopback by default).
-    #[arg(long, env = "FLINT_MASTER_WEBUI_PORT", default_value_t = service::DEFAULT_WEBUI_PORT)]
-    pub webui_port: u16,
+    /// a name they can resolve; the default only serves this machine. [setting
+    /// master.host, FLINT_MASTER_HOST; default 127.0.0.1]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// RPC port. [setting master.port, FLINT_MASTER_PORT; default 7077]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Web UI and JSON status port (binds ui.host, loopback by default). [setting
+    /// master.webui_port, FLINT_MASTER_WEBUI_PORT; default 8080]
+    #[arg(long)]
+    pub webui_port: Option<u16>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -28,10 +33,18 @@ pub struct MasterArgs {
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let conf = settings::load(&args.common, &crate::known_keys())?;
     let auth = crate::auth::for_master(&conf).context("cannot start the master")?;
+    let host = settings::text(&conf, "master.host", args.host, DEFAULT_HOST);
+    let port = settings::port(&conf, "master.port", args.port, service::DEFAULT_PORT)?;
+    let webui_port = settings::port(
+        &conf,
+        "master.webui_port",
+        args.webui_port,
+        service::DEFAULT_WEBUI_PORT,
+    )?;
     let handle = service::start(MasterOptions {
-        host: args.host,
-        port: args.port,
-        webui_port: args.webui_port,
+        host,
+        port,
+        webui_port,
         conf,
     })
     .await
@@ -53,4 +66,13 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     handle.shutdown();
     handle.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_host_is_the_registered_one() {
+        let s = flint_conf::registry::setting("master.host").and_then(|s| s.default.value());
+        assert_eq!(s, Some(super::DEFAULT_HOST));
+    }
 }

@@ -11,42 +11,75 @@ use flint_worker::service::{self, WorkerOptions};
 
 use crate::settings::{self, CommonArgs};
 
-/// Arguments of `flint worker`.
+/// Arguments of `flint worker`. Each option has a setting behind it (`flint conf`),
+/// which the option overrides.
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
     /// The master(s) to register with: flint://host:7077[,host2:7077].
     #[arg(env = "FLINT_MASTER")]
     pub master: String,
-    /// Cores offered to executors (default: every CPU).
-    #[arg(long, env = "FLINT_WORKER_CORES")]
+    /// Cores offered to executors. [setting worker.cores, FLINT_WORKER_CORES; default:
+    /// every CPU]
+    #[arg(long)]
     pub cores: Option<u32>,
-    /// Memory offered to executors, e.g. 4g or 512m (default: total − 1 GiB).
-    #[arg(long, env = "FLINT_WORKER_MEMORY")]
+    /// Memory offered to executors, e.g. 4g, 1.5g or 512m. [setting worker.memory,
+    /// FLINT_WORKER_MEMORY; default: total − 1 GiB]
+    #[arg(long)]
     pub memory: Option<String>,
-    /// Directory for executors' work dirs and logs.
-    #[arg(long, env = "FLINT_WORKER_DIR", default_value = "work")]
-    pub work_dir: PathBuf,
-    /// Host to bind and advertise.
-    #[arg(long, env = "FLINT_WORKER_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    /// RPC port (0 picks a free one).
-    #[arg(long, env = "FLINT_WORKER_PORT", default_value_t = 0)]
-    pub port: u16,
-    /// Web UI and JSON status port (binds ui.host, loopback by default).
-    #[arg(long, env = "FLINT_WORKER_WEBUI_PORT", default_value_t = service::DEFAULT_WEBUI_PORT)]
-    pub webui_port: u16,
+    /// Directory for executors' work dirs and logs. [setting worker.dir,
+    /// FLINT_WORKER_DIR; default: work]
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Host to bind and advertise. [setting worker.host, FLINT_WORKER_HOST; default
+    /// 127.0.0.1]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// RPC port (0 picks a free one). [setting worker.port, FLINT_WORKER_PORT; default 0]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Web UI and JSON status port (binds ui.host, loopback by default). [setting
+    /// worker.webui_port, FLINT_WORKER_WEBUI_PORT; default 8081]
+    #[arg(long)]
+    pub webui_port: Option<u16>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
-/// Parses `--memory` into MB, naming the flag when it is wrong.
-pub fn memory_mb(text: Option<&str>) -> anyhow::Result<Option<u64>> {
-    text.map(|t| {
-        flint_conf::parse_size(t, flint_conf::SizeUnit::Mebibytes)
-            .map(|b| b >> 20)
-            .map_err(|e| anyhow::anyhow!("--memory {t:?} is not valid: {e}"))
-    })
-    .transpose()
+/// The host a worker binds when neither `--host` nor `worker.host` says.
+const DEFAULT_HOST: &str = "127.0.0.1";
+/// The work dir when neither `--work-dir` nor `worker.dir` says.
+const DEFAULT_WORK_DIR: &str = "work";
+
+/// The cores to offer: `--cores`, else `worker.cores`, else none (every CPU); warns
+/// when that is more than the machine has.
+fn cores(conf: &flint_conf::Conf, flag: Option<u32>) -> anyhow::Result<Option<u32>> {
+    let given = settings::given(
+        conf,
+        "worker.cores",
+        "--cores",
+        flag.map(|c| c.to_string()).as_deref(),
+    );
+    let Some(g) = given else {
+        return Ok(None);
+    };
+    let n: u32 = g
+        .text
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{} is not valid: expected a whole number", g.origin))?;
+    settings::warn_cores(&g.origin, u64::from(n));
+    Ok(Some(n))
+}
+
+/// The memory to offer in MiB: `--memory`, else `worker.memory`, else none (total less
+/// 1 GiB); warns when that is more than the machine has.
+fn memory(conf: &flint_conf::Conf, flag: Option<&str>) -> anyhow::Result<Option<u64>> {
+    let given = settings::given(conf, "worker.memory", "--memory", flag);
+    let mb = settings::memory_mb(given.as_ref())?;
+    if let (Some(g), Some(mb)) = (&given, mb) {
+        settings::warn_memory(&g.origin, mb);
+    }
+    Ok(mb)
 }
 
 /// Starts the worker and serves until a signal arrives or it gives up.
@@ -60,14 +93,27 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if let Ok(a) = &auth {
         crate::auth::hand_to_children(a);
     }
+    let host = settings::text(&conf, "worker.host", args.host, DEFAULT_HOST);
+    let port = settings::port(&conf, "worker.port", args.port, 0)?;
+    let webui_port = settings::port(
+        &conf,
+        "worker.webui_port",
+        args.webui_port,
+        service::DEFAULT_WEBUI_PORT,
+    )?;
+    let work_dir = args.work_dir.unwrap_or_else(|| {
+        PathBuf::from(settings::text(&conf, "worker.dir", None, DEFAULT_WORK_DIR))
+    });
+    let cores = cores(&conf, args.cores)?;
+    let memory_mb = memory(&conf, args.memory.as_deref())?;
     let handle = service::start(WorkerOptions {
         masters,
-        host: args.host,
-        port: args.port,
-        webui_port: args.webui_port,
-        cores: args.cores,
-        memory_mb: memory_mb(args.memory.as_deref())?,
-        work_dir: args.work_dir,
+        host,
+        port,
+        webui_port,
+        cores,
+        memory_mb,
+        work_dir,
         conf,
     })
     .await
@@ -89,4 +135,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     handle.wait().await.context("the worker stopped")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_registered_ones() {
+        let default = |k| flint_conf::registry::setting(k).and_then(|s| s.default.value());
+        assert_eq!(default("worker.host"), Some(DEFAULT_HOST));
+        assert_eq!(default("worker.dir"), Some(DEFAULT_WORK_DIR));
+        assert_eq!(default("worker.port"), Some("0"));
+    }
 }

@@ -4,7 +4,18 @@
 //! (`60s`, `500ms`, `2g`) and name the offending key when a value is wrong.
 //!
 //! This crate knows setting *names* and how to parse values; it knows nothing of what
-//! a master, worker or RPC environment does with them.
+//! a master, worker or RPC environment does with them. [`registry`] lists every setting
+//! with its type, default and doc; [`load`] layers the sources and refuses unknown keys
+//! and malformed values, naming the nearest key; [`docs`] renders the registry as
+//! `flint conf` shows it, as Markdown and as a commented TOML template; [`machine`]
+//! reads the machine's cores and memory so absurd offers can be warned about.
+
+pub mod docs;
+mod load;
+pub mod machine;
+pub mod registry;
+
+pub use load::{load, Loaded, Resource, Warning};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +46,19 @@ pub enum ConfError {
         key: String,
         /// The whole explanation, ready for the operator.
         message: String,
+    },
+    /// A key that no component reads and that is not the user's own (`app.*`).
+    #[error("{origin}: unknown setting `{key}`; {}", match suggestion {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("`flint conf` lists every setting, and keys of your own go under `{}`", registry::USER_PREFIX),
+    })]
+    Unknown {
+        /// The key as given.
+        key: String,
+        /// Where it was given: `--conf key=value`, `config file PATH`.
+        origin: String,
+        /// The registered key it most likely meant.
+        suggestion: Option<&'static str>,
     },
     /// The config file could not be read or parsed.
     #[error("config file {path}: {reason}")]
@@ -199,11 +223,9 @@ impl Conf {
     pub fn bool(&self, key: &str, default: bool) -> Result<bool, ConfError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "on" => Ok(true),
-                "false" | "no" | "0" | "off" => Ok(false),
-                _ => Err(invalid(key, v, "expected true or false".into())),
-            },
+            Some(v) => {
+                parse_bool(v).ok_or_else(|| invalid(key, v, "expected true or false".into()))
+            }
         }
     }
 
@@ -275,14 +297,52 @@ pub enum SizeUnit {
     Mebibytes,
 }
 
-/// Parses `500ms`, `60s`, `2m`, `1h`, `7d`, or a bare number in `bare_unit`.
+/// Parses `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0` (any case).
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Some(true),
+        "false" | "no" | "0" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// A number with an optional decimal part (`1`, `1.5`) followed by a unit: the whole
+/// part, the decimal digits and the rest.
+fn split_number(t: &str) -> Option<(u64, &str, &str)> {
+    let int_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let whole = t[..int_end].parse().ok()?;
+    let rest = &t[int_end..];
+    let Some(after_point) = rest.strip_prefix('.') else {
+        return Some((whole, "", rest));
+    };
+    let frac_end = after_point
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after_point.len());
+    let (frac, unit) = after_point.split_at(frac_end);
+    // At least one decimal digit, and no more than a u128 scale can hold.
+    (!frac.is_empty() && frac.len() <= 18).then_some((whole, frac, unit))
+}
+
+/// `whole.frac × per`, rounded down, or `None` when it overflows a u64.
+fn scaled(whole: u64, frac: &str, per: u64) -> Option<(u64, bool)> {
+    let scale = 10u128.pow(u32::try_from(frac.len()).ok()?);
+    let frac_n: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let part = frac_n * u128::from(per);
+    let total = u128::from(whole) * u128::from(per) + part / scale;
+    // Not `is_multiple_of`: it needs Rust 1.87 and the workspace supports 1.85.
+    let rest = part % scale;
+    Some((u64::try_from(total).ok()?, rest != 0))
+}
+
+/// Parses `500ms`, `60s`, `1.5s`, `2m`, `1h`, `7d`, or a bare number in `bare_unit`.
 pub fn parse_duration(text: &str, bare_unit: TimeUnit) -> Result<Duration, String> {
     let t = text.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "expected a number with a unit such as 500ms, 60s, 2m, 1h".to_string())?;
+    let (n, frac, unit) = split_number(&t)
+        .ok_or_else(|| "expected a number with a unit such as 500ms, 60s, 2m, 1h".to_string())?;
     let ms_per = match unit.trim() {
         "" => match bare_unit {
             TimeUnit::Millis => 1,
@@ -295,20 +355,22 @@ pub fn parse_duration(text: &str, bare_unit: TimeUnit) -> Result<Duration, Strin
         "d" => 86_400_000,
         other => return Err(format!("unknown time unit {other:?}; use ms, s, m, h or d")),
     };
-    n.checked_mul(ms_per)
-        .map(Duration::from_millis)
-        .ok_or_else(|| "duration too large".to_string())
+    match scaled(n, frac, ms_per) {
+        None => Err("duration too large".to_string()),
+        Some((_, true)) if ms_per == 1 => {
+            Err("durations are counted in whole milliseconds".to_string())
+        }
+        Some((ms, _)) => Ok(Duration::from_millis(ms)),
+    }
 }
 
-/// Parses `512`, `64k`, `128m`, `2g`, `1t` (binary units, optional trailing `b`/`ib`),
-/// or a bare number in `bare_unit`.
+/// Parses `512`, `64k`, `128m`, `2g`, `1.5g`, `1t` (binary units, optional trailing
+/// `b`/`ib`), or a bare number in `bare_unit`. A decimal part is rounded down to whole
+/// bytes.
 pub fn parse_size(text: &str, bare_unit: SizeUnit) -> Result<u64, String> {
     let t = text.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "expected a size such as 512m or 2g".to_string())?;
+    let (n, frac, unit) =
+        split_number(&t).ok_or_else(|| "expected a size such as 512m, 1.5g or 2g".to_string())?;
     let unit = unit.trim().trim_end_matches("ib").trim_end_matches('b');
     let mult: u64 = match unit {
         "" if t.ends_with('b') => 1,
@@ -322,8 +384,11 @@ pub fn parse_size(text: &str, bare_unit: SizeUnit) -> Result<u64, String> {
         "t" => 1 << 40,
         other => return Err(format!("unknown size unit {other:?}; use k, m, g or t")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| "size too large".to_string())
+    match scaled(n, frac, mult) {
+        None => Err("size too large".to_string()),
+        Some((_, true)) if mult == 1 => Err("a size in bytes must be a whole number".to_string()),
+        Some((bytes, _)) => Ok(bytes),
+    }
 }
 
 impl fmt::Display for Source {
@@ -372,6 +437,30 @@ mod tests {
         assert_eq!(parse_size("4096b", SizeUnit::Mebibytes), Ok(4096));
         assert_eq!(parse_size("64", SizeUnit::Mebibytes), Ok(64 << 20));
         assert!(parse_size("lots", SizeUnit::Bytes).is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_take_decimals() {
+        assert_eq!(parse_size("1.5g", SizeUnit::Bytes), Ok(3 << 29));
+        assert_eq!(parse_size("1.5G", SizeUnit::Mebibytes), Ok(1536 << 20));
+        assert_eq!(parse_size("0.5m", SizeUnit::Bytes), Ok(512 << 10));
+        assert_eq!(parse_size("1.5", SizeUnit::Mebibytes), Ok(3 << 19));
+        assert_eq!(parse_size("0.1k", SizeUnit::Bytes), Ok(102));
+        assert!(parse_size("1.5", SizeUnit::Bytes).is_err());
+        assert!(parse_size("1.", SizeUnit::Bytes).is_err());
+        assert!(parse_size(".5g", SizeUnit::Bytes).is_err());
+        assert!(parse_size("1.2.3g", SizeUnit::Bytes).is_err());
+        assert!(parse_size("99999999999t", SizeUnit::Bytes).is_err());
+        assert_eq!(
+            parse_duration("1.5s", TimeUnit::Millis),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_duration("0.25", TimeUnit::Seconds),
+            Ok(Duration::from_millis(250))
+        );
+        assert!(parse_duration("1.5ms", TimeUnit::Seconds).is_err());
+        assert!(parse_duration("1.5", TimeUnit::Millis).is_err());
     }
 
     #[test]
