@@ -115,6 +115,10 @@ pub fn markdown() -> String {
         let note = if v.test_only { " (tests only)" } else { "" };
         let _ = writeln!(out, "| `{}` | {}{note} |", v.name, v.doc);
     }
+    out.push_str(
+        "\nTest hooks, `FLINT_TEST_*` and `FLINT_<AREA>_TEST_*`, are known too and never \
+         warned about.\n",
+    );
     out
 }
 

@@ -149,7 +149,10 @@ pub fn load<'a>(
                 reason: format!("{reason} (from {name})"),
             })?;
             conf.insert(s.key, value, Source::Env);
-        } else if registry::env_var(&name).is_none() && !is_user_env(&name) {
+        } else if registry::env_var(&name).is_none()
+            && !registry::is_test_hook(&name)
+            && !is_user_env(&name)
+        {
             warnings.push(Warning::UnknownEnv {
                 nearest: registry::nearest_env(&name),
                 name,
@@ -280,6 +283,7 @@ mod tests {
                 ("FLINT_HOME", "/tmp/x"),
                 ("FLINT_APP_MINE", "1"),
                 ("FLINT_RPC_TEST_ROLE", "peer"),
+                ("FLINT_DAEMON_TEST_SOMETHING", "1"),
                 ("PATH", "/bin"),
             ]),
             [],

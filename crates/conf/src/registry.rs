@@ -378,6 +378,13 @@ pub fn setting_for_env(name: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.env_name() == name)
 }
 
+/// Whether `name` is a test hook (`FLINT_TEST_*` or `FLINT_<AREA>_TEST_*`, such as
+/// `FLINT_RPC_TEST_PEER`): known without being listed, never warned about.
+pub fn is_test_hook(name: &str) -> bool {
+    name.strip_prefix("FLINT_")
+        .is_some_and(|rest| rest.starts_with("TEST_") || rest.contains("_TEST_"))
+}
+
 /// Whether `key` is the user's own: under [`USER_PREFIX`] and not registered.
 pub fn is_user_key(key: &str) -> bool {
     key.starts_with(USER_PREFIX) && setting(key).is_none()
@@ -651,6 +658,9 @@ mod tests {
             .unwrap()
             .check("-1")
             .is_ok());
+        assert!(is_test_hook("FLINT_DAEMON_TEST_RLIMIT_CHILD"));
+        assert!(is_test_hook("FLINT_TEST_VAR"));
+        assert!(!is_test_hook("FLINT_TESTING"));
         assert!(is_user_key("app.my.thing"));
         assert!(!is_user_key("app.registration.timeout"));
         assert!(!is_user_key("deploy.thing"));
