@@ -1,35 +1,22 @@
 //! The master's read-only web UI: `GET /api/v1/status` (the
 //! [`MasterStatusJson`] document) and `GET /`, a plain-text summary. Human
-//! HTML pages come later.
+//! HTML pages come later. The HTTP shell with its limits is
+//! [`flint_daemon::http`].
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use flint_proto::status::MasterStatusJson;
 use flint_proto::WorkerState;
 
 use super::shell::Shared;
 
-/// The path of the status document.
-pub const STATUS_PATH: &str = "/api/v1/status";
+pub use flint_daemon::STATUS_PATH;
 
 /// The web UI's routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route(STATUS_PATH, get(status))
-        .with_state(shared)
-}
-
-async fn status(State(shared): State<Arc<Shared>>) -> Json<MasterStatusJson> {
-    Json(shared.status())
-}
-
-async fn index(State(shared): State<Arc<Shared>>) -> String {
-    summary(&shared.status())
+    flint_daemon::http::status_routes(move || shared.status(), summary)
 }
 
 /// The plain-text summary `GET /` serves.

@@ -26,8 +26,8 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Clock;
 use crate::state::{Effect, Event, LogLevel, MasterState, Reply as StateReply};
+use flint_daemon::Clock;
 
 /// Where the event being handled came from, so registration answers reach
 /// the registering endpoint before the master has it on file.

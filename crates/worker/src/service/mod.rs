@@ -24,9 +24,15 @@
 //! worker. A driver's binary is not fetched yet: its command must be
 //! runnable as given.
 //!
-//! Every event is stamped by one clock: monotonic time since the worker
-//! started (tokio's clock, which never jumps and which tests can pause) for
-//! every deadline, and the wall clock only for the worker id and display.
+//! Every event is stamped by one [`flint_daemon::Clock`]: monotonic
+//! time since the worker started (tokio's clock, which never jumps and which
+//! tests can pause) for every deadline, and the wall clock only for the
+//! worker id and display.
+//!
+//! Binding, the advertised address (what the worker registers with and hands
+//! its children as `{{HOSTNAME}}` and `{{WORKER_URL}}`), the bounded web UI,
+//! the open-file limit and the start-up log lines are the shared daemon
+//! layer's ([`flint_daemon`]).
 //!
 //! When a master's RPC handshake refuses this worker's secret (or its lack
 //! of one), the endpoint turns the RPC layer's report into
@@ -50,75 +56,30 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::time::Instant;
 
 use flint_conf::Conf;
+use flint_daemon::{BindOptions, Bound, DaemonError};
 use flint_proto::messages::WORKER_ENDPOINT;
 use flint_proto::{IdError, WorkerId};
-use flint_rpc::{RpcAddress, RpcConf, RpcEnv, RpcError};
+use flint_rpc::{RpcAddress, RpcConf, RpcError};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use self::endpoint::WorkerEndpoint;
 use self::shell::{Info, Shared};
 use crate::state::{
-    ConfigError, DecommissionTrigger, DriverEntry, Event, ExecutorEntry, Now, WorkerCore,
-    WorkerStatus,
+    ConfigError, DecommissionTrigger, DriverEntry, Event, ExecutorEntry, WorkerCore, WorkerStatus,
 };
 
 pub use self::http::STATUS_PATH;
+pub use flint_daemon::clock::wall_ms;
+pub use flint_daemon::log::auth_disabled_warning;
 
 /// Spark's default worker web UI port.
 pub const DEFAULT_WEBUI_PORT: u16 = 8081;
 /// The default work directory, relative to the current directory (Spark:
 /// `SPARK_HOME/work`).
 pub const DEFAULT_WORK_DIR: &str = "work";
-
-/// The wall clock, epoch milliseconds: for the worker id and display only,
-/// never for a deadline (it can jump).
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or(0)
-}
-
-/// The worker's clocks. Every [`Now`] the state machine sees comes from
-/// here: monotonic milliseconds since the clock was made, from tokio's
-/// clock (so `tokio::time::pause` in a test stops it), and [`wall_ms`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    origin: Instant,
-}
-
-impl Clock {
-    /// A clock whose monotonic time starts at 0 now.
-    pub(crate) fn new() -> Self {
-        Clock {
-            origin: Instant::now(),
-        }
-    }
-
-    /// The current time on both clocks.
-    pub(crate) fn now(&self) -> Now {
-        Now::new(millis(self.origin.elapsed()), wall_ms())
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The WARN a daemon logs at start-up when RPC authentication is off.
-pub fn auth_disabled_warning(address: &RpcAddress) -> String {
-    format!(
-        "RPC authentication is disabled (auth.enabled = false): anyone who can reach {address} \
-         can run code on this cluster"
-    )
-}
 
 /// How to start a worker.
 #[derive(Debug, Clone)]
@@ -185,28 +146,10 @@ pub enum WorkerError {
         /// The operating system's reason.
         source: std::io::Error,
     },
-    /// A port is taken by another process.
-    #[error("{what} {port} on {host} is in use; choose another with {flag}")]
-    PortInUse {
-        /// Which port ("port" or "web UI port").
-        what: &'static str,
-        /// The host it was bound on.
-        host: String,
-        /// The port.
-        port: u16,
-        /// The command-line flag that changes it.
-        flag: &'static str,
-    },
-    /// A socket could not be bound for another reason.
-    #[error("cannot listen on {address} for the {what}: {source}")]
-    Bind {
-        /// What the socket was for.
-        what: &'static str,
-        /// `host:port` tried.
-        address: String,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
+    /// A socket could not be bound, or a setting of the daemon layer
+    /// (`ui.*`, `network.advertise_address`) is wrong.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
     /// The host cannot be part of a worker id.
     #[error("host {host:?} cannot name a worker: {source}")]
     Host {
@@ -464,7 +407,6 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     if rpc_conf.tls.is_none() {
         crate::runner::set_child_secret(rpc_conf.secret.clone());
     }
-    let auth = rpc_conf.secret.is_some() || rpc_conf.tls.is_some();
     let mut config = settings::worker_config(
         &opts.conf,
         opts.masters.iter().map(ToString::to_string).collect(),
@@ -476,18 +418,20 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     let ui_host = settings::ui_host(&opts.conf);
     let work_dir = prepare_work_dir(&opts.work_dir)?;
 
-    let env = RpcEnv::server(rpc_conf, &opts.host, opts.port)
-        .await
-        .map_err(|e| match e {
-            RpcError::Bind { address, source } => {
-                bind_error("port", "--port", &opts.host, opts.port, address, source)
-            }
-            other => WorkerError::Rpc(other),
-        })?;
-    let address = env
-        .address()
-        .cloned()
-        .unwrap_or_else(|| RpcAddress::new(opts.host.clone(), opts.port));
+    let Bound {
+        env,
+        address,
+        auth,
+        ui,
+    } = flint_daemon::bind(BindOptions {
+        host: &opts.host,
+        port: opts.port,
+        ui_host: &ui_host,
+        webui_port: opts.webui_port,
+        rpc: rpc_conf,
+        conf: &opts.conf,
+    })
+    .await?;
     let worker_id = match WorkerId::generate(wall_ms(), &address.host, address.port) {
         Ok(id) => id,
         Err(source) => {
@@ -498,39 +442,8 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
             });
         }
     };
-
-    let listener = match TcpListener::bind(host_port(&ui_host, opts.webui_port)).await {
-        Ok(l) => l,
-        Err(source) => {
-            env.shutdown();
-            return Err(bind_error(
-                "web UI port",
-                "--webui-port",
-                &ui_host,
-                opts.webui_port,
-                host_port(&ui_host, opts.webui_port),
-                source,
-            ));
-        }
-    };
-    let webui_address = match listener.local_addr() {
-        Ok(a) => a,
-        Err(source) => {
-            env.shutdown();
-            return Err(WorkerError::Bind {
-                what: "web UI",
-                address: host_port(&ui_host, opts.webui_port),
-                source,
-            });
-        }
-    };
-    // An unspecified bind address (0.0.0.0) is advertised as the worker's host.
-    let advertised = if webui_address.ip().is_unspecified() {
-        address.host.clone()
-    } else {
-        ui_host.clone()
-    };
-    let webui_url = format!("http://{}", host_port(&advertised, webui_address.port()));
+    let webui_address = ui.local_addr();
+    let webui_url = ui.url().to_string();
     let worker_url = format!("flint://{WORKER_ENDPOINT}@{}", address.host_port());
 
     let info = Info {
@@ -558,18 +471,9 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     };
     shared.set_self_ref(me);
 
-    let server_token = shared.token.clone();
-    let router = http::router(shared.clone());
     shared.spawn(
-        async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { server_token.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("web UI stopped: {e}");
-            }
-        }
-        .instrument(shared.span.clone()),
+        ui.serve(http::router(shared.clone()), shared.token.clone())
+            .instrument(shared.span.clone()),
     );
     // When the token is cancelled, for whatever reason, the RPC env stops too.
     let supervisor = shared.clone();
@@ -579,14 +483,11 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     });
 
     shared.span.in_scope(|| {
-        tracing::info!(
-            "flint worker listening on {address} with {cores} cores, {memory_mb} MB, work dir {}",
+        let detail = format!(
+            " with {cores} cores, {memory_mb} MB, work dir {}",
             shared.info.work_dir.display()
         );
-        if !auth {
-            tracing::warn!("{}", auth_disabled_warning(&address));
-        }
-        tracing::info!("worker web UI at {webui_url}");
+        flint_daemon::log::started("worker", &address, &detail, auth, &webui_url);
     });
     shared.span.in_scope(|| shared.handle(Event::Start));
     Ok(WorkerHandle {
@@ -647,36 +548,4 @@ fn prepare_work_dir(path: &Path) -> Result<PathBuf, WorkerError> {
     std::fs::write(&probe, b"").map_err(not_writable)?;
     std::fs::remove_file(&probe).map_err(not_writable)?;
     std::fs::canonicalize(path).map_err(not_writable)
-}
-
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-fn bind_error(
-    what: &'static str,
-    flag: &'static str,
-    host: &str,
-    port: u16,
-    address: String,
-    source: std::io::Error,
-) -> WorkerError {
-    if source.kind() == std::io::ErrorKind::AddrInUse {
-        WorkerError::PortInUse {
-            what,
-            host: host.to_string(),
-            port,
-            flag,
-        }
-    } else {
-        WorkerError::Bind {
-            what,
-            address,
-            source,
-        }
-    }
 }

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use flint_daemon::Clock;
 use flint_proto::messages::{
     DriverStateChanged, ExecutorStateChanged, Heartbeat, MasterMsg, RegisterWorker,
     WorkerDecommissioning, WorkerLatestState, WorkerMsg, WorkerSchedulerStateResponse,
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{Clock, WorkerStatusDoc};
+use super::WorkerStatusDoc;
 use crate::runner::{self, ChildKind, ExitStatus, LaunchSpec, Placeholders, RunningChild};
 use crate::state::{AuthRefusal, ChildId, Effect, Event, ExecutorReport, LogLevel, WorkerCore};
 
