@@ -37,8 +37,10 @@ pub fn nofile_limit() -> std::io::Result<(u64, u64)> {
     Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 
+/// Sets the open-file limits. It only calls `setrlimit` and reads `errno`,
+/// so it may also run between `fork` and `exec` (a child's `pre_exec`).
 #[allow(clippy::unnecessary_cast)]
-fn set_soft(soft: u64, hard: u64) -> std::io::Result<()> {
+pub fn set_nofile_limit(soft: u64, hard: u64) -> std::io::Result<()> {
     let lim = libc::rlimit {
         rlim_cur: soft as libc::rlim_t,
         rlim_max: hard as libc::rlim_t,
@@ -63,7 +65,7 @@ pub fn raise_nofile_limit() -> std::io::Result<NofileLimit> {
             .unwrap_or(1 << 20);
     }
     if target > before {
-        set_soft(target, hard)?;
+        set_nofile_limit(target, hard)?;
     }
     let (soft, hard) = nofile_limit()?;
     Ok(NofileLimit { before, soft, hard })

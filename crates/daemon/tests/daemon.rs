@@ -18,6 +18,10 @@ use flint_daemon::rlimit::nofile_limit;
 use flint_daemon::{bind, BindOptions, Bound};
 use flint_rpc::RpcConf;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::nofile_limit_hook;
+
 fn open_conf() -> Conf {
     Conf::new().set("auth.enabled", "false")
 }
@@ -90,68 +94,46 @@ async fn the_advertise_setting_names_both_addresses() {
     b.env.shutdown();
 }
 
+async fn bind_error(host: &str, port: u16, webui_port: u16, conf: &Conf) -> String {
+    bind(BindOptions {
+        host,
+        port,
+        ui_host: "127.0.0.1",
+        webui_port,
+        rpc: RpcConf::from_conf(conf).unwrap(),
+        conf,
+    })
+    .await
+    .unwrap_err()
+    .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_errors_name_the_port_and_the_flag() {
     let conf = open_conf();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let rpc_taken = bind(BindOptions {
-        host: "127.0.0.1",
-        port,
-        ui_host: "127.0.0.1",
-        webui_port: 0,
-        rpc: RpcConf::from_conf(&conf).unwrap(),
-        conf: &conf,
-    })
-    .await
-    .unwrap_err();
     assert_eq!(
-        rpc_taken.to_string(),
+        bind_error("127.0.0.1", port, 0, &conf).await,
         format!("port {port} on 127.0.0.1 is in use; choose another with --port")
     );
-    let ui_taken = bind(BindOptions {
-        host: "127.0.0.1",
-        port: 0,
-        ui_host: "127.0.0.1",
-        webui_port: port,
-        rpc: RpcConf::from_conf(&conf).unwrap(),
-        conf: &conf,
-    })
-    .await
-    .unwrap_err();
     assert_eq!(
-        ui_taken.to_string(),
+        bind_error("127.0.0.1", 0, port, &conf).await,
         format!("web UI port {port} on 127.0.0.1 is in use; choose another with --webui-port")
     );
-    let bad = bind(BindOptions {
-        host: "203.0.113.1",
-        port: 0,
-        ui_host: "127.0.0.1",
-        webui_port: 0,
-        rpc: RpcConf::from_conf(&conf).unwrap(),
-        conf: &conf,
-    })
-    .await
-    .unwrap_err();
+    let bad = bind_error("203.0.113.1", 0, 0, &conf).await;
     assert!(
-        bad.to_string()
-            .starts_with("cannot listen on 203.0.113.1:0 for the RPC environment"),
+        bad.starts_with("cannot listen on 203.0.113.1:0 for the RPC environment"),
         "{bad}"
     );
-    let limits = bind(BindOptions {
-        host: "127.0.0.1",
-        port: 0,
-        ui_host: "127.0.0.1",
-        webui_port: 0,
-        rpc: RpcConf::from_conf(&conf).unwrap(),
-        conf: &conf.clone().set("ui.max_connections", "0"),
-    })
-    .await
-    .unwrap_err();
-    assert!(
-        limits.to_string().contains("ui.max_connections"),
-        "{limits}"
-    );
+    let limits = bind_error(
+        "127.0.0.1",
+        0,
+        0,
+        &conf.clone().set("ui.max_connections", "0"),
+    )
+    .await;
+    assert!(limits.contains("ui.max_connections"), "{limits}");
 }
 
 const CHILD_ENV: &str = "FLINT_DAEMON_TEST_RLIMIT_CHILD";
@@ -178,19 +160,9 @@ fn start_up_raises_the_soft_open_file_limit_to_the_hard_one() {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--ignored", "--exact", "rlimit_child_entry", "--nocapture"])
         .env(CHILD_ENV, "1");
-    // SAFETY: between fork and exec the closure only calls setrlimit, which is
-    // async-signal-safe, on a struct on its own stack.
+    // SAFETY: the hook only calls setrlimit, which is async-signal-safe.
     unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: LOW_SOFT as libc::rlim_t,
-                rlim_max: hard as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(nofile_limit_hook(LOW_SOFT, hard));
     }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

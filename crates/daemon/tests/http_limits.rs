@@ -15,11 +15,13 @@ use flint_conf::Conf;
 use flint_daemon::http::{status_routes, HttpStats};
 use flint_daemon::{HttpLimits, HttpServer, STATUS_PATH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{closed, get_on, read_response, wait_until, DEADLINE};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-const DEADLINE: Duration = Duration::from_secs(20);
 
 fn long_limits() -> HttpLimits {
     HttpLimits {
@@ -54,74 +56,6 @@ async fn serve(limits: HttpLimits) -> Served {
     }
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// One keep-alive GET on `s`: the status code and body.
-async fn get_on(s: &mut TcpStream, path: &str) -> (u16, String) {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    read_response(s).await.expect("a response")
-}
-
-/// Reads one response (head and `content-length` body); `None` at EOF
-/// before any byte.
-async fn read_response(s: &mut TcpStream) -> Option<(u16, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
-            .await
-            .expect("response in time")
-            .unwrap_or(0);
-        if n == 0 {
-            assert!(buf.is_empty(), "EOF inside a response head: {buf:?}");
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    while buf.len() < head_end + len {
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
-            .await
-            .expect("body in time")
-            .unwrap();
-        assert!(n > 0, "EOF inside a body");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some((
-        code,
-        String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned(),
-    ))
-}
-
-/// Waits for the server to close `s`; how long that took.
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
-    let start = Instant::now();
-    let mut chunk = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(limit, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
-            Ok(Ok(_)) => continue,
-            Err(_) => panic!("connection still open after {limit:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_connections_get_503_and_freed_slots_are_reused() {
     let s = serve(HttpLimits {
@@ -139,7 +73,7 @@ async fn past_the_cap_connections_get_503_and_freed_slots_are_reused() {
         let (code, body) = read_response(&mut extra).await.expect("a 503");
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("ui.max_connections = 4"), "{body}");
-        closed_within(&mut extra, DEADLINE).await;
+        closed(&mut extra).await;
         assert_eq!(s.stats.refused(), i + 1);
     }
     // The held ones are served, with keep-alive, the JSON and the text.
@@ -161,7 +95,7 @@ async fn past_the_cap_connections_get_503_and_freed_slots_are_reused() {
         .expect("stops in time")
         .unwrap();
     for c in &mut held {
-        closed_within(c, DEADLINE).await;
+        closed(c).await;
     }
 }
 
@@ -175,7 +109,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     .await;
     // Never a byte sent.
     let mut silent = TcpStream::connect(s.addr).await.unwrap();
-    let took = closed_within(&mut silent, DEADLINE).await;
+    let took = closed(&mut silent).await;
     assert!(
         took >= idle - Duration::from_millis(50),
         "closed after {took:?}"
@@ -183,7 +117,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     // Idle after a request: the connection answered, then closed.
     let mut used = TcpStream::connect(s.addr).await.unwrap();
     assert_eq!(get_on(&mut used, "/").await.0, 200);
-    let took = closed_within(&mut used, DEADLINE).await;
+    let took = closed(&mut used).await;
     assert!(
         took >= idle - Duration::from_millis(50),
         "closed after {took:?}"
@@ -249,7 +183,7 @@ async fn oversized_heads_and_bodies_are_refused() {
     let (code, body) = read_response(&mut c).await.unwrap();
     assert_eq!(code, 413, "{body}");
     assert!(body.contains("ui.max_body_bytes = 1000"), "{body}");
-    closed_within(&mut c, DEADLINE).await;
+    closed(&mut c).await;
 
     let mut c = TcpStream::connect(s.addr).await.unwrap();
     let big = format!(

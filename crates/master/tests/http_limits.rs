@@ -7,17 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use flint_conf::Conf;
 use flint_master::{start, MasterHandle, MasterOptions};
 use flint_proto::messages::{MasterMsg, RequestMasterState, MASTER_ENDPOINT};
-use flint_rpc::{RpcAddress, RpcConf, RpcEnv};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use flint_rpc::RpcAddress;
+use tokio::io::AsyncWriteExt;
 
-const DEADLINE: Duration = Duration::from_secs(20);
+#[path = "../../daemon/tests/support/mod.rs"]
+mod support;
+use support::{ask_once, closed, connect, get_on, read_response, DEADLINE};
+
 /// The default `ui.max_connections`.
 const CAP: usize = 64;
 const FLOOD: usize = 300;
@@ -48,83 +49,7 @@ async fn master_on(host: &str, conf: Conf) -> MasterHandle {
 /// `RequestMasterState` over RPC from a client-only environment, as
 /// `flint status` asks it.
 async fn ask_state(address: &RpcAddress) -> flint_proto::status::MasterStatusJson {
-    let env = RpcEnv::client(RpcConf::from_conf(&conf()).unwrap()).unwrap();
-    let master = env
-        .setup_endpoint_ref::<MasterMsg>(address, MASTER_ENDPOINT)
-        .await
-        .unwrap();
-    let state = tokio::time::timeout(DEADLINE, master.ask(RequestMasterState))
-        .await
-        .expect("answered in time")
-        .unwrap();
-    env.shutdown();
-    state
-}
-
-/// Reads one response (head and `content-length` body); `None` at EOF
-/// before any byte.
-async fn read_response(s: &mut TcpStream) -> Option<(u16, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
-            .await
-            .expect("response in time")
-            .unwrap_or(0);
-        if n == 0 {
-            assert!(buf.is_empty(), "EOF inside a response head");
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    while buf.len() < head_end + len {
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
-            .await
-            .expect("body in time")
-            .unwrap();
-        assert!(n > 0, "EOF inside a body");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some((
-        code,
-        String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned(),
-    ))
-}
-
-async fn get_on(s: &mut TcpStream, path: &str) -> (u16, String) {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    read_response(s).await.expect("a response")
-}
-
-/// Waits until the server closes `s`; how long that took.
-async fn closed(s: &mut TcpStream) -> Duration {
-    let start = Instant::now();
-    let mut chunk = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(DEADLINE, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
-            Ok(Ok(_)) => continue,
-            Err(_) => panic!("connection still open after {DEADLINE:?}"),
-        }
-    }
-}
-
-async fn connect(addr: SocketAddr) -> TcpStream {
-    tokio::time::timeout(DEADLINE, TcpStream::connect(addr))
-        .await
-        .expect("connected in time")
-        .unwrap()
+    ask_once::<MasterMsg, _>(&conf(), address, MASTER_ENDPOINT, RequestMasterState).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

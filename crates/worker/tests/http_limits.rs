@@ -14,10 +14,9 @@
 //! Every wait has a deadline.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// rlim_t is u64 on Linux, not everywhere.
-#![allow(clippy::unnecessary_cast)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -28,12 +27,14 @@ use flint_proto::messages::{
 };
 use flint_proto::{ApplicationDescription, ExecutorCommand, ExecutorState, WorkerState};
 use flint_rpc::{Context, Endpoint, EndpointRef, RpcAddress, RpcConf, RpcEnv};
-use flint_worker::service::{start, WorkerOptions};
+use flint_worker::service::{start, WorkerHandle, WorkerOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-const DEADLINE: Duration = Duration::from_secs(30);
+#[path = "../../daemon/tests/support/mod.rs"]
+mod support;
+use support::{ask_once, connect, nofile_limit_hook, DEADLINE};
+
 const CHILD_ENV: &str = "FLINT_WORKER_TEST_LOW_NOFILE_CHILD";
 const WORK_DIR_ENV: &str = "FLINT_WORKER_TEST_WORK_DIR";
 const LOW_NOFILE: u64 = 256;
@@ -57,18 +58,10 @@ fn init_logs() {
         .try_init();
 }
 
+/// `RequestMasterState` over RPC from a client-only environment, as
+/// `flint status` asks it.
 async fn ask_state(address: &RpcAddress) -> flint_proto::status::MasterStatusJson {
-    let env = RpcEnv::client(RpcConf::from_conf(&conf()).unwrap()).unwrap();
-    let master = env
-        .setup_endpoint_ref::<MasterMsg>(address, MASTER_ENDPOINT)
-        .await
-        .unwrap();
-    let state = tokio::time::timeout(DEADLINE, master.ask(RequestMasterState))
-        .await
-        .expect("answered in time")
-        .unwrap();
-    env.shutdown();
-    state
+    ask_once::<MasterMsg, _>(&conf(), address, MASTER_ENDPOINT, RequestMasterState).await
 }
 
 /// Asks the master's state until `pred` holds.
@@ -91,10 +84,12 @@ async fn wait_state(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_on_every_interface_registers_a_dialable_address() {
-    init_logs();
-    let dir = tempfile::tempdir().unwrap();
+/// A real master on 127.0.0.1 and a worker on `host` registering with it.
+async fn master_and_worker(
+    host: &str,
+    work_dir: &Path,
+    worker_conf: Conf,
+) -> (flint_master::MasterHandle, WorkerHandle) {
     let master = flint_master::start(flint_master::MasterOptions {
         host: "127.0.0.1".into(),
         port: 0,
@@ -105,16 +100,25 @@ async fn a_worker_on_every_interface_registers_a_dialable_address() {
     .unwrap();
     let w = start(WorkerOptions {
         masters: vec![master.rpc_address().clone()],
-        host: "0.0.0.0".into(),
+        host: host.into(),
         port: 0,
         webui_port: 0,
         cores: Some(2),
         memory_mb: Some(2048),
-        work_dir: dir.path().to_path_buf(),
-        conf: conf().set("ui.host", "0.0.0.0"),
+        work_dir: work_dir.to_path_buf(),
+        conf: worker_conf,
     })
     .await
     .unwrap();
+    (master, w)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_every_interface_registers_a_dialable_address() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (master, w) =
+        master_and_worker("0.0.0.0", dir.path(), conf().set("ui.host", "0.0.0.0")).await;
     let host = w.rpc_address().host.clone();
     let has_interfaces = !flint_daemon::advertise::interface_addresses().is_empty();
     assert!(!flint_daemon::advertise::is_unspecified(&host), "{host}");
@@ -162,13 +166,6 @@ impl Endpoint for AppClient {
     }
 }
 
-async fn connect(addr: SocketAddr) -> TcpStream {
-    tokio::time::timeout(DEADLINE, TcpStream::connect(addr))
-        .await
-        .expect("connected in time")
-        .unwrap()
-}
-
 /// `ready key=value …` from the child, by key.
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
@@ -192,19 +189,9 @@ async fn under_a_low_open_file_limit_idle_ui_floods_leave_status_and_launches_wo
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .kill_on_drop(true);
-    // SAFETY: between fork and exec the closure only calls setrlimit, which is
-    // async-signal-safe, on a struct on its own stack.
+    // SAFETY: the hook only calls setrlimit, which is async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: LOW_NOFILE as libc::rlim_t,
-                rlim_max: LOW_NOFILE as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(nofile_limit_hook(LOW_NOFILE, LOW_NOFILE));
     }
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -311,26 +298,7 @@ fn low_nofile_child_entry() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let master = flint_master::start(flint_master::MasterOptions {
-            host: "127.0.0.1".into(),
-            port: 0,
-            webui_port: 0,
-            conf: conf(),
-        })
-        .await
-        .unwrap();
-        let w = start(WorkerOptions {
-            masters: vec![master.rpc_address().clone()],
-            host: "127.0.0.1".into(),
-            port: 0,
-            webui_port: 0,
-            cores: Some(2),
-            memory_mb: Some(2048),
-            work_dir: work_dir.into(),
-            conf: conf(),
-        })
-        .await
-        .unwrap();
+        let (master, w) = master_and_worker("127.0.0.1", Path::new(&work_dir), conf()).await;
         let start_t = Instant::now();
         while !w.status().await.registered {
             assert!(start_t.elapsed() < DEADLINE, "the worker never registered");
