@@ -43,6 +43,26 @@ fn exec_state(
     )
 }
 
+fn exec_state_at(
+    m: &mut MasterState,
+    now_ms: u64,
+    app: &AppId,
+    exec_id: ExecutorId,
+    state: ExecutorState,
+    exit_status: Option<i32>,
+) -> Vec<Effect> {
+    m.handle(
+        at(now_ms),
+        Event::ExecutorStateChanged {
+            app_id: app.clone(),
+            exec_id,
+            state,
+            message: Some(format!("{state}")),
+            exit_status,
+        },
+    )
+}
+
 #[test]
 fn app_ids_follow_sparks_format_and_registration_is_persisted() {
     let mut m = master();
@@ -205,38 +225,84 @@ fn executor_updates_are_relayed_and_running_resets_retries() {
     assert_eq!(warnings(&fx).len(), 1);
 }
 
-/// Fails the app's current executor `n` times in a row (each time a
-/// replacement is launched) and returns the effects of the last failure.
+/// One worker per app in these tests: exclusion from it would end the
+/// retry tests early (the isolation of bad workers has its own tests).
+fn retries_only() -> MasterConfig {
+    MasterConfig {
+        max_failures_per_worker: 1000,
+        ..MasterConfig::default()
+    }
+}
+
+/// Moves the clock to the end of the app's relaunch back-off, if one runs,
+/// and ticks there (the workers heartbeat first: the waits add up to more
+/// than the worker timeout); returns the tick's effects and the wait.
+fn wait_out_relaunch(
+    m: &mut MasterState,
+    now: &mut u64,
+    app: &AppId,
+) -> (Vec<Effect>, Option<u64>) {
+    let Some(t) = m.app_relaunch_at(app, at(*now)) else {
+        return (Vec::new(), None);
+    };
+    let waited = t - *now;
+    *now = t;
+    for w in m.status(at(t)).workers {
+        m.handle(at(t), Event::Heartbeat { worker_id: w.id });
+    }
+    (m.handle(at(t), Event::Tick), Some(waited))
+}
+
+/// Fails the app's current executor `n` times in a row at `now`; after each
+/// failure (which relaunches nothing at once) the clock moves on to the end
+/// of the relaunch back-off, where a tick launches the replacement. Returns
+/// the effects of the last failure and its tick, the current executor and
+/// the back-offs waited.
 fn fail_executors(
     m: &mut MasterState,
+    now: &mut u64,
     app: &AppId,
     mut exec: ExecutorId,
     n: u32,
-) -> (Vec<Effect>, ExecutorId) {
+) -> (Vec<Effect>, ExecutorId, Vec<u64>) {
     let mut last = Vec::new();
+    let mut waits = Vec::new();
     for _ in 0..n {
-        last = exec_state(m, app, exec, ExecutorState::Failed, Some(1));
+        last = exec_state_at(m, *now, app, exec, ExecutorState::Failed, Some(1));
+        assert!(
+            launches(&last).is_empty(),
+            "relaunched in the same millisecond"
+        );
+        let (fx, waited) = wait_out_relaunch(m, now, app);
+        last.extend(fx);
+        waits.extend(waited);
         if let Some((_, _, next, _)) = launches(&last).first() {
             exec = *next;
         }
         assert_ok(m);
     }
-    (last, exec)
+    (last, exec, waits)
 }
 
 #[test]
-fn an_app_whose_executors_keep_failing_fails_after_max_retries() {
-    let mut m = master();
+fn an_app_whose_executors_keep_failing_fails_after_max_retries_over_time() {
+    let mut m = elected(retries_only());
     add_worker(&mut m, T0, 1, 4, 8192);
     let (app, fx) = add_app(&mut m, T0, desc("doomed", Some(2), Some(2), 1024));
     let first = launches(&fx)[0].2;
 
-    let (fx, exec) = fail_executors(&mut m, &app, first, 9);
+    let mut now = T0;
+    let (fx, exec, waits) = fail_executors(&mut m, &mut now, &app, first, 9);
     assert_eq!(launches(&fx).len(), 1, "9 failures: still replaced");
     assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
+    // Each relaunch waits twice as long as the one before, up to 30 s.
+    assert_eq!(
+        waits,
+        [200, 400, 800, 1600, 3200, 6400, 12_800, 25_600, 30_000]
+    );
 
-    let (fx, _) = fail_executors(&mut m, &app, exec, 1);
-    assert!(launches(&fx).is_empty());
+    let (fx, _, waits) = fail_executors(&mut m, &mut now, &app, exec, 1);
+    assert!(waits.is_empty() && launches(&fx).is_empty());
     assert!(fx.contains(&Effect::ApplicationRemoved {
         app_id: app.clone(),
         message: "FAILED".into()
@@ -248,40 +314,24 @@ fn an_app_whose_executors_keep_failing_fails_after_max_retries() {
     }));
     assert_eq!(completed_app(&m, &app).state, ApplicationState::Failed);
     assert_eq!(m.status(at(T0)).cores_used, 0);
+    // Ten failures took their back-offs, not a millisecond.
+    assert_eq!(now - T0, 81_000);
     assert_ok(&m);
 }
 
-fn exec_state_at(
-    m: &mut MasterState,
-    now_ms: u64,
-    app: &AppId,
-    exec_id: ExecutorId,
-    state: ExecutorState,
-    exit_status: Option<i32>,
-) -> Vec<Effect> {
-    m.handle(
-        at(now_ms),
-        Event::ExecutorStateChanged {
-            app_id: app.clone(),
-            exec_id,
-            state,
-            message: Some(format!("{state}")),
-            exit_status,
-        },
-    )
-}
-
-/// Executors that report RUNNING and then exit 1 at `now_ms`, `n` times.
+/// Executors that report RUNNING and then exit 1 at once, `n` times, each
+/// replacement launched after the back-off.
 fn start_and_crash(
     m: &mut MasterState,
-    now_ms: u64,
+    now: &mut u64,
     app: &AppId,
     mut exec: ExecutorId,
     n: u32,
 ) -> ExecutorId {
     for _ in 0..n {
-        exec_state_at(m, now_ms, app, exec, ExecutorState::Running, None);
-        let fx = exec_state_at(m, now_ms, app, exec, ExecutorState::Failed, Some(1));
+        exec_state_at(m, *now, app, exec, ExecutorState::Running, None);
+        let mut fx = exec_state_at(m, *now, app, exec, ExecutorState::Failed, Some(1));
+        fx.extend(wait_out_relaunch(m, now, app).0);
         if let Some((_, _, next, _)) = launches(&fx).first() {
             exec = *next;
         }
@@ -295,13 +345,14 @@ const STABLE: u64 = 10_000;
 #[test]
 fn an_executor_that_starts_then_exits_1_every_time_fails_the_app() {
     // Spark resets the count on RUNNING and would relaunch such executors forever.
-    let mut m = master();
+    let mut m = elected(retries_only());
     add_worker(&mut m, T0, 1, 4, 8192);
     let (app, fx) = add_app(&mut m, T0, desc("crashy", Some(2), Some(2), 1024));
-    start_and_crash(&mut m, T0, &app, launches(&fx)[0].2, 9);
+    let mut now = T0;
+    start_and_crash(&mut m, &mut now, &app, launches(&fx)[0].2, 9);
     assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
     let exec = m_exec(&m, &app);
-    start_and_crash(&mut m, T0 + 1, &app, exec, 1);
+    start_and_crash(&mut m, &mut now, &app, exec, 1);
     assert!(m
         .status(at(T0))
         .completed_apps
@@ -316,35 +367,43 @@ fn m_exec(m: &MasterState, app: &AppId) -> ExecutorId {
 
 #[test]
 fn a_stable_executor_resets_the_retry_count() {
-    let mut m = master();
+    let mut m = elected(retries_only());
     add_worker(&mut m, T0, 1, 4, 8192);
     let (app, fx) = add_app(&mut m, T0, desc("flaky", Some(2), Some(2), 1024));
-    let (_, exec) = fail_executors(&mut m, &app, launches(&fx)[0].2, 9);
-    exec_state_at(&mut m, T0, &app, exec, ExecutorState::Running, None);
+    let mut now = T0;
+    let (_, exec, _) = fail_executors(&mut m, &mut now, &app, launches(&fx)[0].2, 9);
+    exec_state_at(&mut m, now, &app, exec, ExecutorState::Running, None);
     // After it has run for the stable time, a tick clears the count.
-    m.handle(at(T0 + STABLE), Event::Tick);
-    let exec = start_and_crash(&mut m, T0 + STABLE, &app, exec, 1);
-    start_and_crash(&mut m, T0 + STABLE, &app, exec, 8);
+    now += STABLE;
+    m.handle(at(now), Event::Tick);
+    // Its own failure starts a new count, and a short back-off.
+    let (_, exec, waits) = fail_executors(&mut m, &mut now, &app, exec, 1);
+    assert_eq!(waits, [200]);
+    start_and_crash(&mut m, &mut now, &app, exec, 8);
     assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
 }
 
 #[test]
 fn an_app_with_a_stable_running_executor_is_not_failed() {
-    let mut m = master();
-    add_worker(&mut m, T0, 1, 4, 8192);
-    let (app, fx) = add_app(&mut m, T0, desc("half", Some(4), Some(2), 1024));
-    let execs: Vec<_> = launches(&fx).into_iter().map(|l| l.2).collect();
-    assert_eq!(execs.len(), 2);
-    exec_state_at(&mut m, T0, &app, execs[0], ExecutorState::Running, None);
-    let mut e = execs[1];
-    for _ in 0..12 {
-        let fx = exec_state_at(&mut m, T0 + STABLE, &app, e, ExecutorState::Failed, Some(1));
-        if let Some((_, _, next, _)) = launches(&fx).first() {
-            e = *next;
-        }
+    for config in [retries_only(), MasterConfig::default()] {
+        let mut m = elected(config);
+        add_worker(&mut m, T0, 1, 4, 8192);
+        let (app, fx) = add_app(&mut m, T0, desc("half", Some(4), Some(2), 1024));
+        let execs: Vec<_> = launches(&fx).into_iter().map(|l| l.2).collect();
+        assert_eq!(execs.len(), 2);
+        exec_state_at(&mut m, T0, &app, execs[0], ExecutorState::Running, None);
+        let mut now = T0 + STABLE;
+        // With exclusion, the worker is excluded after 3 failures: the app
+        // keeps its stable executor and waits.
+        let (_, _, waits) = fail_executors(&mut m, &mut now, &app, execs[1], 12);
+        assert!(waits.len() >= 3, "{waits:?}");
+        assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
+        assert_eq!(
+            active_app(&m, &app).executors.len(),
+            1 + usize::from(waits.len() == 12)
+        );
+        assert_ok(&m);
     }
-    assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
-    assert_ok(&m);
 }
 
 #[test]
@@ -354,11 +413,14 @@ fn normal_exits_and_negative_max_retries_never_fail_an_app() {
     let (app, fx) = add_app(&mut m, T0, desc("ok", Some(2), Some(2), 1024));
     let mut exec = launches(&fx)[0].2;
     for _ in 0..15 {
+        // A normal exit is replaced at once.
         let fx = exec_state(&mut m, &app, exec, ExecutorState::Exited, Some(0));
         exec = launches(&fx)[0].2;
     }
     assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
 
+    // Never failed, also when its only worker excluded it: the exclusion is
+    // lifted and it keeps retrying, at most every 30 s.
     let config = MasterConfig {
         max_executor_retries: -1,
         ..MasterConfig::default()
@@ -366,7 +428,10 @@ fn normal_exits_and_negative_max_retries_never_fail_an_app() {
     let mut m = elected(config);
     add_worker(&mut m, T0, 1, 4, 8192);
     let (app, fx) = add_app(&mut m, T0, desc("forever", Some(2), Some(2), 1024));
-    fail_executors(&mut m, &app, launches(&fx)[0].2, 30);
+    let mut now = T0;
+    let (_, _, waits) = fail_executors(&mut m, &mut now, &app, launches(&fx)[0].2, 30);
+    assert_eq!(waits.len(), 30);
+    assert_eq!(waits[29], 30_000);
     assert_eq!(active_app(&m, &app).state, ApplicationState::Running);
 }
 

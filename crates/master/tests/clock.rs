@@ -303,12 +303,13 @@ fn a_silent_worker_is_dead_within_a_quarter_past_its_timeout() {
                     stored: Default::default(),
                 },
             );
-            let registered = 3 * interval + 1;
-            let last = 11 * interval + phase;
-            // Heartbeats every heartbeat interval, the last one at `last`.
+            // Heartbeats every heartbeat interval, the last one at `last`
+            // (a tick plus `phase`), a few heartbeats after registering.
             let every = config.heartbeat_interval_ms.max(1);
+            let registered = 3 * interval + 1;
+            let last = 11 * interval * every.div_ceil(interval) + phase;
             let mut heartbeats: Vec<u64> = (0..)
-                .map(|k| last - k * every)
+                .map_while(|k| last.checked_sub(k * every))
                 .take_while(|h| *h > registered)
                 .collect();
             heartbeats.reverse();
@@ -360,13 +361,20 @@ fn a_silent_worker_is_dead_within_a_quarter_past_its_timeout() {
 }
 
 #[test]
-fn the_tick_interval_is_a_quarter_of_the_worker_timeout() {
+fn the_tick_interval_is_a_quarter_of_the_worker_timeout_at_most_the_tick_cap() {
+    let conf = flint_conf::Conf::new().set("worker.timeout", "200ms");
+    let config = settings::master_config(&conf).unwrap();
+    assert_eq!(timeout_check_interval(&config), Duration::from_millis(50));
+    // Ticks also end back-offs: at least every MAX_TICK_INTERVAL_MS.
     let conf = flint_conf::Conf::new().set("worker.timeout", "8s");
     let config = settings::master_config(&conf).unwrap();
-    assert_eq!(timeout_check_interval(&config), Duration::from_secs(2));
+    assert_eq!(
+        timeout_check_interval(&config),
+        Duration::from_millis(flint_master::state::MAX_TICK_INTERVAL_MS)
+    );
     assert_eq!(
         timeout_check_interval(&MasterConfig::default()),
-        Duration::from_secs(15)
+        Duration::from_millis(flint_master::state::MAX_TICK_INTERVAL_MS)
     );
     // Bounded below: a 1 ms timeout does not tick every 0 ms.
     assert_eq!(

@@ -458,10 +458,19 @@ impl World {
         for e in &fx {
             match e {
                 Effect::LaunchExecutor {
-                    worker_id, cores, ..
+                    worker_id,
+                    app_id,
+                    cores,
+                    ..
                 } => {
                     prop_assert_eq!(worker_state.get(worker_id), Some(&WorkerState::Alive));
                     prop_assert!(*cores >= 1);
+                    // Bad workers isolated: never on a worker in its
+                    // back-off, nor for an app that excludes it, nor during
+                    // the app's relaunch back-off.
+                    prop_assert_eq!(self.m.worker_backoff_until(worker_id, at(self.now)), None);
+                    prop_assert!(!self.m.app_excludes_worker(app_id, worker_id));
+                    prop_assert_eq!(self.m.app_relaunch_at(app_id, at(self.now)), None);
                 }
                 Effect::LaunchDriver { worker_id, .. } => {
                     prop_assert_eq!(worker_state.get(worker_id), Some(&WorkerState::Alive));

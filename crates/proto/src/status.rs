@@ -67,6 +67,13 @@ pub struct WorkerStatusJson {
     pub memory_used_mb: u64,
     /// When the master last heard from it (epoch ms).
     pub last_heartbeat_ms: u64,
+    /// Why the master considers the worker unhealthy: executor launches
+    /// there keep failing, so it gets no new executors for a while (e.g.
+    /// "3 executors of app-… failed here while it runs on worker-…; last:
+    /// FAILED: …; no new executors for 1 seconds"). `null` while healthy;
+    /// absent in documents from older masters.
+    #[serde(default)]
+    pub unhealthy: Option<String>,
 }
 
 /// One application in [`MasterStatusJson::active_apps`] or
@@ -142,6 +149,7 @@ mod tests {
                 memory_mb: 4096,
                 memory_used_mb: 1024,
                 last_heartbeat_ms: 5,
+                unhealthy: Some("launches fail".into()),
             }],
             alive_workers: 1,
             cores: 4,
@@ -191,6 +199,7 @@ mod tests {
         assert_eq!(value["status"], "ALIVE");
         assert_eq!(value["auth"], true);
         assert_eq!(value["workers"][0]["last_heartbeat_ms"], 5);
+        assert_eq!(value["workers"][0]["unhealthy"], "launches fail");
         assert_eq!(value["active_apps"][0]["state"], "RUNNING");
         assert_eq!(
             value["active_apps"][0]["executors"][0]["worker_id"],
@@ -198,7 +207,15 @@ mod tests {
         );
         assert!(value["active_apps"][0]["waiting_reason"].is_null());
 
-        let back: MasterStatusJson = serde_json::from_value(value).expect("parses back");
+        let back: MasterStatusJson = serde_json::from_value(value.clone()).expect("parses back");
         assert_eq!(back, doc);
+
+        // A document from a master that knows no worker health still parses.
+        let mut old = value;
+        if let Some(w) = old["workers"][0].as_object_mut() {
+            w.remove("unhealthy");
+        }
+        let back: MasterStatusJson = serde_json::from_value(old).expect("parses");
+        assert_eq!(back.workers[0].unhealthy, None);
     }
 }

@@ -50,6 +50,13 @@ pub const MAX_DRIVERS: &str = "deploy.max_drivers";
 /// `deploy.app_number_modulo`: wrap the counter in application ids (Spark:
 /// unset; at least 1000 when set).
 pub const APP_NUMBER_MODULO: &str = "deploy.app_number_modulo";
+/// `deploy.max_failures_per_worker`: executors of one application that fail
+/// quickly on one worker (before staying RUNNING for
+/// `deploy.executor_stable_time`) after which the application gets no more
+/// executors there (3; not in Spark). A worker where launches keep failing
+/// for several applications, or for one that runs elsewhere, is shown
+/// unhealthy and gets no new executors for a while (1 s, doubling to 60 s).
+pub const MAX_FAILURES_PER_WORKER: &str = "deploy.max_failures_per_worker";
 /// `ui.host`: the address the web UI binds (default 127.0.0.1: loopback
 /// unless configured otherwise).
 pub const UI_HOST: &str = "ui.host";
@@ -70,6 +77,7 @@ pub const KEYS: &[&str] = &[
     DEFAULT_CORES,
     MAX_DRIVERS,
     APP_NUMBER_MODULO,
+    MAX_FAILURES_PER_WORKER,
     UI_HOST,
 ];
 
@@ -130,6 +138,11 @@ pub fn master_config(conf: &Conf) -> Result<MasterConfig, MasterError> {
             return Err(setting(APP_NUMBER_MODULO, "must be at least 1000"));
         }
         c.app_number_modulo = Some(m);
+    }
+    c.max_failures_per_worker =
+        u32_setting(conf, MAX_FAILURES_PER_WORKER, c.max_failures_per_worker)?;
+    if c.max_failures_per_worker == 0 {
+        return Err(setting(MAX_FAILURES_PER_WORKER, "must be positive"));
     }
     c.validate().map_err(|e| match e {
         ConfigError::NotPositive(key) => setting(key, "must be positive"),
@@ -194,10 +207,11 @@ mod tests {
             .set(DEFAULT_CORES, "4")
             .set(MAX_DRIVERS, "2")
             .set(APP_NUMBER_MODULO, "1000")
+            .set(MAX_FAILURES_PER_WORKER, "5")
             .set(UI_HOST, "0.0.0.0");
         let c = master_config(&conf).expect("valid");
         assert_eq!(c.worker_timeout_ms, 2000);
-        assert_eq!(c.timeout_check_interval_ms, 500);
+        assert_eq!(c.timeout_check_interval_ms, 100);
         assert_eq!(c.heartbeat_interval_ms, 500);
         assert_eq!(c.dead_worker_persistence, 3);
         assert_eq!(c.recovery_timeout_ms, 5000);
@@ -210,6 +224,7 @@ mod tests {
         assert_eq!(c.default_cores, 4);
         assert_eq!(c.max_drivers, 2);
         assert_eq!(c.app_number_modulo, Some(1000));
+        assert_eq!(c.max_failures_per_worker, 5);
         assert_eq!(ui_host(&conf), "0.0.0.0");
     }
 
@@ -224,6 +239,8 @@ mod tests {
             (DEFAULT_CORES, "0"),
             (DEFAULT_CORES, "99999999999"),
             (APP_NUMBER_MODULO, "10"),
+            (MAX_FAILURES_PER_WORKER, "0"),
+            (MAX_FAILURES_PER_WORKER, "few"),
         ] {
             let e = master_config(&Conf::new().set(key, value)).expect_err(value);
             assert!(e.to_string().contains(key), "{key}={value}: {e}");

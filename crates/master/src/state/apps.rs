@@ -2,9 +2,10 @@
 
 use flint_proto::{
     AppId, ApplicationDescription, ApplicationState, ExecutorId, ExecutorState, MasterStatus,
-    WorkerState,
+    WorkerId, WorkerState,
 };
 
+use super::health::failure_text;
 use super::model::AppInfo;
 use super::{Effect, LogLevel, MasterState, Now, Reply};
 
@@ -178,6 +179,7 @@ impl MasterState {
             }
         }
         self.completed_apps.push_back(app);
+        self.forget_failing_app(app_id);
         self.pending_schedule = true;
     }
 
@@ -262,9 +264,14 @@ impl MasterState {
     /// Spark's `ExecutorStateChanged` handler: records the state, relays it
     /// to the app, and when the executor finished removes it from its app
     /// and worker. An abnormal exit (status ≠ 0, not after DECOMMISSIONED)
-    /// counts toward `max_executor_retries`; once reached, the app FAILS if
-    /// none of its executors is RUNNING. A transition to RUNNING resets the
-    /// count. Always replies `Ack(true)`.
+    /// counts toward `max_executor_retries` and starts the app's relaunch
+    /// back-off; once the retries are reached, the app FAILS if none of its
+    /// executors is stable. One that also came before the executor was stable
+    /// is a quick failure and counts against its worker too ([`health`](super::health));
+    /// when every worker that could run the app excludes it, the app FAILS
+    /// as well. Flint differs from Spark: a RUNNING report does not reset the
+    /// count (only a stable executor does), and relaunches wait. Always
+    /// replies `Ack(true)`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn executor_state_changed(
         &mut self,
@@ -288,6 +295,9 @@ impl MasterState {
         }
         let mut fail_app = None;
         let mut notes = Vec::new();
+        let mut quick_failure = None;
+        let mut failed = false;
+        let mut running_on = None;
         'update: {
             let Some(app) = self.apps.get_mut(app_id) else {
                 break 'update;
@@ -296,8 +306,12 @@ impl MasterState {
                 break 'update;
             };
             let old = exec.state;
+            // Whether it had been stable before this report (a stable
+            // executor's failure starts a new count).
+            let was_stable = exec.is_stable(now, self.config.executor_stable_ms);
             exec.state = state;
             let worker_id = exec.worker_id.clone();
+            let launched_mono_ms = exec.launched_mono_ms;
             if state == ExecutorState::Running {
                 if old != ExecutorState::Launching {
                     notes.push((
@@ -306,8 +320,9 @@ impl MasterState {
                     ));
                 }
                 exec.running_since_mono_ms = Some(now.mono_ms);
+                running_on = Some(worker_id.clone());
             }
-            let was_stable = exec.is_stable(now, self.config.executor_stable_ms);
+            let text = failure_text(state, message.as_deref(), exit_status);
             out.push(Effect::ExecutorUpdated {
                 app_id: app_id.clone(),
                 exec_id,
@@ -327,9 +342,12 @@ impl MasterState {
                 }
                 let normal_exit = exit_status == Some(0);
                 if !normal_exit && old != ExecutorState::Decommissioned {
+                    failed = true;
                     // A failure after a stable run starts a new count.
                     if was_stable {
                         app.retry_count = 0;
+                    } else {
+                        quick_failure = Some((worker_id, launched_mono_ms, text));
                     }
                     app.retry_count = app.retry_count.saturating_add(1);
                     let max = self.config.max_executor_retries;
@@ -337,7 +355,7 @@ impl MasterState {
                         && i64::from(app.retry_count) >= i64::from(max)
                         && !app.has_stable_executor(now, self.config.executor_stable_ms)
                     {
-                        fail_app = Some((app.desc.name.clone(), app.retry_count));
+                        fail_app = Some((app.desc.name.clone(), app.retry_count, None));
                     }
                 }
             }
@@ -345,10 +363,25 @@ impl MasterState {
         for (level, message) in notes {
             out.push(Effect::Log { level, message });
         }
-        if let Some((name, retries)) = fail_app {
+        if let Some(worker_id) = running_on {
+            self.blame_workers_excluding(now, app_id, &worker_id, out);
+        }
+        if failed {
+            self.back_off_relaunch(now, app_id, out);
+        }
+        if let Some((worker_id, launched_mono_ms, text)) = quick_failure {
+            self.record_quick_failure(now, app_id, &worker_id, launched_mono_ms, &text, out);
+            if fail_app.is_none() {
+                fail_app = self.fail_if_excluded_everywhere(now, app_id, &text, out);
+            }
+        }
+        if let Some((name, retries, why)) = fail_app {
+            let why = why.map(|w| format!(": {w}")).unwrap_or_default();
             self.log_error(
                 out,
-                format!("Application {name} with ID {app_id} failed {retries} times; removing it"),
+                format!(
+                    "Application {name} with ID {app_id} failed {retries} times; removing it{why}"
+                ),
             );
             self.remove_application(
                 now,
@@ -360,6 +393,51 @@ impl MasterState {
         }
         self.pending_schedule = true;
         out.push(Effect::Reply(Reply::Ack(true)));
+    }
+
+    /// After a quick failure: when every worker that could run the app
+    /// excludes it and none of its executors is stable, the app is to fail
+    /// (returns its name, retry count and why). With a negative
+    /// `max_executor_retries` the app never fails: its exclusions are
+    /// forgotten instead and it keeps relaunching under its back-off.
+    fn fail_if_excluded_everywhere(
+        &mut self,
+        now: Now,
+        app_id: &AppId,
+        last: &str,
+        out: &mut Vec<Effect>,
+    ) -> Option<(String, u32, Option<String>)> {
+        let workers = self.excluded_everywhere(app_id)?;
+        let stable = self.config.executor_stable_ms;
+        let never_fail = self.config.max_executor_retries < 0;
+        let app = self.apps.get_mut(app_id)?;
+        if app.has_stable_executor(now, stable) {
+            return None;
+        }
+        let list = workers
+            .iter()
+            .map(WorkerId::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if never_fail {
+            app.worker_failures.clear();
+            self.log_warn(
+                out,
+                format!(
+                    "Executors of {app_id} failed on every worker that can run them ({list}); \
+                     trying them again (deploy.max_executor_retries < 0)"
+                ),
+            );
+            return None;
+        }
+        Some((
+            app.desc.name.clone(),
+            app.retry_count,
+            Some(format!(
+                "its executors failed {} times on every worker that can run them ({list}); last: {last}",
+                self.config.max_failures_per_worker
+            )),
+        ))
     }
 
     /// On every tick: an app with an executor that has stayed RUNNING for

@@ -74,10 +74,11 @@ pub struct MasterConfig {
     /// (Spark: 60 s).
     pub worker_timeout_ms: u64,
     /// How often the shell should send [`Event::Tick`](super::Event::Tick):
-    /// `worker.timeout / 4` (at least [`MIN_TIMEOUT_CHECK_INTERVAL_MS`]), so
-    /// a silent worker is declared DEAD within 1.25 × `worker.timeout` of
-    /// its last heartbeat. Spark checks every `worker.timeout`, which takes
-    /// up to twice the timeout.
+    /// `worker.timeout / 4`, at least [`MIN_TIMEOUT_CHECK_INTERVAL_MS`] and at
+    /// most [`MAX_TICK_INTERVAL_MS`] (ticks also end back-offs), so a silent
+    /// worker is declared DEAD within 1.25 × `worker.timeout` of its last
+    /// heartbeat. Spark checks every `worker.timeout`, which takes up to
+    /// twice the timeout.
     pub timeout_check_interval_ms: u64,
     /// How often workers are expected to heartbeat (Spark:
     /// `worker.timeout / 4`). The master does not use it; it is here so the
@@ -119,6 +120,25 @@ pub struct MasterConfig {
     pub max_drivers: u32,
     /// `deploy.app_number_modulo`: wrap the app counter in ids (Spark: unset).
     pub app_number_modulo: Option<u32>,
+    /// `deploy.max_failures_per_worker`: quick failures of one application's
+    /// executors on one worker (failed before staying RUNNING for
+    /// `executor_stable_ms`) after which that application gets no more
+    /// executors there (3). Not in Spark, whose master keeps choosing a worker
+    /// that fails every launch.
+    pub max_failures_per_worker: u32,
+    /// The first wait before an application whose executor failed gets a new
+    /// executor; it doubles with every further failure in a row (the app's
+    /// failure count), up to [`relaunch_backoff_max_ms`](Self::relaunch_backoff_max_ms).
+    /// Spark relaunches in the same millisecond.
+    pub relaunch_backoff_initial_ms: u64,
+    /// The longest wait between an application's relaunches.
+    pub relaunch_backoff_max_ms: u64,
+    /// The first time an unhealthy worker gets no new executors; it doubles
+    /// every time the worker is found unhealthy again, up to
+    /// [`worker_backoff_max_ms`](Self::worker_backoff_max_ms).
+    pub worker_backoff_initial_ms: u64,
+    /// The longest time an unhealthy worker gets no new executors.
+    pub worker_backoff_max_ms: u64,
 }
 
 /// Spark's `spark.worker.timeout` default, in ms.
@@ -128,16 +148,42 @@ pub const DEFAULT_WORKER_TIMEOUT_MS: u64 = 60_000;
 /// they are worth (only timeouts under 40 ms reach it).
 pub const MIN_TIMEOUT_CHECK_INTERVAL_MS: u64 = 10;
 
-/// The timeout check interval for a worker timeout: a quarter of it, at
-/// least [`MIN_TIMEOUT_CHECK_INTERVAL_MS`]. A worker whose last heartbeat
-/// was at `t` is seen silent by the first tick after `t + timeout`, which
-/// comes at most one interval later: by `t + 1.25 × timeout`.
+/// The longest tick interval. Ticks also end back-offs (an application's
+/// relaunch delay, an unhealthy worker's exclusion), so they come at least
+/// this often whatever the worker timeout: a back-off ends at most this much
+/// late. A tick touches each worker once without allocating, and runs
+/// placement only when a back-off ended.
+pub const MAX_TICK_INTERVAL_MS: u64 = 100;
+
+/// The tick interval for a worker timeout: a quarter of it, at least
+/// [`MIN_TIMEOUT_CHECK_INTERVAL_MS`] and at most [`MAX_TICK_INTERVAL_MS`]. A
+/// worker whose last heartbeat was at `t` is seen silent by the first tick
+/// after `t + timeout`, which comes at most one interval later: by
+/// `t + 1.25 × timeout` (sooner for timeouts over 400 ms).
 pub const fn timeout_check_interval_ms(worker_timeout_ms: u64) -> u64 {
     let quarter = worker_timeout_ms / 4;
     if quarter < MIN_TIMEOUT_CHECK_INTERVAL_MS {
         MIN_TIMEOUT_CHECK_INTERVAL_MS
+    } else if quarter > MAX_TICK_INTERVAL_MS {
+        MAX_TICK_INTERVAL_MS
     } else {
         quarter
+    }
+}
+
+/// `initial × 2^(n − 1)`, at most `max` (`initial` for `n` ≤ 1): the wait
+/// after the `n`-th failure in a row.
+pub const fn backoff_ms(initial: u64, max: u64, n: u32) -> u64 {
+    let doublings = n.saturating_sub(1);
+    let ms = if doublings >= 63 {
+        u64::MAX
+    } else {
+        initial.saturating_mul(1 << doublings)
+    };
+    if ms > max {
+        max
+    } else {
+        ms
     }
 }
 
@@ -163,6 +209,11 @@ impl MasterConfig {
             default_cores: u32::MAX,
             max_drivers: u32::MAX,
             app_number_modulo: None,
+            max_failures_per_worker: 3,
+            relaunch_backoff_initial_ms: 200,
+            relaunch_backoff_max_ms: 30_000,
+            worker_backoff_initial_ms: 1000,
+            worker_backoff_max_ms: 60_000,
         }
     }
 
@@ -182,6 +233,9 @@ impl MasterConfig {
         }
         if self.app_number_modulo == Some(0) {
             return Err(ConfigError::NotPositive("deploy.app_number_modulo"));
+        }
+        if self.max_failures_per_worker == 0 {
+            return Err(ConfigError::NotPositive("deploy.max_failures_per_worker"));
         }
         Ok(())
     }
@@ -211,7 +265,8 @@ mod tests {
         assert_eq!(c.worker_timeout_ms, 60_000);
         assert_eq!(c.heartbeat_interval_ms, 15_000);
         assert_eq!(c.recovery_timeout_ms, 60_000);
-        assert_eq!(c.timeout_check_interval_ms, 15_000);
+        assert_eq!(c.timeout_check_interval_ms, MAX_TICK_INTERVAL_MS);
+        assert_eq!(c.max_failures_per_worker, 3);
         assert_eq!(c.dead_worker_retention_ms(), 16 * 60_000);
         assert_eq!(c.retained_applications, 200);
         assert_eq!(c.max_executor_retries, 10);
@@ -235,6 +290,22 @@ mod tests {
             assert_eq!(p.as_str().parse::<WorkerSelectionPolicy>(), Ok(p));
         }
         assert!("cores".parse::<WorkerSelectionPolicy>().is_err());
+    }
+
+    #[test]
+    fn ticks_come_every_quarter_timeout_within_bounds() {
+        assert_eq!(timeout_check_interval_ms(1), MIN_TIMEOUT_CHECK_INTERVAL_MS);
+        assert_eq!(timeout_check_interval_ms(200), 50);
+        assert_eq!(timeout_check_interval_ms(400), 100);
+        assert_eq!(timeout_check_interval_ms(60_000), MAX_TICK_INTERVAL_MS);
+    }
+
+    #[test]
+    fn backoffs_double_up_to_their_cap() {
+        let b: Vec<u64> = (0..9).map(|n| backoff_ms(200, 30_000, n)).collect();
+        assert_eq!(b, [200, 200, 400, 800, 1600, 3200, 6400, 12_800, 25_600]);
+        assert_eq!(backoff_ms(200, 30_000, 10), 30_000);
+        assert_eq!(backoff_ms(1000, 60_000, u32::MAX), 60_000);
     }
 
     #[test]

@@ -21,7 +21,9 @@ impl MasterState {
     /// - the address index maps each live worker's address to it;
     /// - queued drivers are SUBMITTED and unplaced; placed drivers are
     ///   RUNNING on a live worker that holds them;
-    /// - outside recovery nothing is UNKNOWN.
+    /// - outside recovery nothing is UNKNOWN;
+    /// - a worker is unhealthy exactly when it has strikes, and only an
+    ///   unhealthy one backs off.
     pub fn check_invariants(&self) -> Result<(), String> {
         for w in self.workers.values() {
             let cores: u64 = w
@@ -53,6 +55,14 @@ impl MasterState {
                     "DEAD worker {} still holds executors or drivers",
                     w.id
                 ));
+            }
+            let h = &w.health;
+            if h.unhealthy.is_some() != (h.strikes > 0)
+                || (h.backoff_until_mono_ms > 0 && h.unhealthy.is_none())
+                || u32::try_from(h.failing_apps.len()).unwrap_or(u32::MAX) > h.apps_failed
+                || h.apps_failed > h.failures
+            {
+                return Err(format!("worker {}: inconsistent health {h:?}", w.id));
             }
             if w.state != WorkerState::Dead
                 && self.worker_by_address.get(&w.address()) != Some(&w.id)

@@ -15,6 +15,10 @@
 //!   `schedule()` (drivers first, then executors, spread out or packed), are
 //!   told about executor changes and fail after `max_executor_retries`
 //!   abnormal executor exits with none RUNNING;
+//! - flint isolates bad workers ([`health`]): executors that fail quickly
+//!   count against their worker as well as their app, an app stops getting
+//!   executors on a worker after `max_failures_per_worker` of them, an
+//!   unhealthy worker gets none for a while, and relaunches back off;
 //! - cluster-mode drivers are queued, placed, killed and relaunched with a
 //!   new id when their worker is lost and they are supervised;
 //! - a newly elected leader recovers stored workers, apps and drivers.
@@ -25,6 +29,7 @@ mod apps;
 mod config;
 mod drivers;
 mod events;
+pub mod health;
 mod invariants;
 mod model;
 mod recovery;
@@ -33,13 +38,13 @@ mod status;
 mod time;
 mod workers;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flint_proto::{AppId, DriverId, MasterStatus, WorkerId};
 
 pub use config::{
-    timeout_check_interval_ms, ConfigError, MasterConfig, WorkerSelectionPolicy,
-    DEFAULT_WORKER_TIMEOUT_MS, MIN_TIMEOUT_CHECK_INTERVAL_MS,
+    backoff_ms, timeout_check_interval_ms, ConfigError, MasterConfig, WorkerSelectionPolicy,
+    DEFAULT_WORKER_TIMEOUT_MS, MAX_TICK_INTERVAL_MS, MIN_TIMEOUT_CHECK_INTERVAL_MS,
 };
 pub use events::{
     AppRecord, DriverRecord, Effect, Event, LogLevel, Reply, StoredState, WorkerRegistration,
@@ -81,6 +86,10 @@ pub struct MasterState {
     /// Set by handlers that change what can be scheduled; `handle` then runs
     /// `schedule()` once at the end.
     pending_schedule: bool,
+    /// Monotonic deadlines of running back-offs (an app's relaunch, an
+    /// unhealthy worker's exclusion); the first tick after one runs
+    /// `schedule()`.
+    wakeups: BTreeSet<u64>,
 }
 
 impl MasterState {
@@ -104,6 +113,7 @@ impl MasterState {
             next_driver_number: 0,
             rng: 0x5eed_f1a7_u64,
             pending_schedule: false,
+            wakeups: BTreeSet::new(),
         }
     }
 
@@ -148,6 +158,40 @@ impl MasterState {
         self.apps.contains_key(app_id)
     }
 
+    /// Why a listed worker is unhealthy (see [`health`]); `None` while it is
+    /// healthy or not listed.
+    pub fn worker_unhealthy_reason(&self, worker_id: &WorkerId) -> Option<&str> {
+        self.workers
+            .get(worker_id)
+            .and_then(|w| w.health.unhealthy.as_deref())
+    }
+
+    /// When an unhealthy worker's back-off ends (monotonic ms), while it
+    /// lasts at `now`: until then it gets no new executors.
+    pub fn worker_backoff_until(&self, worker_id: &WorkerId, now: Now) -> Option<u64> {
+        self.workers
+            .get(worker_id)
+            .filter(|w| w.health.backing_off(now))
+            .map(|w| w.health.backoff_until_mono_ms)
+    }
+
+    /// Whether the active application gets no more executors on the worker
+    /// (`max_failures_per_worker` of its executors failed quickly there).
+    pub fn app_excludes_worker(&self, app_id: &AppId, worker_id: &WorkerId) -> bool {
+        self.apps
+            .get(app_id)
+            .is_some_and(|a| a.excludes(worker_id, self.config.max_failures_per_worker))
+    }
+
+    /// When the active application may get its next executor (monotonic
+    /// ms), while its relaunch back-off lasts at `now`.
+    pub fn app_relaunch_at(&self, app_id: &AppId, now: Now) -> Option<u64> {
+        self.apps
+            .get(app_id)
+            .map(|a| a.relaunch_at_mono_ms)
+            .filter(|t| *t > now.mono_ms)
+    }
+
     /// Handles one event at time `now` and returns the effects to carry
     /// out, in order. Deadlines use `now.mono_ms`; `now.wall_ms` only goes
     /// into ids and displayed times.
@@ -183,6 +227,8 @@ impl MasterState {
             Event::Tick => {
                 self.timeout_dead_workers(now, &mut out);
                 self.reset_retries_of_stable_apps(now);
+                self.clear_proven_workers(now, &mut out);
+                self.end_backoffs(now);
             }
             Event::ExecutorStateChanged {
                 app_id,
@@ -239,7 +285,7 @@ impl MasterState {
             }
         }
         if std::mem::take(&mut self.pending_schedule) {
-            self.schedule(&mut out);
+            self.schedule(now, &mut out);
         }
         out
     }

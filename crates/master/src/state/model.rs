@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::health::{AppWorkerFailures, WorkerHealth};
 use super::Now;
 use flint_proto::{
     AppId, ApplicationDescription, ApplicationState, DriverDescription, DriverId, DriverState,
@@ -35,6 +36,8 @@ pub(super) struct WorkerInfo {
     pub executors: BTreeMap<(AppId, ExecutorId), Resources>,
     /// Drivers holding resources here.
     pub drivers: BTreeMap<DriverId, Resources>,
+    /// Whether executor launches here keep failing.
+    pub health: WorkerHealth,
 }
 
 impl WorkerInfo {
@@ -53,7 +56,14 @@ impl WorkerInfo {
             memory_used_mb: 0,
             executors: BTreeMap::new(),
             drivers: BTreeMap::new(),
+            health: WorkerHealth::default(),
         }
+    }
+
+    /// Whether new executors may be placed here at `now`: ALIVE and not in
+    /// an unhealthy worker's back-off.
+    pub fn accepts_executors(&self, now: Now) -> bool {
+        self.state == WorkerState::Alive && !self.health.backing_off(now)
     }
 
     /// Records that the master heard from the worker at `now`.
@@ -146,6 +156,9 @@ pub(super) struct ExecutorInfo {
     pub state: ExecutorState,
     /// When it reported RUNNING (monotonic ms), if it has.
     pub running_since_mono_ms: Option<u64>,
+    /// When the master asked for it (monotonic ms; 0 for executors learnt
+    /// from a worker during recovery).
+    pub launched_mono_ms: u64,
 }
 
 impl ExecutorInfo {
@@ -183,6 +196,12 @@ pub(super) struct AppInfo {
     pub executor_limit: u32,
     requested_cores: u32,
     pub waiting_reason: Option<String>,
+    /// Quick executor failures per worker; at
+    /// `max_failures_per_worker` the app gets no more executors there.
+    pub worker_failures: BTreeMap<WorkerId, AppWorkerFailures>,
+    /// No new executors before this (monotonic ms): the relaunch back-off
+    /// after a failure.
+    pub relaunch_at_mono_ms: u64,
 }
 
 impl AppInfo {
@@ -208,9 +227,22 @@ impl AppInfo {
             next_executor_id: ExecutorId(0),
             retry_count: 0,
             waiting_reason: None,
+            worker_failures: BTreeMap::new(),
+            relaunch_at_mono_ms: 0,
         }
     }
 
+    /// Whether the app gets no more executors on `worker_id`.
+    pub fn excludes(&self, worker_id: &WorkerId, max_failures: u32) -> bool {
+        self.worker_failures
+            .get(worker_id)
+            .is_some_and(|f| f.count >= max_failures)
+    }
+
+    /// Quick failures of the app's executors on `worker_id`.
+    pub fn failures_on(&self, worker_id: &WorkerId) -> u32 {
+        self.worker_failures.get(worker_id).map_or(0, |f| f.count)
+    }
     pub fn record(&self) -> crate::state::AppRecord {
         crate::state::AppRecord {
             id: self.id.clone(),
@@ -260,6 +292,7 @@ impl AppInfo {
             memory_mb: res.memory_mb,
             state,
             running_since_mono_ms: None,
+            launched_mono_ms: 0,
         };
         if let Some(old) = self.executors.insert(id, exec) {
             self.cores_granted = self.cores_granted.saturating_sub(old.cores);

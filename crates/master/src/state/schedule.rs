@@ -5,7 +5,7 @@
 use flint_proto::{AppId, ExecutorState, MasterStatus, WorkerId, WorkerState};
 
 use super::model::{AppInfo, Resources, WorkerInfo};
-use super::{Effect, MasterState, WorkerSelectionPolicy};
+use super::{Effect, MasterState, Now, WorkerSelectionPolicy};
 
 /// What one application still wants, as [`assign_cores`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,14 +133,15 @@ struct Capacity {
 
 impl MasterState {
     /// Spark's `schedule()`: nothing unless ALIVE; drivers first, then
-    /// executors; then refresh the apps' waiting reasons.
-    pub(super) fn schedule(&mut self, out: &mut Vec<Effect>) {
+    /// executors; then refresh the apps' waiting reasons. `now` decides
+    /// which back-offs still hold.
+    pub(super) fn schedule(&mut self, now: Now, out: &mut Vec<Effect>) {
         if self.status != MasterStatus::Alive {
             return;
         }
         self.schedule_drivers(out);
-        self.start_executors_on_workers(out);
-        self.update_waiting_reasons(out);
+        self.start_executors_on_workers(now, out);
+        self.update_waiting_reasons(now, out);
     }
 
     /// Places waiting drivers: round-robin over shuffled ALIVE workers
@@ -215,15 +216,21 @@ impl MasterState {
     /// Spark's `startExecutorsOnWorkers`: FIFO over apps; for each, the
     /// ALIVE workers with room for one executor, ordered by the selection
     /// policy, get the cores [`assign_cores`] decides.
-    fn start_executors_on_workers(&mut self, out: &mut Vec<Effect>) {
+    ///
+    /// Flint skips an app in its relaunch back-off, and workers the app
+    /// excludes or that are in an unhealthy worker's back-off; workers where
+    /// the app failed fewer times come first (the policy orders the rest),
+    /// and where it failed, it gets one executor per round.
+    fn start_executors_on_workers(&mut self, now: Now, out: &mut Vec<Effect>) {
         let spread = self.config.spread_out_apps;
         let policy = self.config.worker_selection_policy;
+        let max_failures = self.config.max_failures_per_worker;
         for app_id in self.app_order.clone() {
             let Some(app) = self.apps.get(&app_id) else {
                 continue;
             };
             let min_cores = app.min_cores_per_executor();
-            if app.cores_left() < min_cores {
+            if app.cores_left() < min_cores || now.mono_ms < app.relaunch_at_mono_ms {
                 continue;
             }
             let memory = app.desc.memory_per_executor_mb;
@@ -231,16 +238,26 @@ impl MasterState {
                 .workers
                 .values()
                 .filter(|w| {
-                    w.state == WorkerState::Alive
+                    w.accepts_executors(now)
+                        && !app.excludes(&w.id, max_failures)
                         && w.memory_free() >= memory
                         && w.cores_free() >= min_cores
                 })
                 .collect();
             sort_workers(&mut usable, policy);
+            if !app.worker_failures.is_empty() {
+                usable.sort_by_key(|w| app.failures_on(&w.id));
+            }
+            // A worker where the app's executors failed gets one at a time
+            // until the app stops failing or excludes it.
+            let probe_cores = app.desc.cores_per_executor;
             let free: Vec<FreeResources> = usable
                 .iter()
                 .map(|w| FreeResources {
-                    cores: w.cores_free(),
+                    cores: match probe_cores {
+                        Some(c) if app.failures_on(&w.id) > 0 => w.cores_free().min(c),
+                        _ => w.cores_free(),
+                    },
                     memory_mb: w.memory_free(),
                 })
                 .collect();
@@ -255,7 +272,7 @@ impl MasterState {
             let assigned = assign_cores(&demand, &free, spread);
             for (worker_id, cores) in ids.iter().zip(assigned) {
                 if cores > 0 {
-                    self.allocate_executors(&app_id, cores, worker_id, out);
+                    self.allocate_executors(now, &app_id, cores, worker_id, out);
                 }
             }
         }
@@ -265,6 +282,7 @@ impl MasterState {
     /// executors, or one executor with all `cores` when unset.
     fn allocate_executors(
         &mut self,
+        now: Now,
         app_id: &AppId,
         cores: u32,
         worker_id: &WorkerId,
@@ -284,6 +302,9 @@ impl MasterState {
         };
         for _ in 0..count {
             let exec_id = app.add_executor(worker_id.clone(), res, ExecutorState::Launching, None);
+            if let Some(exec) = app.executors.get_mut(&exec_id) {
+                exec.launched_mono_ms = now.mono_ms;
+            }
             worker.add_executor(app_id.clone(), exec_id, res);
             app.state = flint_proto::ApplicationState::Running;
             out.push(Effect::Log {
@@ -311,7 +332,7 @@ impl MasterState {
 
     /// Sets `waiting_reason` on every active app without executors, and
     /// clears it on the others; a new reason is logged once.
-    fn update_waiting_reasons(&mut self, out: &mut Vec<Effect>) {
+    fn update_waiting_reasons(&mut self, now: Now, out: &mut Vec<Effect>) {
         let mut capacity = Capacity {
             alive: 0,
             largest_cores: 0,
@@ -326,16 +347,35 @@ impl MasterState {
             capacity.largest_cores = capacity.largest_cores.max(w.cores);
             capacity.largest_memory_mb = capacity.largest_memory_mb.max(w.memory_mb);
         }
+        let max_failures = self.config.max_failures_per_worker;
         let mut changed = Vec::new();
         for app in self.apps.values() {
             let reason = if app.executors.is_empty() {
                 let min_cores = app.min_cores_per_executor();
-                let fits_somewhere = self.workers.values().any(|w| {
-                    w.state == WorkerState::Alive
-                        && w.cores >= min_cores
-                        && w.memory_mb >= app.desc.memory_per_executor_mb
-                });
-                Some(waiting_reason(app, &capacity, fits_somewhere))
+                let capable: Vec<&WorkerInfo> = self
+                    .workers
+                    .values()
+                    .filter(|w| {
+                        w.state == WorkerState::Alive
+                            && w.cores >= min_cores
+                            && w.memory_mb >= app.desc.memory_per_executor_mb
+                    })
+                    .collect();
+                let isolation = Isolation {
+                    backing_off: now.mono_ms < app.relaunch_at_mono_ms,
+                    excluded: capable
+                        .iter()
+                        .filter(|w| app.excludes(&w.id, max_failures))
+                        .map(|w| w.id.clone())
+                        .collect(),
+                    unhealthy: capable
+                        .iter()
+                        .filter(|w| !app.excludes(&w.id, max_failures) && w.health.backing_off(now))
+                        .map(|w| w.id.clone())
+                        .collect(),
+                    capable: capable.len(),
+                };
+                Some(waiting_reason(app, &capacity, &isolation))
             } else {
                 None
             };
@@ -374,8 +414,28 @@ fn sort_workers(workers: &mut [&WorkerInfo], policy: WorkerSelectionPolicy) {
     }
 }
 
+/// Which of the workers big enough for one of an app's executors it may not
+/// use now, and whether it waits for its relaunch back-off.
+struct Isolation {
+    backing_off: bool,
+    /// ALIVE workers big enough for one executor.
+    capable: usize,
+    /// Those the app excludes.
+    excluded: Vec<WorkerId>,
+    /// The others that are in an unhealthy worker's back-off.
+    unhealthy: Vec<WorkerId>,
+}
+
+fn id_list(ids: &[WorkerId]) -> String {
+    ids.iter()
+        .map(WorkerId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Why an app that has no executors has none.
-fn waiting_reason(app: &AppInfo, capacity: &Capacity, fits_somewhere: bool) -> String {
+fn waiting_reason(app: &AppInfo, capacity: &Capacity, isolation: &Isolation) -> String {
+    let fits_somewhere = isolation.capable > 0;
     let min_cores = app.min_cores_per_executor();
     let memory = app.desc.memory_per_executor_mb;
     let per_executor = match app.desc.cores_per_executor {
@@ -412,9 +472,47 @@ fn waiting_reason(app: &AppInfo, capacity: &Capacity, fits_somewhere: bool) -> S
             "needs {min_cores} cores and {memory} MB on one worker but no alive worker has both"
         );
     }
-    format!(
+    if isolation.excluded.len() == isolation.capable {
+        return format!(
+            "its executors failed repeatedly on every worker that can run them ({})",
+            id_list(&isolation.excluded)
+        );
+    }
+    if isolation.backing_off {
+        return format!(
+            "relaunching after {} executor failure(s) in a row, waiting for the back-off",
+            app.retry_count
+        );
+    }
+    if isolation.excluded.len() + isolation.unhealthy.len() == isolation.capable {
+        let mut why = format!(
+            "the workers that can run it are unhealthy and get no new executors for now ({})",
+            id_list(&isolation.unhealthy)
+        );
+        if !isolation.excluded.is_empty() {
+            why.push_str(&format!(
+                "; on the others its executors failed repeatedly ({})",
+                id_list(&isolation.excluded)
+            ));
+        }
+        return why;
+    }
+    let mut why = format!(
         "waiting for a worker with {min_cores} free cores and {memory} MB free memory; other applications or drivers hold them"
-    )
+    );
+    if !isolation.unhealthy.is_empty() {
+        why.push_str(&format!(
+            "; unhealthy workers get no new executors for now ({})",
+            id_list(&isolation.unhealthy)
+        ));
+    }
+    if !isolation.excluded.is_empty() {
+        why.push_str(&format!(
+            "; its executors failed repeatedly on {}",
+            id_list(&isolation.excluded)
+        ));
+    }
+    why
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ impl MasterState {
                 memory_mb: w.memory_mb,
                 memory_used_mb: w.memory_used_mb,
                 last_heartbeat_ms: w.last_heartbeat_wall_ms,
+                unhealthy: w.health.unhealthy.clone(),
             });
         }
         doc
