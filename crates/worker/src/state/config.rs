@@ -64,6 +64,15 @@ pub struct WorkerConfig {
     /// The long retry interval before the random factor is applied: 60 s
     /// (Spark's hard-coded `60`; with the factor, 30–90 s).
     pub prolonged_registration_retry_interval_ms: u64,
+    /// After losing its master (the connection dropped, or the master asked
+    /// it to reconnect), the worker registers at once and then retries after
+    /// this interval (50 ms, random factor applied), doubling while it stays
+    /// below the short interval; from there on Spark's schedule follows,
+    /// counted from its start. So a restarted master has its workers back
+    /// within a second, and a master that stays away gets Spark's 5–15 s
+    /// retries after about 10 s. Not in Spark, which waits 5–15 s for the
+    /// first retry. Not a setting (yet).
+    pub reregistration_retry_interval_ms: u64,
     /// Fixes the per-process random factor in [0.5, 1.5) that multiplies
     /// both retry intervals; `None` (the default) draws it from
     /// [`rng_seed`](Self::rng_seed), as Spark draws it from a random UUID.
@@ -140,6 +149,7 @@ impl WorkerConfig {
             max_registration_retries: 16,
             initial_registration_retry_interval_ms: 10_000,
             prolonged_registration_retry_interval_ms: 60_000,
+            reregistration_retry_interval_ms: 50,
             registration_retry_fuzz: None,
             rng_seed: 0,
             prefer_configured_master_address: false,
@@ -190,6 +200,10 @@ impl WorkerConfig {
                 self.prolonged_registration_retry_interval_ms,
                 "the prolonged registration retry interval",
             ),
+            (
+                self.reregistration_retry_interval_ms,
+                "the re-registration retry interval",
+            ),
             (self.cleanup_interval_ms, "worker.cleanup.interval"),
             (self.app_data_ttl_ms, "worker.cleanup.app_data_ttl"),
             (
@@ -239,6 +253,18 @@ pub fn fuzzed_interval_ms(base_ms: u64, fuzz: f64) -> u64 {
         (base_ms as f64 * fuzz).round() as u64
     };
     ms.max(1)
+}
+
+/// The quick re-registration delays after a lost master: `base` (random
+/// factor applied, at least 1 ms), doubling while below `initial_retry_ms`.
+pub fn reregistration_delays_ms(base_ms: u64, fuzz: f64, initial_retry_ms: u64) -> Vec<u64> {
+    let mut delays = Vec::new();
+    let mut d = ((base_ms as f64 * fuzz).round() as u64).max(1);
+    while d < initial_retry_ms {
+        delays.push(d);
+        d = d.saturating_mul(2);
+    }
+    delays
 }
 
 /// Whether `ms` is a whole number of seconds.
@@ -301,6 +327,17 @@ mod tests {
             assert!((5_000..=15_000).contains(&i) && is_whole_seconds(i), "{i}");
             assert!((30_000..=90_000).contains(&p) && is_whole_seconds(p), "{p}");
         }
+    }
+
+    #[test]
+    fn reregistration_starts_at_50_ms_and_doubles_below_the_short_interval() {
+        let d = reregistration_delays_ms(50, 1.0, 10_000);
+        assert_eq!(d, [50, 100, 200, 400, 800, 1600, 3200, 6400]);
+        // About 10 s of quick retries before Spark's schedule.
+        assert_eq!(d.iter().sum::<u64>(), 12_750);
+        assert_eq!(reregistration_delays_ms(50, 0.5, 5000)[0], 25);
+        assert!(reregistration_delays_ms(50, 1.0, 50).is_empty());
+        assert_eq!(reregistration_delays_ms(0, 1.0, 3), [1, 2]);
     }
 
     #[test]

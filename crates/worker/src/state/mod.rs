@@ -16,6 +16,12 @@
 //!   factor in [0.5, 1.5); after `worker.max_registration_retries` (16)
 //!   retries without success it exits. Once a master is known, re-registering
 //!   (after a disconnect or a `ReconnectWorker`) goes to that master only.
+//! - **Re-registration is quick** (not in Spark): after losing its master the
+//!   worker registers at once, then retries after
+//!   `reregistration_retry_interval_ms` (50 ms × `f`), doubling while
+//!   below the short interval (50, 100, … 6400 ms: about 10 s in all), and
+//!   only then follows Spark's schedule. A restarted master has its workers
+//!   back within a second instead of 5–15 s.
 //! - **Once registered** it heartbeats every `worker.timeout / 4`, tells the
 //!   master what it runs, and cleans its work dir periodically.
 //! - **Executors and drivers** are launched on the master's request when the
@@ -43,7 +49,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use flint_proto::{AppId, DriverId, ExecutorId, WorkerId};
 
 pub use auth::{AuthRefusal, AUTH_REFUSAL_LOG_INTERVAL_MS};
-pub use config::{fuzzed_interval_ms, ConfigError, WorkerConfig, DEFAULT_WORKER_TIMEOUT_MS};
+pub use config::{
+    fuzzed_interval_ms, reregistration_delays_ms, ConfigError, WorkerConfig,
+    DEFAULT_WORKER_TIMEOUT_MS,
+};
 pub use events::{ChildId, DecommissionTrigger, Effect, Event, ExecutorReport, LogLevel};
 pub use status::{DriverEntry, ExecutorEntry, WorkerStatus};
 pub use time::Now;
@@ -74,6 +83,13 @@ pub struct WorkerCore {
     initial_retry_ms: u64,
     /// The long registration retry interval, random factor applied.
     prolonged_retry_ms: u64,
+    /// The quick retry delays after losing a master, random factor applied
+    /// ([`reregistration_delays_ms`]).
+    reregistration_delays_ms: Vec<u64>,
+    /// While re-registering quickly: the index of the armed delay in
+    /// `reregistration_delays_ms`. These retries do not count as Spark's
+    /// attempts.
+    quick_retry: Option<usize>,
     started: bool,
     /// Set once the worker decided to exit; later events are ignored.
     stopped: bool,
@@ -123,11 +139,18 @@ impl WorkerCore {
             fuzzed_interval_ms(config.initial_registration_retry_interval_ms, fuzz);
         let prolonged_retry_ms =
             fuzzed_interval_ms(config.prolonged_registration_retry_interval_ms, fuzz);
+        let reregistration_delays_ms = reregistration_delays_ms(
+            config.reregistration_retry_interval_ms,
+            fuzz,
+            initial_retry_ms,
+        );
         Self {
             worker_id,
             config,
             initial_retry_ms,
             prolonged_retry_ms,
+            reregistration_delays_ms,
+            quick_retry: None,
             started: false,
             stopped: false,
             registered: false,
@@ -165,6 +188,12 @@ impl WorkerCore {
     /// (initial, prolonged), e.g. (8000, 48000).
     pub fn registration_retry_intervals_ms(&self) -> (u64, u64) {
         (self.initial_retry_ms, self.prolonged_retry_ms)
+    }
+
+    /// The quick retry delays in ms after losing a master, random factor
+    /// applied, e.g. `[40, 80, … 5120]`; Spark's schedule follows them.
+    pub fn reregistration_retry_delays_ms(&self) -> &[u64] {
+        &self.reregistration_delays_ms
     }
 
     /// Whether a master accepted this worker (and no re-registration is
@@ -247,7 +276,7 @@ impl WorkerCore {
                     &mut out,
                     format!("Master with url {master_url} requested this worker to reconnect."),
                 );
-                self.register_with_master(&mut out);
+                self.register_with_master(true, &mut out);
             }
             Event::MasterChanged {
                 master_url,
@@ -358,6 +387,7 @@ impl WorkerCore {
         self.stopped = true;
         self.connected = false;
         self.retry_armed = false;
+        self.quick_retry = None;
         out.push(Effect::Exit { code, reason });
     }
 

@@ -25,12 +25,17 @@ impl WorkerCore {
                 self.worker_id, self.config.cores, self.config.memory_mb
             ),
         );
-        self.register_with_master(out);
+        self.register_with_master(false, out);
     }
 
     /// Spark's `registerWithMaster`: unless a retry timer is already armed
     /// (disconnect notices can repeat), forget being registered, send a
     /// registration round and arm the retry timer at the short interval.
+    ///
+    /// Deviation from Spark: when the worker lost its master (`quick`: after
+    /// a disconnect or `ReconnectWorker`, not at start), the timer is armed
+    /// at the first quick re-registration delay instead; see
+    /// [`registration_retry_tick`](Self::registration_retry_tick).
     ///
     /// Deviation from Spark: when a master is known, this first round also
     /// goes to that master only (Spark sends its first round after a
@@ -38,7 +43,7 @@ impl WorkerCore {
     /// the retries to the known one). Registering with one master only keeps
     /// the SPARK-4592 guarantee from the first message: a standby that took
     /// over contacts the worker itself with `MasterChanged`.
-    pub(super) fn register_with_master(&mut self, out: &mut Vec<Effect>) {
+    pub(super) fn register_with_master(&mut self, quick: bool, out: &mut Vec<Effect>) {
         if self.retry_armed {
             self.log_info(
                 out,
@@ -51,7 +56,16 @@ impl WorkerCore {
         self.registered = false;
         self.send_registrations(out);
         self.attempts = 0;
-        self.arm_retry(self.initial_retry_ms, out);
+        match self.reregistration_delays_ms.first() {
+            Some(&first) if quick => {
+                self.quick_retry = Some(0);
+                self.arm_retry(first, out);
+            }
+            _ => {
+                self.quick_retry = None;
+                self.arm_retry(self.initial_retry_ms, out);
+            }
+        }
     }
 
     /// Spark's `reregisterWithMaster`, run by the retry timer: count the
@@ -59,11 +73,39 @@ impl WorkerCore {
     /// (switching to the long interval after
     /// `worker.initial_registration_retries`); exit after
     /// `worker.max_registration_retries`.
+    ///
+    /// While re-registering quickly, a tick sends another round and arms
+    /// the next, doubled delay; after the last quick delay the short
+    /// interval follows and Spark's count of attempts begins.
     pub(super) fn registration_retry_tick(&mut self, generation: u64, out: &mut Vec<Effect>) {
         if !self.retry_armed || generation != self.retry_generation {
             return;
         }
         self.retry_armed = false;
+        if let Some(index) = self.quick_retry.take() {
+            if self.registered {
+                self.cancel_retry();
+                return;
+            }
+            let delay = self
+                .reregistration_delays_ms
+                .get(index)
+                .copied()
+                .unwrap_or(0);
+            self.log_info(
+                out,
+                format!("Retrying connection to master (quick retry after {delay} ms)"),
+            );
+            self.send_registrations(out);
+            match self.reregistration_delays_ms.get(index + 1) {
+                Some(&next) => {
+                    self.quick_retry = Some(index + 1);
+                    self.arm_retry(next, out);
+                }
+                None => self.arm_retry(self.initial_retry_ms, out),
+            }
+            return;
+        }
         self.attempts = self.attempts.saturating_add(1);
         if self.registered {
             self.cancel_retry();
@@ -216,7 +258,7 @@ impl WorkerCore {
             format!("Connection to master {address} failed! Waiting for master to reconnect..."),
         );
         self.connected = false;
-        self.register_with_master(out);
+        self.register_with_master(true, out);
     }
 
     /// Spark's `SendHeartbeat`: heartbeat while connected; the timer keeps
@@ -362,6 +404,7 @@ impl WorkerCore {
     /// Spark's `cancelLastRegistrationRetry`; a tick already on its way is
     /// recognised as stale by its generation.
     fn cancel_retry(&mut self) {
+        self.quick_retry = None;
         if self.retry_armed {
             self.retry_armed = false;
             self.retry_generation = self.retry_generation.wrapping_add(1);
