@@ -142,6 +142,8 @@ settings! {
         "Bytes of messages that may wait in one endpoint's inbox; past it asks fail Busy and sends are dropped.";
     "rpc.max_partial_frame_bytes", BYTES, Value("1g"), [Rpc],
         "Bytes held in partially received frames across all connections.";
+    "rpc.max_connections", POSITIVE, Value("16384"), [Rpc],
+        "Established RPC connections accepted at once (lowered to leave 256 file descriptors in reserve); past it new ones are refused at accept.";
     "rpc.max_pending_handshakes", POSITIVE, Value("256"), [Rpc],
         "Connections that may be mid-handshake at once; a newcomer evicts the oldest of the fullest address.";
     "rpc.max_pending_handshakes_per_address", POSITIVE, Value("16"), [Rpc],

@@ -86,10 +86,8 @@ pub struct Bound {
     /// The RPC environment.
     pub env: RpcEnv,
     /// The address peers are told, `flint://host:port`: the bound port on the
-    /// [advertised](crate::advertise) host. It differs from
-    /// `env.address()` only when the RPC host is `0.0.0.0`/`::`: the
-    /// environment itself still names the bind host in the endpoint
-    /// references it sends (it has no separate advertised host yet).
+    /// [advertised](crate::advertise) host, which is also what the environment
+    /// names in the endpoint references it sends (`env.address()`).
     pub address: RpcAddress,
     /// Whether RPC authentication is on (a secret or TLS).
     pub auth: bool,
@@ -115,7 +113,8 @@ pub async fn bind(opts: BindOptions<'_>) -> Result<Bound, DaemonError> {
     let configured = advertise::configured(opts.conf);
     let auth = crate::log::auth_enabled(&opts.rpc);
 
-    let env = RpcEnv::server(opts.rpc, opts.host, opts.port)
+    let host = advertise::advertised_host(opts.host, configured.as_deref()).await;
+    let env = RpcEnv::server_advertising(opts.rpc, opts.host, opts.port, &host)
         .await
         .map_err(|e| match e {
             RpcError::Bind { address, source } => {
@@ -124,14 +123,10 @@ pub async fn bind(opts: BindOptions<'_>) -> Result<Bound, DaemonError> {
             other => DaemonError::Rpc(other),
         })?;
     let bound_port = env.address().map_or(opts.port, |a| a.port);
-    let host = advertise::advertised_host(opts.host, configured.as_deref()).await;
     if is_unspecified(opts.host) {
-        tracing::warn!(
-            "the RPC environment listens on every interface ({}) and is advertised as {host}, \
-             but the endpoint references it sends name {}; peers on other machines reach it \
-             only over connections they opened. Pass --host {host} to bind one address",
+        tracing::info!(
+            "the RPC environment listens on every interface ({}) and is advertised as {host}",
             crate::host_port(opts.host, bound_port),
-            opts.host
         );
     }
     let address = RpcAddress::new(host, bound_port);

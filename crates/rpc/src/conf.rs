@@ -22,6 +22,7 @@ pub const KEYS: &[&str] = &[
     "rpc.endpoint.max_queued_bytes",
     "rpc.frame_timeout",
     "rpc.max_partial_frame_bytes",
+    "rpc.max_connections",
     "rpc.max_pending_handshakes",
     "rpc.max_pending_handshakes_per_address",
     "rpc.stream.chunk_size",
@@ -110,6 +111,9 @@ pub struct RpcConf {
     /// Bytes held in partially received frames across all connections
     /// (`rpc.max_partial_frame_bytes`).
     pub max_partial_bytes: usize,
+    /// Connections accepted at once (`rpc.max_connections`), lowered at start-up so
+    /// that 256 file descriptors stay in reserve for files and child processes.
+    pub max_connections: usize,
     /// Connections that may be mid-handshake at once (`rpc.max_pending_handshakes`).
     pub max_pending_handshakes: usize,
     /// Of those, from one source address (`rpc.max_pending_handshakes_per_address`).
@@ -150,6 +154,7 @@ impl Default for RpcConf {
                 setting: "rpc.frame_timeout",
             },
             max_partial_bytes: 1 << 30,
+            max_connections: 16384,
             max_pending_handshakes: 256,
             max_pending_handshakes_per_address: 16,
             stream_chunk: 256 << 10,
@@ -231,6 +236,7 @@ impl RpcConf {
                 network,
             )?,
             max_partial_bytes: at_least(conf, "rpc.max_partial_frame_bytes", 1 << 30, 1 << 20)?,
+            max_connections: count(conf, "rpc.max_connections", 16384)?,
             max_pending_handshakes: count(conf, "rpc.max_pending_handshakes", 256)?,
             max_pending_handshakes_per_address: count(
                 conf,

@@ -131,7 +131,20 @@ impl RpcEnv {
     /// Starts a server-mode environment listening on `host:port` (port 0 picks a free
     /// one). The address it advertises is `host` and the bound port.
     pub async fn server(conf: RpcConf, host: &str, port: u16) -> Result<RpcEnv, RpcError> {
-        let bind = RpcAddress::new(host, port).host_port();
+        Self::server_advertising(conf, host, port, host).await
+    }
+
+    /// [`RpcEnv::server`] listening on `bind_host` but advertising `advertised_host`
+    /// (in its address and in every endpoint reference it sends): for a daemon bound
+    /// to `0.0.0.0` that peers must reach by a routable name.
+    pub async fn server_advertising(
+        conf: RpcConf,
+        bind_host: &str,
+        port: u16,
+        advertised_host: &str,
+    ) -> Result<RpcEnv, RpcError> {
+        let host = advertised_host;
+        let bind = RpcAddress::new(bind_host, port).host_port();
         let listener = listen(&bind).await.map_err(|source| RpcError::Bind {
             address: bind.clone(),
             source,
@@ -707,8 +720,29 @@ async fn listen(bind: &str) -> std::io::Result<TcpListener> {
     }))
 }
 
+/// File descriptors kept free of RPC connections, for files and child processes.
+const FD_RESERVE: u64 = 256;
+
+/// `rpc.max_connections`, lowered so that [`FD_RESERVE`] descriptors stay free
+/// under the process's soft `RLIMIT_NOFILE`.
+fn connection_cap(configured: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid `rlimit` passed.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
+        return configured;
+    }
+    let room = lim.rlim_cur.saturating_sub(FD_RESERVE).max(16);
+    configured.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
 async fn accept_loop(env: RpcEnv, listener: TcpListener) {
     let token = env.inner.token.clone();
+    // Read once the daemon has raised its descriptor limit (it does so before binding).
+    let cap = connection_cap(env.inner.conf.max_connections);
     loop {
         let accepted = tokio::select! {
             _ = token.cancelled() => break,
@@ -716,6 +750,16 @@ async fn accept_loop(env: RpcEnv, listener: TcpListener) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let open = env.inner.connections.lock().len();
+                if open >= cap {
+                    env.refusals().warn(("cap", peer.ip()), || {
+                        format!(
+                            "refused connection from {peer} at accept: {open} connections are open (rpc.max_connections, at most {cap} here so that descriptors stay in reserve)"
+                        )
+                    });
+                    drop(tcp);
+                    continue;
+                }
                 let slot = match env.handshake_slot(peer.ip()) {
                     Ok(s) => s,
                     Err(why) => {

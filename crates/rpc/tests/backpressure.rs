@@ -150,3 +150,45 @@ async fn local_sends_to_a_full_inbox_fail_busy() {
     assert!(matches!(e, AskError::Busy { .. }), "{e}");
     env.shutdown();
 }
+
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_at_accept_and_admitted_once_one_closes() {
+    logs();
+    let mut conf = quick_conf();
+    conf.max_connections = 2;
+    let (server, addr, _) = server_with_test_endpoint(conf).await;
+    let mut clients = Vec::new();
+    for i in 0..2 {
+        let c = RpcEnv::client(quick_conf()).unwrap();
+        let r = c.endpoint_ref::<TestMsg>(&addr, "test");
+        assert_eq!(r.ask(Echo(format!("{i}"))).await.unwrap(), format!("{i}"));
+        clients.push(c);
+    }
+    let third = RpcEnv::client(quick_conf()).unwrap();
+    let e = third
+        .endpoint_ref::<TestMsg>(&addr, "test")
+        .ask(Echo("third".into()))
+        .await
+        .unwrap_err();
+    assert!(e.is_not_delivered(), "{e}");
+    wait_for_log(&[
+        "refused connection from",
+        "at accept",
+        "rpc.max_connections",
+    ])
+    .await;
+    // One closes: the next attempt is admitted.
+    let first = clients.remove(0);
+    first.shutdown();
+    first.await_termination().await;
+    wait_until(
+        "the server to forget the closed connection",
+        Duration::from_secs(5),
+        || server.connections().len() < 2,
+    )
+    .await;
+    let r = third.endpoint_ref::<TestMsg>(&addr, "test");
+    assert_eq!(r.ask(Echo("now".into())).await.unwrap(), "now");
+    third.shutdown();
+    server.shutdown();
+}
