@@ -25,13 +25,26 @@ pub struct MasterArgs {
     /// master.webui_port, FLINT_MASTER_WEBUI_PORT; default 8080]
     #[arg(long)]
     pub webui_port: Option<u16>,
+    /// The host to advertise to peers when it differs from the bound one (say the
+    /// machine's routable name when binding 0.0.0.0). [setting
+    /// network.advertise_address; default: the bound host, or this machine's name or
+    /// first non-loopback address when bound to every interface]
+    #[arg(long)]
+    pub advertise_address: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
 /// Starts the master and serves until a signal arrives.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
-    let conf = settings::load(&args.common, &crate::known_keys())?;
+    let mut conf = settings::load(&args.common, &crate::known_keys())?;
+    if let Some(a) = &args.advertise_address {
+        conf.insert(
+            "network.advertise_address",
+            a.clone(),
+            flint_conf::Source::Override,
+        );
+    }
     let auth = crate::auth::for_master(&conf).context("cannot start the master")?;
     let host = settings::text(&conf, "master.host", args.host, DEFAULT_HOST);
     let port = settings::port(&conf, "master.port", args.port, service::DEFAULT_PORT)?;

@@ -41,6 +41,12 @@ pub struct WorkerArgs {
     /// worker.webui_port, FLINT_WORKER_WEBUI_PORT; default 8081]
     #[arg(long)]
     pub webui_port: Option<u16>,
+    /// The host to advertise to peers when it differs from the bound one (say the
+    /// machine's routable name when binding 0.0.0.0). [setting
+    /// network.advertise_address; default: the bound host, or this machine's name or
+    /// first non-loopback address when bound to every interface]
+    #[arg(long)]
+    pub advertise_address: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -86,7 +92,14 @@ fn memory(conf: &flint_conf::Conf, flag: Option<&str>) -> anyhow::Result<Option<
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let masters = RpcAddress::parse_list(&args.master)
         .with_context(|| format!("the master URL {:?} is not valid", args.master))?;
-    let conf = settings::load(&args.common, &crate::known_keys())?;
+    let mut conf = settings::load(&args.common, &crate::known_keys())?;
+    if let Some(a) = &args.advertise_address {
+        conf.insert(
+            "network.advertise_address",
+            a.clone(),
+            flint_conf::Source::Override,
+        );
+    }
     // Argument errors come first (from start); the secret is needed before the
     // first executor starts.
     let auth = crate::auth::find(&conf);

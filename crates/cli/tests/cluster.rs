@@ -1941,3 +1941,46 @@ async fn a_sigkilled_worker_leaves_none_of_its_executors_descendants_behind() {
         );
     }
 }
+
+// ===================================================================
+// 11. Advertised addresses
+// ===================================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_bound_to_every_interface_advertises_the_given_address_and_workers_reach_it() {
+    let mut c = Cluster::new("advertise");
+    let p = c.spawn(
+        "master",
+        &[
+            "master",
+            "--host",
+            "0.0.0.0",
+            "--advertise-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+            "--conf",
+            "worker.timeout=2s",
+        ],
+    );
+    let line = c.wait_line(p, "flint master listening on ").await;
+    assert!(line.contains("flint://127.0.0.1:"), "{line}");
+    assert!(!line.contains("0.0.0.0"), "{line}");
+    let url = line["flint master listening on ".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let m = Master {
+        proc: p,
+        addr: RpcAddress::parse_list(&url).unwrap().remove(0),
+        url,
+        rpc_conf: c.rpc_conf.clone(),
+    };
+    let w = c.start_worker(&m, 1, "256m").await;
+    let s = c.wait_alive(&m, &[&w.id]).await;
+    // The master's own address in its status is the advertised one too.
+    assert!(!format!("{s:?}").contains("0.0.0.0"), "{s:#?}");
+}
