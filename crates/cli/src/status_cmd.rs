@@ -87,6 +87,14 @@ pub fn render(s: &MasterStatusJson) -> String {
         ]);
     }
     table(&mut out, &rows);
+    for w in s.workers.iter().filter(|w| w.unhealthy.is_some()) {
+        let _ = writeln!(
+            out,
+            "  unhealthy {}: {}",
+            w.id,
+            w.unhealthy.as_deref().unwrap_or_default()
+        );
+    }
     for (title, apps) in [
         ("Running applications", &s.active_apps),
         ("Completed applications", &s.completed_apps),

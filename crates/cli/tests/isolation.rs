@@ -564,6 +564,24 @@ async fn an_app_runs_on_the_healthy_worker_and_the_status_says_why_the_bad_one_i
     );
     assert!(log.contains(&format!("Worker {} is unhealthy: ", bad.id)));
     assert!(!log.contains("removing it"), "an app was removed");
+
+    // `flint status` tells the operator too.
+    let out = Command::new(FLINT)
+        .args(["status", "--master", &m.url])
+        .env("FLINT_HOME", &c.home)
+        .env_remove("FLINT_AUTH_SECRET")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("unhealthy {}: ", bad.id)) && text.contains(os_error),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
