@@ -544,6 +544,21 @@ impl RpcEnv {
         self.inbox(name).map(|i| i.dropped())
     }
 
+    /// Connections mid-handshake right now (what `rpc.max_pending_handshakes` limits).
+    pub fn pending_handshakes(&self) -> usize {
+        self.inner.handshakes.lock().total
+    }
+
+    /// Recent failed authentications remembered for `ip` (they delay its next
+    /// handshake).
+    pub fn failed_authentications(&self, ip: IpAddr) -> u32 {
+        self.inner
+            .auth_failures
+            .lock()
+            .get(&ip)
+            .map_or(0, |f| f.count)
+    }
+
     /// Bytes held right now in partially received frames, across all connections.
     pub fn partial_frame_bytes(&self) -> usize {
         self.inner.partial_bytes.load(Ordering::Relaxed)

@@ -177,7 +177,12 @@ async fn at_the_handshake_limit_a_newcomer_evicts_the_oldest_of_the_fullest_addr
     assert!(!closed_within(&mut z, OPEN).await, "z was evicted");
     drop((x2, z));
     // Their slots come back once the server has read their ends.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        "the dropped handshakes' slots to be freed",
+        Duration::from_secs(5),
+        || env.pending_handshakes() == 0,
+    )
+    .await;
     // Finished handshakes give their slots back: two in a row from one address.
     for i in 0..3 {
         still_serves(env.address().unwrap(), quick_conf()).await;
@@ -198,16 +203,22 @@ async fn attempt(ip: Ipv4Addr, port: u16, secret: &str) -> (Duration, Result<(),
 
 /// `n` failed authentications from `ip`, one after another, each given time to be
 /// recorded before the next connects.
-async fn fail_n(ip: Ipv4Addr, port: u16, n: usize) {
-    for _ in 0..n {
+async fn fail_n(env: &RpcEnv, ip: Ipv4Addr, n: usize) {
+    let port = port(env);
+    for i in 0..n {
         let (_, r) = attempt(ip, port, "wrong").await;
         assert!(r.is_err(), "a wrong secret was accepted");
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The server records a failure just after sending its refusal.
+        wait_until("the failure to be recorded", Duration::from_secs(5), || {
+            env.failed_authentications(ip.into()) as usize > i
+        })
+        .await;
     }
 }
 
 /// One failed authentication from each of `n` addresses 127.1.x.y, 64 at a time.
-async fn fail_from_many(port: u16, n: usize) {
+async fn fail_from_many(env: &RpcEnv, n: usize) {
+    let port = port(env);
     futures::stream::iter(0..n)
         .map(|i| async move {
             let ip = Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
@@ -218,7 +229,13 @@ async fn fail_from_many(port: u16, n: usize) {
         .collect::<Vec<()>>()
         .await;
     // The server records a failure just after sending its refusal.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last = Ipv4Addr::new(127, 1, ((n - 1) / 250) as u8, ((n - 1) % 250) as u8 + 1);
+    wait_until(
+        "the last failure to be recorded",
+        Duration::from_secs(10),
+        || env.failed_authentications(last.into()) > 0,
+    )
+    .await;
 }
 
 /// How long the right secret from `ip` takes, after its failures.
@@ -244,7 +261,7 @@ async fn skip(d: Duration) {
 async fn the_authentication_delay_doubles_from_100_ms_and_no_faster() {
     let env = server(secret_conf()).await;
     let ip = Ipv4Addr::new(127, 0, 0, 31);
-    fail_n(ip, port(&env), 4).await;
+    fail_n(&env, ip, 4).await;
     // After 4 failures: 100 ms × 2³ = 800 ms (1.6 s or more if it grew faster).
     let d = right_secret_takes(ip, port(&env)).await;
     assert!(
@@ -258,7 +275,7 @@ async fn the_authentication_delay_doubles_from_100_ms_and_no_faster() {
 async fn failures_older_than_ten_minutes_are_forgotten() {
     let env = server(secret_conf()).await;
     let ip = Ipv4Addr::new(127, 0, 0, 32);
-    fail_n(ip, port(&env), 5).await;
+    fail_n(&env, ip, 5).await;
     skip(PAST_MEMORY).await;
     // 1.6 s if the failures were still counted.
     let d = right_secret_takes(ip, port(&env)).await;
@@ -268,9 +285,9 @@ async fn failures_older_than_ten_minutes_are_forgotten() {
     );
     // A failure after the stale ones starts counting again from one.
     let ip = Ipv4Addr::new(127, 0, 0, 33);
-    fail_n(ip, port(&env), 5).await;
+    fail_n(&env, ip, 5).await;
     skip(PAST_MEMORY).await;
-    fail_n(ip, port(&env), 1).await;
+    fail_n(&env, ip, 1).await;
     let d = right_secret_takes(ip, port(&env)).await;
     assert!(
         d >= Duration::from_millis(50) && d < Duration::from_millis(800),
@@ -284,12 +301,12 @@ async fn a_full_table_of_recent_failures_is_cleared_for_a_new_address_only() {
     let env = server(secret_conf()).await;
     let p = port(&env);
     let (ip1, ip2) = (Ipv4Addr::new(127, 0, 0, 34), Ipv4Addr::new(127, 0, 0, 38));
-    fail_n(ip1, p, 5).await;
-    fail_n(ip2, p, 5).await;
+    fail_n(&env, ip1, 5).await;
+    fail_n(&env, ip2, 5).await;
     // With them, the table is full of recent failures.
-    fail_from_many(p, TRACKED - 2).await;
+    fail_from_many(&env, TRACKED - 2).await;
     // A known address failing again at a full table forgets no one ...
-    fail_n(Ipv4Addr::new(127, 1, 0, 1), p, 1).await;
+    fail_n(&env, Ipv4Addr::new(127, 1, 0, 1), 1).await;
     let d = right_secret_takes(ip2, p).await;
     assert!(
         d >= Duration::from_millis(800),
@@ -298,8 +315,8 @@ async fn a_full_table_of_recent_failures_is_cleared_for_a_new_address_only() {
     );
     // ... while a new address at a full table (refilled after ip2's success) clears it
     // rather than growing it.
-    fail_n(Ipv4Addr::new(127, 0, 0, 39), p, 1).await;
-    fail_n(Ipv4Addr::new(127, 0, 0, 35), p, 1).await;
+    fail_n(&env, Ipv4Addr::new(127, 0, 0, 39), 1).await;
+    fail_n(&env, Ipv4Addr::new(127, 0, 0, 35), 1).await;
     let d = right_secret_takes(ip1, p).await;
     assert!(
         d < Duration::from_millis(800),
@@ -311,13 +328,13 @@ async fn a_full_table_of_recent_failures_is_cleared_for_a_new_address_only() {
 #[tokio::test]
 async fn a_full_table_drops_its_stale_addresses_and_keeps_the_recent_ones() {
     let env = server(secret_conf()).await;
-    fail_from_many(port(&env), TRACKED - 1).await;
+    fail_from_many(&env, TRACKED - 1).await;
     skip(PAST_MEMORY).await;
     // The table is full: 4,095 stale addresses and one recent.
     let ip = Ipv4Addr::new(127, 0, 0, 36);
-    fail_n(ip, port(&env), 5).await;
+    fail_n(&env, ip, 5).await;
     // A new address makes room by dropping the stale ones only.
-    fail_n(Ipv4Addr::new(127, 0, 0, 37), port(&env), 1).await;
+    fail_n(&env, Ipv4Addr::new(127, 0, 0, 37), 1).await;
     let d = right_secret_takes(ip, port(&env)).await;
     assert!(
         d >= Duration::from_millis(800),
