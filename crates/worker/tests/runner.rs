@@ -113,6 +113,7 @@ async fn substitutes_placeholders_and_writes_logs_in_work_dir() {
         cores: 2,
         app_id: "app-1".to_owned(),
         worker_url: "flint://Worker@127.0.0.1:7078".to_owned(),
+        binary: None,
     };
 
     let child = runner::spawn(spec).await.unwrap();

@@ -29,6 +29,11 @@ pub const INITIAL_REGISTRATION_RETRY_INTERVAL: &str = "worker.initial_registrati
 /// seconds).
 pub const PROLONGED_REGISTRATION_RETRY_INTERVAL: &str =
     "worker.prolonged_registration_retry_interval";
+/// `worker.reregistration_retry_interval`: after losing its master, the
+/// worker re-registers at once and then after this interval (random factor
+/// applied), doubling while below the short interval (not in Spark; 50 ms; a
+/// bare number is milliseconds).
+pub const REREGISTRATION_RETRY_INTERVAL: &str = "worker.reregistration_retry_interval";
 /// `worker.prefer_configured_master_address`: re-register at the configured
 /// master address rather than the one the master advertises (Spark: false).
 pub const PREFER_CONFIGURED_MASTER_ADDRESS: &str = "worker.prefer_configured_master_address";
@@ -79,6 +84,7 @@ pub const KEYS: &[&str] = &[
     MAX_REGISTRATION_RETRIES,
     INITIAL_REGISTRATION_RETRY_INTERVAL,
     PROLONGED_REGISTRATION_RETRY_INTERVAL,
+    REREGISTRATION_RETRY_INTERVAL,
     PREFER_CONFIGURED_MASTER_ADDRESS,
     CLEANUP_ENABLED,
     CLEANUP_INTERVAL,
@@ -134,6 +140,12 @@ pub fn worker_config(
         PROLONGED_REGISTRATION_RETRY_INTERVAL,
         c.prolonged_registration_retry_interval_ms,
         TimeUnit::Seconds,
+    )?;
+    c.reregistration_retry_interval_ms = ms(
+        conf,
+        REREGISTRATION_RETRY_INTERVAL,
+        c.reregistration_retry_interval_ms,
+        TimeUnit::Millis,
     )?;
     c.prefer_configured_master_address = conf.bool(
         PREFER_CONFIGURED_MASTER_ADDRESS,
@@ -258,6 +270,7 @@ mod tests {
             .set(MAX_REGISTRATION_RETRIES, "3")
             .set(INITIAL_REGISTRATION_RETRY_INTERVAL, "100ms")
             .set(PROLONGED_REGISTRATION_RETRY_INTERVAL, "1")
+            .set(REREGISTRATION_RETRY_INTERVAL, "30")
             .set(PREFER_CONFIGURED_MASTER_ADDRESS, "true")
             .set(CLEANUP_ENABLED, "false")
             .set(CLEANUP_INTERVAL, "7")
@@ -278,6 +291,7 @@ mod tests {
         assert_eq!(c.max_registration_retries, 3);
         assert_eq!(c.initial_registration_retry_interval_ms, 100);
         assert_eq!(c.prolonged_registration_retry_interval_ms, 1000);
+        assert_eq!(c.reregistration_retry_interval_ms, 30);
         assert!(c.prefer_configured_master_address);
         assert!(!c.cleanup_enabled);
         assert_eq!(c.cleanup_interval_ms, 7000);
@@ -304,6 +318,7 @@ mod tests {
             (INITIAL_REGISTRATION_RETRIES, "17"),
             (CLEANUP_ENABLED, "maybe"),
             (CLEANUP_INTERVAL, "0"),
+            (REREGISTRATION_RETRY_INTERVAL, "0"),
             (EXECUTOR_STATE_SYNC_MAX_ATTEMPTS, "-1"),
         ] {
             let e = read(&Conf::new().set(key, value)).expect_err(value);

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::WorkerStatusDoc;
+use super::{status_doc, WorkerStatusDoc};
 use crate::runner::{self, ChildKind, ExitStatus, LaunchSpec, Placeholders, RunningChild};
 use crate::state::{AuthRefusal, ChildId, Effect, Event, ExecutorReport, LogLevel, WorkerCore};
 
@@ -160,7 +160,7 @@ impl Shared {
     /// The status document.
     pub(crate) fn status(&self) -> WorkerStatusDoc {
         let status = self.core.lock().state.status();
-        WorkerStatusDoc::new(status, &self.info)
+        status_doc(status, &self.info)
     }
 
     /// The exit code and reason, once the worker decided to exit.
@@ -355,6 +355,7 @@ impl Shared {
                             cores: desc.cores,
                             app_id: String::new(),
                             worker_url: self.info.worker_url.clone(),
+                            binary: None,
                         };
                         let mut spec =
                             launch_spec(ChildKind::Driver, desc.command.clone(), dir, placeholders);
@@ -520,6 +521,7 @@ impl Shared {
             cores,
             app_id: app_id.to_string(),
             worker_url: self.info.worker_url.clone(),
+            binary: None,
         }
     }
 
