@@ -207,6 +207,8 @@ settings! {
         "The long registration retry interval, before the random factor.";
     "worker.reregistration_retry_interval", Kind::Duration(TimeUnit::Millis), Value("50ms"), [Worker],
         "After losing its master the worker re-registers at once, then after this (random factor applied), doubling below the short interval.";
+    "worker.binary_cache.max_size", BYTES, Value("4g"), [Worker],
+        "Most bytes of fetched application binaries the worker keeps in <work dir>/binaries; least recently used go first, never one in use.";
     "worker.prefer_configured_master_address", Kind::Bool, Value("false"), [Worker],
         "Re-register at the configured master address rather than the one the master advertises.";
     "worker.cleanup.enabled", Kind::Bool, Value("true"), [Worker],

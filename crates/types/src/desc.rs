@@ -23,6 +23,9 @@ pub enum DescriptionError {
     /// The command names no program.
     #[error("the command has an empty program")]
     EmptyProgram,
+    /// The command uses `{{BINARY}}` but names no binary.
+    #[error("the command uses {{{{BINARY}}}} but has no binary source")]
+    BinaryPlaceholderWithoutBinary,
     /// The command's [`BinarySource`] cannot be fetched as given.
     #[error("the command's binary {uri:?} is unusable: {reason}")]
     BadBinary {
@@ -108,10 +111,18 @@ impl ExecutorCommand {
         if self.program.is_empty() {
             return Err(DescriptionError::EmptyProgram);
         }
-        if let Some(b) = &self.binary {
-            b.validate()?;
+        match &self.binary {
+            Some(b) => b.validate(),
+            None => {
+                let uses = |t: &String| t.contains(crate::BINARY_PLACEHOLDER);
+                if uses(&self.program) || self.args.iter().any(uses) || self.env.values().any(uses)
+                {
+                    Err(DescriptionError::BinaryPlaceholderWithoutBinary)
+                } else {
+                    Ok(())
+                }
+            }
         }
-        Ok(())
     }
 
     /// The program with the placeholders substituted (see
@@ -322,6 +333,15 @@ mod tests {
         desc.command.program.clear();
         assert_eq!(desc.validate(), Err(DescriptionError::EmptyProgram));
         desc.command.program = "{{BINARY}}".into();
+        desc.command.binary = None;
+        assert_eq!(
+            desc.validate(),
+            Err(DescriptionError::BinaryPlaceholderWithoutBinary)
+        );
+        assert_eq!(
+            DescriptionError::BinaryPlaceholderWithoutBinary.to_string(),
+            "the command uses {{BINARY}} but has no binary source"
+        );
         let good = BinarySource {
             uri: "flint://127.0.0.1:9/files/app".into(),
             sha256: "ab".repeat(32),

@@ -51,6 +51,14 @@ pub struct WorkerStatusDoc {
     pub drivers: Vec<DriverDoc>,
     /// Finished drivers, oldest first, up to `worker.ui.retained_drivers`.
     pub finished_drivers: Vec<DriverDoc>,
+    /// Binaries fetched into the worker's binary cache since it started
+    /// (`<work_dir>/binaries`). Absent in documents from older workers.
+    #[serde(default)]
+    pub binary_fetches: u64,
+    /// Launches whose binary was already in the cache. Absent in documents
+    /// from older workers.
+    #[serde(default)]
+    pub binary_cache_hits: u64,
 }
 
 /// One executor in [`WorkerStatusDoc`].
@@ -142,6 +150,8 @@ mod tests {
                 exception: None,
                 work_dir: "/w/driver-20261122035500-0003".into(),
             }],
+            binary_fetches: 1,
+            binary_cache_hits: 2,
         };
         let value = serde_json::to_value(&doc).expect("json");
         let e = &value["executors"][0];
@@ -151,6 +161,10 @@ mod tests {
         assert_eq!(e["work_dir"], "/w/app-19700101000000-0000/1");
         assert_eq!(value["finished_drivers"][0]["state"], "FINISHED");
         assert_eq!(value["state"], "ALIVE");
+        assert_eq!(
+            (&value["binary_fetches"], &value["binary_cache_hits"]),
+            (&1.into(), &2.into())
+        );
         let back: WorkerStatusDoc = serde_json::from_value(value).expect("parses back");
         assert_eq!(back, doc);
         // Flat fields also survive a non-self-describing format.

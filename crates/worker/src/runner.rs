@@ -978,10 +978,10 @@ pub fn cleanup_old_app_dirs(
                 continue;
             }
         }
-        let running = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| running_app_ids.contains(name));
+        // The binary cache bounds itself (crate::binaries); it is no app dir.
+        let running = entry.file_name().to_str().is_some_and(|name| {
+            running_app_ids.contains(name) || name == crate::binaries::BINARY_CACHE_DIR
+        });
         if running {
             continue;
         }

@@ -21,8 +21,11 @@
 //! memory, as Spark sets `SPARK_EXECUTOR_MEMORY`. It runs in
 //! `work/<app-id>/<exec-id>/` (drivers: `work/<driver-id>/`), which holds
 //! its `stdout` and `stderr`, in its own process group, and dies with the
-//! worker. A driver's binary is not fetched yet: its command must be
-//! runnable as given.
+//! worker. When the command carries a [`BinarySource`](flint_proto::BinarySource)
+//! (a driver's own executable on its file server), the worker first makes sure
+//! that binary is in its [binary cache](crate::binaries), fetching it over RPC
+//! with the cluster secret and checking its SHA-256, and `{{BINARY}}` becomes
+//! the cached path; a fetch that fails fails that launch, with the reason.
 //!
 //! Every event is stamped by one [`flint_daemon::Clock`]: monotonic
 //! time since the worker started (tokio's clock, which never jumps and which
@@ -66,6 +69,7 @@ use tracing::Instrument;
 
 use self::endpoint::WorkerEndpoint;
 use self::shell::{Info, Shared};
+use crate::binaries::BinaryCache;
 use crate::state::{
     ConfigError, DecommissionTrigger, DriverEntry, Event, ExecutorEntry, WorkerCore, WorkerStatus,
 };
@@ -163,6 +167,9 @@ pub enum WorkerError {
     /// A setting did not parse.
     #[error(transparent)]
     Conf(#[from] flint_conf::ConfError),
+    /// The binary cache directory could not be set up.
+    #[error("{0}; choose another work dir with --work-dir")]
+    BinaryCache(#[source] crate::binaries::BinaryError),
     /// A setting parsed but is out of range.
     #[error("setting {key}: {message}")]
     Setting {
@@ -241,6 +248,8 @@ pub(crate) fn status_doc(status: WorkerStatus, info: &Info) -> WorkerStatusDoc {
         finished_executors: status.finished_executors.into_iter().map(exec).collect(),
         drivers: status.drivers.into_iter().map(driver).collect(),
         finished_drivers: status.finished_drivers.into_iter().map(driver).collect(),
+        binary_fetches: info.binaries.fetches(),
+        binary_cache_hits: info.binaries.hits(),
     }
 }
 
@@ -363,6 +372,8 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     config.rng_seed = random_seed();
     let ui_host = settings::ui_host(&opts.conf);
     let work_dir = prepare_work_dir(&opts.work_dir)?;
+    let binaries = BinaryCache::open(&work_dir, settings::binary_cache_max_size(&opts.conf)?)
+        .map_err(WorkerError::BinaryCache)?;
 
     let Bound {
         env,
@@ -399,6 +410,7 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
         webui_url: webui_url.clone(),
         work_dir,
         auth,
+        binaries,
     };
     let span = tracing::info_span!("worker", worker_id = %worker_id);
     let shared = Shared::new(WorkerCore::new(worker_id, config), info, env.clone(), span);

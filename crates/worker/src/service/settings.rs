@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use flint_conf::{Conf, TimeUnit};
+use flint_conf::{Conf, SizeUnit, TimeUnit};
 
 use super::WorkerError;
 use crate::state::{WorkerConfig, DEFAULT_WORKER_TIMEOUT_MS};
@@ -34,6 +34,10 @@ pub const PROLONGED_REGISTRATION_RETRY_INTERVAL: &str =
 /// applied), doubling while below the short interval (not in Spark; 50 ms; a
 /// bare number is milliseconds).
 pub const REREGISTRATION_RETRY_INTERVAL: &str = "worker.reregistration_retry_interval";
+/// `worker.binary_cache.max_size`: most bytes of fetched binaries kept in
+/// `<work dir>/binaries` (4 GiB; a bare number is bytes). See
+/// [`binaries`](crate::binaries).
+pub const BINARY_CACHE_MAX_SIZE: &str = "worker.binary_cache.max_size";
 /// `worker.prefer_configured_master_address`: re-register at the configured
 /// master address rather than the one the master advertises (Spark: false).
 pub const PREFER_CONFIGURED_MASTER_ADDRESS: &str = "worker.prefer_configured_master_address";
@@ -85,6 +89,7 @@ pub const KEYS: &[&str] = &[
     INITIAL_REGISTRATION_RETRY_INTERVAL,
     PROLONGED_REGISTRATION_RETRY_INTERVAL,
     REREGISTRATION_RETRY_INTERVAL,
+    BINARY_CACHE_MAX_SIZE,
     PREFER_CONFIGURED_MASTER_ADDRESS,
     CLEANUP_ENABLED,
     CLEANUP_INTERVAL,
@@ -202,6 +207,23 @@ pub fn worker_config(
     Ok(c)
 }
 
+/// The bound of the binary cache (`worker.binary_cache.max_size`), in bytes;
+/// at least 1.
+pub fn binary_cache_max_size(conf: &Conf) -> Result<u64, WorkerError> {
+    let v = conf.bytes(
+        BINARY_CACHE_MAX_SIZE,
+        crate::binaries::DEFAULT_MAX_SIZE,
+        SizeUnit::Bytes,
+    )?;
+    if v == 0 {
+        return Err(setting(
+            BINARY_CACHE_MAX_SIZE,
+            "0 bytes leaves no room for any binary; give a size such as 4g",
+        ));
+    }
+    Ok(v)
+}
+
 /// Where the web UI binds (`ui.host`, default 127.0.0.1).
 pub fn ui_host(conf: &Conf) -> String {
     conf.get(UI_HOST)
@@ -260,6 +282,21 @@ mod tests {
         expected.ask_timeout_ms = 120_000;
         assert_eq!(read(&Conf::new()).expect("defaults"), expected);
         assert_eq!(ui_host(&Conf::new()), "127.0.0.1");
+        assert_eq!(
+            binary_cache_max_size(&Conf::new()).expect("default"),
+            4 << 30
+        );
+    }
+
+    #[test]
+    fn binary_cache_size_is_read_and_checked() {
+        let c = Conf::new().set(BINARY_CACHE_MAX_SIZE, "1.5m");
+        assert_eq!(binary_cache_max_size(&c).expect("valid"), 1_572_864);
+        for bad in ["0", "lots"] {
+            let e =
+                binary_cache_max_size(&Conf::new().set(BINARY_CACHE_MAX_SIZE, bad)).expect_err(bad);
+            assert!(e.to_string().contains(BINARY_CACHE_MAX_SIZE), "{e}");
+        }
     }
 
     #[test]
