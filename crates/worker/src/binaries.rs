@@ -18,8 +18,9 @@
 //! use) are removed until the new one fits, skipping every binary a running
 //! child holds a [`BinaryLease`] on. A binary larger than the bound, or one
 //! that does not fit beside the binaries in use, fails its launch with a
-//! reason naming the setting. Leftover temporary files of an earlier worker
-//! are removed when the cache opens.
+//! reason naming the setting. The worker's periodic work dir cleanup also
+//! removes binaries unused for `worker.cleanup.app_data_ttl`. Leftover
+//! temporary files of an earlier worker are removed when the cache opens.
 
 use std::collections::HashMap;
 use std::fs;
@@ -322,6 +323,31 @@ impl BinaryCache {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sha256 = %source.sha256, "binary cached at {}", path.display());
         Ok(lease)
+    }
+
+    /// Removes cached binaries not used since `cutoff` that no running child
+    /// holds (the periodic work dir cleanup, with `worker.cleanup.app_data_ttl`).
+    /// Returns the hashes removed. Blocking.
+    pub fn remove_unused_since(&self, cutoff: SystemTime) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let state = self.state.lock();
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_sha256(&name) || state.in_use.contains_key(&name) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if old && fs::remove_file(entry.path()).is_ok() {
+                removed.push(name);
+            }
+        }
+        removed
     }
 
     fn lease(self: &Arc<Self>, sha256: &str, path: &Path) -> BinaryLease {

@@ -447,6 +447,17 @@ async fn eviction_follows_the_last_use() {
     drop(cache.ensure(&client, &c).await.unwrap());
     let cached = |s: &BinarySource| cache.dir().join(&s.sha256).exists();
     assert!(cached(&a) && !cached(&b) && cached(&c));
+    // The periodic cleanup removes what went unused for the TTL, unless a
+    // child holds it.
+    set_age(&a, 7200);
+    set_age(&c, 7200);
+    let held = cache.ensure(&client, &c).await.unwrap();
+    set_age(&c, 7200);
+    let removed =
+        cache.remove_unused_since(std::time::SystemTime::now() - Duration::from_secs(3600));
+    assert_eq!(removed, vec![a.sha256.clone()]);
+    assert!(!cached(&a) && cached(&c));
+    drop(held);
     server.shutdown();
     client.shutdown();
 }

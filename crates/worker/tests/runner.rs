@@ -462,6 +462,8 @@ fn cleanup_removes_only_old_stopped_app_dirs() {
     let empty = root.join("driver-old");
     fs::create_dir(&empty).unwrap();
     set_mtime(&empty, old);
+    // The binary cache bounds itself; the cleanup leaves it alone.
+    let binaries = make_app(flint_worker::binaries::BINARY_CACHE_DIR, old);
     // A plain old file at the top is not an app directory.
     let stray = root.join("stray.log");
     fs::write(&stray, "x").unwrap();
@@ -484,7 +486,7 @@ fn cleanup_removes_only_old_stopped_app_dirs() {
     let mut expected = vec![running_app, recent_app, nested_recent];
     expected.sort();
     assert_eq!(removed, expected);
-    assert!(stray.exists());
+    assert!(stray.exists() && binaries.exists());
 }
 
 #[test]

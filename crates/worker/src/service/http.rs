@@ -42,6 +42,11 @@ fn summary(s: &WorkerStatusDoc) -> String {
         s.cores_used, s.cores, s.memory_used_mb, s.memory_mb
     );
     let _ = writeln!(out, "work dir: {}", s.work_dir);
+    let _ = writeln!(
+        out,
+        "binaries: {} fetched, {} cache hits",
+        s.binary_fetches, s.binary_cache_hits
+    );
     for e in &s.executors {
         let _ = writeln!(
             out,

@@ -398,9 +398,20 @@ impl Shared {
                 let keep: HashSet<String> = keep.into_iter().collect();
                 let ttl = Duration::from_millis(app_data_ttl_ms);
                 let span = self.span.clone();
+                let binaries = self.info.binaries.clone();
                 self.tracker.spawn_blocking_on(
                     move || {
                         let _g = span.enter();
+                        if let Some(cutoff) = SystemTime::now().checked_sub(ttl) {
+                            let removed = binaries.remove_unused_since(cutoff);
+                            if !removed.is_empty() {
+                                tracing::info!(
+                                    "work dir cleanup removed {} cached binar{} unused for {ttl:?}",
+                                    removed.len(),
+                                    if removed.len() == 1 { "y" } else { "ies" }
+                                );
+                            }
+                        }
                         match runner::cleanup_old_app_dirs(&dir, ttl, &keep, SystemTime::now()) {
                             Ok(removed) if removed.is_empty() => {
                                 tracing::debug!("work dir cleanup: nothing to remove")
