@@ -17,14 +17,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flint_client::{AppClient, AppClientHandle, ChannelListener};
+use flint_client::{AppClient, AppClientHandle, AppEvent, ChannelListener};
 use flint_conf::Conf;
+use flint_proto::messages::{MasterMsg, RequestMasterState, MASTER_ENDPOINT};
 use flint_proto::worker_status::WorkerStatusDoc;
-use flint_proto::{ApplicationDescription, BinarySource, ExecutorCommand, ExecutorState};
-use flint_rpc::{RpcConf, RpcEnv};
+use flint_proto::{
+    ApplicationDescription, ApplicationState, BinarySource, ExecutorCommand, ExecutorState,
+};
+use flint_rpc::{EndpointRef, RpcConf, RpcEnv};
 use flint_worker::binaries::{BinaryCache, BinaryError, BINARY_CACHE_DIR};
 use flint_worker::service::{start, WorkerHandle, WorkerOptions};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const SECRET: &str = "flint-worker-binary-tests";
@@ -137,15 +141,24 @@ fn app(name: &str, binary: BinarySource) -> ApplicationDescription {
 }
 
 fn register(env: &RpcEnv, c: &Cluster, desc: ApplicationDescription) -> AppClientHandle {
-    let (listener, _events) = ChannelListener::new();
-    AppClient::start(
+    register_listening(env, c, desc).0
+}
+
+fn register_listening(
+    env: &RpcEnv,
+    c: &Cluster,
+    desc: ApplicationDescription,
+) -> (AppClientHandle, mpsc::UnboundedReceiver<AppEvent>) {
+    let (listener, events) = ChannelListener::new();
+    let client = AppClient::start(
         env.clone(),
         vec![c.master.rpc_address().clone()],
         desc,
         listener,
         &conf(),
     )
-    .unwrap()
+    .unwrap();
+    (client, events)
 }
 
 async fn app_id(client: &AppClientHandle) -> flint_proto::AppId {
@@ -251,7 +264,7 @@ async fn a_wrong_hash_fails_the_launch_naming_both_hashes() {
         sha256: claimed.clone(),
         ..real.clone()
     };
-    let client = register(&driver, &c, app("wrong-hash", wrong));
+    let (client, mut events) = register_listening(&driver, &c, app("wrong-hash", wrong));
     let id = app_id(&client).await;
     let s = wait_status(&c.worker, "the executor FAILED", |s| {
         s.finished_executors
@@ -275,6 +288,52 @@ async fn a_wrong_hash_fails_the_launch_naming_both_hashes() {
     let cache = c.worker.work_dir().join(BINARY_CACHE_DIR);
     assert!(!cache.join(&claimed).exists() && !cache.join(&real.sha256).exists());
     assert!(cache.is_dir(), "the fetch made the cache directory");
+
+    // The master heard FAILED with the reason and told the application...
+    let removed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await {
+                Some(AppEvent::ExecutorRemoved { message, .. }) => break message,
+                Some(_) => {}
+                None => panic!("the client's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the application hears of the failed executor");
+    assert!(
+        removed.contains(&claimed) && removed.contains(&real.sha256),
+        "{removed}"
+    );
+    // ... and counts the failures against this app on this worker: with no
+    // other worker the app fails, but the worker stays healthy (one app
+    // failing everywhere is the app's fault, not the worker's).
+    let tool = RpcEnv::client(rpc_conf(&conf())).unwrap();
+    let master: EndpointRef<MasterMsg> = tool
+        .setup_endpoint_ref(c.master.rpc_address(), MASTER_ENDPOINT)
+        .await
+        .unwrap();
+    let start_t = Instant::now();
+    let status = loop {
+        let status = master.ask(RequestMasterState).await.unwrap();
+        if status
+            .completed_apps
+            .iter()
+            .any(|a| a.id == id && a.state == ApplicationState::Failed)
+        {
+            break status;
+        }
+        assert!(
+            start_t.elapsed() < DEADLINE,
+            "the app never FAILED: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.workers.iter().all(|w| w.unhealthy.is_none()),
+        "{status:#?}"
+    );
+    tool.shutdown();
     assert_eq!(s.binary_fetches, 0);
 
     client.stop().await;
@@ -514,4 +573,54 @@ async fn a_binary_deleted_behind_the_cache_is_fetched_again_and_leftovers_are_re
     let _ = Arc::strong_count(&reopened);
     server.shutdown();
     client.shutdown();
+}
+
+#[tokio::test]
+async fn a_cluster_mode_driver_runs_from_a_fetched_binary() {
+    let c = Cluster::start().await;
+    let submitter = RpcEnv::server(rpc_conf(&conf()), "127.0.0.1", 0)
+        .await
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (_, source) = serve(
+        &submitter,
+        files.path(),
+        "my-driver",
+        b"#!/bin/sh\necho \"driver ran: $0 $*\"\n",
+    )
+    .await;
+    let mut cmd = ExecutorCommand::new("{{BINARY}}");
+    cmd.args = vec!["--cores={{CORES}}".into()];
+    cmd.binary = Some(source.clone());
+    let desc = flint_proto::DriverDescription::new(source.uri.clone(), cmd);
+    let master: EndpointRef<MasterMsg> = submitter
+        .setup_endpoint_ref(c.master.rpc_address(), MASTER_ENDPOINT)
+        .await
+        .unwrap();
+    let answer = master
+        .ask(flint_proto::messages::RequestSubmitDriver { desc })
+        .await
+        .unwrap();
+    assert!(answer.success, "{answer:?}");
+    let s = wait_status(&c.worker, "the driver FINISHED", |s| {
+        s.finished_drivers
+            .iter()
+            .any(|d| d.state == flint_proto::DriverState::Finished)
+    })
+    .await;
+    let cached = c
+        .worker
+        .work_dir()
+        .join(BINARY_CACHE_DIR)
+        .join(&source.sha256);
+    let d = &s.finished_drivers[0];
+    wait_file_contains(
+        &PathBuf::from(&d.work_dir).join("stdout"),
+        &format!("driver ran: {} --cores=1", cached.display()),
+    )
+    .await;
+    assert_eq!(s.binary_fetches, 1);
+    c.stop().await;
+    submitter.shutdown();
+    submitter.await_termination().await;
 }
