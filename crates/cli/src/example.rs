@@ -152,7 +152,12 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
         bail!("--workers, --cores-per-worker and --slices must be at least 1");
     }
     let started = Instant::now();
-    let base = std::env::temp_dir().join(format!("flint-example-{}", std::process::id()));
+    // The workers' work dirs: removed when the example ends (also when it fails).
+    let tmp = tempfile::Builder::new()
+        .prefix("flint-example-")
+        .tempdir()
+        .context("cannot create a temporary directory for the example's work dirs")?;
+    let base = tmp.path().to_path_buf();
     let conf = settings::load(&args.common, &crate::known_keys())?;
     let auth = crate::auth::for_master(&conf)?;
     crate::auth::hand_to_children(&auth);
@@ -278,15 +283,15 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
         args.samples,
         started.elapsed()
     );
-    if let Some(app) = app_id {
+    if let (Some(app), true) = (app_id, args.keep_running) {
         println!(
-            "  executor logs  {}/worker-*/{app}/<executor-id>/stdout",
+            "  executor logs  {}/worker-*/{app}/<executor-id>/stdout (removed on exit)",
             base.display()
         );
     }
     if args.keep_running {
         println!("Cluster up; press Ctrl-C to stop.");
-        crate::signals::terminated().await;
+        flint_daemon::signals::terminated().await;
     }
     for w in &workers {
         w.shutdown();
@@ -298,6 +303,8 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     m.wait().await;
     env.shutdown();
     env.await_termination().await;
+    tmp.close()
+        .with_context(|| format!("cannot remove {}", base.display()))?;
     Ok(())
 }
 

@@ -71,7 +71,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     tokio::select! {
-        signal = crate::signals::terminated() => {
+        signal = flint_daemon::signals::terminated() => {
             tracing::info!("received {signal}; stopping the master");
         }
         _ = handle.wait() => {}

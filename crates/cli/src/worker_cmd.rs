@@ -27,7 +27,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub memory: Option<String>,
     /// Directory for executors' work dirs and logs. [setting worker.dir,
-    /// FLINT_WORKER_DIR; default: work]
+    /// FLINT_WORKER_DIR; default: $FLINT_HOME/work, ~/.flint/work]
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Host to bind and advertise. [setting worker.host, FLINT_WORKER_HOST; default
@@ -53,8 +53,6 @@ pub struct WorkerArgs {
 
 /// The host a worker binds when neither `--host` nor `worker.host` says.
 const DEFAULT_HOST: &str = "127.0.0.1";
-/// The work dir when neither `--work-dir` nor `worker.dir` says.
-const DEFAULT_WORK_DIR: &str = "work";
 
 /// The cores to offer: `--cores`, else `worker.cores`, else none (every CPU); warns
 /// when that is more than the machine has.
@@ -114,9 +112,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         args.webui_port,
         service::DEFAULT_WEBUI_PORT,
     )?;
-    let work_dir = args.work_dir.unwrap_or_else(|| {
-        PathBuf::from(settings::text(&conf, "worker.dir", None, DEFAULT_WORK_DIR))
-    });
+    let work_dir = settings::work_dir(&conf, args.work_dir, "--work-dir")?;
     let cores = cores(&conf, args.cores)?;
     let memory_mb = memory(&conf, args.memory.as_deref())?;
     let handle = service::start(WorkerOptions {
@@ -140,7 +136,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         handle.webui_url()
     );
     tokio::select! {
-        signal = crate::signals::terminated() => {
+        signal = flint_daemon::signals::terminated() => {
             tracing::info!("received {signal}; stopping the worker and its executors");
             handle.shutdown();
         }
@@ -158,7 +154,6 @@ mod tests {
     fn defaults_are_the_registered_ones() {
         let default = |k| flint_conf::registry::setting(k).and_then(|s| s.default.value());
         assert_eq!(default("worker.host"), Some(DEFAULT_HOST));
-        assert_eq!(default("worker.dir"), Some(DEFAULT_WORK_DIR));
         assert_eq!(default("worker.port"), Some("0"));
     }
 }

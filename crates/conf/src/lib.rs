@@ -8,9 +8,11 @@
 //! with its type, default and doc; [`load`] layers the sources and refuses unknown keys
 //! and malformed values, naming the nearest key; [`docs`] renders the registry as
 //! `flint conf` shows it, as Markdown and as a commented TOML template; [`machine`]
-//! reads the machine's cores and memory so absurd offers can be warned about.
+//! reads the machine's cores and memory so absurd offers can be warned about; [`home`]
+//! finds the flint home (`$FLINT_HOME`, else `~/.flint`) that default paths live in.
 
 pub mod docs;
+pub mod home;
 mod load;
 pub mod machine;
 pub mod registry;

@@ -246,8 +246,8 @@ settings! {
         "Cores `flint worker` offers to executors (--cores).";
     "worker.memory", Kind::Size(SizeUnit::Mebibytes), Unset("total memory less 1g, at least 1g"), [Cli],
         "Memory `flint worker` offers to executors (--memory).";
-    "worker.dir", Kind::Path, Value("work"), [Cli],
-        "Directory for the executors' work dirs and logs (--work-dir).";
+    "worker.dir", Kind::Path, Unset("$FLINT_HOME/work (~/.flint/work)"), [Cli],
+        "Directory for the executors' work dirs and logs (--work-dir); `flint local` puts one subdirectory per worker in it.";
     // --- shared daemon layer and HTTP UIs ---
     "network.advertise_address", Kind::String, Unset("the bind host; for 0.0.0.0 a routable address"), [Daemon],
         "Host name or address a daemon tells peers to reach it at (RPC address, web UI URL), whatever it binds.";
@@ -274,7 +274,7 @@ settings! {
 pub static ENV_VARS: &[EnvVar] = &[
     EnvVar {
         name: "FLINT_HOME",
-        doc: "The flint home: the default cluster secret file lives here (default ~/.flint).",
+        doc: "The flint home (default ~/.flint): the default cluster secret, start-cluster's pid files (run/) and logs (logs/), the workers' work dirs (work/).",
         test_only: false,
     },
     EnvVar {
@@ -294,17 +294,17 @@ pub static ENV_VARS: &[EnvVar] = &[
     },
     EnvVar {
         name: "FLINT_LOG_DIR",
-        doc: "Where `flint start-cluster` writes the daemons' logs.",
+        doc: "Where `flint start-cluster` writes the daemons' logs (default $FLINT_HOME/logs; --log-dir wins).",
         test_only: false,
     },
     EnvVar {
         name: "FLINT_PID_DIR",
-        doc: "Where `flint start-cluster` writes the daemons' pid files.",
+        doc: "Where `flint start-cluster` writes the daemons' pid files (default $FLINT_HOME/run; --pid-dir wins).",
         test_only: false,
     },
     EnvVar {
         name: "FLINT_SSH_OPTS",
-        doc: "ssh options of `flint start-cluster` and `stop-cluster`.",
+        doc: "ssh options of `flint start-cluster` and `stop-cluster` (default -o StrictHostKeyChecking=accept-new).",
         test_only: false,
     },
     EnvVar {

@@ -1,0 +1,226 @@
+//! Operator friction, through real `flint` processes: one clear line from `status`
+//! against a dead master, each cause of an error printed once, `flint local`'s
+//! master lines free of its workers' spans and its workers sharing the machine,
+//! `run-example` leaving no temporary directory behind, and a worker's work dir
+//! under the flint home rather than the directory the command runs in.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `flint` in an empty environment, in `dir`, with `dir/home` as its flint home.
+fn flint(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flint"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("FLINT_HOME", dir.join("home"))
+        .env("TMPDIR", dir.join("tmp"))
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    c
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A port nothing listens on.
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn status_against_a_dead_master_prints_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1: nothing listens there (a port freed by the test could be taken by
+    // another test's daemon meanwhile).
+    let port = 1;
+    let o = flint(dir.path())
+        .args(["status", "--master", &format!("flint://127.0.0.1:{port}")])
+        .env("FLINT_AUTH_ENABLED", "false")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "flint: cannot reach the master at flint://127.0.0.1:{port}: "
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(err.contains("is a master running there?"), "{err}");
+    assert!(!err.contains("WARN"), "{err}");
+}
+
+#[test]
+fn a_worker_whose_work_dir_cannot_be_made_names_the_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let o = flint(dir.path())
+        .args([
+            "worker",
+            "flint://127.0.0.1:7077",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+        ])
+        .arg("--work-dir")
+        .arg(file.join("work"))
+        .env("FLINT_AUTH_ENABLED", "false")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap();
+    assert!(last.contains("cannot create work dir"), "{err}");
+    assert!(last.contains("choose another with --work-dir"), "{err}");
+    let cause = "Not a directory (os error 20)";
+    assert_eq!(last.matches(cause).count(), 1, "{last}");
+}
+
+#[test]
+fn a_worker_works_under_the_flint_home_not_where_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = flint(dir.path())
+        .args(["worker", &format!("flint://127.0.0.1:{}", dead_port())])
+        .args(["--port", "0", "--webui-port", "0"])
+        .env("FLINT_AUTH_ENABLED", "false")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let want = format!("work dir {}", dir.path().join("home/work").display());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 || Instant::now() > deadline {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("flint worker listening on") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.contains(&want), "{seen}");
+    assert!(dir.path().join("home/work").is_dir());
+    assert!(!dir.path().join("work").exists());
+}
+
+#[test]
+fn flint_local_master_lines_carry_no_worker_span_and_workers_share_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = flint(dir.path())
+        .args([
+            "local",
+            "--workers",
+            "2",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Both registrations, as the master logs them.
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains("Registering worker"))
+        .count()
+        < 2
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("no two registrations:\n{}", lines.join("\n")),
+        }
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // Every master line's outermost span is the master's own (its per-message
+    // spans, such as the worker a registration is about, nest inside it); before,
+    // they showed under a bare `worker{…}` as if the worker had logged them.
+    let master_lines: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" flint_master"))
+        .collect();
+    assert!(!master_lines.is_empty(), "{}", lines.join("\n"));
+    for l in master_lines {
+        let spans = l.split_whitespace().nth(2).unwrap_or_default();
+        assert!(
+            spans.starts_with("master{url=") || spans.starts_with("flint_master"),
+            "a master line outside the master's span: {l}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("INFO master{url=") && l.contains("Registering worker")),
+        "{}",
+        lines.join("\n")
+    );
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let each = (cpus / 2).max(1);
+    assert!(
+        out.contains(&format!("each worker offers {each} core(s)")),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_example_removes_its_temporary_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = flint(dir.path())
+        .args(["run-example", "pi", "--slices", "2", "--samples", "1000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Pi is roughly"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
