@@ -831,6 +831,23 @@ async fn place_three_executors(test: &str, master_conf: &[&str]) -> Vec<usize> {
         app_in(&s, &app.id).unwrap().state,
         ApplicationState::Finished
     );
+    // The workers report the killed executors after the app is gone: expected
+    // after a normal finish, logged at INFO, never as an "unknown executor" WARN.
+    let ended = format!("of finished application {} ended (KILLED)", app.id);
+    let log = wait_for("the master to log the 3 KILLED reports", async || {
+        let log = c.stderr(m.proc);
+        match log.matches(&ended).count() {
+            3 => Ok(log),
+            n => Err(format!("{n} of 3")),
+        }
+    })
+    .await;
+    assert!(!log.contains("unknown executor"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("executor")),
+        "{log}"
+    );
 
     let mut counts: Vec<usize> = workers
         .iter()

@@ -2,8 +2,12 @@
 //! against a dead master, each cause of an error printed once, `flint local`'s
 //! master lines free of its workers' spans and its workers sharing the machine,
 //! `run-example` leaving no temporary directory behind, and a worker's work dir
-//! under the flint home rather than the directory the command runs in.
+//! under the flint home rather than the directory the command runs in; a master on
+//! 0.0.0.0 (RPC and web UI) prints addresses a peer can dial, never 0.0.0.0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../daemon/tests/http_client/mod.rs"]
+mod http_client;
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::TcpListener;
@@ -223,4 +227,64 @@ fn run_example_removes_its_temporary_directory() {
         .map(|e| e.unwrap().path())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_on_every_interface_prints_dialable_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = flint(dir.path())
+        .args([
+            "master",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+        ])
+        .args(["--conf", "ui.host=0.0.0.0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    // "flint master listening on flint://H:P; status at http://H:W/api/v1/status"
+    let _kill = KillOnDrop(child);
+    assert!(
+        line.starts_with("flint master listening on flint://"),
+        "{line}"
+    );
+    assert!(!line.contains("0.0.0.0"), "{line}");
+    let url = line
+        .split("status at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{line}"))
+        .trim();
+    // The printed URL answers: the host it names is one this machine is reached at.
+    let (code, body) = http_client::get_url(url).await;
+    assert_eq!(code, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rpc = line
+        .trim_start_matches("flint master listening on ")
+        .split(';')
+        .next()
+        .unwrap();
+    assert_eq!(doc["url"].as_str(), Some(rpc), "{body}");
+}
+
+/// Kills and reaps a child when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

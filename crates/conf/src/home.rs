@@ -74,7 +74,11 @@ mod tests {
 
     #[test]
     fn flint_home_wins_over_home_and_empty_counts_as_unset() {
-        let got = home_with(&vars(&[("FLINT_HOME", "/srv/f"), ("HOME", "/h")]), "x", None);
+        let got = home_with(
+            &vars(&[("FLINT_HOME", "/srv/f"), ("HOME", "/h")]),
+            "x",
+            None,
+        );
         assert_eq!(got.unwrap(), PathBuf::from("/srv/f"));
         let got = home_with(&vars(&[("FLINT_HOME", ""), ("HOME", "/h")]), "x", None);
         assert_eq!(got.unwrap(), PathBuf::from("/h/.flint"));

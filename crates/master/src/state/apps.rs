@@ -471,7 +471,9 @@ impl MasterState {
         if of_finished_app {
             self.log_info(
                 out,
-                format!("Executor {app_id}/{exec_id} of finished application {app_id} ended ({state})"),
+                format!(
+                    "Executor {app_id}/{exec_id} of finished application {app_id} ended ({state})"
+                ),
             );
         } else {
             self.log_warn(
