@@ -4,6 +4,7 @@
 //! subcommand lives in its own module.
 
 mod auth;
+mod bind_args;
 mod cluster;
 mod conf_cmd;
 mod demo;
