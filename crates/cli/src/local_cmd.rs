@@ -119,23 +119,23 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot start worker {i}"))?;
         workers.push(w);
     }
-    println!(
+    say!(
         "flint local cluster: master {} with {} worker(s)",
         m.rpc_address(),
         workers.len()
     );
-    println!("  master UI / status: {}/api/v1/status", m.webui_url());
-    println!(
+    say!("  master UI / status: {}/api/v1/status", m.webui_url());
+    say!(
         "  each worker offers {cores} core(s) and {memory} MiB; work dirs in {}",
         work_dir.display()
     );
     for line in crate::auth::master_lines(&auth, &m.rpc_address().to_string()) {
-        println!("  {line}");
+        say!("  {line}");
     }
     for w in &workers {
-        println!("  worker {}: {}", w.id(), w.webui_url());
+        say!("  worker {}: {}", w.id(), w.webui_url());
     }
-    println!("Press Ctrl-C to stop.");
+    say!("Press Ctrl-C to stop.");
     let signal = flint_daemon::signals::terminated().await;
     tracing::info!("received {signal}; stopping the local cluster");
     for w in &workers {

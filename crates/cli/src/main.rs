@@ -3,6 +3,15 @@
 //! `main` only parses arguments, installs logging and hands over to a subcommand; each
 //! subcommand lives in its own module.
 
+/// `println!` for daemons: a closed stdout (the terminal or pipe that started them
+/// went away) loses the line instead of panicking the daemon.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod auth;
 mod bind_args;
 mod cluster;

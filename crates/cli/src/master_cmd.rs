@@ -47,13 +47,13 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     })
     .await
     .context("cannot start the master")?;
-    println!(
+    say!(
         "flint master listening on {}; status at {}/api/v1/status",
         handle.rpc_address(),
         handle.webui_url()
     );
     for line in crate::auth::master_lines(&auth, &handle.rpc_address().to_string()) {
-        println!("{line}");
+        say!("{line}");
     }
     tokio::select! {
         signal = flint_daemon::signals::terminated() => {

@@ -115,7 +115,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     .context("cannot start the worker")?;
     let auth = auth.context("cannot start the worker")?;
     tracing::info!("cluster secret: {}", crate::auth::describe(&auth));
-    println!(
+    say!(
         "flint worker {} listening on {}; status at {}/api/v1/status",
         handle.id(),
         handle.rpc_address(),

@@ -243,17 +243,19 @@ async fn a_master_on_every_interface_prints_dialable_addresses() {
         ])
         .args(["--conf", "ui.host=0.0.0.0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("master.stderr")).unwrap())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (line, stdout) = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
+        stdout.read_line(&mut line).unwrap();
+        (line, stdout)
     })
     .await
     .unwrap();
+    // The rest of stdout stays open (and unread) until the master is killed.
+    let _stdout = stdout;
     // "flint master listening on flint://H:P; status at http://H:W/api/v1/status"
     let _kill = KillOnDrop(child);
     assert!(
@@ -267,7 +269,13 @@ async fn a_master_on_every_interface_prints_dialable_addresses() {
         .unwrap_or_else(|| panic!("{line}"))
         .trim();
     // The printed URL answers: the host it names is one this machine is reached at.
-    let (code, body) = http_client::get_url(url).await;
+    let (code, body) = match http_client::try_get_url(url).await {
+        Ok(answer) => answer,
+        Err(e) => panic!(
+            "GET {url}: {e}; the master's stderr:\n{}",
+            std::fs::read_to_string(dir.path().join("master.stderr")).unwrap_or_default()
+        ),
+    };
     assert_eq!(code, 200, "{body}");
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     let rpc = line
@@ -286,4 +294,47 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_whose_stdout_is_gone_keeps_serving() {
+    use std::os::fd::FromRawFd as _;
+    let dir = tempfile::tempdir().unwrap();
+    // A pipe whose reading end is closed: every write to stdout fails (EPIPE).
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) writes two descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] is ours, open, and closed only here.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: fds[1] is ours and open; the Stdio owns it from here on.
+    let broken = unsafe { Stdio::from_raw_fd(fds[1]) };
+    let stderr_path = dir.path().join("master.stderr");
+    let child = flint(dir.path())
+        .args(["master", "--port", "0", "--webui-port", "0"])
+        .stdout(broken)
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // The web UI URL from its log; then it must still answer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if let Some(u) = log
+            .lines()
+            .find_map(|l| l.split("master web UI at ").nth(1))
+        {
+            break u.trim().to_string();
+        }
+        assert!(child.0.try_wait().unwrap().is_none(), "exited:\n{log}");
+        assert!(Instant::now() < deadline, "no web UI line:\n{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (code, _) = http_client::get_url(&format!("{url}/api/v1/status")).await;
+    assert_eq!(code, 200);
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the master died: {}",
+        std::fs::read_to_string(&stderr_path).unwrap()
+    );
 }

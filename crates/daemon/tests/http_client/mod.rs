@@ -24,17 +24,24 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// `GET url` (an `http://host:port/path` URL, as a daemon prints it).
 pub async fn get_url(url: &str) -> (u16, String) {
+    try_get_url(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// [`get_url`], returning what went wrong instead of panicking on it.
+pub async fn try_get_url(url: &str) -> Result<(u16, String), String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let uri: hyper::Uri = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
     let response = tokio::time::timeout(HTTP_DEADLINE, client.get(uri))
         .await
-        .unwrap_or_else(|_| panic!("no answer from {url} within {HTTP_DEADLINE:?}"))
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        .map_err(|_| format!("no answer within {HTTP_DEADLINE:?}"))?
+        .map_err(|e| format!("{e} ({e:?})"))?;
     let code = response.status().as_u16();
     let body = tokio::time::timeout(HTTP_DEADLINE, response.into_body().collect())
         .await
-        .unwrap_or_else(|_| panic!("no body from {url} within {HTTP_DEADLINE:?}"))
-        .unwrap_or_else(|e| panic!("body of {url}: {e}"))
+        .map_err(|_| format!("no body within {HTTP_DEADLINE:?}"))?
+        .map_err(|e| format!("body: {e}"))?
         .to_bytes();
-    (code, String::from_utf8_lossy(&body).into_owned())
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
