@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::address::RpcAddress;
 use crate::conf::RpcConf;
-use crate::connection::{self, Connection, EnqueueError, Out, Outcome, Queues};
+use crate::connection::{self, Connection, EnqueueError, Out, Outcome, Queues, Unregister};
 use crate::endpoint::{Ask, ConcurrentEndpoint, Context, Endpoint, Event, Protocol, Reply};
 use crate::error::RpcError;
 use crate::files::{FileRegistry, FileServerEndpoint, FileStreams, FILE_SERVER};
@@ -85,6 +85,11 @@ pub struct ConnectionInfo {
     /// Bulk streams open on it.
     pub open_streams: usize,
 }
+
+/// The connection a ref to a remote endpoint used last, so that a message does not
+/// look its peer up in the outbox table (a lock and a hash of the address) each time.
+#[derive(Default)]
+pub(crate) struct OutboxCache(Mutex<Option<Arc<Connection>>>);
 
 /// Why a frame could not be queued towards a peer.
 pub(crate) enum SendFail {
@@ -336,7 +341,7 @@ impl RpcEnv {
                 Some(r) => return r,
                 None => Target::Missing(format!("no endpoint named {name} speaking {} at {a}", M::NAME)),
             },
-            Some(a) => Target::Remote(a),
+            Some(a) => Target::Remote(a, OutboxCache::default()),
             None => match conn {
                 Some(c) => Target::Client(c.clone()),
                 None => Target::Missing(format!(
@@ -410,11 +415,37 @@ impl RpcEnv {
         Ok(conn)
     }
 
+    /// The connection to `addr` for a ref: the one it used last unless that is `stale`
+    /// (found closed), else the outbox, which it then remembers.
+    fn conn_for(
+        &self,
+        addr: &RpcAddress,
+        cache: &OutboxCache,
+        stale: Option<&Arc<Connection>>,
+    ) -> Result<Arc<Connection>, String> {
+        if let Some(c) = &*cache.0.lock() {
+            if stale.is_none_or(|s| !Arc::ptr_eq(s, c)) {
+                return Ok(c.clone());
+            }
+        }
+        let c = self.outbox(addr)?;
+        *cache.0.lock() = Some(c.clone());
+        Ok(c)
+    }
+
     /// Queues a frame to `addr` without waiting; a connection found closed is replaced
     /// once.
-    pub(crate) fn send_to(&self, addr: &RpcAddress, mut out: Out) -> Result<(), SendFail> {
+    pub(crate) fn send_to(
+        &self,
+        addr: &RpcAddress,
+        cache: &OutboxCache,
+        mut out: Out,
+    ) -> Result<(), SendFail> {
+        let mut stale = None;
         for _ in 0..2 {
-            let conn = self.outbox(addr).map_err(SendFail::NotDelivered)?;
+            let conn = self
+                .conn_for(addr, cache, stale.as_ref())
+                .map_err(SendFail::NotDelivered)?;
             match conn.try_enqueue(out) {
                 Ok(()) => return Ok(()),
                 Err(EnqueueError::Full(_)) => {
@@ -426,6 +457,7 @@ impl RpcEnv {
                 Err(EnqueueError::Closed(back)) => {
                     out = back;
                     self.forget_connection(&conn);
+                    stale = Some(conn);
                 }
             }
         }
@@ -435,24 +467,32 @@ impl RpcEnv {
     }
 
     /// Queues a frame to `addr`, waiting for room in the connection's budget.
-    pub(crate) async fn send_to_wait(&self, addr: &RpcAddress, mut out: Out) -> Result<(), String> {
+    pub(crate) async fn send_to_wait(
+        &self,
+        addr: &RpcAddress,
+        cache: &OutboxCache,
+        mut out: Out,
+    ) -> Result<(), String> {
+        let mut stale = None;
         for _ in 0..2 {
-            let conn = self.outbox(addr)?;
+            let conn = self.conn_for(addr, cache, stale.as_ref())?;
             match conn.enqueue_wait(out).await {
                 Ok(()) => return Ok(()),
                 Err(back) => {
                     out = back;
                     self.forget_connection(&conn);
+                    stale = Some(conn);
                 }
             }
         }
         Err(format!("the connection to {addr} keeps closing"))
     }
 
-    /// Registers ask `id` and queues its frame to `addr`.
+    /// Registers ask `id` and queues its frame to `addr` at once.
     pub(crate) fn ask_to(
         &self,
         addr: &RpcAddress,
+        cache: &OutboxCache,
         id: u64,
         bytes: bytes::Bytes,
     ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), SendFail> {
@@ -460,8 +500,11 @@ impl RpcEnv {
             bytes,
             ask: Some(id),
         };
+        let mut stale = None;
         for _ in 0..2 {
-            let conn = self.outbox(addr).map_err(SendFail::NotDelivered)?;
+            let conn = self
+                .conn_for(addr, cache, stale.as_ref())
+                .map_err(SendFail::NotDelivered)?;
             let rx = conn.register(id);
             match conn.try_enqueue(out) {
                 Ok(()) => return Ok((conn, rx)),
@@ -476,12 +519,47 @@ impl RpcEnv {
                     conn.unregister(id);
                     out = back;
                     self.forget_connection(&conn);
+                    stale = Some(conn);
                 }
             }
         }
         Err(SendFail::NotDelivered(format!(
             "the connection to {addr} keeps closing"
         )))
+    }
+
+    /// Registers ask `id` and queues its frame to `addr`, waiting for room in the
+    /// connection's budget (the caller bounds the wait by the ask's deadline).
+    pub(crate) async fn ask_to_wait(
+        &self,
+        addr: &RpcAddress,
+        cache: &OutboxCache,
+        id: u64,
+        bytes: bytes::Bytes,
+    ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), String> {
+        let mut out = Out {
+            bytes,
+            ask: Some(id),
+        };
+        let mut stale = None;
+        for _ in 0..2 {
+            let conn = self.conn_for(addr, cache, stale.as_ref())?;
+            let rx = conn.register(id);
+            let guard = Unregister(&conn, id);
+            match conn.enqueue_wait(out).await {
+                Ok(()) => {
+                    std::mem::forget(guard);
+                    return Ok((conn, rx));
+                }
+                Err(back) => {
+                    drop(guard);
+                    out = back;
+                    self.forget_connection(&conn);
+                    stale = Some(conn);
+                }
+            }
+        }
+        Err(format!("the connection to {addr} keeps closing"))
     }
 
     /// Takes a handshaken inbound connection into the tables. When the peer proved

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 use crate::address::RpcAddress;
-use crate::connection::{Connection, EnqueueError, Out};
+use crate::connection::{BulkFrame, Connection, EnqueueError, Out};
 use crate::env::RpcEnv;
 use crate::error::RpcError;
 use crate::frame::{self, Header};
@@ -371,14 +371,19 @@ impl StreamSink {
         while at < data.len() {
             let end = (at + self.chunk).min(data.len());
             self.take_credit().await?;
-            let frame = encode(
-                &Header::StreamData {
-                    sid: self.sid,
-                    opener: self.ours,
-                },
-                &data[at..end],
-            );
-            if self.conn.enqueue_bulk(frame.into()).await.is_err() {
+            // The chunk is written from `data` itself, behind its own small header.
+            let frame = BulkFrame {
+                head: frame::encode_head(
+                    &Header::StreamData {
+                        sid: self.sid,
+                        opener: self.ours,
+                    },
+                    end - at,
+                )
+                .unwrap_or_default(),
+                body: data.slice(at..end),
+            };
+            if self.conn.enqueue_bulk(frame).await.is_err() {
                 return Err(StreamError::ConnectionLost {
                     peer: self.conn.peer().to_string(),
                     reason: "the connection closed".into(),
@@ -402,7 +407,10 @@ impl StreamSink {
         );
         // Behind this stream's chunks, in the bulk queue, so it cannot overtake them.
         self.conn
-            .enqueue_bulk(frame.into())
+            .enqueue_bulk(BulkFrame {
+                head: frame,
+                body: Bytes::new(),
+            })
             .await
             .map_err(|_| StreamError::ConnectionLost {
                 peer: self.conn.peer().to_string(),
