@@ -672,9 +672,10 @@ async fn run_halves<R, W>(
     env.post_event(Event::Disconnected(conn.peer().clone()));
 }
 
-/// Bytes asked of the socket per read once a connection is busy; the read buffer grows
-/// by at most what is held already (doubling), so only arrived bytes make it grow.
-const READ_CHUNK: usize = 256 * 1024;
+/// Most room a read buffer is given beyond what it holds: it grows by at most what it
+/// holds already or the largest frame that arrived lately (so only arrived bytes make it
+/// grow), and never by more than this per step.
+const MAX_READ: usize = 512 * 1024;
 /// Initial read buffer per connection; kept small because an idle master holds one
 /// per worker (10,000 × 64 KiB would be 640 MiB once the pages are touched).
 const READ_BUF: usize = 4 * 1024;
@@ -871,28 +872,35 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // connection may have that much room for the next read up front.
     let mut recent = 0usize;
     loop {
-        let allowance = raw.len().max(recent).clamp(READ_BUF, READ_CHUNK);
-        let (frames_len, front) = match &opener {
-            None => (raw.len(), front_need(&raw)),
-            Some(_) => (plain.len(), front_need(&plain)),
-        };
-        let large = front.filter(|&n| n > READ_BUF);
-        if opener.is_some() {
-            // Opened records go on the partial frame without regrowing it piecemeal.
-            if let Some(n) = large {
-                plain.reserve(n.min(frames_len.max(recent).clamp(READ_BUF, READ_CHUNK)));
+        // Room for reads grows only with arrived bytes: at most what is held, or the
+        // largest frame that arrived lately, and a little more.
+        let allowance = raw.len().max(recent).min(MAX_READ) + READ_BUF;
+        match &opener {
+            None => {
+                let spare = raw.capacity() - raw.len();
+                match front_need(&raw) {
+                    // The rest of the frame in progress (as far as the allowance goes)
+                    // and a little of the next: the frame is split off whole, and the
+                    // next one starts in a buffer of its own without the frame's bytes
+                    // being copied.
+                    Some(n) if n > spare => raw.reserve(n.min(allowance) + READ_BUF),
+                    _ if spare < 512 => raw.reserve(allowance),
+                    _ => {}
+                }
             }
-        }
-        // Grow only with arrived bytes: at most what is held or what arrived lately. A
-        // large plain frame in progress is read up to its end, so that it is split off
-        // whole and the next one starts in a buffer of its own, without copies.
-        let room = match (large, &opener) {
-            (Some(n), None) => n.min(allowance),
-            _ => allowance,
-        };
-        let spare = raw.capacity() - raw.len();
-        if spare < 512 || (large.is_some() && spare < room) {
-            raw.reserve(room);
+            Some(_) => {
+                // Opened records go onto the frame in progress without regrowing it
+                // piecemeal; a record may carry the start of the next frame too.
+                if let Some(n) = front_need(&plain) {
+                    if n > plain.capacity() - plain.len() {
+                        let held = plain.len().max(recent).min(MAX_READ) + READ_BUF;
+                        plain.reserve(n.min(held) + crate::seal::MAX_RECORD);
+                    }
+                }
+                if raw.capacity() - raw.len() < 512 {
+                    raw.reserve(allowance);
+                }
+            }
         }
         let read = tokio::select! {
             biased;
