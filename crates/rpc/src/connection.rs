@@ -58,6 +58,51 @@ pub(crate) enum Outcome {
     Lost(String),
 }
 
+/// How a peer broke the protocol; the connection that carried it is closed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProtocolError {
+    /// A frame's header could not be read.
+    #[error(transparent)]
+    Header(#[from] frame::HeaderError),
+    /// The consumer of a stream sent data on it.
+    #[error("stream {sid}: data sent by its consumer")]
+    DataFromConsumer { sid: u64 },
+    /// The producer of a stream sent more chunks than it had credit for.
+    #[error("stream {sid}: the peer sent more chunks than it had credit for")]
+    OverCredit { sid: u64 },
+    /// A stream id was opened twice.
+    #[error("stream {sid} opened twice")]
+    OpenedTwice { sid: u64 },
+}
+
+/// Why an outbound connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("the RPC environment is shutting down")]
+    ShuttingDown,
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: RpcAddress,
+        source: std::io::Error,
+    },
+    #[error("TLS with {target} failed: {source}")]
+    Tls {
+        target: RpcAddress,
+        source: std::io::Error,
+    },
+    #[error("handshake with {target} failed: {source}")]
+    Handshake {
+        target: RpcAddress,
+        source: handshake::HandshakeError,
+    },
+    #[error("connecting to {target} took over {after:?}; this timeout is controlled by {setting}")]
+    Timeout {
+        target: RpcAddress,
+        after: std::time::Duration,
+        setting: &'static str,
+    },
+}
+
 /// Why a frame could not be queued.
 pub(crate) enum EnqueueError {
     /// The connection is closed; the frame is given back.
@@ -485,28 +530,30 @@ pub(crate) async fn run_outbound(env: RpcEnv, conn: Arc<Connection>, mut q: Queu
         version: handshake::PROTOCOL_VERSION,
     };
     let opened = tokio::select! {
-        _ = conn.closed.cancelled() => Err("the RPC environment is shutting down".to_string()),
+        _ = conn.closed.cancelled() => Err(ConnectError::ShuttingDown),
         r = tokio::time::timeout(timeout.duration, async {
-            let mut tcp = open.await.map_err(|e| format!("cannot connect to {target}: {e}"))?;
+            let mut tcp = open.await.map_err(|source| ConnectError::Connect { target: target.clone(), source })?;
+            let handshake_failed = |source| ConnectError::Handshake { target: target.clone(), source };
             match &inner.tls {
                 None => {
-                    let est = handshake::client_with(&mut tcp, opts).await.map_err(|e| format!("handshake with {target} failed: {e}"))?;
+                    let est = handshake::client_with(&mut tcp, opts).await.map_err(handshake_failed)?;
                     Ok((Stream::Plain(tcp), est))
                 }
                 Some(tls) => {
-                    let mut s = tls.connect(&target.host, tcp).await.map_err(|e| format!("TLS with {target} failed: {e}"))?;
-                    let mut est = handshake::client_with(&mut s, opts).await.map_err(|e| format!("handshake with {target} failed: {e}"))?;
+                    let mut s = tls.connect(&target.host, tcp).await.map_err(|source| ConnectError::Tls { target: target.clone(), source })?;
+                    let mut est = handshake::client_with(&mut s, opts).await.map_err(handshake_failed)?;
                     est.keys = None; // TLS protects the records already
                     Ok((Stream::TlsClient(Box::new(s)), est))
                 }
             }
         }) => match r {
             Ok(r) => r,
-            Err(_) => Err(format!("connecting to {target} took over {:?}; this timeout is controlled by {}", timeout.duration, timeout.setting)),
+            Err(_) => Err(ConnectError::Timeout { target: target.clone(), after: timeout.duration, setting: timeout.setting }),
         },
     };
     match opened {
-        Err(reason) => {
+        Err(e) => {
+            let reason = e.to_string();
             span.in_scope(|| tracing::warn!("{reason}"));
             conn.closed.cancel();
             env.forget_connection(&conn);
@@ -943,8 +990,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     progressed = true;
                     let len = frame.len() + frame::LEN_BYTES;
                     recent = len.max(recent - recent / 16);
-                    if let Err(reason) = route(env, conn, &frame) {
-                        return close(reason);
+                    if let Err(e) = route(env, conn, &frame) {
+                        return close(e.to_string());
                     }
                 }
                 Ok(None) => break,
@@ -981,8 +1028,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Routes one frame. An error means the peer broke the protocol and the connection
 /// must close; a message for an unknown endpoint is refused but keeps the connection.
-fn route(env: &RpcEnv, conn: &Arc<Connection>, frame: &Bytes) -> Result<(), String> {
-    let (header, body) = frame::split_frame(frame).map_err(|e| e.to_string())?;
+fn route(env: &RpcEnv, conn: &Arc<Connection>, frame: &Bytes) -> Result<(), ProtocolError> {
+    let (header, body) = frame::split_frame(frame)?;
     let limit = env.dropped_log();
     match header {
         Header::OneWay { to, protocol } => match env.inbox(to) {

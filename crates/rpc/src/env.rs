@@ -92,9 +92,30 @@ pub struct ConnectionInfo {
 pub(crate) struct OutboxCache(Mutex<Option<Arc<Connection>>>);
 
 /// Why a frame could not be queued towards a peer.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum SendFail {
-    NotDelivered(String),
+    /// The environment is shutting down.
+    #[error("the RPC environment has stopped")]
+    Stopped,
+    /// Every connection tried was found closed.
+    #[error("the connection to {0} keeps closing")]
+    KeepsClosing(RpcAddress),
+    /// The connection's queue is at its byte budget.
+    #[error("the connection's outbound queue is full ({queued} bytes queued, rpc.connection.max_queued_bytes = {budget})")]
     Full { queued: usize, budget: usize },
+}
+
+/// Why a connection was refused at accept, before its handshake.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdmissionError {
+    /// Its address holds as many mid-handshake slots as one address may.
+    #[error(
+        "{count} connections from {ip} are mid-handshake (rpc.max_pending_handshakes_per_address)"
+    )]
+    PerAddress { count: usize, ip: IpAddr },
+    /// All slots are taken and no address holds more than this one would.
+    #[error("{count} connections are mid-handshake (rpc.max_pending_handshakes)")]
+    Total { count: usize },
 }
 
 /// Holds one mid-handshake slot; released when dropped. When the global limit is
@@ -390,9 +411,9 @@ impl RpcEnv {
     }
 
     /// The live connection to `addr`, opening one if there is none.
-    pub(crate) fn outbox(&self, addr: &RpcAddress) -> Result<Arc<Connection>, String> {
+    pub(crate) fn outbox(&self, addr: &RpcAddress) -> Result<Arc<Connection>, SendFail> {
         if self.inner.token.is_cancelled() {
-            return Err("the RPC environment has stopped".into());
+            return Err(SendFail::Stopped);
         }
         let mut map = self.inner.outboxes.lock();
         if let Some(c) = map.get(addr) {
@@ -422,7 +443,7 @@ impl RpcEnv {
         addr: &RpcAddress,
         cache: &OutboxCache,
         stale: Option<&Arc<Connection>>,
-    ) -> Result<Arc<Connection>, String> {
+    ) -> Result<Arc<Connection>, SendFail> {
         if let Some(c) = &*cache.0.lock() {
             if stale.is_none_or(|s| !Arc::ptr_eq(s, c)) {
                 return Ok(c.clone());
@@ -443,9 +464,7 @@ impl RpcEnv {
     ) -> Result<(), SendFail> {
         let mut stale = None;
         for _ in 0..2 {
-            let conn = self
-                .conn_for(addr, cache, stale.as_ref())
-                .map_err(SendFail::NotDelivered)?;
+            let conn = self.conn_for(addr, cache, stale.as_ref())?;
             match conn.try_enqueue(out) {
                 Ok(()) => return Ok(()),
                 Err(EnqueueError::Full(_)) => {
@@ -461,9 +480,7 @@ impl RpcEnv {
                 }
             }
         }
-        Err(SendFail::NotDelivered(format!(
-            "the connection to {addr} keeps closing"
-        )))
+        Err(SendFail::KeepsClosing(addr.clone()))
     }
 
     /// Queues a frame to `addr`, waiting for room in the connection's budget.
@@ -472,7 +489,7 @@ impl RpcEnv {
         addr: &RpcAddress,
         cache: &OutboxCache,
         mut out: Out,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendFail> {
         let mut stale = None;
         for _ in 0..2 {
             let conn = self.conn_for(addr, cache, stale.as_ref())?;
@@ -485,7 +502,7 @@ impl RpcEnv {
                 }
             }
         }
-        Err(format!("the connection to {addr} keeps closing"))
+        Err(SendFail::KeepsClosing(addr.clone()))
     }
 
     /// Registers ask `id` and queues its frame to `addr` at once.
@@ -502,9 +519,7 @@ impl RpcEnv {
         };
         let mut stale = None;
         for _ in 0..2 {
-            let conn = self
-                .conn_for(addr, cache, stale.as_ref())
-                .map_err(SendFail::NotDelivered)?;
+            let conn = self.conn_for(addr, cache, stale.as_ref())?;
             let rx = conn.register(id);
             match conn.try_enqueue(out) {
                 Ok(()) => return Ok((conn, rx)),
@@ -523,9 +538,7 @@ impl RpcEnv {
                 }
             }
         }
-        Err(SendFail::NotDelivered(format!(
-            "the connection to {addr} keeps closing"
-        )))
+        Err(SendFail::KeepsClosing(addr.clone()))
     }
 
     /// Registers ask `id` and queues its frame to `addr`, waiting for room in the
@@ -536,7 +549,7 @@ impl RpcEnv {
         cache: &OutboxCache,
         id: u64,
         bytes: bytes::Bytes,
-    ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), String> {
+    ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), SendFail> {
         let mut out = Out {
             bytes,
             ask: Some(id),
@@ -559,7 +572,7 @@ impl RpcEnv {
                 }
             }
         }
-        Err(format!("the connection to {addr} keeps closing"))
+        Err(SendFail::KeepsClosing(addr.clone()))
     }
 
     /// Takes a handshaken inbound connection into the tables. When the peer proved
@@ -653,15 +666,13 @@ impl RpcEnv {
     }
 
     /// Takes a mid-handshake slot for a connection from `ip`, if the limits allow.
-    pub(crate) fn handshake_slot(&self, ip: IpAddr) -> Result<HandshakeSlot, String> {
+    pub(crate) fn handshake_slot(&self, ip: IpAddr) -> Result<HandshakeSlot, AdmissionError> {
         let conf = &self.inner.conf;
         let mut guard = self.inner.handshakes.lock();
         let h = &mut *guard;
         let mine = h.per_ip.get(&ip).map_or(0, |q| q.len());
         if mine >= conf.max_pending_handshakes_per_address {
-            return Err(format!(
-                "{mine} connections from {ip} are mid-handshake (rpc.max_pending_handshakes_per_address)"
-            ));
+            return Err(AdmissionError::PerAddress { count: mine, ip });
         }
         if h.total >= conf.max_pending_handshakes {
             // Evict the oldest pending handshake of the address holding the most, unless
@@ -683,12 +694,7 @@ impl RpcEnv {
                         }
                     }
                 }
-                _ => {
-                    return Err(format!(
-                        "{} connections are mid-handshake (rpc.max_pending_handshakes)",
-                        h.total
-                    ))
-                }
+                _ => return Err(AdmissionError::Total { count: h.total }),
             }
         }
         let id = h.next;

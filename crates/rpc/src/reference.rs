@@ -114,12 +114,12 @@ impl<M: Protocol> EndpointRef<M> {
 
     fn map_fail(&self, f: SendFail) -> AskError {
         match f {
-            SendFail::NotDelivered(r) => self.not_delivered(r),
             SendFail::Full { queued, budget } => AskError::Full {
                 to: self.address().to_string(),
                 queued,
                 budget,
             },
+            other => self.not_delivered(other.to_string()),
         }
     }
 
@@ -178,7 +178,7 @@ impl<M: Protocol> EndpointRef<M> {
                     .env
                     .send_to_wait(addr, cache, Out { bytes, ask: None })
                     .await
-                    .map_err(|r| self.not_delivered(r))
+                    .map_err(|f| self.map_fail(f))
             }
             Target::Client(conn) => {
                 let bytes = self.one_way(&msg)?;
@@ -294,7 +294,7 @@ impl<M: Protocol> EndpointRef<M> {
                         .env
                         .ask_to_wait(addr, cache, id, bytes)
                         .await
-                        .map_err(|r| self.not_delivered(r))?;
+                        .map_err(|f| self.map_fail(f))?;
                     Ok(Pending::Remote { conn, id, rx })
                 }
                 Target::Client(conn) => {
