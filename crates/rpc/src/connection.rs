@@ -8,7 +8,10 @@
 //! Memory is bounded on both sides. The control queue has a byte budget
 //! (`rpc.connection.max_queued_bytes`) charged with the memory the queue really holds:
 //! small frames are packed into shared segments (charged their whole capacity), large
-//! ones are queued as they are (charged their size). A sender past the budget gets
+//! ones are queued as they are (charged their size). Written segments are kept for
+//! reuse while the connection is busy (counted against the budget too, dropped when
+//! the queue runs empty or room is needed), so a sender that moves between threads
+//! reuses memory instead of filling another allocator arena. A sender past the budget gets
 //! `Full` (or waits, with `send_async`), and a peer that lets our replies pile up past
 //! it is cut off. Bulk
 //! stream chunks wait in a small queue of their own, and the writer takes at most one
@@ -130,10 +133,6 @@ const FIRST_SEGMENT: usize = 4 * 1024;
 /// Frames of at least this many bytes are queued on their own, not copied into a
 /// segment.
 const LARGE_FRAME: usize = 16 * 1024;
-/// Segments a busy connection keeps for reuse once written (dropped when its queue
-/// runs empty), so a sender migrating between threads reuses memory instead of
-/// growing another allocator arena.
-const SPARE_SEGMENTS: usize = 8;
 /// Bytes the writer takes from the control queue per batch: it releases budget (and
 /// returns segments) in steps of this size.
 const TAKE_BYTES: usize = 256 * 1024;
@@ -178,6 +177,9 @@ impl Queued {
 struct ControlQueue {
     items: VecDeque<Queued>,
     spare: Vec<BytesMut>,
+    /// Capacity of the spare segments: counted with the queued bytes against the
+    /// budget, so the queue never holds more than its budget, spare memory included.
+    spare_bytes: usize,
     closed: bool,
 }
 
@@ -297,13 +299,18 @@ impl Connection {
             } else {
                 SEGMENT
             };
-            if !self.charge(cap) {
-                return Err(EnqueueError::Full(out));
-            }
             let mut buf = match q.spare.pop() {
-                Some(b) if cap == SEGMENT => b,
+                // A spare segment is memory already counted: it just moves into the queue.
+                Some(b) if cap == SEGMENT => {
+                    q.spare_bytes -= SEGMENT;
+                    self.queued.fetch_add(SEGMENT, Ordering::AcqRel);
+                    b
+                }
                 other => {
                     q.spare.extend(other);
+                    if !self.charge(&mut q, cap) {
+                        return Err(EnqueueError::Full(out));
+                    }
                     BytesMut::with_capacity(cap)
                 }
             };
@@ -316,7 +323,7 @@ impl Connection {
             });
         } else {
             let cost = len + PER_FRAME;
-            if !self.charge(cost) {
+            if !self.charge(&mut q, cost) {
                 return Err(EnqueueError::Full(out));
             }
             q.items.push_back(Queued::Frame {
@@ -332,11 +339,19 @@ impl Connection {
         Ok(())
     }
 
-    /// Charges `cost` bytes to the budget if it allows (called with the control queue
-    /// locked, so chargers do not race each other; the writer only ever releases).
-    fn charge(&self, cost: usize) -> bool {
+    /// Charges `cost` bytes of new memory to the budget if it allows, dropping spare
+    /// segments to make room first (spare memory never refuses a frame). Called with the
+    /// control queue locked, so chargers do not race each other; the writer only ever
+    /// releases.
+    fn charge(&self, q: &mut ControlQueue, cost: usize) -> bool {
         let current = self.queued.load(Ordering::Acquire);
-        if current > 0 && current + cost > self.budget {
+        while current + q.spare_bytes + cost > self.budget {
+            match q.spare.pop() {
+                Some(b) => q.spare_bytes -= b.capacity(),
+                None => break,
+            }
+        }
+        if current + q.spare_bytes > 0 && current + q.spare_bytes + cost > self.budget {
             return false;
         }
         self.queued.fetch_add(cost, Ordering::AcqRel);
@@ -357,8 +372,9 @@ impl Connection {
                 None => break,
             }
         }
-        if into.is_empty() {
+        if into.is_empty() && !q.spare.is_empty() {
             q.spare.clear();
+            q.spare_bytes = 0;
         }
     }
 
@@ -370,9 +386,10 @@ impl Connection {
             for item in batch.drain(..) {
                 cost += item.cost();
                 if let Queued::Packed { mut buf, .. } = item {
-                    if buf.capacity() == SEGMENT && q.spare.len() < SPARE_SEGMENTS && !q.closed {
+                    if buf.capacity() == SEGMENT && !q.closed {
                         buf.clear();
                         q.spare.push(buf);
+                        q.spare_bytes += SEGMENT;
                     }
                 }
             }
@@ -486,6 +503,7 @@ impl Connection {
             let mut c = self.control.lock();
             c.closed = true;
             c.spare.clear();
+            c.spare_bytes = 0;
             c.items.drain(..).collect()
         };
         let mut one_way = 0usize;
