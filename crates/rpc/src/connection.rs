@@ -9,10 +9,10 @@
 //! (`rpc.connection.max_queued_bytes`) charged with the memory the queue really holds:
 //! small frames are packed into shared segments (charged their whole capacity), large
 //! ones are queued as they are (charged their size). Written segments are kept for
-//! reuse while the connection is busy (counted against the budget too, dropped when
-//! the queue runs empty or room is needed), so a sender that moves between threads
-//! reuses memory instead of filling another allocator arena. A sender past the budget gets
-//! `Full` (or waits, with `send_async`), and a peer that lets our replies pile up past
+//! reuse while the connection is busy (counted against the budget too, dropped once
+//! the queue has been empty for a second or when room is needed), so a sender that
+//! moves between threads reuses memory instead of filling another allocator arena. A
+//! sender past the budget gets `Full` (or waits, with `send_async`), and a peer that lets our replies pile up past
 //! it is cut off. Bulk
 //! stream chunks wait in a small queue of their own, and the writer takes at most one
 //! chunk between batches of control frames, so asks and heartbeats never wait behind
@@ -133,6 +133,10 @@ const FIRST_SEGMENT: usize = 4 * 1024;
 /// Frames of at least this many bytes are queued on their own, not copied into a
 /// segment.
 const LARGE_FRAME: usize = 16 * 1024;
+/// Spare segments are dropped once the control queue has been empty this long. Not at
+/// once: a sender that pauses (to ask, say) and goes on would allocate them anew, and
+/// the allocator might then take new memory for them in another thread's arena.
+const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Bytes the writer takes from the control queue per batch: it releases budget (and
 /// returns segments) in steps of this size.
 const TAKE_BYTES: usize = 256 * 1024;
@@ -358,8 +362,7 @@ impl Connection {
         true
     }
 
-    /// Moves up to a batch of queued frames into `into` (for the writer). When the queue
-    /// has run empty, the spare segments are dropped: an idle connection holds nothing.
+    /// Moves up to a batch of queued frames into `into` (for the writer).
     fn take(&self, into: &mut Vec<Queued>) {
         let mut q = self.control.lock();
         let mut bytes = 0;
@@ -372,10 +375,19 @@ impl Connection {
                 None => break,
             }
         }
-        if into.is_empty() && !q.spare.is_empty() {
-            q.spare.clear();
-            q.spare_bytes = 0;
-        }
+    }
+
+    /// Whether spare segments are held.
+    fn has_spare(&self) -> bool {
+        self.control.lock().spare_bytes > 0
+    }
+
+    /// Drops the spare segments (the connection has been idle): an idle connection
+    /// holds nothing.
+    fn drop_spare(&self) {
+        let mut q = self.control.lock();
+        q.spare.clear();
+        q.spare_bytes = 0;
     }
 
     /// Releases the budget of a written batch and keeps its segments for reuse.
@@ -841,10 +853,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         loop {
             conn.take(&mut batch);
             if batch.is_empty() {
+                let idle = conn
+                    .has_spare()
+                    .then(|| tokio::time::Instant::now() + SPARE_IDLE);
                 // Control frames first; a bulk chunk only when none is waiting.
                 tokio::select! {
                     biased;
                     _ = conn.work.notified() => {}
+                    _ = sleep_until(idle) => conn.drop_spare(),
                     c = q.bulk.recv() => match c {
                         Some(c) => out.write(&conn, &[&c.head, &c.body]).await?,
                         None => return Ok(()),
