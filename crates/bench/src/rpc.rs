@@ -9,8 +9,8 @@ use crate::stats::OneWay;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use flint_rpc::{
-    Ask, AskError, Context, Endpoint, EndpointRef, Protocol, Reply, RpcAddress, RpcConf, RpcEnv,
-    Secret, StreamHandler, StreamSink,
+    Ask, Context, Endpoint, EndpointRef, Protocol, Reply, RpcAddress, RpcConf, RpcEnv, Secret,
+    StreamHandler, StreamSink,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -168,23 +168,13 @@ pub async fn one_way(r: &EndpointRef<BenchMsg>, n: u64, payload: usize) -> anyho
         r.send_async(BenchMsg::Data(data.clone())).await?;
     }
     let send_loop = t.elapsed();
-    let counted = ask_when_room(r).await?;
+    // Right after a burst of `send_async` the queue is full: wait for room.
+    let counted = r.ask_waiting(Count).await?;
     Ok(OneWay {
         counted,
         send_loop,
         total: t.elapsed(),
     })
-}
-
-/// `ask(Count)`, retried while the connection's queue is at its byte budget: `ask`
-/// has no waiting form, and right after a burst of `send_async` the queue is full.
-async fn ask_when_room(r: &EndpointRef<BenchMsg>) -> anyhow::Result<u64> {
-    loop {
-        match r.ask(Count).await {
-            Err(AskError::Full { .. }) => tokio::time::sleep(Duration::from_micros(50)).await,
-            other => return Ok(other?),
-        }
-    }
 }
 
 /// Pulls `bytes` bytes from the bulk stream handler at `addr`; returns how many

@@ -6,15 +6,22 @@
 //! fails as *not delivered*; one already written fails as *connection lost*.
 //!
 //! Memory is bounded on both sides. The control queue has a byte budget
-//! (`rpc.connection.max_queued_bytes`): a sender past it gets `Full` (or waits, with
-//! `send_async`), and a peer that lets our replies pile up past it is cut off. Bulk
+//! (`rpc.connection.max_queued_bytes`) charged with the memory the queue really holds:
+//! small frames are packed into shared segments (charged their whole capacity), large
+//! ones are queued as they are (charged their size). Written segments are kept for
+//! reuse while the connection is busy (counted against the budget too, dropped once
+//! the queue has been empty for a second or when room is needed), so a sender that
+//! moves between threads reuses memory instead of filling another allocator arena. A
+//! sender past the budget gets `Full` (or waits, with `send_async`), and a peer that lets our replies pile up past
+//! it is cut off. Bulk
 //! stream chunks wait in a small queue of their own, and the writer takes at most one
 //! chunk between batches of control frames, so asks and heartbeats never wait behind
 //! more than one chunk. The reader's buffers grow only with bytes that arrived; a frame
 //! that has started must finish within `rpc.frame_timeout`; bytes held in partial
 //! frames count against an env-wide cap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -54,6 +61,51 @@ pub(crate) enum Outcome {
     Lost(String),
 }
 
+/// How a peer broke the protocol; the connection that carried it is closed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProtocolError {
+    /// A frame's header could not be read.
+    #[error(transparent)]
+    Header(#[from] frame::HeaderError),
+    /// The consumer of a stream sent data on it.
+    #[error("stream {sid}: data sent by its consumer")]
+    DataFromConsumer { sid: u64 },
+    /// The producer of a stream sent more chunks than it had credit for.
+    #[error("stream {sid}: the peer sent more chunks than it had credit for")]
+    OverCredit { sid: u64 },
+    /// A stream id was opened twice.
+    #[error("stream {sid} opened twice")]
+    OpenedTwice { sid: u64 },
+}
+
+/// Why an outbound connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("the RPC environment is shutting down")]
+    ShuttingDown,
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: RpcAddress,
+        source: std::io::Error,
+    },
+    #[error("TLS with {target} failed: {source}")]
+    Tls {
+        target: RpcAddress,
+        source: std::io::Error,
+    },
+    #[error("handshake with {target} failed: {source}")]
+    Handshake {
+        target: RpcAddress,
+        source: handshake::HandshakeError,
+    },
+    #[error("connecting to {target} took over {after:?}; this timeout is controlled by {setting}")]
+    Timeout {
+        target: RpcAddress,
+        after: std::time::Duration,
+        setting: &'static str,
+    },
+}
+
 /// Why a frame could not be queued.
 pub(crate) enum EnqueueError {
     /// The connection is closed; the frame is given back.
@@ -62,17 +114,87 @@ pub(crate) enum EnqueueError {
     Full(Out),
 }
 
-/// Fixed cost charged per queued frame on top of its bytes, for the queue's own node.
+/// One bulk frame: its length prefix and header, and the chunk that follows them,
+/// written from the chunk's own buffer without being copied into a frame.
+pub(crate) struct BulkFrame {
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Bytes,
+}
+
+/// Fixed cost charged per frame queued on its own, for the queue's own node.
 const PER_FRAME: usize = 64;
 /// Chunks of all streams of a connection that may wait for the writer.
 const BULK_QUEUE: usize = 4;
+/// Capacity of a segment of packed small frames.
+const SEGMENT: usize = 64 * 1024;
+/// Capacity of the first segment of an idle queue: one message to an otherwise idle
+/// peer (a heartbeat, a single ask) holds no more than this.
+const FIRST_SEGMENT: usize = 4 * 1024;
+/// Frames of at least this many bytes are queued on their own, not copied into a
+/// segment.
+const LARGE_FRAME: usize = 16 * 1024;
+/// Spare segments are dropped once the control queue has been empty this long. Not at
+/// once: a sender that pauses (to ask, say) and goes on would allocate them anew, and
+/// the allocator might then take new memory for them in another thread's arena.
+const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bytes the writer takes from the control queue per batch: it releases budget (and
+/// returns segments) in steps of this size.
+const TAKE_BYTES: usize = 256 * 1024;
+/// Items the writer takes per batch (one `writev` holds at most this many).
+const TAKE_ITEMS: usize = 64;
+
+/// An entry of the control queue.
+enum Queued {
+    /// Small frames packed back to back. `asks` are the request ids among them.
+    Packed {
+        buf: BytesMut,
+        asks: Vec<u64>,
+        frames: usize,
+        cost: usize,
+    },
+    /// One large frame.
+    Frame {
+        bytes: Bytes,
+        ask: Option<u64>,
+        cost: usize,
+    },
+}
+
+impl Queued {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Queued::Packed { buf, .. } => buf,
+            Queued::Frame { bytes, .. } => bytes,
+        }
+    }
+
+    fn cost(&self) -> usize {
+        match self {
+            Queued::Packed { cost, .. } | Queued::Frame { cost, .. } => *cost,
+        }
+    }
+}
+
+/// The control queue: frames in order, spare segments, and whether the writer has
+/// stopped taking (then nothing more is accepted).
+#[derive(Default)]
+struct ControlQueue {
+    items: VecDeque<Queued>,
+    spare: Vec<BytesMut>,
+    /// Capacity of the spare segments: counted with the queued bytes against the
+    /// budget, so the queue never holds more than its budget, spare memory included.
+    spare_bytes: usize,
+    closed: bool,
+}
 
 /// Shared state of one connection.
 pub(crate) struct Connection {
     pub(crate) id: u64,
     peer: RpcAddress,
-    tx: mpsc::UnboundedSender<Out>,
-    bulk: mpsc::Sender<Bytes>,
+    control: Mutex<ControlQueue>,
+    /// Wakes the writer when the control queue stops being empty.
+    work: Notify,
+    bulk: mpsc::Sender<BulkFrame>,
     queued: AtomicUsize,
     budget: usize,
     room: Notify,
@@ -84,10 +206,19 @@ pub(crate) struct Connection {
     cut_off: AtomicBool,
 }
 
-/// The receiving ends of a connection's queues, owned by its writer.
+/// Unregisters a pending ask when dropped unless forgotten: a caller that gives up
+/// waiting for room in the queue (its deadline passed) leaves nothing behind.
+pub(crate) struct Unregister<'a>(pub(crate) &'a Connection, pub(crate) u64);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.unregister(self.1);
+    }
+}
+
+/// The receiving end of a connection's bulk queue, owned by its writer.
 pub(crate) struct Queues {
-    control: mpsc::UnboundedReceiver<Out>,
-    bulk: mpsc::Receiver<Bytes>,
+    bulk: mpsc::Receiver<BulkFrame>,
 }
 
 impl Connection {
@@ -97,13 +228,13 @@ impl Connection {
         env: &RpcEnv,
         parent: &CancellationToken,
     ) -> (Arc<Self>, Queues) {
-        let (tx, control) = mpsc::unbounded_channel();
         let (bulk, bulk_rx) = mpsc::channel(BULK_QUEUE);
         let conf = &env.inner.conf;
         let conn = Connection {
             id,
             peer,
-            tx,
+            control: Mutex::new(ControlQueue::default()),
+            work: Notify::new(),
             bulk,
             queued: AtomicUsize::new(0),
             budget: conf.max_queued_bytes,
@@ -115,13 +246,7 @@ impl Connection {
             dropped_one_way: AtomicBool::new(false),
             cut_off: AtomicBool::new(false),
         };
-        (
-            Arc::new(conn),
-            Queues {
-                control,
-                bulk: bulk_rx,
-            },
-        )
+        (Arc::new(conn), Queues { bulk: bulk_rx })
     }
 
     /// The peer's address: its listening address if it has one, else its socket address.
@@ -150,30 +275,138 @@ impl Connection {
     /// Queues a frame unless the connection is closed or its budget is used up. A frame
     /// larger than the whole budget is accepted when the queue is empty, so that any
     /// message within `rpc.message.max_size` can be sent.
+    ///
+    /// A small frame is copied into the segment at the queue's tail if it has room
+    /// (that memory is already charged); otherwise a new segment is charged its whole
+    /// capacity. A large frame is charged its size plus [`PER_FRAME`].
     pub(crate) fn try_enqueue(&self, out: Out) -> Result<(), EnqueueError> {
-        if self.is_closed() {
+        let len = out.bytes.len();
+        let mut q = self.control.lock();
+        if q.closed {
             return Err(EnqueueError::Closed(out));
         }
-        let cost = out.bytes.len() + PER_FRAME;
-        let mut current = self.queued.load(Ordering::Relaxed);
-        loop {
-            if current > 0 && current + cost > self.budget {
+        let was_empty = q.items.is_empty();
+        if len < LARGE_FRAME {
+            if let Some(Queued::Packed {
+                buf, asks, frames, ..
+            }) = q.items.back_mut()
+            {
+                if buf.capacity() - buf.len() >= len {
+                    buf.extend_from_slice(&out.bytes);
+                    asks.extend(out.ask);
+                    *frames += 1;
+                    return Ok(());
+                }
+            }
+            let cap = if was_empty {
+                FIRST_SEGMENT.max(len)
+            } else {
+                SEGMENT
+            };
+            let mut buf = match q.spare.pop() {
+                // A spare segment is memory already counted: it just moves into the queue.
+                Some(b) if cap == SEGMENT => {
+                    q.spare_bytes -= SEGMENT;
+                    self.queued.fetch_add(SEGMENT, Ordering::AcqRel);
+                    b
+                }
+                other => {
+                    q.spare.extend(other);
+                    if !self.charge(&mut q, cap) {
+                        return Err(EnqueueError::Full(out));
+                    }
+                    BytesMut::with_capacity(cap)
+                }
+            };
+            buf.extend_from_slice(&out.bytes);
+            q.items.push_back(Queued::Packed {
+                buf,
+                asks: out.ask.into_iter().collect(),
+                frames: 1,
+                cost: cap,
+            });
+        } else {
+            let cost = len + PER_FRAME;
+            if !self.charge(&mut q, cost) {
                 return Err(EnqueueError::Full(out));
             }
-            match self.queued.compare_exchange_weak(
-                current,
-                current + cost,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(now) => current = now,
+            q.items.push_back(Queued::Frame {
+                bytes: out.bytes,
+                ask: out.ask,
+                cost,
+            });
+        }
+        drop(q);
+        if was_empty {
+            self.work.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Charges `cost` bytes of new memory to the budget if it allows, dropping spare
+    /// segments to make room first (spare memory never refuses a frame). Called with the
+    /// control queue locked, so chargers do not race each other; the writer only ever
+    /// releases.
+    fn charge(&self, q: &mut ControlQueue, cost: usize) -> bool {
+        let current = self.queued.load(Ordering::Acquire);
+        while current + q.spare_bytes + cost > self.budget {
+            match q.spare.pop() {
+                Some(b) => q.spare_bytes -= b.capacity(),
+                None => break,
             }
         }
-        self.tx.send(out).map_err(|e| {
-            self.queued.fetch_sub(cost, Ordering::AcqRel);
-            EnqueueError::Closed(e.0)
-        })
+        if current + q.spare_bytes > 0 && current + q.spare_bytes + cost > self.budget {
+            return false;
+        }
+        self.queued.fetch_add(cost, Ordering::AcqRel);
+        true
+    }
+
+    /// Moves up to a batch of queued frames into `into` (for the writer).
+    fn take(&self, into: &mut Vec<Queued>) {
+        let mut q = self.control.lock();
+        let mut bytes = 0;
+        while bytes < TAKE_BYTES && into.len() < TAKE_ITEMS {
+            match q.items.pop_front() {
+                Some(item) => {
+                    bytes += item.bytes().len();
+                    into.push(item);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Whether spare segments are held.
+    fn has_spare(&self) -> bool {
+        self.control.lock().spare_bytes > 0
+    }
+
+    /// Drops the spare segments (the connection has been idle): an idle connection
+    /// holds nothing.
+    fn drop_spare(&self) {
+        let mut q = self.control.lock();
+        q.spare.clear();
+        q.spare_bytes = 0;
+    }
+
+    /// Releases the budget of a written batch and keeps its segments for reuse.
+    fn release(&self, batch: &mut Vec<Queued>) {
+        let mut cost = 0;
+        {
+            let mut q = self.control.lock();
+            for item in batch.drain(..) {
+                cost += item.cost();
+                if let Queued::Packed { mut buf, .. } = item {
+                    if buf.capacity() == SEGMENT && !q.closed {
+                        buf.clear();
+                        q.spare.push(buf);
+                        q.spare_bytes += SEGMENT;
+                    }
+                }
+            }
+        }
+        self.written(cost);
     }
 
     /// Queues a frame, waiting for room in the budget; fails only when the connection
@@ -200,10 +433,10 @@ impl Connection {
         self.room.notify_waiters();
     }
 
-    /// Queues one bulk chunk frame, waiting for room in the small bulk queue.
-    pub(crate) async fn enqueue_bulk(&self, bytes: Bytes) -> Result<(), ()> {
+    /// Queues one bulk frame, waiting for room in the small bulk queue.
+    pub(crate) async fn enqueue_bulk(&self, frame: BulkFrame) -> Result<(), ()> {
         tokio::select! {
-            r = self.bulk.send(bytes) => r.map_err(|_| ()),
+            r = self.bulk.send(frame) => r.map_err(|_| ()),
             _ = self.closed.cancelled() => Err(()),
         }
     }
@@ -228,7 +461,7 @@ impl Connection {
                         "closing connection with {}: it does not read its replies ({} bytes queued; {} more would pass rpc.connection.max_queued_bytes = {})",
                         self.peer,
                         self.queued_bytes(),
-                        len + PER_FRAME,
+                        len,
                         self.budget
                     );
                 }
@@ -275,15 +508,30 @@ impl Connection {
     }
 
     /// Fails everything still queued: asks as not delivered, one-way messages logged.
+    /// The queue accepts nothing afterwards.
     fn fail_queued(&self, q: &mut Queues, reason: &str) {
-        q.control.close();
         q.bulk.close();
+        let items: Vec<Queued> = {
+            let mut c = self.control.lock();
+            c.closed = true;
+            c.spare.clear();
+            c.spare_bytes = 0;
+            c.items.drain(..).collect()
+        };
         let mut one_way = 0usize;
-        while let Ok(out) = q.control.try_recv() {
-            self.written(out.bytes.len() + PER_FRAME);
-            match out.ask {
-                Some(id) => self.complete(id, Outcome::NotSent(reason.to_string())),
-                None => one_way += 1,
+        for item in items {
+            self.written(item.cost());
+            match item {
+                Queued::Packed { asks, frames, .. } => {
+                    one_way += frames - asks.len();
+                    for id in asks {
+                        self.complete(id, Outcome::NotSent(reason.to_string()));
+                    }
+                }
+                Queued::Frame { ask: Some(id), .. } => {
+                    self.complete(id, Outcome::NotSent(reason.to_string()))
+                }
+                Queued::Frame { ask: None, .. } => one_way += 1,
             }
         }
         while q.bulk.try_recv().is_ok() {}
@@ -312,28 +560,30 @@ pub(crate) async fn run_outbound(env: RpcEnv, conn: Arc<Connection>, mut q: Queu
         version: handshake::PROTOCOL_VERSION,
     };
     let opened = tokio::select! {
-        _ = conn.closed.cancelled() => Err("the RPC environment is shutting down".to_string()),
+        _ = conn.closed.cancelled() => Err(ConnectError::ShuttingDown),
         r = tokio::time::timeout(timeout.duration, async {
-            let mut tcp = open.await.map_err(|e| format!("cannot connect to {target}: {e}"))?;
+            let mut tcp = open.await.map_err(|source| ConnectError::Connect { target: target.clone(), source })?;
+            let handshake_failed = |source| ConnectError::Handshake { target: target.clone(), source };
             match &inner.tls {
                 None => {
-                    let est = handshake::client_with(&mut tcp, opts).await.map_err(|e| format!("handshake with {target} failed: {e}"))?;
+                    let est = handshake::client_with(&mut tcp, opts).await.map_err(handshake_failed)?;
                     Ok((Stream::Plain(tcp), est))
                 }
                 Some(tls) => {
-                    let mut s = tls.connect(&target.host, tcp).await.map_err(|e| format!("TLS with {target} failed: {e}"))?;
-                    let mut est = handshake::client_with(&mut s, opts).await.map_err(|e| format!("handshake with {target} failed: {e}"))?;
+                    let mut s = tls.connect(&target.host, tcp).await.map_err(|source| ConnectError::Tls { target: target.clone(), source })?;
+                    let mut est = handshake::client_with(&mut s, opts).await.map_err(handshake_failed)?;
                     est.keys = None; // TLS protects the records already
                     Ok((Stream::TlsClient(Box::new(s)), est))
                 }
             }
         }) => match r {
             Ok(r) => r,
-            Err(_) => Err(format!("connecting to {target} took over {:?}; this timeout is controlled by {}", timeout.duration, timeout.setting)),
+            Err(_) => Err(ConnectError::Timeout { target: target.clone(), after: timeout.duration, setting: timeout.setting }),
         },
     };
     match opened {
-        Err(reason) => {
+        Err(e) => {
+            let reason = e.to_string();
             span.in_scope(|| tracing::warn!("{reason}"));
             conn.closed.cancel();
             env.forget_connection(&conn);
@@ -499,14 +749,16 @@ async fn run_halves<R, W>(
     env.post_event(Event::Disconnected(conn.peer().clone()));
 }
 
-/// Bytes gathered before a write.
-const WRITE_BUF: usize = 64 * 1024;
-/// Bytes asked of the socket per read; the read buffer grows by at most this much
-/// beyond what has arrived.
-const READ_CHUNK: usize = 16 * 1024;
+/// Most room a read buffer is given beyond what it holds: it grows by at most what it
+/// holds already or the largest frame that arrived lately (so only arrived bytes make it
+/// grow), and never by more than this per step.
+const MAX_READ: usize = 512 * 1024;
 /// Initial read buffer per connection; kept small because an idle master holds one
 /// per worker (10,000 × 64 KiB would be 640 MiB once the pages are touched).
 const READ_BUF: usize = 4 * 1024;
+/// Most plaintext sealed per write, so the sealed copy stays small; it holds a whole
+/// stream chunk frame (256 KiB and its header) so a chunk costs one write.
+const SEAL_PIECE: usize = 512 * 1024;
 
 /// Writes plaintext or sealed records.
 struct Writer<W> {
@@ -516,29 +768,73 @@ struct Writer<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    async fn write(&mut self, conn: &Connection, plain: &[u8]) -> std::io::Result<()> {
-        let bytes: &[u8] = match &mut self.sealer {
-            None => plain,
-            Some(s) => {
-                self.sealed.clear();
-                s.seal(plain, &mut self.sealed)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                &self.sealed
-            }
-        };
-        tokio::select! {
-            r = self.w.write_all(bytes) => r,
-            _ = conn.closed.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection closing")),
+    /// Writes the concatenation of `parts`: as they are, in vectored writes, or sealed
+    /// in records, at most [`SEAL_PIECE`] bytes of plaintext per write.
+    async fn write(&mut self, conn: &Connection, parts: &[&[u8]]) -> std::io::Result<()> {
+        if self.sealer.is_none() {
+            return tokio::select! {
+                r = write_all_vectored(&mut self.w, parts) => r,
+                _ = conn.closed.cancelled() => Err(closing()),
+            };
         }
-    }
-
-    /// Writes a large frame piece by piece so the sealed copy stays small.
-    async fn write_large(&mut self, conn: &Connection, plain: &[u8]) -> std::io::Result<()> {
-        for piece in plain.chunks(4 * WRITE_BUF) {
-            self.write(conn, piece).await?;
+        let mut group: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        let mut size = 0;
+        for &part in parts {
+            let mut p = part;
+            while !p.is_empty() {
+                let take = p.len().min(SEAL_PIECE - size);
+                group.push(&p[..take]);
+                size += take;
+                p = &p[take..];
+                if size == SEAL_PIECE {
+                    self.write_sealed(conn, &group).await?;
+                    group.clear();
+                    size = 0;
+                }
+            }
+        }
+        if size > 0 {
+            self.write_sealed(conn, &group).await?;
         }
         Ok(())
     }
+
+    async fn write_sealed(&mut self, conn: &Connection, parts: &[&[u8]]) -> std::io::Result<()> {
+        self.sealed.clear();
+        if let Some(s) = &mut self.sealer {
+            s.seal_parts(parts, &mut self.sealed)
+                .map_err(std::io::Error::other)?;
+        }
+        tokio::select! {
+            r = self.w.write_all(&self.sealed) => r,
+            _ = conn.closed.cancelled() => Err(closing()),
+        }
+    }
+}
+
+fn closing() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection closing")
+}
+
+/// Writes all of `parts` with as few `writev` calls as the socket allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = w.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
@@ -547,9 +843,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     sealer: Option<Sealer>,
     mut q: Queues,
 ) {
-    let mut batch = Vec::with_capacity(256);
-    // Grows on first use and is kept: an idle connection holds no write buffer.
-    let mut buf: Vec<u8> = Vec::new();
+    let mut batch: Vec<Queued> = Vec::new();
     let mut out = Writer {
         w,
         sealer,
@@ -557,46 +851,33 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     };
     let result: std::io::Result<()> = async {
         loop {
-            // Control frames first; one bulk chunk only when none is waiting.
-            let mut chunk = None;
-            let n = tokio::select! {
-                biased;
-                n = q.control.recv_many(&mut batch, 256) => n,
-                Some(c) = q.bulk.recv() => { chunk = Some(c); 0 }
-                _ = conn.closed.cancelled() => return Ok(()),
-            };
-            if n == 0 && chunk.is_none() {
-                return Ok(());
-            }
-            let mut drained = 0usize;
-            for o in batch.drain(..) {
-                drained += o.bytes.len() + PER_FRAME;
-                if o.bytes.len() >= WRITE_BUF {
-                    if !buf.is_empty() {
-                        out.write(&conn, &buf).await?;
-                        buf.clear();
-                    }
-                    out.write_large(&conn, &o.bytes).await?;
-                    continue;
+            conn.take(&mut batch);
+            if batch.is_empty() {
+                let idle = conn
+                    .has_spare()
+                    .then(|| tokio::time::Instant::now() + SPARE_IDLE);
+                // Control frames first; a bulk chunk only when none is waiting.
+                tokio::select! {
+                    biased;
+                    _ = conn.work.notified() => {}
+                    _ = sleep_until(idle) => conn.drop_spare(),
+                    c = q.bulk.recv() => match c {
+                        Some(c) => out.write(&conn, &[&c.head, &c.body]).await?,
+                        None => return Ok(()),
+                    },
+                    _ = conn.closed.cancelled() => return Ok(()),
                 }
-                buf.extend_from_slice(&o.bytes);
-                if buf.len() >= WRITE_BUF {
-                    out.write(&conn, &buf).await?;
-                    buf.clear();
+            } else {
+                {
+                    let parts: Vec<&[u8]> = batch.iter().map(Queued::bytes).collect();
+                    out.write(&conn, &parts).await?;
+                }
+                conn.release(&mut batch);
+                // At most one chunk between batches of control frames.
+                if let Ok(c) = q.bulk.try_recv() {
+                    out.write(&conn, &[&c.head, &c.body]).await?;
                 }
             }
-            if let Some(c) = chunk {
-                if !buf.is_empty() {
-                    out.write(&conn, &buf).await?;
-                    buf.clear();
-                }
-                out.write_large(&conn, &c).await?;
-            }
-            if !buf.is_empty() {
-                out.write(&conn, &buf).await?;
-                buf.clear();
-            }
-            conn.written(drained);
             tokio::select! {
                 r = out.w.flush() => r?,
                 _ = conn.closed.cancelled() => return Ok(()),
@@ -604,6 +885,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     .await;
+    // Frames taken but not written count as written (their asks fail as lost).
+    conn.release(&mut batch);
     let reason = match &result {
         Ok(()) => "connection closed before the message was sent".to_string(),
         Err(e) => {
@@ -666,10 +949,39 @@ async fn read_loop<R: AsyncRead + Unpin>(
         tracing::warn!(peer = %conn.peer(), "closing connection with {}: {reason}", conn.peer());
         reason
     };
+    // The largest frame that arrived lately (decaying): having received that much, the
+    // connection may have that much room for the next read up front.
+    let mut recent = 0usize;
     loop {
-        if raw.capacity() - raw.len() < 512 {
-            // Grow with what arrives: double what is held, within 4..16 KiB per step.
-            raw.reserve(raw.len().clamp(READ_BUF, READ_CHUNK));
+        // Room for reads grows only with arrived bytes: at most what is held, or the
+        // largest frame that arrived lately, and a little more.
+        let allowance = raw.len().max(recent).min(MAX_READ) + READ_BUF;
+        match &opener {
+            None => {
+                let spare = raw.capacity() - raw.len();
+                match front_need(&raw) {
+                    // The rest of the frame in progress (as far as the allowance goes)
+                    // and a little of the next: the frame is split off whole, and the
+                    // next one starts in a buffer of its own without the frame's bytes
+                    // being copied.
+                    Some(n) if n > spare => raw.reserve(n.min(allowance) + READ_BUF),
+                    _ if spare < 512 => raw.reserve(allowance),
+                    _ => {}
+                }
+            }
+            Some(_) => {
+                // Opened records go onto the frame in progress without regrowing it
+                // piecemeal; a record may carry the start of the next frame too.
+                if let Some(n) = front_need(&plain) {
+                    if n > plain.capacity() - plain.len() {
+                        let held = plain.len().max(recent).min(MAX_READ) + READ_BUF;
+                        plain.reserve(n.min(held) + crate::seal::MAX_RECORD);
+                    }
+                }
+                if raw.capacity() - raw.len() < 512 {
+                    raw.reserve(allowance);
+                }
+            }
         }
         let read = tokio::select! {
             biased;
@@ -710,8 +1022,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             match codec.decode(frames) {
                 Ok(Some(frame)) => {
                     progressed = true;
-                    if let Err(reason) = route(env, conn, &frame) {
-                        return close(reason);
+                    let len = frame.len() + frame::LEN_BYTES;
+                    recent = len.max(recent - recent / 16);
+                    if let Err(e) = route(env, conn, &frame) {
+                        return close(e.to_string());
                     }
                 }
                 Ok(None) => break,
@@ -733,6 +1047,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// Bytes still missing from the frame at the front of `buf`, once its length is known.
+fn front_need(buf: &BytesMut) -> Option<usize> {
+    let len = u32::from_be_bytes(buf.get(..frame::LEN_BYTES)?.try_into().ok()?) as usize;
+    (frame::LEN_BYTES + len).checked_sub(buf.len())
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -742,8 +1062,8 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Routes one frame. An error means the peer broke the protocol and the connection
 /// must close; a message for an unknown endpoint is refused but keeps the connection.
-fn route(env: &RpcEnv, conn: &Arc<Connection>, frame: &Bytes) -> Result<(), String> {
-    let (header, body) = frame::split_frame(frame).map_err(|e| e.to_string())?;
+fn route(env: &RpcEnv, conn: &Arc<Connection>, frame: &Bytes) -> Result<(), ProtocolError> {
+    let (header, body) = frame::split_frame(frame)?;
     let limit = env.dropped_log();
     match header {
         Header::OneWay { to, protocol } => match env.inbox(to) {

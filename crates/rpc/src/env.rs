@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::address::RpcAddress;
 use crate::conf::RpcConf;
-use crate::connection::{self, Connection, EnqueueError, Out, Outcome, Queues};
+use crate::connection::{self, Connection, EnqueueError, Out, Outcome, Queues, Unregister};
 use crate::endpoint::{Ask, ConcurrentEndpoint, Context, Endpoint, Event, Protocol, Reply};
 use crate::error::RpcError;
 use crate::files::{FileRegistry, FileServerEndpoint, FileStreams, FILE_SERVER};
@@ -86,10 +86,36 @@ pub struct ConnectionInfo {
     pub open_streams: usize,
 }
 
+/// The connection a ref to a remote endpoint used last, so that a message does not
+/// look its peer up in the outbox table (a lock and a hash of the address) each time.
+#[derive(Default)]
+pub(crate) struct OutboxCache(Mutex<Option<Arc<Connection>>>);
+
 /// Why a frame could not be queued towards a peer.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum SendFail {
-    NotDelivered(String),
+    /// The environment is shutting down.
+    #[error("the RPC environment has stopped")]
+    Stopped,
+    /// Every connection tried was found closed.
+    #[error("the connection to {0} keeps closing")]
+    KeepsClosing(RpcAddress),
+    /// The connection's queue is at its byte budget.
+    #[error("the connection's outbound queue is full ({queued} bytes queued, rpc.connection.max_queued_bytes = {budget})")]
     Full { queued: usize, budget: usize },
+}
+
+/// Why a connection was refused at accept, before its handshake.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdmissionError {
+    /// Its address holds as many mid-handshake slots as one address may.
+    #[error(
+        "{count} connections from {ip} are mid-handshake (rpc.max_pending_handshakes_per_address)"
+    )]
+    PerAddress { count: usize, ip: IpAddr },
+    /// All slots are taken and no address holds more than this one would.
+    #[error("{count} connections are mid-handshake (rpc.max_pending_handshakes)")]
+    Total { count: usize },
 }
 
 /// Holds one mid-handshake slot; released when dropped. When the global limit is
@@ -336,7 +362,7 @@ impl RpcEnv {
                 Some(r) => return r,
                 None => Target::Missing(format!("no endpoint named {name} speaking {} at {a}", M::NAME)),
             },
-            Some(a) => Target::Remote(a),
+            Some(a) => Target::Remote(a, OutboxCache::default()),
             None => match conn {
                 Some(c) => Target::Client(c.clone()),
                 None => Target::Missing(format!(
@@ -385,9 +411,9 @@ impl RpcEnv {
     }
 
     /// The live connection to `addr`, opening one if there is none.
-    pub(crate) fn outbox(&self, addr: &RpcAddress) -> Result<Arc<Connection>, String> {
+    pub(crate) fn outbox(&self, addr: &RpcAddress) -> Result<Arc<Connection>, SendFail> {
         if self.inner.token.is_cancelled() {
-            return Err("the RPC environment has stopped".into());
+            return Err(SendFail::Stopped);
         }
         let mut map = self.inner.outboxes.lock();
         if let Some(c) = map.get(addr) {
@@ -410,11 +436,35 @@ impl RpcEnv {
         Ok(conn)
     }
 
+    /// The connection to `addr` for a ref: the one it used last unless that is `stale`
+    /// (found closed), else the outbox, which it then remembers.
+    fn conn_for(
+        &self,
+        addr: &RpcAddress,
+        cache: &OutboxCache,
+        stale: Option<&Arc<Connection>>,
+    ) -> Result<Arc<Connection>, SendFail> {
+        if let Some(c) = &*cache.0.lock() {
+            if stale.is_none_or(|s| !Arc::ptr_eq(s, c)) {
+                return Ok(c.clone());
+            }
+        }
+        let c = self.outbox(addr)?;
+        *cache.0.lock() = Some(c.clone());
+        Ok(c)
+    }
+
     /// Queues a frame to `addr` without waiting; a connection found closed is replaced
     /// once.
-    pub(crate) fn send_to(&self, addr: &RpcAddress, mut out: Out) -> Result<(), SendFail> {
+    pub(crate) fn send_to(
+        &self,
+        addr: &RpcAddress,
+        cache: &OutboxCache,
+        mut out: Out,
+    ) -> Result<(), SendFail> {
+        let mut stale = None;
         for _ in 0..2 {
-            let conn = self.outbox(addr).map_err(SendFail::NotDelivered)?;
+            let conn = self.conn_for(addr, cache, stale.as_ref())?;
             match conn.try_enqueue(out) {
                 Ok(()) => return Ok(()),
                 Err(EnqueueError::Full(_)) => {
@@ -426,33 +476,40 @@ impl RpcEnv {
                 Err(EnqueueError::Closed(back)) => {
                     out = back;
                     self.forget_connection(&conn);
+                    stale = Some(conn);
                 }
             }
         }
-        Err(SendFail::NotDelivered(format!(
-            "the connection to {addr} keeps closing"
-        )))
+        Err(SendFail::KeepsClosing(addr.clone()))
     }
 
     /// Queues a frame to `addr`, waiting for room in the connection's budget.
-    pub(crate) async fn send_to_wait(&self, addr: &RpcAddress, mut out: Out) -> Result<(), String> {
+    pub(crate) async fn send_to_wait(
+        &self,
+        addr: &RpcAddress,
+        cache: &OutboxCache,
+        mut out: Out,
+    ) -> Result<(), SendFail> {
+        let mut stale = None;
         for _ in 0..2 {
-            let conn = self.outbox(addr)?;
+            let conn = self.conn_for(addr, cache, stale.as_ref())?;
             match conn.enqueue_wait(out).await {
                 Ok(()) => return Ok(()),
                 Err(back) => {
                     out = back;
                     self.forget_connection(&conn);
+                    stale = Some(conn);
                 }
             }
         }
-        Err(format!("the connection to {addr} keeps closing"))
+        Err(SendFail::KeepsClosing(addr.clone()))
     }
 
-    /// Registers ask `id` and queues its frame to `addr`.
+    /// Registers ask `id` and queues its frame to `addr` at once.
     pub(crate) fn ask_to(
         &self,
         addr: &RpcAddress,
+        cache: &OutboxCache,
         id: u64,
         bytes: bytes::Bytes,
     ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), SendFail> {
@@ -460,8 +517,9 @@ impl RpcEnv {
             bytes,
             ask: Some(id),
         };
+        let mut stale = None;
         for _ in 0..2 {
-            let conn = self.outbox(addr).map_err(SendFail::NotDelivered)?;
+            let conn = self.conn_for(addr, cache, stale.as_ref())?;
             let rx = conn.register(id);
             match conn.try_enqueue(out) {
                 Ok(()) => return Ok((conn, rx)),
@@ -476,12 +534,45 @@ impl RpcEnv {
                     conn.unregister(id);
                     out = back;
                     self.forget_connection(&conn);
+                    stale = Some(conn);
                 }
             }
         }
-        Err(SendFail::NotDelivered(format!(
-            "the connection to {addr} keeps closing"
-        )))
+        Err(SendFail::KeepsClosing(addr.clone()))
+    }
+
+    /// Registers ask `id` and queues its frame to `addr`, waiting for room in the
+    /// connection's budget (the caller bounds the wait by the ask's deadline).
+    pub(crate) async fn ask_to_wait(
+        &self,
+        addr: &RpcAddress,
+        cache: &OutboxCache,
+        id: u64,
+        bytes: bytes::Bytes,
+    ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), SendFail> {
+        let mut out = Out {
+            bytes,
+            ask: Some(id),
+        };
+        let mut stale = None;
+        for _ in 0..2 {
+            let conn = self.conn_for(addr, cache, stale.as_ref())?;
+            let rx = conn.register(id);
+            let guard = Unregister(&conn, id);
+            match conn.enqueue_wait(out).await {
+                Ok(()) => {
+                    std::mem::forget(guard);
+                    return Ok((conn, rx));
+                }
+                Err(back) => {
+                    drop(guard);
+                    out = back;
+                    self.forget_connection(&conn);
+                    stale = Some(conn);
+                }
+            }
+        }
+        Err(SendFail::KeepsClosing(addr.clone()))
     }
 
     /// Takes a handshaken inbound connection into the tables. When the peer proved
@@ -575,15 +666,13 @@ impl RpcEnv {
     }
 
     /// Takes a mid-handshake slot for a connection from `ip`, if the limits allow.
-    pub(crate) fn handshake_slot(&self, ip: IpAddr) -> Result<HandshakeSlot, String> {
+    pub(crate) fn handshake_slot(&self, ip: IpAddr) -> Result<HandshakeSlot, AdmissionError> {
         let conf = &self.inner.conf;
         let mut guard = self.inner.handshakes.lock();
         let h = &mut *guard;
         let mine = h.per_ip.get(&ip).map_or(0, |q| q.len());
         if mine >= conf.max_pending_handshakes_per_address {
-            return Err(format!(
-                "{mine} connections from {ip} are mid-handshake (rpc.max_pending_handshakes_per_address)"
-            ));
+            return Err(AdmissionError::PerAddress { count: mine, ip });
         }
         if h.total >= conf.max_pending_handshakes {
             // Evict the oldest pending handshake of the address holding the most, unless
@@ -605,12 +694,7 @@ impl RpcEnv {
                         }
                     }
                 }
-                _ => {
-                    return Err(format!(
-                        "{} connections are mid-handshake (rpc.max_pending_handshakes)",
-                        h.total
-                    ))
-                }
+                _ => return Err(AdmissionError::Total { count: h.total }),
             }
         }
         let id = h.next;

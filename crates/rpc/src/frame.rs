@@ -188,30 +188,40 @@ pub fn split_frame(frame: &Bytes) -> Result<(Header<'_>, Bytes), HeaderError> {
     Ok((header, body))
 }
 
-/// Encodes a complete frame — length prefix, header, body — in one buffer.
+/// Encodes a complete frame — length prefix, header, body — in one buffer of exactly
+/// its size (a queued frame holds no slack the queue's byte budget does not see).
 pub fn encode_frame<T: Serialize + ?Sized>(
     header: &Header<'_>,
     body: &T,
 ) -> Result<Vec<u8>, postcard::Error> {
-    // Room for a small message's header and body without regrowing.
-    let mut buf = Vec::with_capacity(256);
-    buf.extend_from_slice(&[0; LEN_BYTES]);
+    let len = postcard::experimental::serialized_size(header)?
+        + postcard::experimental::serialized_size(body)?;
+    let mut buf = Vec::with_capacity(LEN_BYTES + len);
+    buf.extend_from_slice(&frame_len(len)?);
     let buf = postcard::to_extend(header, buf)?;
-    let mut buf = postcard::to_extend(body, buf)?;
-    let len = (buf.len() - LEN_BYTES) as u32;
-    buf[..LEN_BYTES].copy_from_slice(&len.to_be_bytes());
-    Ok(buf)
+    postcard::to_extend(body, buf)
 }
 
 /// Encodes a frame whose body is already-encoded bytes.
 pub fn encode_raw(header: &Header<'_>, body: &[u8]) -> Result<Vec<u8>, postcard::Error> {
-    let mut buf = Vec::with_capacity(LEN_BYTES + 24 + body.len());
-    buf.extend_from_slice(&[0; LEN_BYTES]);
-    let mut buf = postcard::to_extend(header, buf)?;
+    let mut buf = encode_head(header, body.len())?;
     buf.extend_from_slice(body);
-    let len = (buf.len() - LEN_BYTES) as u32;
-    buf[..LEN_BYTES].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
+}
+
+/// Encodes the length prefix and header of a frame whose `body_len` bytes of body
+/// follow separately (written from their own buffer, without copying them here).
+pub fn encode_head(header: &Header<'_>, body_len: usize) -> Result<Vec<u8>, postcard::Error> {
+    let head = postcard::experimental::serialized_size(header)?;
+    let mut buf = Vec::with_capacity(LEN_BYTES + head + body_len);
+    buf.extend_from_slice(&frame_len(head + body_len)?);
+    postcard::to_extend(header, buf)
+}
+
+fn frame_len(len: usize) -> Result<[u8; LEN_BYTES], postcard::Error> {
+    u32::try_from(len)
+        .map(u32::to_be_bytes)
+        .map_err(|_| postcard::Error::SerializeBufferFull)
 }
 
 /// Type id of a reply type: the [`protocol_id`] of its Rust type name. Peers built

@@ -16,9 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::address::{EndpointAddress, RpcAddress};
 use crate::conf::RpcTimeout;
-use crate::connection::{Connection, EnqueueError, Out, Outcome};
+use crate::connection::{Connection, EnqueueError, Out, Outcome, Unregister};
 use crate::endpoint::{Ask, LocalReply, Message, Protocol};
-use crate::env::{RpcEnv, SendFail};
+use crate::env::{OutboxCache, RpcEnv, SendFail};
 use crate::error::AskError;
 use crate::frame::{self, FailureKind, Header};
 use crate::inbox::{Inbox, Item, LocalAsk, Posted};
@@ -26,8 +26,9 @@ use crate::inbox::{Inbox, Item, LocalAsk, Posted};
 pub(crate) enum Target<M> {
     /// In this environment: messages go straight into the inbox, unserialized.
     Local(Inbox<M>),
-    /// In a server-mode environment elsewhere: through that address's outbox.
-    Remote(RpcAddress),
+    /// In a server-mode environment elsewhere: through that address's outbox (the
+    /// connection last used is remembered).
+    Remote(RpcAddress, OutboxCache),
     /// In a client-only environment: only over the connection it opened to us.
     Client(Arc<Connection>),
     /// Could not be bound (the reason is given on use).
@@ -84,7 +85,7 @@ impl<M: Protocol> EndpointRef<M> {
     pub fn rpc_address(&self) -> Option<RpcAddress> {
         match &self.inner.target {
             Target::Local(_) => self.inner.env.address().cloned(),
-            Target::Remote(a) => Some(a.clone()),
+            Target::Remote(a, _) => Some(a.clone()),
             Target::Client(_) | Target::Missing(_) => None,
         }
     }
@@ -113,12 +114,12 @@ impl<M: Protocol> EndpointRef<M> {
 
     fn map_fail(&self, f: SendFail) -> AskError {
         match f {
-            SendFail::NotDelivered(r) => self.not_delivered(r),
             SendFail::Full { queued, budget } => AskError::Full {
                 to: self.address().to_string(),
                 queued,
                 budget,
             },
+            other => self.not_delivered(other.to_string()),
         }
     }
 
@@ -143,11 +144,11 @@ impl<M: Protocol> EndpointRef<M> {
         let msg = msg.into();
         match &self.inner.target {
             Target::Local(inbox) => self.post_local(inbox, Item::Local { msg, reply: None }),
-            Target::Remote(addr) => {
+            Target::Remote(addr, cache) => {
                 let bytes = self.one_way(&msg)?;
                 self.inner
                     .env
-                    .send_to(addr, Out { bytes, ask: None })
+                    .send_to(addr, cache, Out { bytes, ask: None })
                     .map_err(|f| self.map_fail(f))
             }
             Target::Client(conn) => {
@@ -171,13 +172,13 @@ impl<M: Protocol> EndpointRef<M> {
         let msg = msg.into();
         match &self.inner.target {
             Target::Local(inbox) => self.post_local(inbox, Item::Local { msg, reply: None }),
-            Target::Remote(addr) => {
+            Target::Remote(addr, cache) => {
                 let bytes = self.one_way(&msg)?;
                 self.inner
                     .env
-                    .send_to_wait(addr, Out { bytes, ask: None })
+                    .send_to_wait(addr, cache, Out { bytes, ask: None })
                     .await
-                    .map_err(|r| self.not_delivered(r))
+                    .map_err(|f| self.map_fail(f))
             }
             Target::Client(conn) => {
                 let bytes = self.one_way(&msg)?;
@@ -250,6 +251,119 @@ impl<M: Protocol> EndpointRef<M> {
         }
     }
 
+    /// Asks and waits for the reply, waiting first for room in the connection's
+    /// outbound queue if it is at its byte budget (`rpc.connection.max_queued_bytes`)
+    /// instead of failing `Full`; the whole ask, waiting for room included, takes at
+    /// most `rpc.ask_timeout`. For callers outside handlers (a handler must never
+    /// wait: it uses [`ask`](Self::ask)), e.g. after a burst of
+    /// [`send_async`](Self::send_async). Unlike `ask`, the request is queued when there
+    /// is room, so it may reach the endpoint after messages sent later by others.
+    pub async fn ask_waiting<Q: Ask + Into<M>>(&self, q: Q) -> Result<Q::Reply, AskError> {
+        self.ask_waiting_within(q, self.inner.env.inner.conf.ask_timeout)
+            .await
+    }
+
+    /// [`ask_waiting`](Self::ask_waiting) with a deadline of `timeout` instead of
+    /// `rpc.ask_timeout`.
+    pub async fn ask_waiting_timeout<Q: Ask + Into<M>>(
+        &self,
+        q: Q,
+        timeout: Duration,
+    ) -> Result<Q::Reply, AskError> {
+        let t = RpcTimeout {
+            duration: timeout,
+            setting: "the timeout passed to ask_waiting_timeout",
+        };
+        self.ask_waiting_within(q, t).await
+    }
+
+    async fn ask_waiting_within<Q: Ask + Into<M>>(
+        &self,
+        q: Q,
+        t: RpcTimeout,
+    ) -> Result<Q::Reply, AskError> {
+        let expects = frame::type_id_of::<Q::Reply>();
+        let msg: M = q.into();
+        let start = tokio::time::Instant::now();
+        let queue = async {
+            match &self.inner.target {
+                Target::Remote(addr, cache) => {
+                    let (id, bytes) = self.request(&msg, expects)?;
+                    let (conn, rx) = self
+                        .inner
+                        .env
+                        .ask_to_wait(addr, cache, id, bytes)
+                        .await
+                        .map_err(|f| self.map_fail(f))?;
+                    Ok(Pending::Remote { conn, id, rx })
+                }
+                Target::Client(conn) => {
+                    let (id, bytes) = self.request(&msg, expects)?;
+                    let rx = conn.register(id);
+                    let guard = Unregister(conn, id);
+                    let queued = conn
+                        .enqueue_wait(Out {
+                            bytes,
+                            ask: Some(id),
+                        })
+                        .await;
+                    if queued.is_err() {
+                        return Err(
+                            self.not_delivered("the connection the client opened has closed")
+                        );
+                    }
+                    std::mem::forget(guard);
+                    Ok(Pending::Remote {
+                        conn: conn.clone(),
+                        id,
+                        rx,
+                    })
+                }
+                // Nothing to wait for: local inboxes refuse at once (`Busy`).
+                _ => self.queue_ask(msg, expects),
+            }
+        };
+        let pending = match tokio::time::timeout(t.duration, queue).await {
+            Ok(p) => p?,
+            Err(_) => {
+                // The connection's queue stayed full until the deadline: nothing was sent.
+                return Err(self.not_delivered(format!(
+                    "the connection's outbound queue stayed at its byte budget (rpc.connection.max_queued_bytes) for the whole deadline of {:?}; this timeout is controlled by {}",
+                    t.duration, t.setting
+                )));
+            }
+        };
+        let left = RpcTimeout {
+            duration: t.duration.saturating_sub(start.elapsed()),
+            setting: t.setting,
+        };
+        self.await_reply::<Q::Reply>(pending, left)
+            .await
+            .map_err(|e| match e {
+                AskError::Timeout { to, setting, .. } => AskError::Timeout {
+                    to,
+                    after: t.duration,
+                    setting,
+                },
+                e => e,
+            })
+    }
+
+    /// A request frame for `msg` under a fresh id.
+    fn request(&self, msg: &M, expects: u32) -> Result<(u64, Bytes), AskError> {
+        let id = self.inner.env.next_request_id();
+        let bytes = self.encode(
+            &Header::Request {
+                id,
+                to: self.name(),
+                protocol: M::ID,
+                reply: expects,
+            },
+            msg,
+        )?;
+        Ok((id, bytes))
+    }
+
     /// Queues a request now; the reply is awaited by [`Self::await_reply`].
     fn queue_ask(&self, msg: M, expects: u32) -> Result<Pending, AskError> {
         match &self.inner.target {
@@ -264,18 +378,9 @@ impl<M: Protocol> EndpointRef<M> {
                 )?;
                 Ok(Pending::Local(orx))
             }
-            Target::Remote(_) | Target::Client(_) => {
+            Target::Remote(..) | Target::Client(_) => {
                 let env = &self.inner.env;
-                let id = env.next_request_id();
-                let bytes = self.encode(
-                    &Header::Request {
-                        id,
-                        to: self.name(),
-                        protocol: M::ID,
-                        reply: expects,
-                    },
-                    &msg,
-                )?;
+                let (id, bytes) = self.request(&msg, expects)?;
                 let (conn, rx) = match &self.inner.target {
                     Target::Client(conn) => {
                         let rx = conn.register(id);
@@ -296,9 +401,9 @@ impl<M: Protocol> EndpointRef<M> {
                         }
                         (conn.clone(), rx)
                     }
-                    Target::Remote(addr) => {
-                        env.ask_to(addr, id, bytes).map_err(|f| self.map_fail(f))?
-                    }
+                    Target::Remote(addr, cache) => env
+                        .ask_to(addr, cache, id, bytes)
+                        .map_err(|f| self.map_fail(f))?,
                     _ => return Err(self.not_delivered("unreachable target")),
                 };
                 Ok(Pending::Remote { conn, id, rx })

@@ -116,18 +116,40 @@ pub struct Sealer {
 impl Sealer {
     /// Appends `plain`, cut into records of at most [`MAX_RECORD`] bytes, to `out`.
     pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
-        for piece in plain.chunks(MAX_RECORD) {
+        self.seal_parts(&[plain], out)
+    }
+
+    /// Appends the concatenation of `parts`, cut into records of at most
+    /// [`MAX_RECORD`] bytes (a record may span parts), to `out`.
+    pub fn seal_parts(&mut self, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<(), SealError> {
+        let mut left: usize = parts.iter().map(|p| p.len()).sum();
+        out.reserve(left + left.div_ceil(MAX_RECORD) * (RECORD_LEN_BYTES + TAG_LEN));
+        let (mut part, mut at) = (0usize, 0usize);
+        while left > 0 {
+            let n = left.min(MAX_RECORD);
             let seq = self.seq;
             self.seq = seq.checked_add(1).ok_or(SealError::Exhausted)?;
-            let len = ((piece.len() + TAG_LEN) as u32).to_be_bytes();
+            let len = ((n + TAG_LEN) as u32).to_be_bytes();
             out.extend_from_slice(&len);
             let start = out.len();
-            out.extend_from_slice(piece);
+            let mut need = n;
+            while need > 0 {
+                let p = parts[part];
+                let take = (p.len() - at).min(need);
+                out.extend_from_slice(&p[at..at + take]);
+                at += take;
+                need -= take;
+                if at == p.len() {
+                    part += 1;
+                    at = 0;
+                }
+            }
             let tag = self
                 .key
                 .seal_in_place_separate_tag(nonce(seq), Aad::from(len), &mut out[start..])
                 .map_err(|_| SealError::Exhausted)?;
             out.extend_from_slice(tag.as_ref());
+            left -= n;
         }
         Ok(())
     }
@@ -328,5 +350,20 @@ mod tests {
         // The client's receiving key is not its sending key, from the first record on.
         let (_, mut own) = SessionKeys::derive(b"secret", &[7u8; 32], true).split();
         assert_eq!(open_all(&mut own, &reference), Err(SealError::Forged(0)));
+    }
+
+    #[test]
+    fn parts_seal_like_their_concatenation() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i * 7) as u8).collect();
+        let (mut s1, _) = pair();
+        let (mut s2, mut o) = pair();
+        let mut whole = Vec::new();
+        s1.seal(&data, &mut whole).unwrap();
+        let mut parts = Vec::new();
+        let (a, rest) = data.split_at(3);
+        let (b, c) = rest.split_at(70_000);
+        s2.seal_parts(&[a, &[], b, c], &mut parts).unwrap();
+        assert_eq!(whole, parts, "the same records, whatever the parts");
+        assert_eq!(open_all(&mut o, &parts).unwrap(), data);
     }
 }

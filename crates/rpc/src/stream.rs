@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 use crate::address::RpcAddress;
-use crate::connection::{Connection, EnqueueError, Out};
+use crate::connection::{BulkFrame, Connection, EnqueueError, Out, ProtocolError};
 use crate::env::RpcEnv;
 use crate::error::RpcError;
 use crate::frame::{self, Header};
@@ -115,20 +115,18 @@ impl StreamTable {
     }
 
     /// A chunk arrived for a stream this side consumes.
-    pub(crate) fn on_data(&self, sid: u64, ours: bool, body: Bytes) -> Result<(), String> {
+    pub(crate) fn on_data(&self, sid: u64, ours: bool, body: Bytes) -> Result<(), ProtocolError> {
         let tx = match self.slots.lock().get(&(ours, sid)) {
             Some(Slot::Consumer(tx)) => tx.clone(),
             Some(Slot::Producer(_)) => {
-                return Err(format!("stream {sid}: data sent by its consumer"));
+                return Err(ProtocolError::DataFromConsumer { sid });
             }
             // Cancelled or finished here; chunks still in flight are dropped.
             None => return Ok(()),
         };
         match tx.try_send(Item::Data(body)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(format!(
-                "stream {sid}: the peer sent more chunks than it had credit for"
-            )),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(ProtocolError::OverCredit { sid }),
             Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
         }
     }
@@ -371,14 +369,19 @@ impl StreamSink {
         while at < data.len() {
             let end = (at + self.chunk).min(data.len());
             self.take_credit().await?;
-            let frame = encode(
-                &Header::StreamData {
-                    sid: self.sid,
-                    opener: self.ours,
-                },
-                &data[at..end],
-            );
-            if self.conn.enqueue_bulk(frame.into()).await.is_err() {
+            // The chunk is written from `data` itself, behind its own small header.
+            let frame = BulkFrame {
+                head: frame::encode_head(
+                    &Header::StreamData {
+                        sid: self.sid,
+                        opener: self.ours,
+                    },
+                    end - at,
+                )
+                .unwrap_or_default(),
+                body: data.slice(at..end),
+            };
+            if self.conn.enqueue_bulk(frame).await.is_err() {
                 return Err(StreamError::ConnectionLost {
                     peer: self.conn.peer().to_string(),
                     reason: "the connection closed".into(),
@@ -402,7 +405,10 @@ impl StreamSink {
         );
         // Behind this stream's chunks, in the bulk queue, so it cannot overtake them.
         self.conn
-            .enqueue_bulk(frame.into())
+            .enqueue_bulk(BulkFrame {
+                head: frame,
+                body: Bytes::new(),
+            })
             .await
             .map_err(|_| StreamError::ConnectionLost {
                 peer: self.conn.peer().to_string(),
@@ -460,10 +466,10 @@ pub(crate) fn on_open(
     pull: bool,
     window: u32,
     body: Bytes,
-) -> Result<(), String> {
+) -> Result<(), ProtocolError> {
     let key = (false, sid);
     if conn.streams.slots.lock().contains_key(&key) {
-        return Err(format!("stream {sid} opened twice"));
+        return Err(ProtocolError::OpenedTwice { sid });
     }
     let Some(handler) = env.stream_handler(to) else {
         let why = format!(
@@ -543,7 +549,9 @@ impl RpcEnv {
                 reason,
             })
         };
-        let conn = self.outbox(addr).map_err(not_delivered)?;
+        let conn = self
+            .outbox(addr)
+            .map_err(|e| not_delivered(e.to_string()))?;
         let out = Out {
             bytes: frame.into(),
             ask: None,
@@ -577,10 +585,10 @@ impl RpcEnv {
             },
             &request,
         );
-        let conn = self.outbox(addr).map_err(|reason| {
+        let conn = self.outbox(addr).map_err(|e| {
             RpcError::Ask(crate::AskError::NotDelivered {
                 to: format!("stream handler {name} at {addr}"),
-                reason,
+                reason: e.to_string(),
             })
         })?;
         let (stream, tx) = IncomingStream::new(conn.clone(), sid, true, window);
@@ -607,10 +615,10 @@ impl RpcEnv {
             },
             &meta,
         );
-        let conn = self.outbox(addr).map_err(|reason| {
+        let conn = self.outbox(addr).map_err(|e| {
             RpcError::Ask(crate::AskError::NotDelivered {
                 to: format!("stream handler {name} at {addr}"),
-                reason,
+                reason: e.to_string(),
             })
         })?;
         let (sink, credit) =

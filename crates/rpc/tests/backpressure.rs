@@ -68,6 +68,80 @@ async fn a_peer_that_stops_reading_makes_try_send_full_and_send_async_wait() {
     client.shutdown();
 }
 
+#[tokio::test]
+async fn ask_waiting_gives_up_at_its_deadline_when_the_queue_stays_full() {
+    let (addr, task) = deaf_server().await;
+    let mut conf = quick_conf();
+    conf.max_queued_bytes = 256 * 1024;
+    let client = RpcEnv::client(conf).unwrap();
+    let r = client.endpoint_ref::<TestMsg>(&addr, "test");
+    let start = Instant::now();
+    loop {
+        match r.try_send(TestMsg::Blob(Blob(vec![7u8; 16 * 1024]))) {
+            Ok(()) => tokio::task::yield_now().await,
+            Err(AskError::Full { .. }) => break,
+            Err(e) => panic!("unexpected failure: {e}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never Full");
+    }
+    let t = Instant::now();
+    let e = r
+        .ask_waiting_timeout(Echo("late".into()), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "gave up after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "waited {waited:?} past a 300 ms deadline"
+    );
+    assert!(e.is_not_delivered(), "{e}");
+    assert!(
+        e.to_string().contains("rpc.connection.max_queued_bytes")
+            && e.to_string().contains("ask_waiting_timeout"),
+        "{e}"
+    );
+    task.abort();
+    client.shutdown();
+}
+
+/// On a current-thread runtime the writer cannot run while the test fills the queue,
+/// so the queue is certainly full when `ask` and `ask_waiting` are called.
+#[tokio::test]
+async fn after_a_burst_ask_fails_full_and_ask_waiting_waits_for_room() {
+    let (server, addr, _) = server_with_test_endpoint(quick_conf()).await;
+    let mut conf = quick_conf();
+    conf.max_queued_bytes = 256 * 1024;
+    let client = RpcEnv::client(conf).unwrap();
+    let r = client.endpoint_ref::<TestMsg>(&addr, "test");
+    assert_eq!(r.ask(Echo("connected".into())).await.unwrap(), "connected");
+    let mut sent = 0u64;
+    let full = loop {
+        match r.try_send(TestMsg::Add(1)) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 10_000_000, "the queue never filled");
+    };
+    assert!(matches!(full, AskError::Full { .. }), "{full}");
+    let e = r.ask(Get).await.unwrap_err();
+    assert!(
+        matches!(e, AskError::Full { .. }),
+        "ask did not fail Full: {e}"
+    );
+    // ask_waiting queues once the writer has made room, behind every message sent.
+    let total = r
+        .ask_waiting_timeout(Get, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(total, sent, "the count behind {sent} one-way messages");
+    client.shutdown();
+    server.shutdown();
+}
+
 /// Handles each message slowly (a blocking handler, to fill its inbox on purpose).
 struct Slow;
 

@@ -7,6 +7,8 @@
 //! - a frame that announces 128 MiB and trickles is dropped at `rpc.frame_timeout`
 //!   without the server reserving the announced length, and hundreds of connections
 //!   each announcing a huge frame cost the server next to nothing;
+//! - a client that fills its connection's queue with one-way messages holds no more
+//!   memory than the queue's budget (the client being the child process there);
 //! - thousands of half-open handshakes from other addresses do not delay a real
 //!   client; an address that fails authentication is delayed, exponentially, and only
 //!   that address.
@@ -27,7 +29,7 @@ use common::*;
 use flint_rpc::frame::{encode_frame, type_id_of, Header};
 use flint_rpc::handshake::{self, ClientOptions, HandshakeError, PROTOCOL_VERSION};
 use flint_rpc::seal::Sealer;
-use flint_rpc::{Context, Endpoint, Protocol, Reply, RpcConf, RpcEnv, Secret};
+use flint_rpc::{AskError, Context, Endpoint, Protocol, Reply, RpcConf, RpcEnv, Secret};
 use peer::{mib, Child, PeakSampler};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -61,6 +63,9 @@ impl Endpoint for Probe {
 #[ignore = "runs only as the child process of the other tests in this file"]
 fn child_process_entry() {
     let role = peer::role().expect("started by another test with FLINT_RPC_TEST_ROLE set");
+    if role == "one-way-client" {
+        return one_way_client();
+    }
     assert_eq!(role, "server", "unknown role");
     peer::child_logging();
     let conf = peer::child_conf();
@@ -75,6 +80,127 @@ fn child_process_entry() {
         ));
         env.cancelled().await;
     });
+}
+
+/// Key of the test's own: the port of the server a `one-way-client` child sends to.
+const SERVER_PORT: &str = "test.server_port";
+/// Key of the test's own: how many one-way messages it sends once its queue was full.
+const MESSAGES: &str = "test.messages";
+
+/// The `one-way-client` child: connects, prints its VmRSS, fills its connection's
+/// queue with small one-way messages until `try_send` reports `Full` (the server does
+/// not read yet), prints `FULL`, then sends more with `send_async` while the server
+/// reads, and prints `DONE`.
+fn one_way_client() {
+    peer::child_logging();
+    let settings = peer::child_settings();
+    let port: u16 = settings.get(SERVER_PORT).unwrap().parse().unwrap();
+    let messages: u64 = settings.get(MESSAGES).unwrap().parse().unwrap();
+    let conf = peer::child_conf();
+    peer::runtime().block_on(async {
+        let env = RpcEnv::client(conf).unwrap();
+        let addr = flint_rpc::RpcAddress::new("127.0.0.1", port);
+        let r = env.endpoint_ref::<TestMsg>(&addr, "test");
+        r.send_async(TestMsg::Add(1)).await.unwrap();
+        wait_until("connected", Duration::from_secs(10), || {
+            !env.connections().is_empty()
+        })
+        .await;
+        peer::say(&format!(
+            "BASE {}",
+            peer::status_kib(std::process::id(), "VmRSS:")
+        ));
+        peer::say(&format!("{}0", peer::LISTENING));
+        let mut n = 0u64;
+        loop {
+            match r.try_send(TestMsg::Add(1)) {
+                Ok(()) => n += 1,
+                Err(AskError::Full { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+            if n.is_multiple_of(1024) {
+                tokio::task::yield_now().await;
+            }
+        }
+        let queued: usize = env.connections().iter().map(|c| c.queued_bytes).sum();
+        peer::say(&format!("FULL after {n} messages, {queued} bytes queued"));
+        for _ in 0..messages {
+            r.send_async(TestMsg::Add(1)).await.unwrap();
+        }
+        peer::say("DONE");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// The one-way client's memory stays within its connection's byte budget: the queue
+/// is charged what its frames really hold. Before this was so, each small frame held
+/// ~350 bytes and was charged ~80, and a client with a 32 MiB budget peaked at 161 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_way_client_holds_no_more_than_its_queue_budget() {
+    const BUDGET_MIB: u64 = 4;
+    // A raw server that handshakes, reads nothing until the client's queue is full,
+    // then reads and discards everything.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let reader = tokio::spawn({
+        let go = go.clone();
+        async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            handshake::server(&mut s, None).await.unwrap();
+            go.notified().await;
+            let mut buf = vec![0u8; 64 * 1024];
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        }
+    });
+    let budget = format!("{BUDGET_MIB}m");
+    let child = Child::start_with_default_malloc(
+        ENTRY,
+        "one-way-client",
+        &[
+            (SERVER_PORT, &port),
+            (MESSAGES, "200000"),
+            ("rpc.connection.max_queued_bytes", &budget),
+        ],
+    )
+    .await;
+    let sampler = PeakSampler::start(child.pid());
+    let base_line = child
+        .wait_for_line(&["BASE "], Duration::from_secs(5))
+        .await;
+    let base: u64 = base_line
+        .split_once("BASE ")
+        .unwrap()
+        .1
+        .trim()
+        .parse()
+        .unwrap();
+    let full = child
+        .wait_for_line(&["FULL after"], Duration::from_secs(60))
+        .await;
+    let at_full = child.rss_kib();
+    go.notify_one();
+    child
+        .wait_for_line(&["DONE"], Duration::from_secs(60))
+        .await;
+    let (peak, _, samples) = sampler.stop();
+    let grew = peak.saturating_sub(base);
+    eprintln!(
+        "one-way client: VmRSS {:.1} MiB connected, {:.1} MiB with its queue full, peak {:.1} MiB \
+         (+{:.1} MiB) over {samples} samples; budget {BUDGET_MIB} MiB; {full}",
+        mib(base),
+        mib(at_full),
+        mib(peak),
+        mib(grew)
+    );
+    // The budget, plus the spare segments a busy queue keeps and slack for the runtime;
+    // far below what the frames took when charged less than they held (~4x).
+    assert!(
+        grew <= (BUDGET_MIB + 4) << 10,
+        "the one-way client grew by {:.1} MiB with a queue budget of {BUDGET_MIB} MiB",
+        mib(grew)
+    );
+    reader.abort();
 }
 
 async fn server(conf: &[(&str, &str)]) -> Child {

@@ -98,8 +98,26 @@ impl Child {
     /// that its virtual size moves only with what it allocates, not with per-thread
     /// arenas (64 MiB of address space each) created at random moments.
     pub async fn start(entry: &str, role: &str, conf: &[(&str, &str)]) -> Child {
+        Self::start_with(entry, role, conf, true).await
+    }
+
+    /// [`Child::start`] with glibc's malloc as it is by default (an arena per thread),
+    /// for tests of memory as a real process uses it.
+    pub async fn start_with_default_malloc(
+        entry: &str,
+        role: &str,
+        conf: &[(&str, &str)],
+    ) -> Child {
+        Self::start_with(entry, role, conf, false).await
+    }
+
+    async fn start_with(entry: &str, role: &str, conf: &[(&str, &str)], one_arena: bool) -> Child {
         let conf: Vec<String> = conf.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if one_arena {
+            command.env("MALLOC_ARENA_MAX", "1");
+        }
+        let mut child = command
             .args([
                 "--ignored",
                 "--exact",
@@ -109,7 +127,6 @@ impl Child {
             ])
             .env(ROLE_VAR, role)
             .env(CONF_VAR, conf.join(";"))
-            .env("MALLOC_ARENA_MAX", "1")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
