@@ -100,7 +100,12 @@ impl BlockCache {
 
     /// Drops every block of cached dataset `cache`.
     pub fn remove_cache(&mut self, cache: u64) -> Vec<BlockId> {
-        let ids: Vec<BlockId> = self.blocks.keys().filter(|b| b.cache == cache).copied().collect();
+        let ids: Vec<BlockId> = self
+            .blocks
+            .keys()
+            .filter(|b| b.cache == cache)
+            .copied()
+            .collect();
         for id in &ids {
             self.remove(id);
         }
@@ -113,7 +118,10 @@ mod tests {
     use super::*;
 
     fn b(p: u32) -> BlockId {
-        BlockId { cache: 1, partition: p }
+        BlockId {
+            cache: 1,
+            partition: p,
+        }
     }
     fn bytes(n: usize) -> Arc<Vec<u8>> {
         Arc::new(vec![0; n])
@@ -136,7 +144,13 @@ mod tests {
         let mut c = BlockCache::new(10);
         assert!(c.put(b(0), bytes(5)).stored);
         let out = c.put(b(1), bytes(11));
-        assert_eq!(out, PutOutcome { stored: false, evicted: vec![] });
+        assert_eq!(
+            out,
+            PutOutcome {
+                stored: false,
+                evicted: vec![]
+            }
+        );
         assert!(c.contains(&b(0)));
     }
 
@@ -146,7 +160,13 @@ mod tests {
         c.put(b(0), bytes(30));
         c.put(b(0), bytes(50));
         assert_eq!(c.used(), 50);
-        c.put(BlockId { cache: 2, partition: 0 }, bytes(10));
+        c.put(
+            BlockId {
+                cache: 2,
+                partition: 0,
+            },
+            bytes(10),
+        );
         assert_eq!(c.remove_cache(1), vec![b(0)]);
         assert_eq!(c.used(), 10);
         assert!(!c.remove(&b(0)));

@@ -138,14 +138,19 @@ impl ContextBuilder {
         let file = std::env::var_os("FLINT_CONF_DIR")
             .map(|d| PathBuf::from(d).join("flint.toml"))
             .filter(|p| p.is_file());
-        let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
         let loaded = flint_conf::load(file.as_deref(), vars, overrides.iter().map(String::as_str))?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
         let master_url = self
             .master
-            .or_else(|| std::env::var("FLINT_MASTER").ok().filter(|m| !m.trim().is_empty()))
+            .or_else(|| {
+                std::env::var("FLINT_MASTER")
+                    .ok()
+                    .filter(|m| !m.trim().is_empty())
+            })
             .unwrap_or_else(|| "local[*]".to_string());
         let master = master::parse(&master_url)?;
         let app_name = self.app_name.unwrap_or_else(default_app_name);
@@ -270,13 +275,23 @@ impl Context {
         };
         let sched = SchedulerConf {
             max_failures,
-            locality_wait_ms: millis(conf.duration("locality.wait", Duration::from_secs(3), TimeUnit::Seconds)?),
-            starvation_timeout_ms: millis(conf.duration("starvation.timeout", Duration::from_secs(15), TimeUnit::Seconds)?),
+            locality_wait_ms: millis(conf.duration(
+                "locality.wait",
+                Duration::from_secs(3),
+                TimeUnit::Seconds,
+            )?),
+            starvation_timeout_ms: millis(conf.duration(
+                "starvation.timeout",
+                Duration::from_secs(15),
+                TimeUnit::Seconds,
+            )?),
             max_result_size: conf.bytes("driver.max_result_size", 1 << 30, SizeUnit::Bytes)?,
         };
         let memory = conf.bytes("executor.memory", 1 << 30, SizeUnit::Mebibytes)?;
         let default_parallelism = conf_u32(&conf, "default.parallelism", threads)?.max(1);
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         static APPS: AtomicU64 = AtomicU64::new(0);
         let n = APPS.fetch_add(1, Ordering::Relaxed);
         let app_id = if n == 0 {
@@ -287,10 +302,11 @@ impl Context {
         let broadcasts = Arc::new(BroadcastStore::default());
         let accumulators: Arc<Accumulators> = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(ExecutorEnv::new("driver", memory, broadcasts.clone()));
-        let backend = LocalBackend::start(threads, sched, env, accumulators.clone(), &app_id).map_err(|e| Error::Io {
-            path: "task threads".into(),
-            reason: e.to_string(),
-        })?;
+        let backend = LocalBackend::start(threads, sched, env, accumulators.clone(), &app_id)
+            .map_err(|e| Error::Io {
+                path: "task threads".into(),
+                reason: e.to_string(),
+            })?;
         tracing::info!(app = %app_id, name = %app_name, master = %master_url, threads, "flint context started");
         Ok(Context {
             inner: Arc::new(Inner {
@@ -504,7 +520,8 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn broadcast<T: Data>(&self, value: T) -> Result<Broadcast<T>> {
-        let bytes = postcard::to_allocvec(&value).map_err(|e| Error::Serialization(format!("broadcast: {e}")))?;
+        let bytes = postcard::to_allocvec(&value)
+            .map_err(|e| Error::Serialization(format!("broadcast: {e}")))?;
         let id = self.next_id();
         self.inner.broadcasts.insert(id, bytes);
         Ok(Broadcast::new(id, Arc::new(value)))
@@ -637,10 +654,15 @@ impl Context {
                             partition,
                             attempts,
                         },
-                        JobFailure::ResultTooLarge { size, limit } => Error::ResultTooLarge { job, size, limit },
+                        JobFailure::ResultTooLarge { size, limit } => {
+                            Error::ResultTooLarge { job, size, limit }
+                        }
                         JobFailure::Cancelled(reason) => Error::JobCancelled { job, reason },
                     };
-                    tracing::warn!("job {job} failed after {:.3} s: {e}", started.elapsed().as_secs_f64());
+                    tracing::warn!(
+                        "job {job} failed after {:.3} s: {e}",
+                        started.elapsed().as_secs_f64()
+                    );
                     return Err(e);
                 }
                 JobEvent::Stopped => return Err(Error::Stopped),

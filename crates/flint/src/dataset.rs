@@ -81,9 +81,9 @@ impl Node {
         match &self.kind {
             Kind::Broken { error } => Err(Error::Serialization(error.clone())),
             Kind::Source { .. } => Ok(()),
-            Kind::Narrow { parent, .. } | Kind::Coalesce { parent, .. } | Kind::Cache { parent, .. } => {
-                parent.check()
-            }
+            Kind::Narrow { parent, .. }
+            | Kind::Coalesce { parent, .. }
+            | Kind::Cache { parent, .. } => parent.check(),
             Kind::Union { parents } => parents.iter().try_for_each(|p| p.check()),
         }
     }
@@ -119,7 +119,10 @@ impl Node {
             Kind::Union { parents } => match Self::union_parent(parents, p) {
                 Some((parent, q)) => parent.plan(q),
                 None => PlanNode::Op {
-                    entry: EntryPoint { offset: 0, fingerprint: 0 },
+                    entry: EntryPoint {
+                        offset: 0,
+                        fingerprint: 0,
+                    },
                     captures: vec![],
                     inputs: vec![],
                 },
@@ -158,7 +161,10 @@ impl Node {
                 }
             }
             Kind::Broken { .. } => PlanNode::Op {
-                entry: EntryPoint { offset: 0, fingerprint: 0 },
+                entry: EntryPoint {
+                    offset: 0,
+                    fingerprint: 0,
+                },
                 captures: vec![],
                 inputs: vec![],
             },
@@ -258,7 +264,11 @@ impl<T: Data> Dataset<T> {
         }
     }
 
-    pub(crate) fn source(ctx: &Context, entry: EntryPoint, splits: std::result::Result<Vec<Vec<u8>>, String>) -> Self {
+    pub(crate) fn source(
+        ctx: &Context,
+        entry: EntryPoint,
+        splits: std::result::Result<Vec<Vec<u8>>, String>,
+    ) -> Self {
         let node = match splits {
             Ok(splits) => Node::new(splits.len() as u32, Kind::Source { entry, splits }),
             Err(error) => Node::new(0, Kind::Broken { error }),
@@ -266,7 +276,11 @@ impl<T: Data> Dataset<T> {
         Self::from_node(ctx.clone(), node)
     }
 
-    fn narrow<U: Data>(&self, entry: EntryPoint, captures: std::result::Result<Vec<u8>, String>) -> Dataset<U> {
+    fn narrow<U: Data>(
+        &self,
+        entry: EntryPoint,
+        captures: std::result::Result<Vec<u8>, String>,
+    ) -> Dataset<U> {
         let node = match captures {
             Ok(captures) => Node::new(
                 self.node.partitions,
@@ -426,7 +440,10 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to flat_map_with must not capture; put everything they need in its value");
         let _ = f;
-        self.narrow(entry_point::<FlatMapWithOp<F, C, T, I>>(), captures_of(&value))
+        self.narrow(
+            entry_point::<FlatMapWithOp<F, C, T, I>>(),
+            captures_of(&value),
+        )
     }
 
     /// A whole partition at once: `f` gets an iterator of its elements.
@@ -471,7 +488,10 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to map_partitions_with must not capture; put everything they need in its value");
         let _ = f;
-        self.narrow(entry_point::<MapPartitionsWithOp<F, C, T, I>>(), captures_of(&value))
+        self.narrow(
+            entry_point::<MapPartitionsWithOp<F, C, T, I>>(),
+            captures_of(&value),
+        )
     }
 
     /// `(f(&x), x)` for each element.
@@ -512,7 +532,10 @@ impl<T: Data> Dataset<T> {
             }
         }
         let partitions = parents.iter().map(|p| p.partitions).sum();
-        Dataset::from_node(self.ctx.clone(), Node::new(partitions, Kind::Union { parents }))
+        Dataset::from_node(
+            self.ctx.clone(),
+            Node::new(partitions, Kind::Union { parents }),
+        )
     }
 
     /// At most `n` partitions (at least 1), each a run of consecutive parent partitions;
@@ -620,11 +643,17 @@ impl<T: Data> Dataset<T> {
         each: impl FnMut(u32, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         let partitions = partitions.unwrap_or_else(|| (0..self.node.partitions).collect());
-        self.ctx.run_job(&self.node, action, captures, partitions, each)
+        self.ctx
+            .run_job(&self.node, action, captures, partitions, each)
     }
 
     /// Every partition's output, in partition order.
-    fn run_ordered(&self, action: EntryPoint, captures: Vec<u8>, partitions: Option<Vec<u32>>) -> Result<Vec<Vec<u8>>> {
+    fn run_ordered(
+        &self,
+        action: EntryPoint,
+        captures: Vec<u8>,
+        partitions: Option<Vec<u32>>,
+    ) -> Result<Vec<Vec<u8>>> {
         let mut out = BTreeMap::new();
         self.run(action, captures, partitions, |p, b| {
             out.insert(p, b);
@@ -633,7 +662,12 @@ impl<T: Data> Dataset<T> {
         Ok(out.into_values().collect())
     }
 
-    fn decoded<R: serde::de::DeserializeOwned>(&self, action: EntryPoint, captures: Vec<u8>, partitions: Option<Vec<u32>>) -> Result<Vec<R>> {
+    fn decoded<R: serde::de::DeserializeOwned>(
+        &self,
+        action: EntryPoint,
+        captures: Vec<u8>,
+        partitions: Option<Vec<u32>>,
+    ) -> Result<Vec<R>> {
         self.run_ordered(action, captures, partitions)?
             .iter()
             .map(|b| decode_output(b))
@@ -683,7 +717,8 @@ impl<T: Data> Dataset<T> {
         F: Fn(T, T) -> T + Send + Sync + 'static,
     {
         no_capture!(F, "flint: closures passed to reduce must not capture; bring what it needs into the data first with map_with(value, |v, x| ...)");
-        let parts: Vec<Option<T>> = self.decoded(entry_point::<ReduceAction<F, T>>(), vec![], None)?;
+        let parts: Vec<Option<T>> =
+            self.decoded(entry_point::<ReduceAction<F, T>>(), vec![], None)?;
         Ok(parts.into_iter().flatten().reduce(&f))
     }
 
@@ -702,7 +737,8 @@ impl<T: Data> Dataset<T> {
         F: Fn(T, T) -> T + Send + Sync + 'static,
     {
         no_capture!(F, "flint: closures passed to fold must not capture; bring what it needs into the data first with map_with(value, |v, x| ...)");
-        let caps = postcard::to_allocvec(&zero).map_err(|e| Error::Serialization(format!("fold's zero: {e}")))?;
+        let caps = postcard::to_allocvec(&zero)
+            .map_err(|e| Error::Serialization(format!("fold's zero: {e}")))?;
         let parts: Vec<T> = self.decoded(entry_point::<FoldAction<F, T>>(), caps, None)?;
         Ok(parts.into_iter().fold(zero, &f))
     }
@@ -734,8 +770,13 @@ impl<T: Data> Dataset<T> {
             }
             let end = (u64::from(scanned) + try_parts).min(u64::from(total)) as u32;
             let left = (n - buf.len()) as u64;
-            let caps = postcard::to_allocvec(&left).map_err(|e| Error::Serialization(e.to_string()))?;
-            let parts: Vec<Vec<T>> = self.decoded(entry_point::<TakeAction<T>>(), caps, Some((scanned..end).collect()))?;
+            let caps =
+                postcard::to_allocvec(&left).map_err(|e| Error::Serialization(e.to_string()))?;
+            let parts: Vec<Vec<T>> = self.decoded(
+                entry_point::<TakeAction<T>>(),
+                caps,
+                Some((scanned..end).collect()),
+            )?;
             for p in parts {
                 let room = n - buf.len();
                 buf.extend(p.into_iter().take(room));
@@ -773,7 +814,12 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to foreach must not capture; pass what it needs with foreach_with(value, |v, x| ...)");
         let _ = f;
-        self.run(entry_point::<ForeachAction<F, T>>(), vec![], None, |_, _| Ok(()))
+        self.run(
+            entry_point::<ForeachAction<F, T>>(),
+            vec![],
+            None,
+            |_, _| Ok(()),
+        )
     }
 
     /// Runs `f(&value, x)` on every element, on the executors: the way to feed an
@@ -795,7 +841,12 @@ impl<T: Data> Dataset<T> {
         no_capture!(F, "flint: closures passed to foreach_with must not capture; put everything they need in its value");
         let _ = f;
         let caps = captures_of(&value).map_err(Error::Serialization)?;
-        self.run(entry_point::<ForeachWithAction<F, C, T>>(), caps, None, |_, _| Ok(()))
+        self.run(
+            entry_point::<ForeachWithAction<F, C, T>>(),
+            caps,
+            None,
+            |_, _| Ok(()),
+        )
     }
 
     /// The `n` smallest elements, in ascending order.
@@ -812,7 +863,8 @@ impl<T: Data> Dataset<T> {
     where
         T: Ord,
     {
-        let caps = postcard::to_allocvec(&(n as u64)).map_err(|e| Error::Serialization(e.to_string()))?;
+        let caps =
+            postcard::to_allocvec(&(n as u64)).map_err(|e| Error::Serialization(e.to_string()))?;
         let parts: Vec<Vec<T>> = self.decoded(entry_point::<TakeOrderedAction<T>>(), caps, None)?;
         let mut all: Vec<T> = parts.into_iter().flatten().collect();
         all.sort();
@@ -858,12 +910,18 @@ impl<T: Data> Dataset<T> {
         }
         let tmp = dir.join("_temporary");
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let caps = postcard::to_allocvec(&dir.display().to_string()).map_err(|e| Error::Serialization(e.to_string()))?;
-        let ran = self.run(entry_point::<SaveTextAction<T>>(), caps, None, |p, bytes| {
-            let written: String = decode_output(&bytes)?;
-            let target = text::final_part(&dir, p);
-            std::fs::rename(&written, &target).map_err(|e| io(&target, e))
-        });
+        let caps = postcard::to_allocvec(&dir.display().to_string())
+            .map_err(|e| Error::Serialization(e.to_string()))?;
+        let ran = self.run(
+            entry_point::<SaveTextAction<T>>(),
+            caps,
+            None,
+            |p, bytes| {
+                let written: String = decode_output(&bytes)?;
+                let target = text::final_part(&dir, p);
+                std::fs::rename(&written, &target).map_err(|e| io(&target, e))
+            },
+        );
         // Stale attempts' files go with the temporary directory, success or not.
         let cleaned = std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e));
         ran?;

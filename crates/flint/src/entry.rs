@@ -30,7 +30,8 @@ pub(crate) type ErasedPartition = Box<dyn Any + Send>;
 pub type Partition<T> = Box<dyn Iterator<Item = T> + Send>;
 
 /// The one signature of every entry function: fingerprint, captures, input partitions.
-pub(crate) type EntryFn = fn(u64, &[u8], Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError>;
+pub(crate) type EntryFn =
+    fn(u64, &[u8], Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError>;
 
 /// Which monomorphized entry function to run: its offset from [`base`] and the
 /// fingerprint of the operation it must be.
@@ -52,7 +53,11 @@ pub(crate) trait Op: 'static {
 /// The anchor every offset is taken from. It is an entry itself and refuses every call
 /// (no operation has fingerprint 0 and it checks none), so offset 0 runs nothing.
 #[inline(never)]
-fn base(_fingerprint: u64, _captures: &[u8], _inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
+fn base(
+    _fingerprint: u64,
+    _captures: &[u8],
+    _inputs: Vec<ErasedPartition>,
+) -> Result<ErasedPartition, TaskError> {
     Err(TaskError::Entry(
         "the entry point is flint's base function, which runs no operation".into(),
     ))
@@ -177,7 +182,9 @@ pub(crate) fn unerase<T: 'static>(e: ErasedPartition) -> Result<Partition<T>, Ta
 }
 
 /// The single input of a one-input operation.
-pub(crate) fn single<T: 'static>(mut inputs: Vec<ErasedPartition>) -> Result<Partition<T>, TaskError> {
+pub(crate) fn single<T: 'static>(
+    mut inputs: Vec<ErasedPartition>,
+) -> Result<Partition<T>, TaskError> {
     if inputs.len() != 1 {
         return Err(TaskError::Entry(format!(
             "expected one input partition, got {}",
@@ -247,16 +254,31 @@ mod tests {
             fingerprint: wanted.fingerprint,
         };
         let e = call(forged, &[], input(vec![1])).err().unwrap();
-        assert!(e.to_string().contains("Double<alloc::string::String>"), "{e}");
+        assert!(
+            e.to_string().contains("Double<alloc::string::String>"),
+            "{e}"
+        );
     }
 
     #[test]
     fn the_base_offset_runs_nothing_and_a_wrong_input_type_is_an_error() {
-        let e = call(EntryPoint { offset: 0, fingerprint: 7 }, &[], vec![]).err().unwrap();
+        let e = call(
+            EntryPoint {
+                offset: 0,
+                fingerprint: 7,
+            },
+            &[],
+            vec![],
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("base function"), "{e}");
         let ep = entry_point::<Double<String>>();
         let e = call(ep, &[], input(vec![1])).err().unwrap();
-        assert!(e.to_string().contains("not of alloc::string::String"), "{e}");
+        assert!(
+            e.to_string().contains("not of alloc::string::String"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -64,7 +64,11 @@ pub(crate) struct TaskContext {
 impl TaskContext {
     /// This task's counter of accumulator `id`.
     pub fn accumulator(&self, id: u64) -> Arc<AtomicU64> {
-        self.accumulators.borrow_mut().entry(id).or_default().clone()
+        self.accumulators
+            .borrow_mut()
+            .entry(id)
+            .or_default()
+            .clone()
     }
 }
 
@@ -93,7 +97,11 @@ struct Blocks {
     evicted: Vec<BlockId>,
 }
 
-fn eval(node: &PlanNode, env: &ExecutorEnv, blocks: &mut Blocks) -> Result<ErasedPartition, TaskError> {
+fn eval(
+    node: &PlanNode,
+    env: &ExecutorEnv,
+    blocks: &mut Blocks,
+) -> Result<ErasedPartition, TaskError> {
     match node {
         PlanNode::Op {
             entry,

@@ -91,7 +91,9 @@ pub use shared::{Accumulator, Broadcast};
 /// assert_eq!(run().unwrap(), 10);
 /// ```
 pub mod prelude {
-    pub use crate::{Accumulator, Broadcast, Context, ContextBuilder, Data, Dataset, Error, Result};
+    pub use crate::{
+        Accumulator, Broadcast, Context, ContextBuilder, Data, Dataset, Error, Result,
+    };
 }
 
 #[cfg(test)]

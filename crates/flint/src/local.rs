@@ -279,9 +279,10 @@ impl Shell {
                     }
                     self.add_accumulators(&r.accumulators);
                     if is_result {
-                        if let (Some(j), TaskOutcome::Success(bytes)) =
-                            (self.jobs.get(&job), std::mem::replace(&mut r.outcome, TaskOutcome::Success(Vec::new())))
-                        {
+                        if let (Some(j), TaskOutcome::Success(bytes)) = (
+                            self.jobs.get(&job),
+                            std::mem::replace(&mut r.outcome, TaskOutcome::Success(Vec::new())),
+                        ) {
                             let _ = j.events.send(JobEvent::Result { partition, bytes });
                         }
                     }

@@ -105,34 +105,77 @@ mod tests {
 
     #[test]
     fn accepted_forms() {
-        assert_eq!(parse("local").unwrap(), Master::Local { threads: 1, max_failures: None });
-        assert_eq!(parse("local[3]").unwrap(), Master::Local { threads: 3, max_failures: None });
-        assert_eq!(parse("local[2,5]").unwrap(), Master::Local { threads: 2, max_failures: Some(5) });
-        assert!(matches!(parse("local[*]").unwrap(), Master::Local { threads, .. } if threads >= 1));
+        assert_eq!(
+            parse("local").unwrap(),
+            Master::Local {
+                threads: 1,
+                max_failures: None
+            }
+        );
+        assert_eq!(
+            parse("local[3]").unwrap(),
+            Master::Local {
+                threads: 3,
+                max_failures: None
+            }
+        );
+        assert_eq!(
+            parse("local[2,5]").unwrap(),
+            Master::Local {
+                threads: 2,
+                max_failures: Some(5)
+            }
+        );
+        assert!(
+            matches!(parse("local[*]").unwrap(), Master::Local { threads, .. } if threads >= 1)
+        );
         assert_eq!(
             parse("local-cluster[2,1,512]").unwrap(),
-            Master::LocalCluster { workers: 2, cores: 1, memory_mb: 512 }
+            Master::LocalCluster {
+                workers: 2,
+                cores: 1,
+                memory_mb: 512
+            }
         );
         assert_eq!(
             parse("flint://a:7077,b:7078").unwrap(),
-            Master::Cluster { masters: vec!["a:7077".into(), "b:7078".into()] }
+            Master::Cluster {
+                masters: vec!["a:7077".into(), "b:7078".into()]
+            }
         );
         assert_eq!(
             parse("flint://a:7077,flint://b:7078").unwrap(),
-            Master::Cluster { masters: vec!["a:7077".into(), "b:7078".into()] }
+            Master::Cluster {
+                masters: vec!["a:7077".into(), "b:7078".into()]
+            }
         );
     }
 
     #[test]
     fn rejected_forms_name_the_value_and_the_accepted_forms() {
         for bad in [
-            "", "lokal", "local[]", "local[0]", "local[x]", "local[2,0]", "local[1,2,3]",
-            "local-cluster[2,1]", "local-cluster[0,1,512]", "flint://", "flint://h", "flint://h:0",
-            "flint://:7077", "spark://h:7077", "local[2",
+            "",
+            "lokal",
+            "local[]",
+            "local[0]",
+            "local[x]",
+            "local[2,0]",
+            "local[1,2,3]",
+            "local-cluster[2,1]",
+            "local-cluster[0,1,512]",
+            "flint://",
+            "flint://h",
+            "flint://h:0",
+            "flint://:7077",
+            "spark://h:7077",
+            "local[2",
         ] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("{bad:?}")), "{e}");
-            assert!(e.contains("local[N]") && e.contains("flint://host:port"), "{e}");
+            assert!(
+                e.contains("local[N]") && e.contains("flint://host:port"),
+                "{e}"
+            );
         }
     }
 }

@@ -281,7 +281,9 @@ impl Scheduler {
 
     /// When the scheduler next needs a [`Event::Tick`], if ever.
     pub fn next_wakeup(&self) -> Option<u64> {
-        let mut at = self.warn_at.filter(|_| !self.launched_any && !self.jobs.is_empty());
+        let mut at = self
+            .warn_at
+            .filter(|_| !self.launched_any && !self.jobs.is_empty());
         if self.executors.values().any(|e| e.free > 0) {
             for job in self.jobs.values() {
                 for s in job.stages.values() {
@@ -405,7 +407,9 @@ impl Scheduler {
                 s.pending = (0..s.partitions.len()).filter(|i| !s.done[*i]).collect();
             }
         }
-        job.stages.get(&job.result_stage).is_some_and(Stage::complete)
+        job.stages
+            .get(&job.result_stage)
+            .is_some_and(Stage::complete)
     }
 
     /// Executors alive that hold any of `blocks`.
@@ -650,11 +654,17 @@ impl Scheduler {
             if !t.live {
                 continue;
             }
-            if let Some(s) = self.jobs.get_mut(&t.job).and_then(|j| j.stages.get_mut(&t.stage)) {
+            if let Some(s) = self
+                .jobs
+                .get_mut(&t.job)
+                .and_then(|j| j.stages.get_mut(&t.stage))
+            {
                 s.running = s.running.saturating_sub(1);
             }
             let error = format!("executor lost: {reason}");
-            if let Some(attempts) = self.record_failure(t.job, t.stage, t.index, t.attempt, &at, &error) {
+            if let Some(attempts) =
+                self.record_failure(t.job, t.stage, t.index, t.attempt, &at, &error)
+            {
                 if attempts.len() as u32 >= self.conf.max_failures {
                     let partition = self
                         .jobs
@@ -777,11 +787,19 @@ mod tests {
         let mut s = Scheduler::new(conf());
         exec(&mut s, 0, "a", 4);
         let fx = job(&mut s, 0, 1, 10);
-        let batches: Vec<&Effect> = fx.iter().filter(|e| matches!(e, Effect::Launch(_))).collect();
+        let batches: Vec<&Effect> = fx
+            .iter()
+            .filter(|e| matches!(e, Effect::Launch(_)))
+            .collect();
         assert_eq!(batches.len(), 1);
         let l = launches(&fx);
-        assert_eq!(l.iter().map(|l| l.partition).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
-        assert!(l.iter().all(|l| l.executor == "a" && l.attempt == 0 && l.stage == 10));
+        assert_eq!(
+            l.iter().map(|l| l.partition).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert!(l
+            .iter()
+            .all(|l| l.executor == "a" && l.attempt == 0 && l.stage == 10));
         let mut next = l.into_iter().map(|l| l.task).collect::<Vec<_>>();
         let mut done = 0;
         while let Some(t) = next.pop() {
@@ -834,7 +852,15 @@ mod tests {
             task = l[0].task;
         }
         let fx = fail(&mut s, 2, task, "boom 3");
-        let Some(Effect::JobFailed(1, JobFailure::Task { stage, partition, attempts })) = fx.last() else {
+        let Some(Effect::JobFailed(
+            1,
+            JobFailure::Task {
+                stage,
+                partition,
+                attempts,
+            },
+        )) = fx.last()
+        else {
             panic!("{fx:?}")
         };
         assert_eq!((*stage, *partition), (10, 0));
@@ -857,7 +883,13 @@ mod tests {
         assert_eq!(
             fx,
             vec![
-                Effect::TaskSucceeded { job: 1, task: l[0].task, partition: 0, first: true, result: true },
+                Effect::TaskSucceeded {
+                    job: 1,
+                    task: l[0].task,
+                    partition: 0,
+                    first: true,
+                    result: true
+                },
                 Effect::JobSucceeded(1)
             ]
         );
@@ -870,7 +902,13 @@ mod tests {
         let l = launches(&job(&mut s, 0, 1, 1));
         assert_eq!(l[0].executor, "a");
         exec(&mut s, 1, "b", 1);
-        let fx = s.handle(2, Event::ExecutorLost { id: "a".into(), reason: "killed".into() });
+        let fx = s.handle(
+            2,
+            Event::ExecutorLost {
+                id: "a".into(),
+                reason: "killed".into(),
+            },
+        );
         let l2 = launches(&fx);
         assert_eq!((l2[0].executor.as_str(), l2[0].attempt), ("b", 1));
         // The lost attempt's result arrives anyway: ignored.
@@ -887,17 +925,32 @@ mod tests {
         for i in 0..4 {
             let id = format!("e{i}");
             exec(&mut s, i, &id, 1);
-            let fx = s.handle(i, Event::ExecutorLost { id: id.clone(), reason: "exit 137".into() });
+            let fx = s.handle(
+                i,
+                Event::ExecutorLost {
+                    id: id.clone(),
+                    reason: "exit 137".into(),
+                },
+            );
             if i == 3 {
-                let Some(Effect::JobFailed(1, JobFailure::Task { attempts, .. })) = fx.last() else {
+                let Some(Effect::JobFailed(1, JobFailure::Task { attempts, .. })) = fx.last()
+                else {
                     panic!("{fx:?}")
                 };
-                assert_eq!(attempts[3], "attempt 4 on executor e3 (host-e3): executor lost: exit 137");
+                assert_eq!(
+                    attempts[3],
+                    "attempt 4 on executor e3 (host-e3): executor lost: exit 137"
+                );
             }
         }
     }
 
-    fn cached(s: &mut Scheduler, now: u64, job: JobId, holder_blocks: Vec<Vec<BlockId>>) -> Vec<Effect> {
+    fn cached(
+        s: &mut Scheduler,
+        now: u64,
+        job: JobId,
+        holder_blocks: Vec<Vec<BlockId>>,
+    ) -> Vec<Effect> {
         let n = holder_blocks.len() as u32;
         s.handle(
             now,
@@ -914,7 +967,10 @@ mod tests {
     }
 
     fn block(p: u32) -> BlockId {
-        BlockId { cache: 7, partition: p }
+        BlockId {
+            cache: 7,
+            partition: p,
+        }
     }
 
     #[test]
@@ -925,7 +981,15 @@ mod tests {
         // Job 1 caches partition 0 on a.
         let l = launches(&cached(&mut s, 0, 1, vec![vec![block(0)]]));
         assert_eq!(l[0].executor, "a");
-        s.handle(1, Event::TaskEnded { task: l[0].task, outcome: Ok(1), blocks_added: vec![block(0)], blocks_evicted: vec![] });
+        s.handle(
+            1,
+            Event::TaskEnded {
+                task: l[0].task,
+                outcome: Ok(1),
+                blocks_added: vec![block(0)],
+                blocks_evicted: vec![],
+            },
+        );
         // Keep a busy, so only b is free, and submit a job reading block 0.
         let busy = launches(&job(&mut s, 2, 2, 1));
         assert_eq!(busy[0].executor, "a");
@@ -945,9 +1009,23 @@ mod tests {
         let l = launches(&cached(&mut s, 0, 1, vec![vec![block(0)], vec![block(1)]]));
         assert_eq!(l.len(), 2);
         for x in &l {
-            s.handle(1, Event::TaskEnded { task: x.task, outcome: Ok(1), blocks_added: vec![block(x.partition)], blocks_evicted: vec![] });
+            s.handle(
+                1,
+                Event::TaskEnded {
+                    task: x.task,
+                    outcome: Ok(1),
+                    blocks_added: vec![block(x.partition)],
+                    blocks_evicted: vec![],
+                },
+            );
         }
-        let holder = |p: u32| l.iter().find(|x| x.partition == p).unwrap().executor.clone();
+        let holder = |p: u32| {
+            l.iter()
+                .find(|x| x.partition == p)
+                .unwrap()
+                .executor
+                .clone()
+        };
         let l2 = launches(&cached(&mut s, 5, 2, vec![vec![block(0)], vec![block(1)]]));
         for x in l2 {
             assert_eq!(x.executor, holder(x.partition));
@@ -961,14 +1039,36 @@ mod tests {
         exec(&mut s, 0, "b", 1);
         let l = launches(&cached(&mut s, 0, 1, vec![vec![block(0)], vec![block(1)]]));
         for x in &l {
-            s.handle(1, Event::TaskEnded { task: x.task, outcome: Ok(1), blocks_added: vec![block(x.partition)], blocks_evicted: vec![] });
+            s.handle(
+                1,
+                Event::TaskEnded {
+                    task: x.task,
+                    outcome: Ok(1),
+                    blocks_added: vec![block(x.partition)],
+                    blocks_evicted: vec![],
+                },
+            );
         }
-        s.handle(2, Event::ExecutorLost { id: "a".into(), reason: "gone".into() });
+        s.handle(
+            2,
+            Event::ExecutorLost {
+                id: "a".into(),
+                reason: "gone".into(),
+            },
+        );
         assert!(s.blocks.values().all(|h| !h.contains("a")));
         // b evicts its block: nobody holds anything, and a new job runs at once.
         let held_by_b = *s.blocks.keys().next().unwrap();
         let t = launches(&job(&mut s, 3, 5, 1))[0].task;
-        s.handle(4, Event::TaskEnded { task: t, outcome: Ok(1), blocks_added: vec![], blocks_evicted: vec![held_by_b] });
+        s.handle(
+            4,
+            Event::TaskEnded {
+                task: t,
+                outcome: Ok(1),
+                blocks_added: vec![],
+                blocks_evicted: vec![held_by_b],
+            },
+        );
         assert!(s.blocks.is_empty());
         let l = launches(&cached(&mut s, 5, 2, vec![vec![block(0)]]));
         assert_eq!(l[0].executor, "b");
@@ -983,7 +1083,10 @@ mod tests {
         let fx = s.handle(16_000, Event::Tick);
         assert_eq!(fx, vec![Effect::Warn(NO_RESOURCES_WARNING.into())]);
         assert!(s.handle(20_000, Event::Tick).is_empty());
-        assert_eq!(s.handle(31_000, Event::Tick), vec![Effect::Warn(NO_RESOURCES_WARNING.into())]);
+        assert_eq!(
+            s.handle(31_000, Event::Tick),
+            vec![Effect::Warn(NO_RESOURCES_WARNING.into())]
+        );
         let fx = exec(&mut s, 32_000, "a", 1);
         assert_eq!(launches(&fx).len(), 1);
         assert!(s.handle(100_000, Event::Tick).is_empty());
@@ -998,7 +1101,16 @@ mod tests {
         let fx = ok(&mut s, 1, l[0].task, 600);
         assert!(matches!(fx[0], Effect::TaskSucceeded { first: true, .. }));
         let fx = ok(&mut s, 1, l[1].task, 600);
-        assert_eq!(fx, vec![Effect::JobFailed(1, JobFailure::ResultTooLarge { size: 1200, limit: 1000 })]);
+        assert_eq!(
+            fx,
+            vec![Effect::JobFailed(
+                1,
+                JobFailure::ResultTooLarge {
+                    size: 1200,
+                    limit: 1000
+                }
+            )]
+        );
     }
 
     #[test]
@@ -1010,8 +1122,18 @@ mod tests {
             Event::SubmitJob {
                 job: 1,
                 stages: vec![
-                    StageSpec { id: 1, parents: vec![], partitions: vec![0, 1], blocks: vec![] },
-                    StageSpec { id: 2, parents: vec![1], partitions: vec![0, 1, 2], blocks: vec![] },
+                    StageSpec {
+                        id: 1,
+                        parents: vec![],
+                        partitions: vec![0, 1],
+                        blocks: vec![],
+                    },
+                    StageSpec {
+                        id: 2,
+                        parents: vec![1],
+                        partitions: vec![0, 1, 2],
+                        blocks: vec![],
+                    },
                 ],
             },
         );
@@ -1019,9 +1141,21 @@ mod tests {
         assert!(l.iter().all(|l| l.stage == 1) && l.len() == 2);
         let fx = ok(&mut s, 1, l[0].task, 1);
         assert!(launches(&fx).is_empty());
-        assert!(matches!(fx[0], Effect::TaskSucceeded { result: false, first: true, .. }));
+        assert!(matches!(
+            fx[0],
+            Effect::TaskSucceeded {
+                result: false,
+                first: true,
+                ..
+            }
+        ));
         let l2 = launches(&ok(&mut s, 2, l[1].task, 1));
-        assert_eq!(l2.iter().map(|l| (l.stage, l.partition)).collect::<Vec<_>>(), vec![(2, 0), (2, 1), (2, 2)]);
+        assert_eq!(
+            l2.iter()
+                .map(|l| (l.stage, l.partition))
+                .collect::<Vec<_>>(),
+            vec![(2, 0), (2, 1), (2, 2)]
+        );
     }
 
     #[test]
@@ -1029,7 +1163,13 @@ mod tests {
         let mut s = Scheduler::new(conf());
         exec(&mut s, 0, "a", 1);
         let l = launches(&job(&mut s, 0, 1, 2));
-        let fx = s.handle(1, Event::CancelJob { job: 1, reason: "stop".into() });
+        let fx = s.handle(
+            1,
+            Event::CancelJob {
+                job: 1,
+                reason: "stop".into(),
+            },
+        );
         assert_eq!(
             fx,
             vec![
@@ -1041,7 +1181,9 @@ mod tests {
         assert!(launches(&job(&mut s, 2, 2, 1)).is_empty());
         let fx = ok(&mut s, 3, l[0].task, 1);
         assert_eq!(launches(&fx)[0].job, 2);
-        assert!(!fx.iter().any(|e| matches!(e, Effect::TaskSucceeded { job: 1, .. })));
+        assert!(!fx
+            .iter()
+            .any(|e| matches!(e, Effect::TaskSucceeded { job: 1, .. })));
     }
 
     #[test]
@@ -1049,9 +1191,23 @@ mod tests {
         let mut s = Scheduler::new(conf());
         exec(&mut s, 0, "a", 1);
         let l = launches(&cached(&mut s, 0, 1, vec![vec![block(0)]]));
-        s.handle(1, Event::TaskEnded { task: l[0].task, outcome: Ok(1), blocks_added: vec![block(0)], blocks_evicted: vec![] });
+        s.handle(
+            1,
+            Event::TaskEnded {
+                task: l[0].task,
+                outcome: Ok(1),
+                blocks_added: vec![block(0)],
+                blocks_evicted: vec![],
+            },
+        );
         let fx = s.handle(2, Event::CacheRemoved { cache: 7 });
-        assert_eq!(fx, vec![Effect::RemoveBlocks { executor: "a".into(), cache: 7 }]);
+        assert_eq!(
+            fx,
+            vec![Effect::RemoveBlocks {
+                executor: "a".into(),
+                cache: 7
+            }]
+        );
         assert!(s.blocks.is_empty());
     }
 

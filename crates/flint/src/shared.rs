@@ -130,7 +130,10 @@ impl BroadcastStore {
 
 impl BroadcastSource for BroadcastStore {
     fn fetch(&self, id: u64) -> Result<Arc<Vec<u8>>, String> {
-        let m = self.blobs.lock().map_err(|_| "broadcast store poisoned".to_string())?;
+        let m = self
+            .blobs
+            .lock()
+            .map_err(|_| "broadcast store poisoned".to_string())?;
         m.get(&id)
             .cloned()
             .ok_or_else(|| format!("broadcast {id} is not known to the driver"))
@@ -162,16 +165,26 @@ impl BroadcastCache {
     }
 
     /// The value of broadcast `id`, fetching and decoding it the first time.
-    pub fn get<T: DeserializeOwned + Send + Sync + 'static>(&self, id: u64) -> Result<Arc<T>, String> {
+    pub fn get<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        id: u64,
+    ) -> Result<Arc<T>, String> {
         let cell = {
-            let mut m = self.values.lock().map_err(|_| "broadcast cache poisoned".to_string())?;
+            let mut m = self
+                .values
+                .lock()
+                .map_err(|_| "broadcast cache poisoned".to_string())?;
             m.entry(id).or_default().clone()
         };
         let decoded = cell.get_or_init(|| {
             self.fetches.fetch_add(1, Ordering::Relaxed);
             let bytes = self.source.fetch(id)?;
-            let v: T = postcard::from_bytes(&bytes)
-                .map_err(|e| format!("broadcast {id} does not decode as {}: {e}", std::any::type_name::<T>()))?;
+            let v: T = postcard::from_bytes(&bytes).map_err(|e| {
+                format!(
+                    "broadcast {id} does not decode as {}: {e}",
+                    std::any::type_name::<T>()
+                )
+            })?;
             Ok(Arc::new(v) as Decoded)
         });
         match decoded {

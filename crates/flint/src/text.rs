@@ -64,9 +64,11 @@ pub(crate) fn input_files(path: &str) -> Result<Vec<PathBuf>, Error> {
     } else if p.is_dir() {
         files_of_dir(p, &mut files)?;
     } else if path.contains(['*', '?', '[']) {
-        let matches = glob::glob(path).map_err(|e| Error::InvalidArgument(format!(
-            "text_file: {path:?} is not a valid glob pattern: {e}"
-        )))?;
+        let matches = glob::glob(path).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "text_file: {path:?} is not a valid glob pattern: {e}"
+            ))
+        })?;
         let mut matched: Vec<PathBuf> = matches.flatten().collect();
         matched.sort();
         if matched.is_empty() {
@@ -111,7 +113,11 @@ pub(crate) fn splits(path: &str, min_partitions: u32) -> Result<Vec<TextSplit>, 
     for (f, len) in sized {
         let path = f.display().to_string();
         if len == 0 {
-            out.push(TextSplit { path, start: 0, end: 0 });
+            out.push(TextSplit {
+                path,
+                start: 0,
+                end: 0,
+            });
             continue;
         }
         let mut start = 0;
@@ -134,7 +140,8 @@ pub(crate) fn splits(path: &str, min_partitions: u32) -> Result<Vec<TextSplit>, 
 
 /// The lines of one split, read lazily.
 pub(crate) fn read_split(s: &TextSplit) -> Result<Partition<String>, TaskError> {
-    let io = |e: std::io::Error| TaskError::Io(format!("reading {} at byte {}: {e}", s.path, s.start));
+    let io =
+        |e: std::io::Error| TaskError::Io(format!("reading {} at byte {}: {e}", s.path, s.start));
     let mut file = File::open(&s.path).map_err(io)?;
     let mut pos = s.start;
     if s.start > 0 {
@@ -273,8 +280,15 @@ mod tests {
     #[test]
     fn missing_paths_and_empty_globs_name_the_path() {
         let e = splits("/nonexistent/flint/input.txt", 2).unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/flint/input.txt"), "{e}");
+        assert!(
+            e.to_string().contains("/nonexistent/flint/input.txt"),
+            "{e}"
+        );
         let e = splits("/nonexistent/flint/*.txt", 2).unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/flint/*.txt") && e.to_string().contains("matches no file"), "{e}");
+        assert!(
+            e.to_string().contains("/nonexistent/flint/*.txt")
+                && e.to_string().contains("matches no file"),
+            "{e}"
+        );
     }
 }

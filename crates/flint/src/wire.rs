@@ -116,9 +116,11 @@ pub(crate) struct TaskResult {
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, TaskError> {
-    postcard::to_allocvec(v).map_err(|e| TaskError::Codec(format!("{}: {e}", std::any::type_name::<T>())))
+    postcard::to_allocvec(v)
+        .map_err(|e| TaskError::Codec(format!("{}: {e}", std::any::type_name::<T>())))
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, TaskError> {
-    postcard::from_bytes(b).map_err(|e| TaskError::Codec(format!("{}: {e}", std::any::type_name::<T>())))
+    postcard::from_bytes(b)
+        .map_err(|e| TaskError::Codec(format!("{}: {e}", std::any::type_name::<T>())))
 }
