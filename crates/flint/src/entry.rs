@@ -26,7 +26,19 @@ use crate::wire::TaskError;
 /// A partition with its element type erased: `Box<Partition<T>>` inside.
 pub(crate) type ErasedPartition = Box<dyn Any + Send>;
 
-/// A partition being computed: a lazy iterator of its elements.
+/// A partition being computed: a lazy iterator of its elements, as
+/// [`Dataset::map_partitions`](crate::Dataset::map_partitions) hands it over.
+///
+/// ```
+/// use flint::{prelude::*, Partition};
+/// fn evens(it: Partition<u64>) -> impl Iterator<Item = u64> {
+///     it.filter(|x| x % 2 == 0)
+/// }
+/// # fn main() -> flint::Result<()> {
+/// let ctx = Context::builder().master("local[2]").create()?;
+/// assert_eq!(ctx.range(0, 6, 2).map_partitions(evens).collect()?, vec![0, 2, 4]);
+/// # Ok(()) }
+/// ```
 pub type Partition<T> = Box<dyn Iterator<Item = T> + Send>;
 
 /// The one signature of every entry function: fingerprint, captures, input partitions.

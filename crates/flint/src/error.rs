@@ -2,6 +2,13 @@
 //! what to do.
 
 /// `Result<T, flint::Error>`.
+///
+/// ```
+/// fn answer() -> flint::Result<u64> {
+///     Ok(42)
+/// }
+/// assert_eq!(answer().unwrap(), 42);
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a flint call failed with.

@@ -20,7 +20,7 @@
 //! `cargo check` may not show it) with a message naming the `_with` form, which takes
 //! the value explicitly and serializes it: `map_with(value, |v, x| ...)`.
 //!
-//! ```compile_fail
+//! ```compile_fail,E0080
 //! # use flint::prelude::*;
 //! # fn main() -> flint::Result<()> {
 //! let ctx = Context::builder().master("local").create()?;

@@ -141,11 +141,13 @@ impl BroadcastSource for BroadcastStore {
 }
 
 type Decoded = Arc<dyn Any + Send + Sync>;
+/// A broadcast value being fetched or fetched: decoded, or why it could not be.
+type Slot = Arc<OnceLock<Result<Decoded, String>>>;
 
 /// An executor's decoded broadcast values: each fetched and decoded once.
 pub(crate) struct BroadcastCache {
     source: Arc<dyn BroadcastSource>,
-    values: Mutex<HashMap<u64, Arc<OnceLock<Result<Decoded, String>>>>>,
+    values: Mutex<HashMap<u64, Slot>>,
     fetches: AtomicU64,
 }
 

@@ -108,7 +108,7 @@ pub(crate) fn splits(path: &str, min_partitions: u32) -> Result<Vec<TextSplit>, 
     }
     let total: u64 = sized.iter().map(|(_, l)| l).sum();
     let goal = total / u64::from(min_partitions.max(1));
-    let split_size = goal.min(BLOCK_SIZE).max(1);
+    let split_size = goal.clamp(1, BLOCK_SIZE);
     let mut out = Vec::new();
     for (f, len) in sized {
         let path = f.display().to_string();
