@@ -1,0 +1,65 @@
+//! Stopping a context under a running job, and the executor hook of `get_or_create`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flint::prelude::*;
+
+fn wait_for(what: &str, deadline: Duration, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn stop_ends_a_running_job_with_stopped_and_later_jobs_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let started = tmp.path().join("started").display().to_string();
+    let release = tmp.path().join("release").display().to_string();
+    let ctx = Context::builder().master("local[1]").create().unwrap();
+    let job = {
+        let ctx = ctx.clone();
+        let (started, release) = (started.clone(), release.clone());
+        std::thread::spawn(move || {
+            ctx.range(0, 1, 1)
+                .foreach_with((started, release), |(started, release), _| {
+                    std::fs::write(started, b"").unwrap();
+                    // Held until the test lets go (at most 30 s).
+                    let t = Instant::now();
+                    while !Path::new(release).exists() && t.elapsed() < Duration::from_secs(30) {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+        })
+    };
+    wait_for("the task to start", Duration::from_secs(30), || Path::new(&started).exists());
+    ctx.stop().unwrap();
+    let r = job.join().unwrap();
+    assert!(matches!(r, Err(Error::Stopped)), "{r:?}");
+    std::fs::write(&release, b"").unwrap();
+    assert!(matches!(ctx.range(0, 1, 1).count(), Err(Error::Stopped)));
+}
+
+/// Run by the next test in a child process with the worker's executor variable set.
+#[test]
+#[ignore = "run as a child by executor_hook_refuses_to_act_as_a_driver"]
+fn child_calls_get_or_create() {
+    let e = Context::builder().master("local[1]").get_or_create().unwrap_err();
+    println!("CHILD-ERROR: {e}");
+}
+
+#[test]
+fn executor_hook_refuses_to_act_as_a_driver() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_calls_get_or_create", "--nocapture"])
+        .env("FLINT_EXECUTOR_DRIVER_URL", "flint://127.0.0.1:1/driver")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("CHILD-ERROR: ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("started as an executor") && line.contains("FLINT_EXECUTOR_DRIVER_URL"), "{line}");
+}
