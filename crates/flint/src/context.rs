@@ -286,6 +286,9 @@ impl Context {
                 TimeUnit::Seconds,
             )?),
             max_result_size: conf.bytes("driver.max_result_size", 1 << 30, SizeUnit::Bytes)?,
+            // The in-process executor cannot go silent; the cluster backend sets this
+            // from network.timeout.
+            executor_timeout_ms: 0,
         };
         let memory = conf.bytes("executor.memory", 1 << 30, SizeUnit::Mebibytes)?;
         let default_parallelism = conf_u32(&conf, "default.parallelism", threads)?.max(1);

@@ -6,17 +6,20 @@
 //! serialized, within `executor.memory`) and the broadcast cache (values fetched from
 //! the driver once). A task runs with a thread-local [`TaskContext`] so that broadcasts
 //! and accumulators decoded from its captures find their executor and task. A panic in
-//! the task's code fails that task only.
+//! the task's code fails that task only. [`TaskPool`] runs tasks on threads sized to
+//! the executor's cores (never on an async runtime: tasks block). A killed task stops at
+//! its next element with [`TaskError::Killed`].
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use crate::block_cache::BlockCache;
-use crate::entry::{self, ErasedPartition};
+use crate::entry::{self, unerase, ErasedPartition, Partition};
 use crate::ops::ActionOutput;
 use crate::shared::{BroadcastCache, BroadcastSource};
 use crate::wire::{
@@ -33,6 +36,8 @@ pub(crate) struct ExecutorEnv {
     pub broadcasts: BroadcastCache,
     /// Partitions computed because they were not cached (for tests and metrics).
     pub cache_misses: AtomicU64,
+    /// The kill flags of the tasks running now.
+    running: Mutex<HashMap<u64, Arc<AtomicBool>>>,
 }
 
 impl ExecutorEnv {
@@ -42,6 +47,43 @@ impl ExecutorEnv {
             cache: Mutex::new(BlockCache::new(memory)),
             broadcasts: BroadcastCache::new(broadcasts),
             cache_misses: AtomicU64::new(0),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Asks running task `task_id` to stop; false when it is not running here.
+    pub fn kill(&self, task_id: u64) -> bool {
+        let flag = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&task_id).cloned());
+        match flag {
+            Some(f) => {
+                f.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many tasks are running here.
+    #[cfg(test)]
+    pub fn running_tasks(&self) -> usize {
+        self.running.lock().map_or(0, |r| r.len())
+    }
+
+    fn register(&self, task_id: u64) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(task_id, flag.clone());
+        }
+        flag
+    }
+
+    fn unregister(&self, task_id: u64) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&task_id);
         }
     }
 
@@ -140,6 +182,26 @@ fn eval(
     }
 }
 
+/// The panic payload that unwinds a killed task (through `resume_unwind`, so the panic
+/// hook stays quiet).
+struct Killed;
+
+/// Stops a task's input when its kill flag is set.
+struct Killable<T> {
+    inner: Partition<T>,
+    flag: Arc<AtomicBool>,
+}
+
+impl<T> Iterator for Killable<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        if self.flag.load(Ordering::Relaxed) {
+            std::panic::resume_unwind(Box::new(Killed));
+        }
+        self.inner.next()
+    }
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
@@ -171,6 +233,39 @@ pub(crate) fn run_task(task: &[u8], env: &Arc<ExecutorEnv>) -> Vec<u8> {
     }
 }
 
+/// A partition with the kill flag of its task. The runner cannot wrap the iterator
+/// itself (it does not know the element type); the action's entry, which does, unwraps
+/// it with [`action_input`].
+pub(crate) struct KillFlag {
+    part: ErasedPartition,
+    flag: Arc<AtomicBool>,
+}
+
+/// The action's input: a plain partition, or one carrying its task's kill flag.
+pub(crate) fn action_input<T: 'static>(
+    mut inputs: Vec<ErasedPartition>,
+) -> Result<Partition<T>, TaskError> {
+    if inputs.len() != 1 {
+        return Err(TaskError::Entry(format!(
+            "an action takes one input partition, got {}",
+            inputs.len()
+        )));
+    }
+    let Some(input) = inputs.pop() else {
+        return Err(TaskError::Entry("no input partition".into()));
+    };
+    match input.downcast::<KillFlag>() {
+        Ok(k) => {
+            let inner = unerase::<T>(k.part)?;
+            Ok(Box::new(Killable {
+                inner,
+                flag: k.flag,
+            }))
+        }
+        Err(plain) => unerase::<T>(plain),
+    }
+}
+
 fn failed(task_id: u64, e: TaskError) -> TaskResult {
     TaskResult {
         task_id,
@@ -199,14 +294,18 @@ fn run_decoded(task: &[u8], env: &Arc<ExecutorEnv>) -> TaskResult {
     CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
     let _clear = Current;
     let mut blocks = Blocks::default();
+    let flag = env.register(task_id);
     let ran = catch_unwind(AssertUnwindSafe(|| {
         let part = eval(&desc.plan, env, &mut blocks)?;
+        let part: ErasedPartition = Box::new(KillFlag { part, flag });
         let out = entry::call(desc.action, &desc.action_captures, vec![part])?;
         ActionOutput::take(out)
     }));
+    env.unregister(task_id);
     let outcome = match ran {
         Ok(Ok(bytes)) => TaskOutcome::Success(bytes),
         Ok(Err(e)) => TaskOutcome::Failed(e),
+        Err(p) if p.is::<Killed>() => TaskOutcome::Failed(TaskError::Killed),
         Err(p) => TaskOutcome::Failed(TaskError::Panic(panic_message(&*p))),
     };
     let accumulators = match outcome {
@@ -225,5 +324,55 @@ fn run_decoded(task: &[u8], env: &Arc<ExecutorEnv>) -> TaskResult {
         accumulators,
         blocks_added: blocks.added,
         blocks_evicted: blocks.evicted,
+    }
+}
+
+/// Task threads sized to an executor's cores: [`run_task`] on each submitted task, the
+/// result handed to `on_result` on the same thread. Threads end when the pool is
+/// dropped (after their current task) or when `on_result` returns false.
+pub(crate) struct TaskPool {
+    tx: Sender<Vec<u8>>,
+}
+
+impl TaskPool {
+    /// Starts `cores` threads named `flint-task-N`.
+    pub fn start(
+        cores: u32,
+        env: Arc<ExecutorEnv>,
+        on_result: Arc<dyn Fn(Vec<u8>) -> bool + Send + Sync>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..cores {
+            let (rx, env, on_result) = (rx.clone(), env.clone(), on_result.clone());
+            std::thread::Builder::new()
+                .name(format!("flint-task-{i}"))
+                .spawn(move || task_thread(&rx, &env, &*on_result))?;
+        }
+        Ok(Self { tx })
+    }
+
+    /// Queues a task; false when every thread has ended.
+    pub fn submit(&self, task: Vec<u8>) -> bool {
+        self.tx.send(task).is_ok()
+    }
+}
+
+fn task_thread(
+    rx: &Mutex<Receiver<Vec<u8>>>,
+    env: &Arc<ExecutorEnv>,
+    on_result: &(dyn Fn(Vec<u8>) -> bool + Send + Sync),
+) {
+    loop {
+        let task = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return,
+        };
+        let Ok(task) = task else {
+            return; // the pool was dropped
+        };
+        if !on_result(run_task(&task, env)) {
+            return;
+        }
     }
 }

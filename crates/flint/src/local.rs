@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::dataset::Node;
 use crate::entry::EntryPoint;
-use crate::executor::{run_task, ExecutorEnv};
+use crate::executor::{ExecutorEnv, TaskPool};
 use crate::scheduler::{Effect, Event, JobFailure, JobId, Scheduler, SchedulerConf, StageSpec};
 use crate::wire::{TaskDescription, TaskOutcome, TaskResult};
 
@@ -71,16 +71,12 @@ impl LocalBackend {
         app_id: &str,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
-        let (task_tx, task_rx) = mpsc::channel::<Vec<u8>>();
-        let task_rx = Arc::new(Mutex::new(task_rx));
-        for i in 0..threads {
-            let rx = task_rx.clone();
-            let done = tx.clone();
-            let env = env.clone();
-            std::thread::Builder::new()
-                .name(format!("flint-task-{i}"))
-                .spawn(move || task_thread(&rx, &done, &env))?;
-        }
+        let done = tx.clone();
+        let pool = TaskPool::start(
+            threads,
+            env.clone(),
+            Arc::new(move |result| done.send(Msg::TaskDone(result)).is_ok()),
+        )?;
         let mut sched = Scheduler::new(conf);
         sched.handle(
             0,
@@ -99,7 +95,7 @@ impl LocalBackend {
                 Shell {
                     sched,
                     jobs: HashMap::new(),
-                    tasks: task_tx,
+                    pool,
                     env: shell_env,
                     accumulators,
                     started: Instant::now(),
@@ -147,21 +143,6 @@ impl LocalBackend {
     }
 }
 
-fn task_thread(rx: &Mutex<Receiver<Vec<u8>>>, done: &Sender<Msg>, env: &Arc<ExecutorEnv>) {
-    loop {
-        let task = match rx.lock() {
-            Ok(r) => r.recv(),
-            Err(_) => return,
-        };
-        let Ok(task) = task else {
-            return; // the shell stopped
-        };
-        if done.send(Msg::TaskDone(run_task(&task, env))).is_err() {
-            return;
-        }
-    }
-}
-
 struct ShellJob {
     node: Arc<Node>,
     action: EntryPoint,
@@ -172,7 +153,7 @@ struct ShellJob {
 struct Shell {
     sched: Scheduler,
     jobs: HashMap<JobId, ShellJob>,
-    tasks: Sender<Vec<u8>>,
+    pool: TaskPool,
     env: Arc<ExecutorEnv>,
     accumulators: Arc<Accumulators>,
     started: Instant,
@@ -258,7 +239,7 @@ impl Shell {
                         };
                         match postcard::to_allocvec(&desc) {
                             Ok(bytes) => {
-                                let _ = self.tasks.send(bytes);
+                                self.pool.submit(bytes);
                             }
                             Err(e) => tracing::error!(task = l.task, "a task does not encode: {e}"),
                         }
@@ -298,11 +279,19 @@ impl Shell {
                     }
                 }
                 Effect::KillTasks(tasks) => {
-                    // Threads of this process cannot be stopped; the scheduler ignores
-                    // what these tasks report and frees their cores when they end.
-                    tracing::debug!(?tasks, "tasks of an ended job run to completion");
+                    // A running task stops at its next element; a queued one runs (its
+                    // result is ignored). Either way its core is freed when it ends.
+                    for (_, task) in tasks {
+                        self.env.kill(task);
+                    }
                 }
                 Effect::RemoveBlocks { cache, .. } => self.env.remove_cache(cache),
+                Effect::KillExecutor { executor, reason } => {
+                    tracing::error!(
+                        executor,
+                        "{reason}; the in-process executor cannot be replaced"
+                    );
+                }
                 Effect::Warn(w) => tracing::warn!("{w}"),
             }
         }

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 
 use crate::entry::{conjure, erase, single, unerase, ErasedPartition, Op, Partition};
-use crate::executor::with_task;
+use crate::executor::{action_input, with_task};
 use crate::text::{self, TextSplit};
 use crate::wire::{decode, encode, TaskError};
 use crate::Data;
@@ -245,7 +245,7 @@ impl<T: Data> Op for CacheDecode<T> {
 pub(crate) struct CollectAction<T>(P<T>);
 impl<T: Data> Op for CollectAction<T> {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
-        let v: Vec<T> = single::<T>(inputs)?.collect();
+        let v: Vec<T> = action_input::<T>(inputs)?.collect();
         ActionOutput::erase(encode(&v)?)
     }
 }
@@ -253,7 +253,7 @@ impl<T: Data> Op for CollectAction<T> {
 pub(crate) struct CountAction<T>(P<T>);
 impl<T: Data> Op for CountAction<T> {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
-        let n = single::<T>(inputs)?.count() as u64;
+        let n = action_input::<T>(inputs)?.count() as u64;
         ActionOutput::erase(encode(&n)?)
     }
 }
@@ -265,7 +265,7 @@ where
     T: Data,
 {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
-        let r: Option<T> = single::<T>(inputs)?.reduce(conjure::<F>());
+        let r: Option<T> = action_input::<T>(inputs)?.reduce(conjure::<F>());
         ActionOutput::erase(encode(&r)?)
     }
 }
@@ -278,7 +278,7 @@ where
 {
     fn run(captures: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let zero: T = decode(captures)?;
-        let r = single::<T>(inputs)?.fold(zero, conjure::<F>());
+        let r = action_input::<T>(inputs)?.fold(zero, conjure::<F>());
         ActionOutput::erase(encode(&r)?)
     }
 }
@@ -287,7 +287,7 @@ pub(crate) struct TakeAction<T>(P<T>);
 impl<T: Data> Op for TakeAction<T> {
     fn run(captures: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let n: u64 = decode(captures)?;
-        let v: Vec<T> = single::<T>(inputs)?
+        let v: Vec<T> = action_input::<T>(inputs)?
             .take(usize::try_from(n).unwrap_or(usize::MAX))
             .collect();
         ActionOutput::erase(encode(&v)?)
@@ -301,7 +301,7 @@ where
     T: Data,
 {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
-        single::<T>(inputs)?.for_each(conjure::<F>());
+        action_input::<T>(inputs)?.for_each(conjure::<F>());
         ActionOutput::erase(Vec::new())
     }
 }
@@ -316,7 +316,7 @@ where
     fn run(captures: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let c: C = decode(captures)?;
         let f = conjure::<F>();
-        single::<T>(inputs)?.for_each(|x| f(&c, x));
+        action_input::<T>(inputs)?.for_each(|x| f(&c, x));
         ActionOutput::erase(Vec::new())
     }
 }
@@ -329,7 +329,7 @@ impl<T: Data + Ord> Op for TakeOrderedAction<T> {
         let n = usize::try_from(n).unwrap_or(usize::MAX);
         let mut heap = BinaryHeap::new();
         if n > 0 {
-            for x in single::<T>(inputs)? {
+            for x in action_input::<T>(inputs)? {
                 if heap.len() < n {
                     heap.push(x);
                 } else if heap.peek().is_some_and(|top| x < *top) {
@@ -354,7 +354,7 @@ impl<T: Data + Display> Op for SaveTextAction<T> {
         let io = |e: std::io::Error| TaskError::Io(format!("writing {}: {e}", tmp.display()));
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut w = std::io::BufWriter::new(file);
-        for x in single::<T>(inputs)? {
+        for x in action_input::<T>(inputs)? {
             writeln!(w, "{x}").map_err(io)?;
         }
         w.into_inner()

@@ -19,6 +19,9 @@
 //!   a finished or failed job's) are ignored; only the first success of a partition is
 //!   reported as first, so its output is used and its accumulator updates counted once;
 //! - the results a job sends to the driver are limited by `driver.max_result_size`;
+//! - an executor silent (no heartbeat, no status) for the executor timeout is lost,
+//!   as Spark's `HeartbeatReceiver` decides (`network.timeout`; 0 for the local
+//!   backend's in-process executor, which cannot go silent);
 //! - while no task has ever launched, a warning repeats every `starvation.timeout`:
 //!   "Initial job has not accepted any resources; check that workers are registered
 //!   and have sufficient resources".
@@ -48,6 +51,8 @@ pub(crate) struct SchedulerConf {
     pub starvation_timeout_ms: u64,
     /// `driver.max_result_size` in bytes; 0 is unlimited.
     pub max_result_size: u64,
+    /// An executor not heard from for this long is lost (`network.timeout`); 0: never.
+    pub executor_timeout_ms: u64,
 }
 
 /// A stage of a submitted job.
@@ -107,6 +112,12 @@ pub(crate) enum Event {
         blocks_added: Vec<BlockId>,
         /// Blocks its executor evicted meanwhile.
         blocks_evicted: Vec<BlockId>,
+    },
+    /// An executor is alive (a heartbeat; every status update counts as one too).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Heartbeat {
+        /// The executor.
+        id: String,
     },
     /// A cached dataset was unpersisted: its blocks go everywhere.
     CacheRemoved {
@@ -182,6 +193,13 @@ pub(crate) enum Effect {
     JobFailed(JobId, JobFailure),
     /// Stop these tasks if possible; their results will be ignored.
     KillTasks(Vec<(String, TaskId)>),
+    /// The executor timed out: stop it (its tasks already run elsewhere).
+    KillExecutor {
+        /// The executor.
+        executor: String,
+        /// Why.
+        reason: String,
+    },
     /// Drop cached dataset `cache`'s blocks on `executor`.
     RemoveBlocks {
         /// The executor.
@@ -197,6 +215,7 @@ pub(crate) enum Effect {
 struct Exec {
     host: String,
     free: u32,
+    last_seen: u64,
 }
 
 #[derive(Debug)]
@@ -284,6 +303,16 @@ impl Scheduler {
         let mut at = self
             .warn_at
             .filter(|_| !self.launched_any && !self.jobs.is_empty());
+        if self.conf.executor_timeout_ms > 0 {
+            if let Some(t) = self
+                .executors
+                .values()
+                .map(|e| e.last_seen + self.conf.executor_timeout_ms)
+                .min()
+            {
+                at = Some(at.map_or(t, |a: u64| a.min(t)));
+            }
+        }
         if self.executors.values().any(|e| e.free > 0) {
             for job in self.jobs.values() {
                 for s in job.stages.values() {
@@ -314,6 +343,7 @@ impl Scheduler {
                     Exec {
                         host,
                         free: cores.saturating_sub(busy),
+                        last_seen: now,
                     },
                 );
             }
@@ -338,8 +368,14 @@ impl Scheduler {
                     fx.push(Effect::RemoveBlocks { executor, cache });
                 }
             }
+            Event::Heartbeat { id } => {
+                if let Some(e) = self.executors.get_mut(&id) {
+                    e.last_seen = now;
+                }
+            }
             Event::Tick => {}
         }
+        self.expire(now, &mut fx);
         if let Some(at) = self.warn_at {
             if !self.launched_any && !self.jobs.is_empty() && now >= at {
                 fx.push(Effect::Warn(NO_RESOURCES_WARNING.to_string()));
@@ -530,6 +566,7 @@ impl Scheduler {
         let host = match self.executors.get_mut(&t.executor) {
             Some(e) => {
                 e.free += 1;
+                e.last_seen = now;
                 for b in added {
                     self.blocks.entry(b).or_default().insert(t.executor.clone());
                 }
@@ -628,6 +665,28 @@ impl Scheduler {
         Some(s.failures[index].clone())
     }
 
+    /// Loses every executor silent for longer than the executor timeout.
+    fn expire(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let timeout = self.conf.executor_timeout_ms;
+        if timeout == 0 {
+            return;
+        }
+        let silent: Vec<(String, u64)> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| now.saturating_sub(e.last_seen) > timeout)
+            .map(|(id, e)| (id.clone(), now - e.last_seen))
+            .collect();
+        for (id, ms) in silent {
+            let reason = format!("executor heartbeat timed out after {ms} ms");
+            self.executor_lost(&id, &reason, fx);
+            fx.push(Effect::KillExecutor {
+                executor: id,
+                reason,
+            });
+        }
+    }
+
     fn executor_lost(&mut self, id: &str, reason: &str, fx: &mut Vec<Effect>) {
         let Some(exec) = self.executors.remove(id) else {
             return;
@@ -715,6 +774,7 @@ mod tests {
             locality_wait_ms: 3000,
             starvation_timeout_ms: 15_000,
             max_result_size: 1000,
+            executor_timeout_ms: 0,
         }
     }
 
@@ -1211,6 +1271,38 @@ mod tests {
         assert!(s.blocks.is_empty());
     }
 
+    #[test]
+    fn a_silent_executor_expires_and_its_tasks_run_elsewhere() {
+        let mut s = Scheduler::new(SchedulerConf {
+            executor_timeout_ms: 1000,
+            ..conf()
+        });
+        exec(&mut s, 0, "a", 1);
+        exec(&mut s, 0, "b", 1);
+        let l = launches(&job(&mut s, 0, 1, 2));
+        assert_eq!(l.len(), 2);
+        let on_b = l.iter().find(|l| l.executor == "b").unwrap().task;
+        // b heartbeats, a stays silent.
+        s.handle(600, Event::Heartbeat { id: "b".into() });
+        assert_eq!(s.next_wakeup(), Some(1000));
+        assert!(s.handle(1000, Event::Tick).is_empty());
+        let fx = s.handle(1001, Event::Tick);
+        let relaunched = launches(&fx);
+        assert_eq!(relaunched.len(), 0, "b is busy: {fx:?}");
+        assert!(
+            fx.contains(&Effect::KillExecutor {
+                executor: "a".into(),
+                reason: "executor heartbeat timed out after 1001 ms".into()
+            }),
+            "{fx:?}"
+        );
+        // b's status is also a sign of life; a's partition goes to b.
+        let fx = ok(&mut s, 1500, on_b, 1);
+        let l2 = launches(&fx);
+        assert_eq!((l2[0].executor.as_str(), l2[0].attempt), ("b", 1));
+        assert!(s.handle(2400, Event::Tick).is_empty(), "b was seen at 1500");
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -1242,7 +1334,7 @@ mod tests {
             /// a job ends at most once.
             #[test]
             fn invariants_hold(steps in proptest::collection::vec(step(), 1..80)) {
-                let mut s = Scheduler::new(SchedulerConf { max_failures: 3, locality_wait_ms: 100, starvation_timeout_ms: 1000, max_result_size: 0 });
+                let mut s = Scheduler::new(SchedulerConf { max_failures: 3, locality_wait_ms: 100, starvation_timeout_ms: 1000, max_result_size: 0, executor_timeout_ms: 2000 });
                 let mut now = 0;
                 let mut next_job = 1;
                 let mut running: Vec<Launch> = Vec::new();
@@ -1272,6 +1364,10 @@ mod tests {
                     for e in &fx {
                         match e {
                             Effect::Launch(ls) => running.extend(ls.iter().cloned()),
+                            Effect::KillExecutor { executor, .. } => {
+                                running.retain(|l| &l.executor != executor);
+                                cores.remove(executor);
+                            }
                             Effect::TaskSucceeded { job, partition, first: true, .. } => {
                                 prop_assert!(firsts.insert((*job, *partition)), "first twice: {e:?}");
                             }

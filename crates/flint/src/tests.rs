@@ -155,3 +155,25 @@ fn decoding_shared_variables_outside_a_task_is_an_error() {
     let bytes = postcard::to_allocvec(&b).unwrap();
     assert!(postcard::from_bytes::<Broadcast<u32>>(&bytes).is_err());
 }
+
+#[test]
+fn the_tasks_of_a_failed_job_are_killed() {
+    let ctx = Context::builder().master("local[2,1]").create().unwrap();
+    // Partition 0 fails at once; partition 1 would count 2^39 elements.
+    let e = ctx
+        .range(0, 1 << 40, 2)
+        .map(|x| if x == 0 { panic!("zero") } else { x })
+        .count()
+        .unwrap_err();
+    assert!(e.to_string().contains("zero"), "{e}");
+    let env = ctx.local_env().clone();
+    let start = std::time::Instant::now();
+    while env.running_tasks() > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the long task was not killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert_eq!(ctx.range(0, 10, 2).count().unwrap(), 10);
+}

@@ -89,6 +89,9 @@ pub(crate) enum TaskError {
     /// An I/O error (reading input, writing output).
     #[error("{0}")]
     Io(String),
+    /// The driver killed the task (its job ended).
+    #[error("task killed: its job ended")]
+    Killed,
 }
 
 /// How a task ended.

@@ -35,7 +35,9 @@ fn stop_ends_a_running_job_with_stopped_and_later_jobs_too() {
                 })
         })
     };
-    wait_for("the task to start", Duration::from_secs(30), || Path::new(&started).exists());
+    wait_for("the task to start", Duration::from_secs(30), || {
+        Path::new(&started).exists()
+    });
     ctx.stop().unwrap();
     let r = job.join().unwrap();
     assert!(matches!(r, Err(Error::Stopped)), "{r:?}");
@@ -47,19 +49,33 @@ fn stop_ends_a_running_job_with_stopped_and_later_jobs_too() {
 #[test]
 #[ignore = "run as a child by executor_hook_refuses_to_act_as_a_driver"]
 fn child_calls_get_or_create() {
-    let e = Context::builder().master("local[1]").get_or_create().unwrap_err();
+    let e = Context::builder()
+        .master("local[1]")
+        .get_or_create()
+        .unwrap_err();
     println!("CHILD-ERROR: {e}");
 }
 
 #[test]
 fn executor_hook_refuses_to_act_as_a_driver() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_calls_get_or_create", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "child_calls_get_or_create",
+            "--nocapture",
+        ])
         .env("FLINT_EXECUTOR_DRIVER_URL", "flint://127.0.0.1:1/driver")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    let line = stdout.lines().find(|l| l.starts_with("CHILD-ERROR: ")).unwrap_or_else(|| panic!("{stdout}"));
-    assert!(line.contains("started as an executor") && line.contains("FLINT_EXECUTOR_DRIVER_URL"), "{line}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("CHILD-ERROR: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains("started as an executor") && line.contains("FLINT_EXECUTOR_DRIVER_URL"),
+        "{line}"
+    );
 }
