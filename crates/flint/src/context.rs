@@ -13,11 +13,12 @@ use flint_conf::{Conf, SizeUnit, TimeUnit};
 use crate::dataset::{slice, Dataset, Node};
 use crate::entry::{entry_point, EntryPoint};
 use crate::executor::ExecutorEnv;
-use crate::local::{Accumulators, JobEvent, JobRequest, LocalBackend};
+use crate::local;
 use crate::master::{self, Master};
 use crate::ops::{RangeSource, TextSource, VecSource};
 use crate::scheduler::{JobFailure, SchedulerConf, StageSpec};
 use crate::shared::{Accumulator, Broadcast, BroadcastStore};
+use crate::shell::{Accumulators, Backend, JobEvent, JobRequest};
 use crate::text;
 use crate::{Data, Error, Result};
 
@@ -201,7 +202,9 @@ pub(crate) struct Inner {
     app_id: String,
     master: String,
     default_parallelism: u32,
-    backend: LocalBackend,
+    backend: Backend,
+    #[cfg_attr(not(test), allow(dead_code))]
+    local_env: Arc<ExecutorEnv>,
     ids: AtomicU64,
     accumulators: Arc<Accumulators>,
     broadcasts: Arc<BroadcastStore>,
@@ -305,7 +308,7 @@ impl Context {
         let broadcasts = Arc::new(BroadcastStore::default());
         let accumulators: Arc<Accumulators> = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(ExecutorEnv::new("driver", memory, broadcasts.clone()));
-        let backend = LocalBackend::start(threads, sched, env, accumulators.clone(), &app_id)
+        let backend = local::start(threads, sched, env.clone(), accumulators.clone(), &app_id)
             .map_err(|e| Error::Io {
                 path: "task threads".into(),
                 reason: e.to_string(),
@@ -318,6 +321,7 @@ impl Context {
                 master: master_url,
                 default_parallelism,
                 backend,
+                local_env: env,
                 ids: AtomicU64::new(0),
                 accumulators,
                 broadcasts,
@@ -338,7 +342,7 @@ impl Context {
     /// The in-process executor (tests look at its caches).
     #[cfg(test)]
     pub(crate) fn local_env(&self) -> &Arc<ExecutorEnv> {
-        self.inner.backend.env()
+        &self.inner.local_env
     }
 
     /// The application's id (`local-<millis>` for local masters).

@@ -70,6 +70,7 @@ mod master;
 mod ops;
 mod scheduler;
 mod shared;
+mod shell;
 mod text;
 mod wire;
 
