@@ -19,7 +19,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert!(matches!(e, Error::BadMaster { .. }));
 /// assert!(e.to_string().contains("lokal[2]"));
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A partition of a job failed `task.max_failures` times.
@@ -100,4 +100,12 @@ pub enum Error {
     /// A setting could not be read.
     #[error(transparent)]
     Conf(#[from] flint_conf::ConfError),
+}
+
+/// The message itself, so that `fn main() -> flint::Result<()>` reports a failed job
+/// the way `Display` does (Rust prints the `Debug` form of the error `main` returns).
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }

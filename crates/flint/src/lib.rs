@@ -41,8 +41,18 @@
 //! `unsafe`) and serialized captures, plus the action's entry point. The executor
 //! (`executor::run_task`) evaluates the plan lazily, runs the action's half on it and
 //! returns the serialized output with accumulator updates and the blocks it cached;
-//! the driver combines the outputs. With `local[N]` the executor is N threads of this
-//! process fed through exactly that encoding, so what runs locally runs on a cluster.
+//! the driver combines the outputs. The scheduler runs inside a shell thread that does
+//! not know where executors are (`shell::Executors`); with `local[N]` the executor is a
+//! pool of N threads of this process fed through exactly that encoding, so what runs
+//! locally runs on a cluster.
+//!
+//! Modules: `context` (Context, builder, settings, jobs), `dataset` (lineage nodes,
+//! transformations, actions), `ops` (every operation as an entry-point type), `entry`
+//! (entry points, the only `unsafe`), `wire` (task and result encoding), `scheduler`
+//! (the pure state machine), `shell` (its thread and the `Executors` transport),
+//! `local` (the in-process executor), `executor` (`run_task`, the task pool, the
+//! task context), `block_cache`, `shared` (broadcasts, accumulators), `text` (splits,
+//! lines, output names), `master` (master URLs).
 //!
 //! # Departures from Spark, and why
 //!
