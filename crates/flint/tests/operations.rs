@@ -217,3 +217,22 @@ fn empty_datasets_give_empty_answers() {
     assert_eq!(none.num_partitions(), 0);
     assert_eq!(none.count().unwrap(), 0);
 }
+
+#[test]
+fn take_computes_as_few_partitions_and_elements_as_it_can() {
+    let c = ctx();
+    let pulled = c.accumulator("pulled");
+    let d = c.range(0, 1000, 100).map_with(pulled.clone(), |p, x| {
+        p.add(1);
+        x
+    });
+    assert_eq!(d.take(3).unwrap(), vec![0, 1, 2]);
+    assert_eq!(
+        pulled.value(),
+        3,
+        "more than the first three elements were computed"
+    );
+    // 25 of 10-element partitions: partition 0, then 1.5 * 25 / 10 - 1 = 2 more.
+    assert_eq!(d.take(25).unwrap(), (0..25).collect::<Vec<_>>());
+    assert_eq!(pulled.value(), 3 + 10 + 10 + 10);
+}
