@@ -527,8 +527,9 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn broadcast<T: Data>(&self, value: T) -> Result<Broadcast<T>> {
-        let bytes = postcard::to_allocvec(&value)
-            .map_err(|e| Error::Serialization(format!("broadcast: {e}")))?;
+        let bytes = postcard::to_allocvec(&value).map_err(|e| {
+            Error::Serialization(format!("broadcast of {}: {e}", std::any::type_name::<T>()))
+        })?;
         let id = self.next_id();
         self.inner.broadcasts.insert(id, bytes);
         Ok(Broadcast::new(id, Arc::new(value)))

@@ -218,3 +218,39 @@ fn jobs_from_several_threads_run_concurrently_on_one_context() {
         assert_eq!(h.join().unwrap(), Some((0..n).sum::<u64>() + n * i));
     }
 }
+
+/// A value whose serialization always fails.
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Unserializable;
+
+impl serde::Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be serialized",
+        ))
+    }
+}
+
+#[test]
+fn captures_that_cannot_be_serialized_fail_the_action_naming_the_type() {
+    let ctx = ctx("local[1]");
+    let e = ctx
+        .range(0, 3, 1)
+        .map_with(Unserializable, |_, x| x)
+        .count()
+        .unwrap_err();
+    assert!(matches!(e, Error::Serialization(_)), "{e:?}");
+    assert!(e.to_string().contains("Unserializable"), "{e}");
+    let e = ctx
+        .parallelize(vec![Unserializable], 1)
+        .count()
+        .unwrap_err();
+    assert!(e.to_string().contains("Unserializable"), "{e}");
+    let e = ctx.broadcast(Unserializable).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("broadcast of failures::Unserializable"),
+        "{e}"
+    );
+    assert_eq!(ctx.range(0, 3, 1).count().unwrap(), 3);
+}

@@ -79,3 +79,75 @@ fn executor_hook_refuses_to_act_as_a_driver() {
         "{line}"
     );
 }
+
+/// Run by the next test in a child process with FLINT_MASTER and a FLINT_* setting set.
+#[test]
+#[ignore = "run as a child by the master_and_settings_come_from_the_environment_when_code_gives_none"]
+fn child_reports_its_master_and_attempts() {
+    let ctx = Context::builder().create().unwrap();
+    let e = ctx
+        .range(0, 2, 1)
+        .map(|x| -> u64 { panic!("always {x}") })
+        .count()
+        .unwrap_err();
+    let Error::JobFailed { attempts, .. } = e else {
+        panic!("{e}")
+    };
+    println!(
+        "CHILD: {} {} {}",
+        ctx.master(),
+        ctx.default_parallelism(),
+        attempts.len()
+    );
+    // Code wins over the environment.
+    let ctx = Context::builder()
+        .master("local[2]")
+        .conf("task.max_failures", "1")
+        .create()
+        .unwrap();
+    let e = ctx
+        .range(0, 2, 1)
+        .map(|x| -> u64 { panic!("always {x}") })
+        .count()
+        .unwrap_err();
+    let Error::JobFailed { attempts, .. } = e else {
+        panic!("{e}")
+    };
+    println!(
+        "CHILD: {} {} {}",
+        ctx.master(),
+        ctx.default_parallelism(),
+        attempts.len()
+    );
+}
+
+#[test]
+fn master_and_settings_come_from_the_environment_when_code_gives_none() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_reports_its_master_and_attempts",
+            "--nocapture",
+        ])
+        .env("FLINT_MASTER", "local[3]")
+        .env("FLINT_TASK_MAX_FAILURES", "2")
+        .env_remove("FLINT_CONF_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("CHILD: "))
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["CHILD: local[3] 3 2", "CHILD: local[2] 2 1"],
+        "{stdout}"
+    );
+}
