@@ -14,7 +14,13 @@
 //! iterator type, so a wrong input is an error, never undefined behaviour.
 //!
 //! What this module relies on, and who guarantees it, is in the `SAFETY` comments of
-//! [`call`] and [`conjure`].
+//! [`call`] and [`conjure`]. Miri checks the in-process path (only the expected
+//! integer-to-pointer note, silenced by the flag):
+//!
+//! ```text
+//! MIRIFLAGS=-Zmiri-permissive-provenance cargo +nightly miri test -p flint --lib -- \
+//!     entry:: block_cache:: tests::a_task_round_trips tests::a_tampered tests::garbage
+//! ```
 
 use std::any::{Any, TypeId};
 use std::hash::{Hash, Hasher};
@@ -145,6 +151,11 @@ pub(crate) fn call(
         return base(entry.fingerprint, captures, inputs);
     }
     let addr = address(base).wrapping_add(entry.offset) as usize;
+    // In one process (local masters, tests, Miri) `entry_point` exposed the entry's
+    // provenance when it measured it (a pointer-to-integer `as` cast exposes), so the
+    // pointer rebuilt here carries it. In an executor process the address is valid the
+    // way a symbol from `dlsym` is: by the loader's placement of the same image.
+    let ptr = std::ptr::with_exposed_provenance::<()>(addr);
     // SAFETY: `addr` must be the address of a function of type `EntryFn` in this
     // binary. Entry points are made only by `entry_point`, which takes the offset of a
     // real `trampoline::<O>` (an `EntryFn`) from `base` in the same binary image;
@@ -155,7 +166,7 @@ pub(crate) fn call(
     // refused before it is decoded). Within that guarantee an offset can only be
     // *another* entry's, and every entry checks the fingerprint before it touches its
     // inputs or captures, so the wrong entry refuses instead of misreading data.
-    let f = unsafe { std::mem::transmute::<usize, EntryFn>(addr) };
+    let f = unsafe { std::mem::transmute::<*const (), EntryFn>(ptr) };
     f(entry.fingerprint, captures, inputs)
 }
 
