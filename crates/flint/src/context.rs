@@ -30,6 +30,10 @@ static ACTIVE: Mutex<Option<Weak<Inner>>> = Mutex::new(None);
 
 /// Builds a [`Context`]: `Context::builder().app_name(..).master(..).conf(k, v)`.
 ///
+/// Settings are layered, later winning: defaults, `$FLINT_CONF_DIR/flint.toml` (when
+/// the variable is set), `FLINT_*` environment variables (`FLINT_TASK_MAX_FAILURES`),
+/// then [`conf`](Self::conf). All are checked against flint's registry of settings.
+///
 /// ```
 /// use flint::prelude::*;
 /// # fn main() -> flint::Result<()> {
