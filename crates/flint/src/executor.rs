@@ -51,19 +51,15 @@ impl ExecutorEnv {
         }
     }
 
-    /// Asks running task `task_id` to stop; false when it is not running here.
-    pub fn kill(&self, task_id: u64) -> bool {
-        let flag = self
+    /// Asks task `task_id` to stop if it is running here (it stops at its next element).
+    pub fn kill(&self, task_id: u64) {
+        if let Some(f) = self
             .running
             .lock()
             .ok()
-            .and_then(|r| r.get(&task_id).cloned());
-        match flag {
-            Some(f) => {
-                f.store(true, Ordering::Relaxed);
-                true
-            }
-            None => false,
+            .and_then(|r| r.get(&task_id).cloned())
+        {
+            f.store(true, Ordering::Relaxed);
         }
     }
 

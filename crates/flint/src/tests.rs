@@ -56,6 +56,38 @@ fn a_task_round_trips_as_bytes() {
         panic!("{:?}", r.outcome)
     };
     assert_eq!(decode::<u64>(&out).unwrap(), 10);
+    // The task's context is gone with the task.
+    assert!(crate::executor::with_task(|_| ()).is_none());
+}
+
+#[test]
+fn a_killed_task_stops_with_killed() {
+    let env = env();
+    let runner = {
+        let env = env.clone();
+        std::thread::spawn(move || {
+            run_task(
+                &task(range(0, u64::MAX), entry_point::<CountAction<u64>>()),
+                &env,
+            )
+        })
+    };
+    let start = std::time::Instant::now();
+    while env.running_tasks() == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the task never started"
+        );
+        std::thread::yield_now();
+    }
+    env.kill(42);
+    let r = result(&runner.join().unwrap());
+    assert!(
+        matches!(r.outcome, TaskOutcome::Failed(TaskError::Killed)),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(env.running_tasks(), 0);
 }
 
 #[test]
@@ -133,9 +165,21 @@ fn cached_partitions_are_counted_as_misses_only_when_computed() {
             .load(std::sync::atomic::Ordering::Relaxed),
         5
     );
+    let used = || ctx.local_env().cache.lock().unwrap().used();
+    assert!(used() > 0);
     d.unpersist();
+    // The blocks go (the shell drops them where the scheduler says they are).
+    let start = std::time::Instant::now();
+    while used() > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "blocks kept after unpersist"
+        );
+        std::thread::yield_now();
+    }
     // Unpersisted: the plan has no cache node, nothing is read or stored.
     d.count().unwrap();
+    assert_eq!(used(), 0);
     assert_eq!(
         ctx.local_env()
             .cache_misses
