@@ -305,6 +305,20 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_is_fnv_1a_exactly() {
+        // Published FNV-1a 64-bit test vectors.
+        for (text, want) in [
+            ("", 0xcbf2_9ce4_8422_2325u64),
+            ("a", 0xaf63_dc4c_8601_ec8c),
+            ("foobar", 0x8594_4171_f739_67e8),
+        ] {
+            let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+            h.write(text.as_bytes());
+            assert_eq!(h.finish(), want, "{text:?}");
+        }
+    }
+
+    #[test]
     fn closures_of_one_function_have_different_fingerprints() {
         let a = |x: u64| x + 1;
         let b = |x: u64| x + 2;
