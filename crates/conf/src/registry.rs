@@ -272,6 +272,25 @@ settings! {
         "How long one registration round waits for a master before the next round.";
     "client.registration.retries", POSITIVE, Value("3"), [Client],
         "Registration rounds (each to every master) before the client gives up.";
+    // --- the flint library: drivers and executors ---
+    "executor.cores", POSITIVE, Unset("every core its worker offers; local: the N of local[N]"), [Client],
+        "Cores of each executor of an application (its task threads).";
+    "executor.memory", Kind::Size(SizeUnit::Mebibytes), Value("1g"), [Client],
+        "Memory of each executor; its cache of partitions (counted in serialized bytes, least recently used evicted) stays within it.";
+    "cores.max", POSITIVE, Unset("deploy.default_cores"), [Client],
+        "Most cores an application takes on a cluster, over all its executors.";
+    "default.parallelism", POSITIVE, Unset("local: the N of local[N]; cluster: all executor cores, at least 2"), [Client],
+        "Partitions of parallelize and range when given 0.";
+    "task.max_failures", POSITIVE, Value("4"), [Client],
+        "Failed attempts of one partition after which its job fails (local[N,F] sets it for local masters).";
+    "executor.heartbeat_interval", SECS, Value("10s"), [Client],
+        "How often executors report to the driver (with accumulator updates).";
+    "driver.max_result_size", BYTES, Value("1g"), [Client],
+        "Total serialized results of one job the driver accepts; past it the job fails (0: no limit).";
+    "locality.wait", SECS, Value("3s"), [Client],
+        "How long a task waits for the executor caching its input before it runs elsewhere.";
+    "starvation.timeout", SECS, Value("15s"), [Client],
+        "How often the driver warns that its first job has not got any resources.";
 }
 
 /// `FLINT_*` variables that are not settings but that flint (or its tests) knows.
@@ -314,6 +333,11 @@ pub static ENV_VARS: &[EnvVar] = &[
     EnvVar {
         name: "FLINT_EXECUTOR_MEMORY_MB",
         doc: "Set by a worker for an executor: the memory it was given, in MiB.",
+        test_only: false,
+    },
+    EnvVar {
+        name: "FLINT_EXECUTOR_DRIVER_URL",
+        doc: "Set by a worker for an executor: the driver it serves; get_or_create turns the process into that executor.",
         test_only: false,
     },
     EnvVar {

@@ -1,0 +1,684 @@
+//! [`Context`]: the driver's entry to flint — settings, the master, the backend that
+//! runs jobs, and the sources of datasets, broadcasts and accumulators.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flint_conf::{Conf, SizeUnit, TimeUnit};
+
+use crate::dataset::{slice, Dataset, Node};
+use crate::entry::{entry_point, EntryPoint};
+use crate::executor::ExecutorEnv;
+use crate::local;
+use crate::master::{self, Master};
+use crate::ops::{RangeSource, TextSource, VecSource};
+use crate::scheduler::{JobFailure, SchedulerConf, StageSpec};
+use crate::shared::{Accumulator, Broadcast, BroadcastStore};
+use crate::shell::{Accumulators, Backend, JobEvent, JobRequest};
+use crate::text;
+use crate::{Data, Error, Result};
+
+/// Set by a worker in the environment of an executor it starts: the driver to serve.
+pub(crate) const EXECUTOR_ENV: &str = "FLINT_EXECUTOR_DRIVER_URL";
+
+/// The process's active context, for [`ContextBuilder::get_or_create`].
+static ACTIVE: Mutex<Option<Weak<Inner>>> = Mutex::new(None);
+
+/// Builds a [`Context`]: `Context::builder().app_name(..).master(..).conf(k, v)`.
+///
+/// Settings are layered, later winning: defaults, `$FLINT_CONF_DIR/flint.toml` (when
+/// the variable is set), `FLINT_*` environment variables (`FLINT_TASK_MAX_FAILURES`),
+/// then [`conf`](Self::conf). All are checked against flint's registry of settings.
+///
+/// ```
+/// use flint::prelude::*;
+/// # fn main() -> flint::Result<()> {
+/// let ctx = Context::builder()
+///     .app_name("demo")
+///     .master("local[2]")
+///     .conf("executor.memory", "512m")
+///     .create()?;
+/// assert_eq!(ctx.app_name(), "demo");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ContextBuilder {
+    app_name: Option<String>,
+    master: Option<String>,
+    conf: Vec<(String, String)>,
+}
+
+impl ContextBuilder {
+    /// The application's name (default: the executable's file name).
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().app_name("pi").master("local").create()?;
+    /// assert_eq!(ctx.app_name(), "pi");
+    /// # Ok(()) }
+    /// ```
+    pub fn app_name(mut self, name: impl Into<String>) -> Self {
+        self.app_name = Some(name.into());
+        self
+    }
+
+    /// The master URL: `local`, `local[N]`, `local[*]`, `local[N,F]` (F: task
+    /// attempts), `local-cluster[W,C,M]` or `flint://host:port[,host2:port]`. Default:
+    /// `FLINT_MASTER`, else `local[*]`.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[3]").create()?;
+    /// assert_eq!((ctx.master(), ctx.default_parallelism()), ("local[3]", 3));
+    /// # Ok(()) }
+    /// ```
+    pub fn master(mut self, url: impl Into<String>) -> Self {
+        self.master = Some(url.into());
+        self
+    }
+
+    /// A setting (`flint conf` lists them); wins over the config file and `FLINT_*`.
+    /// Unknown keys are refused naming the nearest one; keys of your own go under `app.`.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// let e = Context::builder().master("local").conf("executor.memroy", "1g").create().unwrap_err();
+    /// assert!(e.to_string().contains("did you mean `executor.memory`?"), "{e}");
+    /// ```
+    pub fn conf(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.conf.push((key.into(), value.into()));
+        self
+    }
+
+    /// The process's active context if there is one (settings given here are then
+    /// ignored, as Spark's `getOrCreate` does), else a new one.
+    ///
+    /// In a process that a worker started as an executor, this is where it turns into
+    /// an executor and serves tasks instead of returning.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let a = Context::builder().master("local[2]").get_or_create()?;
+    /// let b = Context::builder().get_or_create()?;
+    /// assert_eq!(a.app_id(), b.app_id());
+    /// # Ok(()) }
+    /// ```
+    pub fn get_or_create(self) -> Result<Context> {
+        executor_hook()?;
+        let mut active = ACTIVE.lock().map_err(|_| Error::Stopped)?;
+        if let Some(inner) = active.as_ref().and_then(Weak::upgrade) {
+            if !inner.stopped.load(Ordering::SeqCst) {
+                if self.master.is_some() || !self.conf.is_empty() {
+                    tracing::warn!(app = %inner.app_id, "using the existing flint context; the master and settings given to this builder do not take effect");
+                }
+                return Ok(Context { inner });
+            }
+        }
+        let ctx = self.create()?;
+        *active = Some(Arc::downgrade(&ctx.inner));
+        Ok(ctx)
+    }
+
+    /// A new context, whether or not another one is active (several may run in one
+    /// process, each with its own task threads).
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let a = Context::builder().master("local[1]").create()?;
+    /// let b = Context::builder().master("local[1]").create()?;
+    /// assert_ne!(a.app_id(), b.app_id());
+    /// # Ok(()) }
+    /// ```
+    pub fn create(self) -> Result<Context> {
+        executor_hook()?;
+        let overrides: Vec<String> = self.conf.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let file = std::env::var_os("FLINT_CONF_DIR")
+            .map(|d| PathBuf::from(d).join("flint.toml"))
+            .filter(|p| p.is_file());
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        let loaded = flint_conf::load(file.as_deref(), vars, overrides.iter().map(String::as_str))?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let master_url = self
+            .master
+            .or_else(|| {
+                std::env::var("FLINT_MASTER")
+                    .ok()
+                    .filter(|m| !m.trim().is_empty())
+            })
+            .unwrap_or_else(|| "local[*]".to_string());
+        let master = master::parse(&master_url)?;
+        let app_name = self.app_name.unwrap_or_else(default_app_name);
+        Context::start(app_name, master_url, master, loaded.conf)
+    }
+}
+
+/// Where a process started by a worker as an executor will turn into one. The worker
+/// sets [`EXECUTOR_ENV`]; the executor backend (next) serves tasks there and exits,
+/// never returning to the program's `main`.
+fn executor_hook() -> Result<()> {
+    match std::env::var_os(EXECUTOR_ENV) {
+        None => Ok(()),
+        Some(url) => Err(Error::MasterNotSupported {
+            master: url.to_string_lossy().into_owned(),
+            reason: format!(
+                "this process was started as an executor ({EXECUTOR_ENV} is set), but this build of \
+                 flint has no executor backend yet; unset {EXECUTOR_ENV} to run it as a driver"
+            ),
+        }),
+    }
+}
+
+fn default_app_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "flint-app".to_string())
+}
+
+fn conf_u32(conf: &Conf, key: &str, default: u32) -> Result<u32> {
+    let v = conf.u64(key, u64::from(default))?;
+    u32::try_from(v).map_err(|_| {
+        Error::Conf(flint_conf::ConfError::Invalid {
+            key: key.to_string(),
+            value: v.to_string(),
+            reason: "too large".into(),
+        })
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) struct Inner {
+    app_name: String,
+    app_id: String,
+    master: String,
+    default_parallelism: u32,
+    backend: Backend,
+    #[cfg_attr(not(test), allow(dead_code))]
+    local_env: Arc<ExecutorEnv>,
+    ids: AtomicU64,
+    accumulators: Arc<Accumulators>,
+    broadcasts: Arc<BroadcastStore>,
+    stopped: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.backend.stop();
+    }
+}
+
+/// The driver's handle on an application: makes datasets, broadcasts and accumulators
+/// and runs the jobs their actions start. Cheap to clone; jobs may run from several
+/// threads at once (first in, first served).
+///
+/// ```
+/// use flint::prelude::*;
+/// # fn main() -> flint::Result<()> {
+/// let ctx = Context::builder().app_name("squares").master("local[2]").create()?;
+/// let squares: Vec<u64> = ctx.parallelize((1..=10u64).collect(), 4).map(|x| x * x).collect()?;
+/// assert_eq!(squares[9], 100);
+/// ctx.stop()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("app_id", &self.inner.app_id)
+            .field("master", &self.inner.master)
+            .finish()
+    }
+}
+
+impl Context {
+    /// A builder: `Context::builder().master("local[2]").get_or_create()`.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local").create()?;
+    /// assert_eq!(ctx.default_parallelism(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder::default()
+    }
+
+    fn start(app_name: String, master_url: String, master: Master, conf: Conf) -> Result<Context> {
+        let (threads, url_failures) = match master {
+            Master::Local {
+                threads,
+                max_failures,
+            } => (threads, max_failures),
+            Master::LocalCluster { .. } | Master::Cluster { .. } => {
+                return Err(Error::MasterNotSupported {
+                    master: master_url,
+                    reason: "cluster masters arrive with the executor backend; use local, local[N] or local[*] for now"
+                        .into(),
+                })
+            }
+        };
+        let max_failures = match url_failures {
+            Some(f) => f,
+            None => conf_u32(&conf, "task.max_failures", 4)?,
+        };
+        let sched = SchedulerConf {
+            max_failures,
+            locality_wait_ms: millis(conf.duration(
+                "locality.wait",
+                Duration::from_secs(3),
+                TimeUnit::Seconds,
+            )?),
+            starvation_timeout_ms: millis(conf.duration(
+                "starvation.timeout",
+                Duration::from_secs(15),
+                TimeUnit::Seconds,
+            )?),
+            max_result_size: conf.bytes("driver.max_result_size", 1 << 30, SizeUnit::Bytes)?,
+            // The in-process executor cannot go silent; the cluster backend sets this
+            // from network.timeout.
+            executor_timeout_ms: 0,
+        };
+        let memory = conf.bytes("executor.memory", 1 << 30, SizeUnit::Mebibytes)?;
+        let default_parallelism = conf_u32(&conf, "default.parallelism", threads)?.max(1);
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        static APPS: AtomicU64 = AtomicU64::new(0);
+        let n = APPS.fetch_add(1, Ordering::Relaxed);
+        let app_id = if n == 0 {
+            format!("local-{}", wall.as_millis())
+        } else {
+            format!("local-{}-{n}", wall.as_millis())
+        };
+        let broadcasts = Arc::new(BroadcastStore::default());
+        let accumulators: Arc<Accumulators> = Arc::new(Mutex::new(HashMap::new()));
+        let env = Arc::new(ExecutorEnv::new("driver", memory, broadcasts.clone()));
+        let backend = local::start(threads, sched, env.clone(), accumulators.clone(), &app_id)
+            .map_err(|e| Error::Io {
+                path: "task threads".into(),
+                reason: e.to_string(),
+            })?;
+        tracing::info!(app = %app_id, name = %app_name, master = %master_url, threads, "flint context started");
+        Ok(Context {
+            inner: Arc::new(Inner {
+                app_name,
+                app_id,
+                master: master_url,
+                default_parallelism,
+                backend,
+                local_env: env,
+                ids: AtomicU64::new(0),
+                accumulators,
+                broadcasts,
+                stopped: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// A new id, unique in this context (jobs, stages, caches, broadcasts, accumulators).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.inner.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn unpersist(&self, cache: u64) {
+        self.inner.backend.unpersist(cache);
+    }
+
+    /// The in-process executor (tests look at its caches).
+    #[cfg(test)]
+    pub(crate) fn local_env(&self) -> &Arc<ExecutorEnv> {
+        &self.inner.local_env
+    }
+
+    /// The application's id (`local-<millis>` for local masters).
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local").create()?;
+    /// assert!(ctx.app_id().starts_with("local-"));
+    /// # Ok(()) }
+    /// ```
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// The application's name.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().app_name("n").master("local").create()?;
+    /// assert_eq!(ctx.app_name(), "n");
+    /// # Ok(()) }
+    /// ```
+    pub fn app_name(&self) -> &str {
+        &self.inner.app_name
+    }
+
+    /// The master URL as given.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[2]").create()?;
+    /// assert_eq!(ctx.master(), "local[2]");
+    /// # Ok(()) }
+    /// ```
+    pub fn master(&self) -> &str {
+        &self.inner.master
+    }
+
+    /// The driver's UI URL: `None` until the driver UI arrives (local masters have none).
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local").create()?;
+    /// assert_eq!(ctx.ui_url(), None);
+    /// # Ok(()) }
+    /// ```
+    pub fn ui_url(&self) -> Option<String> {
+        None
+    }
+
+    /// Partitions used when an operation is given 0: `default.parallelism`, else the
+    /// number of task threads.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[4]").conf("default.parallelism", "6").create()?;
+    /// assert_eq!(ctx.parallelize(vec![1, 2, 3], 0).num_partitions(), 6);
+    /// # Ok(()) }
+    /// ```
+    pub fn default_parallelism(&self) -> u32 {
+        self.inner.default_parallelism
+    }
+
+    fn partitions_or_default(&self, n: u32) -> u32 {
+        if n == 0 {
+            self.inner.default_parallelism
+        } else {
+            n
+        }
+    }
+
+    /// A dataset of `data` in `partitions` slices (0: the default parallelism), each
+    /// serialized now on the driver.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[2]").create()?;
+    /// let d = ctx.parallelize(vec!["a", "b", "c"].into_iter().map(String::from).collect(), 2);
+    /// assert_eq!(d.num_partitions(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn parallelize<T: Data>(&self, data: Vec<T>, partitions: u32) -> Dataset<T> {
+        let n = self.partitions_or_default(partitions);
+        let len = data.len() as u64;
+        let mut splits = Vec::with_capacity(n as usize);
+        let mut failed = None;
+        for i in 0..n {
+            let (a, b) = slice(len, n, i);
+            match postcard::to_allocvec(&data[a as usize..b as usize]) {
+                Ok(bytes) => splits.push(bytes),
+                Err(e) => {
+                    failed = Some(format!("parallelize: {}: {e}", std::any::type_name::<T>()));
+                    break;
+                }
+            }
+        }
+        let splits = match failed {
+            Some(e) => Err(e),
+            None => Ok(splits),
+        };
+        Dataset::source(self, entry_point::<VecSource<T>>(), splits)
+    }
+
+    /// The numbers `start..end` in `partitions` slices (0: the default parallelism).
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[2]").create()?;
+    /// assert_eq!(ctx.range(0, 1_000_000, 8).reduce(|a, b| a + b)?, Some(499_999_500_000));
+    /// # Ok(()) }
+    /// ```
+    pub fn range(&self, start: u64, end: u64, partitions: u32) -> Dataset<u64> {
+        let n = self.partitions_or_default(partitions);
+        let len = end.saturating_sub(start);
+        let splits = (0..n)
+            .map(|i| {
+                let (a, b) = slice(len, n, i);
+                postcard::to_allocvec(&(start + a, start + b)).map_err(|e| e.to_string())
+            })
+            .collect();
+        Dataset::source(self, entry_point::<RangeSource>(), splits)
+    }
+
+    /// The lines of a text file, of the visible files of a directory, or of the files a
+    /// glob matches, split by byte ranges into about `min_partitions` partitions (0:
+    /// `min(default parallelism, 2)`), as Hadoop's text input does. Fails now, naming
+    /// the path, when nothing is there.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[2]").create()?;
+    /// let path = std::env::temp_dir().join(format!("flint-doc-text-{}.txt", std::process::id()));
+    /// std::fs::write(&path, "one\ntwo\n\nthree\n").unwrap();
+    /// let lines = ctx.text_file(path.to_str().unwrap(), 3)?;
+    /// assert_eq!(lines.collect()?, vec!["one", "two", "", "three"]);
+    /// assert!(ctx.text_file("/no/such/file", 1).unwrap_err().to_string().contains("/no/such/file"));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn text_file(&self, path: &str, min_partitions: u32) -> Result<Dataset<String>> {
+        let min = if min_partitions == 0 {
+            self.inner.default_parallelism.min(2)
+        } else {
+            min_partitions
+        };
+        let absolute = std::path::absolute(path).map_err(|e| Error::PathNotFound {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        let splits = text::splits(&absolute.display().to_string(), min).map_err(|e| match e {
+            Error::PathNotFound { reason, .. } => Error::PathNotFound {
+                path: path.to_string(),
+                reason,
+            },
+            other => other,
+        })?;
+        let encoded = splits
+            .iter()
+            .map(|s| postcard::to_allocvec(s).map_err(|e| e.to_string()))
+            .collect();
+        Ok(Dataset::source(self, entry_point::<TextSource>(), encoded))
+    }
+
+    /// A read-only value sent to each executor once (when a task first needs it) and
+    /// kept there; pass it to a `_with` operation and read it with `.value()`.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[2]").create()?;
+    /// let table = ctx.broadcast(vec![10u64, 20, 30])?;
+    /// let looked_up = ctx.range(0, 3, 3).map_with(table, |t, i| t.value()[i as usize]);
+    /// assert_eq!(looked_up.collect()?, vec![10, 20, 30]);
+    /// # Ok(()) }
+    /// ```
+    pub fn broadcast<T: Data>(&self, value: T) -> Result<Broadcast<T>> {
+        let bytes = postcard::to_allocvec(&value).map_err(|e| {
+            Error::Serialization(format!("broadcast of {}: {e}", std::any::type_name::<T>()))
+        })?;
+        let id = self.next_id();
+        self.inner.broadcasts.insert(id, bytes);
+        Ok(Broadcast::new(id, Arc::new(value)))
+    }
+
+    /// A new `u64` sum named `name`, starting at 0.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[2]").create()?;
+    /// let seen = ctx.accumulator("seen");
+    /// ctx.range(0, 10, 2).foreach_with(seen.clone(), |a, _| a.add(1))?;
+    /// assert_eq!(seen.value(), 10);
+    /// # Ok(()) }
+    /// ```
+    pub fn accumulator(&self, name: &str) -> Accumulator {
+        let id = self.next_id();
+        let cell = Arc::new(AtomicU64::new(0));
+        if let Ok(mut m) = self.inner.accumulators.lock() {
+            m.retain(|_, w| w.strong_count() > 0);
+            m.insert(id, Arc::downgrade(&cell));
+        }
+        Accumulator::new(id, name, cell)
+    }
+
+    /// Stops the context: running jobs fail with [`Error::Stopped`], later calls too.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local").create()?;
+    /// let d = ctx.range(0, 3, 1);
+    /// ctx.stop()?;
+    /// assert!(matches!(d.count(), Err(Error::Stopped)));
+    /// # Ok(()) }
+    /// ```
+    pub fn stop(&self) -> Result<()> {
+        if !self.inner.stopped.swap(true, Ordering::SeqCst) {
+            self.inner.backend.stop();
+            tracing::info!(app = %self.inner.app_id, "flint context stopped");
+        }
+        Ok(())
+    }
+
+    /// Runs a job computing `partitions` of `node` with the action `action`, handing
+    /// each partition's output to `each` as it arrives.
+    pub(crate) fn run_job(
+        &self,
+        node: &Arc<Node>,
+        action: EntryPoint,
+        action_captures: Vec<u8>,
+        partitions: Vec<u32>,
+        mut each: impl FnMut(u32, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            return Err(Error::Stopped);
+        }
+        node.check()?;
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let job = self.next_id();
+        let stage = self.next_id();
+        let blocks = partitions
+            .iter()
+            .map(|p| {
+                let mut b = Vec::new();
+                node.blocks(*p, &mut b);
+                b
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        let submitted = self.inner.backend.submit(JobRequest {
+            job,
+            stages: vec![StageSpec {
+                id: stage,
+                parents: vec![],
+                partitions: partitions.clone(),
+                blocks,
+            }],
+            node: node.clone(),
+            action,
+            action_captures,
+            events: tx,
+        });
+        if !submitted {
+            return Err(Error::Stopped);
+        }
+        let span = tracing::info_span!("job", app = %self.inner.app_id, job);
+        let _g = span.enter();
+        let mut failed: Option<Error> = None;
+        loop {
+            let Ok(event) = rx.recv() else {
+                return Err(Error::Stopped);
+            };
+            match event {
+                JobEvent::Result { partition, bytes } => {
+                    if failed.is_none() {
+                        if let Err(e) = each(partition, bytes) {
+                            self.inner.backend.cancel(job, e.to_string());
+                            failed = Some(e);
+                        }
+                    }
+                }
+                JobEvent::Succeeded => {
+                    tracing::info!(
+                        "job {job} finished: {} partitions in {:.3} s",
+                        partitions.len(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    return match failed {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    };
+                }
+                JobEvent::Failed(f) => {
+                    if let Some(e) = failed {
+                        return Err(e);
+                    }
+                    let e = match f {
+                        JobFailure::Task {
+                            stage,
+                            partition,
+                            attempts,
+                        } => Error::JobFailed {
+                            job,
+                            stage,
+                            partition,
+                            attempts,
+                        },
+                        JobFailure::ResultTooLarge { size, limit } => {
+                            Error::ResultTooLarge { job, size, limit }
+                        }
+                        JobFailure::Cancelled(reason) => Error::JobCancelled { job, reason },
+                    };
+                    tracing::warn!(
+                        "job {job} failed after {:.3} s: {e}",
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Err(e);
+                }
+                JobEvent::Stopped => return Err(Error::Stopped),
+            }
+        }
+    }
+}

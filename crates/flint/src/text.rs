@@ -1,0 +1,294 @@
+//! Text input and output: `text_file`'s byte-range splits of a file, a directory or a
+//! glob (computed on the driver as Hadoop's `FileInputFormat` does), reading one split's
+//! lines, and the file names of `save_as_text_file`.
+//!
+//! A line belongs to the split in which it starts: a split that does not start at 0
+//! skips the partial line it begins in (unless the byte before it is a newline), and
+//! reads every line that starts before its end, past the end if need be. So every line
+//! is read by exactly one split. `\n` ends a line; a `\r` before it is dropped; bytes
+//! that are not UTF-8 are replaced (U+FFFD), as Spark's `textFile` does.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::entry::Partition;
+use crate::wire::TaskError;
+use crate::Error;
+
+/// Hadoop's block size of the local file system: splits are at most this long.
+const BLOCK_SIZE: u64 = 32 << 20;
+/// A remainder up to 10% over the split size stays in the last split.
+const SPLIT_SLOP: f64 = 1.1;
+
+/// One split: bytes `start..end` of `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TextSplit {
+    pub path: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+fn hidden(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
+}
+
+fn files_of_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Io {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        if !hidden(&p) && p.is_file() {
+            found.push(p);
+        }
+    }
+    found.sort();
+    out.extend(found);
+    Ok(())
+}
+
+/// The input files `path` names: the file, the visible files of the directory, or the
+/// files (and visible files of the directories) matching the glob, in name order.
+pub(crate) fn input_files(path: &str) -> Result<Vec<PathBuf>, Error> {
+    let p = Path::new(path);
+    let mut files = Vec::new();
+    if p.is_file() {
+        files.push(p.to_path_buf());
+    } else if p.is_dir() {
+        files_of_dir(p, &mut files)?;
+    } else if path.contains(['*', '?', '[']) {
+        let matches = glob::glob(path).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "text_file: {path:?} is not a valid glob pattern: {e}"
+            ))
+        })?;
+        let mut matched: Vec<PathBuf> = matches.flatten().collect();
+        matched.sort();
+        if matched.is_empty() {
+            return Err(Error::PathNotFound {
+                path: path.to_string(),
+                reason: "the pattern matches no file".into(),
+            });
+        }
+        for m in matched {
+            if m.is_dir() {
+                files_of_dir(&m, &mut files)?;
+            } else if !hidden(&m) {
+                files.push(m);
+            }
+        }
+    } else {
+        return Err(Error::PathNotFound {
+            path: path.to_string(),
+            reason: "no such file or directory".into(),
+        });
+    }
+    Ok(files)
+}
+
+/// The splits of `path` for at least about `min_partitions` partitions.
+pub(crate) fn splits(path: &str, min_partitions: u32) -> Result<Vec<TextSplit>, Error> {
+    let files = input_files(path)?;
+    let mut sized = Vec::with_capacity(files.len());
+    for f in files {
+        let len = std::fs::metadata(&f)
+            .map_err(|e| Error::Io {
+                path: f.display().to_string(),
+                reason: e.to_string(),
+            })?
+            .len();
+        sized.push((f, len));
+    }
+    let total: u64 = sized.iter().map(|(_, l)| l).sum();
+    let goal = total / u64::from(min_partitions.max(1));
+    let split_size = goal.clamp(1, BLOCK_SIZE);
+    let mut out = Vec::new();
+    for (f, len) in sized {
+        let path = f.display().to_string();
+        if len == 0 {
+            out.push(TextSplit {
+                path,
+                start: 0,
+                end: 0,
+            });
+            continue;
+        }
+        let mut start = 0;
+        while (len - start) as f64 / split_size as f64 > SPLIT_SLOP {
+            out.push(TextSplit {
+                path: path.clone(),
+                start,
+                end: start + split_size,
+            });
+            start += split_size;
+        }
+        out.push(TextSplit {
+            path,
+            start,
+            end: len,
+        });
+    }
+    Ok(out)
+}
+
+/// The lines of one split, read lazily.
+pub(crate) fn read_split(s: &TextSplit) -> Result<Partition<String>, TaskError> {
+    let io =
+        |e: std::io::Error| TaskError::Io(format!("reading {} at byte {}: {e}", s.path, s.start));
+    let mut file = File::open(&s.path).map_err(io)?;
+    let mut pos = s.start;
+    if s.start > 0 {
+        file.seek(SeekFrom::Start(s.start - 1)).map_err(io)?;
+        let mut prev = [0u8; 1];
+        file.read_exact(&mut prev).map_err(io)?;
+        let mut reader = BufReader::new(file);
+        if prev[0] != b'\n' {
+            // The split begins inside a line that the previous split reads.
+            let mut skipped = Vec::new();
+            pos += reader.read_until(b'\n', &mut skipped).map_err(io)? as u64;
+        }
+        return Ok(Box::new(Lines {
+            reader,
+            pos,
+            end: s.end,
+            path: s.path.clone(),
+        }));
+    }
+    Ok(Box::new(Lines {
+        reader: BufReader::new(file),
+        pos,
+        end: s.end,
+        path: s.path.clone(),
+    }))
+}
+
+struct Lines {
+    reader: BufReader<File>,
+    pos: u64,
+    end: u64,
+    path: String,
+}
+
+impl Iterator for Lines {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let mut buf = Vec::new();
+        let n = match self.reader.read_until(b'\n', &mut buf) {
+            Ok(n) => n,
+            // An iterator cannot return an error: the panic fails this task, naming the
+            // file and offset, and the task is retried.
+            Err(e) => panic!("reading {} at byte {}: {e}", self.path, self.pos),
+        };
+        if n == 0 {
+            return None;
+        }
+        self.pos += n as u64;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        Some(match String::from_utf8(buf) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+}
+
+/// Where attempt `task_id` of `partition` writes before the driver commits it.
+pub(crate) fn temporary_part(dir: &str, partition: u32, task_id: u64) -> PathBuf {
+    Path::new(dir)
+        .join("_temporary")
+        .join(format!("part-{partition:05}-attempt-{task_id}"))
+}
+
+/// The committed file of `partition`.
+pub(crate) fn final_part(dir: &Path, partition: u32) -> PathBuf {
+    dir.join(format!("part-{partition:05}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_all(path: &str, min_partitions: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in splits(path, min_partitions).unwrap() {
+            out.extend(read_split(&s).unwrap());
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn every_line_is_read_once_whatever_the_splits(
+            lines in proptest::collection::vec("[a-z\r]{0,12}", 0..40),
+            trailing_newline in any::<bool>(),
+            parts in 1u32..20,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in.txt");
+            let mut text = lines.join("\n");
+            if trailing_newline && !lines.is_empty() {
+                text.push('\n');
+            }
+            std::fs::write(&path, &text).unwrap();
+            // Lines followed by \n lose a \r before it; a last line without one keeps it.
+            let strip = |l: &str| l.strip_suffix('\r').unwrap_or(l).to_string();
+            let want: Vec<String> = if text.is_empty() {
+                vec![]
+            } else if let Some(body) = text.strip_suffix('\n') {
+                body.split('\n').map(strip).collect()
+            } else {
+                let pieces: Vec<&str> = text.split('\n').collect();
+                let (last, rest) = pieces.split_last().unwrap();
+                rest.iter().map(|l| strip(l)).chain([last.to_string()]).collect()
+            };
+            prop_assert_eq!(read_all(path.to_str().unwrap(), parts), want);
+        }
+    }
+
+    #[test]
+    fn splits_follow_hadoop_sizes_and_directories_skip_hidden_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x".repeat(100)).unwrap();
+        std::fs::write(dir.path().join("b.txt"), "").unwrap();
+        std::fs::write(dir.path().join("_SUCCESS"), "").unwrap();
+        std::fs::write(dir.path().join(".crc"), "zz").unwrap();
+        let s = splits(dir.path().to_str().unwrap(), 4).unwrap();
+        // goal 25 bytes: 25, 25, 25, 25 of a.txt, then b.txt's empty split.
+        let ranges: Vec<(u64, u64)> = s.iter().map(|s| (s.start, s.end)).collect();
+        assert_eq!(ranges, vec![(0, 25), (25, 50), (50, 75), (75, 100), (0, 0)]);
+        assert!(s[4].path.ends_with("b.txt"));
+        let g = format!("{}/*.txt", dir.path().display());
+        assert_eq!(input_files(&g).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn missing_paths_and_empty_globs_name_the_path() {
+        let e = splits("/nonexistent/flint/input.txt", 2).unwrap_err();
+        assert!(
+            e.to_string().contains("/nonexistent/flint/input.txt"),
+            "{e}"
+        );
+        let e = splits("/nonexistent/flint/*.txt", 2).unwrap_err();
+        assert!(
+            e.to_string().contains("/nonexistent/flint/*.txt")
+                && e.to_string().contains("matches no file"),
+            "{e}"
+        );
+    }
+}
