@@ -47,8 +47,8 @@ const PART_PREFIX: &str = "part-";
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
     /// The source is malformed (sha256 not 64 lowercase hex digits, ...).
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] flint_proto::DescriptionError),
     /// The binary is larger than the whole cache.
     #[error(
         "binary {uri} is {size} bytes, more than worker.binary_cache.max_size ({max} bytes); \
@@ -79,7 +79,7 @@ pub enum BinaryError {
     },
     /// The fetch failed (unreachable, refused, unknown file, cut off, ...);
     /// the RPC layer's reason names the URI.
-    #[error("binary not fetched: {source}")]
+    #[error("binary not fetched")]
     Fetch {
         /// Its URI.
         uri: String,
@@ -104,7 +104,7 @@ pub enum BinaryError {
         actual_size: u64,
     },
     /// A file operation in the cache directory failed.
-    #[error("binary cache {}: {what}: {source}", path.display())]
+    #[error("binary cache {}: {what}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -225,9 +225,7 @@ impl BinaryCache {
         env: &RpcEnv,
         source: &BinarySource,
     ) -> Result<BinaryLease, BinaryError> {
-        source
-            .validate()
-            .map_err(|e| BinaryError::Invalid(e.to_string()))?;
+        source.validate().map_err(BinaryError::Invalid)?;
         if source.size > self.max_size {
             return Err(BinaryError::TooLarge {
                 uri: source.uri.clone(),

@@ -18,3 +18,22 @@ pub mod runner;
 pub mod service;
 pub mod state;
 pub mod supervise;
+
+/// `error: cause: cause …`, the way the worker writes an error into a log
+/// line or into the reason a launch failed: the error's message and each of
+/// its sources, each once. Worker errors keep their cause out of their own
+/// message (it is their `source`); a cause whose text the line already holds
+/// (an error from elsewhere that prints its source too) is skipped.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}

@@ -107,7 +107,7 @@ pub enum RunnerError {
     },
 
     /// The child's work directory could not be created.
-    #[error("cannot create work directory {}: {source}", path.display())]
+    #[error("cannot create work directory {}", path.display())]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -116,7 +116,7 @@ pub enum RunnerError {
     },
 
     /// The child's stdout or stderr file could not be opened.
-    #[error("cannot open log file {}: {source}", path.display())]
+    #[error("cannot open log file {}", path.display())]
     OpenLog {
         /// The file.
         path: PathBuf,
@@ -125,7 +125,7 @@ pub enum RunnerError {
     },
 
     /// The command header could not be written to the stderr file.
-    #[error("cannot write the command header to {}: {source}", path.display())]
+    #[error("cannot write the command header to {}", path.display())]
     WriteHeader {
         /// The file.
         path: PathBuf,
@@ -134,7 +134,7 @@ pub enum RunnerError {
     },
 
     /// The operating system refused to start the command.
-    #[error("cannot start {command} in {}: {source}", dir.display())]
+    #[error("cannot start {command} in {}", dir.display())]
     Spawn {
         /// The command line, as written in the header.
         command: String,
@@ -146,9 +146,7 @@ pub enum RunnerError {
 
     /// The child started but no thread could be started to wait for it; the
     /// child has been killed and reaped.
-    #[error(
-        "cannot start a thread to wait for child {pid} ({command}); the child was killed: {source}"
-    )]
+    #[error("cannot start a thread to wait for child {pid} ({command}); the child was killed")]
     ReaperThread {
         /// The child's pid.
         pid: u32,
@@ -166,7 +164,7 @@ pub enum RunnerError {
     },
 
     /// The worker's work directory could not be listed.
-    #[error("cannot read work directory {}: {source}", path.display())]
+    #[error("cannot read work directory {}", path.display())]
     ReadWorkDir {
         /// The directory.
         path: PathBuf,

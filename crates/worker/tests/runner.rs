@@ -203,6 +203,14 @@ async fn unusable_work_dir_is_an_error() {
         .unwrap_err();
     assert!(matches!(err, RunnerError::CreateDir { .. }), "{err:?}");
     assert!(err.to_string().contains("file/sub"), "{err}");
+    // The OS's reason is the error's source, not also part of its message:
+    // printed with its sources, it shows once.
+    let cause = "Not a directory (os error 20)";
+    assert!(!err.to_string().contains(cause), "{err}");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some(cause));
+    let line = flint_worker::error_chain(&err);
+    assert_eq!(line.matches(cause).count(), 1, "{line}");
 }
 
 #[tokio::test]

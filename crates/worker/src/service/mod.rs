@@ -128,6 +128,11 @@ impl Default for WorkerOptions {
 }
 
 /// Why the worker could not start, or why it stopped.
+///
+/// Each cause is printed once. A variant whose message ends in what to do
+/// (`choose another with --work-dir`) holds its cause in the message, before
+/// the advice, and not as a [`source`](std::error::Error::source); the others
+/// either name no cause or are transparent over the error they wrap.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// Zero cores were offered.
@@ -137,46 +142,58 @@ pub enum WorkerError {
     #[error("the worker must offer at least 1 MB of memory; got 0 (set it with --memory)")]
     ZeroMemory,
     /// The work dir could not be created.
-    #[error("cannot create work dir {}: {source}; choose another with --work-dir", path.display())]
+    #[error(
+        "cannot create work dir {}: {cause}; choose another with --work-dir (setting worker.dir)",
+        path.display()
+    )]
     WorkDirCreate {
         /// The directory.
         path: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (part of the message).
+        cause: std::io::Error,
     },
     /// The work dir exists but a file cannot be created in it.
-    #[error("work dir {} is not writable: {source}; choose another with --work-dir", path.display())]
+    #[error(
+        "work dir {} is not writable: {cause}; choose another with --work-dir (setting worker.dir)",
+        path.display()
+    )]
     WorkDirNotWritable {
         /// The directory.
         path: PathBuf,
-        /// The operating system's reason.
-        source: std::io::Error,
+        /// The operating system's reason (part of the message).
+        cause: std::io::Error,
     },
     /// A socket could not be bound, or a setting of the daemon layer
     /// (`ui.*`, `network.advertise_address`) is wrong.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     /// The host cannot be part of a worker id.
-    #[error("host {host:?} cannot name a worker: {source}")]
+    #[error(
+        "host {host:?} cannot name a worker: {cause}; advertise another with --host or \
+         --advertise-address (settings worker.host, network.advertise_address)"
+    )]
     Host {
         /// The host given.
         host: String,
-        /// Why.
-        source: IdError,
+        /// Why (part of the message).
+        cause: IdError,
     },
     /// A setting did not parse.
     #[error(transparent)]
     Conf(#[from] flint_conf::ConfError),
     /// The binary cache directory could not be set up.
-    #[error("{0}; choose another work dir with --work-dir")]
-    BinaryCache(#[source] crate::binaries::BinaryError),
+    #[error(
+        "{}; choose another work dir with --work-dir (setting worker.dir)",
+        crate::error_chain(.0)
+    )]
+    BinaryCache(crate::binaries::BinaryError),
     /// A setting parsed but is out of range.
-    #[error("setting {key}: {message}")]
+    #[error("setting {key}: {problem}")]
     Setting {
         /// The setting.
         key: &'static str,
-        /// What is wrong with it.
-        message: String,
+        /// What is wrong with it (part of the message).
+        problem: SettingProblem,
     },
     /// The settings together cannot run a worker (no master, a zero
     /// interval, ...).
@@ -194,6 +211,29 @@ pub enum WorkerError {
         /// Why, as logged.
         reason: String,
     },
+}
+
+/// What is wrong with a setting that parsed ([`WorkerError::Setting`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingProblem {
+    /// The value does not fit the type the worker keeps it in.
+    #[error("{value} is larger than {max}")]
+    TooLarge {
+        /// The value given.
+        value: u64,
+        /// The largest value accepted.
+        max: u64,
+    },
+    /// `worker.timeout` is so short that a quarter of it, the heartbeat
+    /// interval, is 0 ms.
+    #[error("{timeout_ms} ms is too short: the heartbeat interval (a quarter of it) is 0")]
+    HeartbeatIntervalZero {
+        /// The timeout given, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// A size of 0 where at least one byte is needed.
+    #[error("0 bytes leaves no room for any binary; give a size such as 4g")]
+    NoRoomForBinaries,
 }
 
 /// The document for `status`: the state machine's [`WorkerStatus`] plus
@@ -391,11 +431,11 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     .await?;
     let worker_id = match WorkerId::generate(wall_ms(), &address.host, address.port) {
         Ok(id) => id,
-        Err(source) => {
+        Err(cause) => {
             env.shutdown();
             return Err(WorkerError::Host {
                 host: address.host.clone(),
-                source,
+                cause,
             });
         }
     };
@@ -494,16 +534,113 @@ fn random_seed() -> u64 {
 /// Creates the work dir, checks that files can be created in it, and makes
 /// it absolute (children run in directories below it).
 fn prepare_work_dir(path: &Path) -> Result<PathBuf, WorkerError> {
-    std::fs::create_dir_all(path).map_err(|source| WorkerError::WorkDirCreate {
+    std::fs::create_dir_all(path).map_err(|cause| WorkerError::WorkDirCreate {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
-    let not_writable = |source| WorkerError::WorkDirNotWritable {
+    let not_writable = |cause| WorkerError::WorkDirNotWritable {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let probe = path.join(format!(".flint-write-check-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(not_writable)?;
     std::fs::remove_file(&probe).map_err(not_writable)?;
     std::fs::canonicalize(path).map_err(not_writable)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::binaries::{BinaryCache, BINARY_CACHE_DIR};
+    use crate::error_chain;
+
+    /// The message and every source, joined as a printer that walks sources
+    /// without skipping anything would (so a cause printed twice shows).
+    fn every_cause(e: &(dyn Error + 'static)) -> String {
+        let mut out = e.to_string();
+        let mut next = e.source();
+        while let Some(c) = next {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            next = c.source();
+        }
+        out
+    }
+
+    /// `e` printed in full shows `cause` exactly once, and so does
+    /// [`error_chain`] (which then has nothing to skip).
+    fn cause_once(e: &(dyn Error + 'static), cause: &str) -> String {
+        let all = every_cause(e);
+        assert_eq!(all.matches(cause).count(), 1, "{cause:?} in {all:?}");
+        assert_eq!(error_chain(e), all);
+        all
+    }
+
+    #[test]
+    fn work_dir_errors_print_their_cause_once_and_name_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let under_file = file.join("work");
+        let e = prepare_work_dir(&under_file).unwrap_err();
+        assert!(matches!(e, WorkerError::WorkDirCreate { .. }), "{e:?}");
+        let text = cause_once(&e, "Not a directory (os error 20)");
+        assert_eq!(
+            text,
+            format!(
+                "cannot create work dir {}: Not a directory (os error 20); choose another with \
+                 --work-dir (setting worker.dir)",
+                under_file.display()
+            )
+        );
+
+        let e = WorkerError::WorkDirNotWritable {
+            path: dir.path().to_owned(),
+            cause: std::io::Error::from_raw_os_error(libc::EROFS),
+        };
+        let text = cause_once(&e, "Read-only file system (os error 30)");
+        assert!(text.starts_with(&format!(
+            "work dir {} is not writable",
+            dir.path().display()
+        )));
+        assert!(text.contains("--work-dir (setting worker.dir)"), "{text}");
+    }
+
+    #[test]
+    fn a_binary_cache_error_prints_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(BINARY_CACHE_DIR), b"not a directory").unwrap();
+        let Err(e) = BinaryCache::open(dir.path(), 1 << 20) else {
+            panic!("a binary cache on a regular file opened");
+        };
+        let e = WorkerError::BinaryCache(e);
+        let text = cause_once(&e, "Not a directory (os error 20)");
+        assert!(text.contains(BINARY_CACHE_DIR), "{text}");
+        assert!(text.ends_with("--work-dir (setting worker.dir)"), "{text}");
+    }
+
+    #[test]
+    fn host_and_setting_errors_print_their_cause_once() {
+        let Err(cause) = WorkerId::generate(0, "a/b", 1) else {
+            panic!("a host with a slash named a worker");
+        };
+        let reason = cause.to_string();
+        let e = WorkerError::Host {
+            host: "a/b".into(),
+            cause,
+        };
+        let text = cause_once(&e, &reason);
+        assert!(text.contains("--advertise-address"), "{text}");
+
+        let e = WorkerError::Setting {
+            key: "worker.retained_executors",
+            problem: SettingProblem::TooLarge { value: 7, max: 5 },
+        };
+        assert_eq!(
+            cause_once(&e, "7 is larger than 5"),
+            "setting worker.retained_executors: 7 is larger than 5"
+        );
+    }
 }

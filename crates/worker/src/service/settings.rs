@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flint_conf::{Conf, SizeUnit, TimeUnit};
 
-use super::WorkerError;
+use super::{SettingProblem, WorkerError};
 use crate::state::{WorkerConfig, DEFAULT_WORKER_TIMEOUT_MS};
 
 /// `worker.timeout`: how long the master waits for a heartbeat (Spark's
@@ -200,7 +200,9 @@ pub fn worker_config(
     if c.heartbeat_interval_ms == 0 {
         return Err(setting(
             WORKER_TIMEOUT,
-            format!("{timeout} ms is too short: the heartbeat interval (a quarter of it) is 0"),
+            SettingProblem::HeartbeatIntervalZero {
+                timeout_ms: timeout,
+            },
         ));
     }
     c.validate()?;
@@ -218,7 +220,7 @@ pub fn binary_cache_max_size(conf: &Conf) -> Result<u64, WorkerError> {
     if v == 0 {
         return Err(setting(
             BINARY_CACHE_MAX_SIZE,
-            "0 bytes leaves no room for any binary; give a size such as 4g",
+            SettingProblem::NoRoomForBinaries,
         ));
     }
     Ok(v)
@@ -245,21 +247,22 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn setting(key: &'static str, message: impl Into<String>) -> WorkerError {
-    WorkerError::Setting {
-        key,
-        message: message.into(),
-    }
+fn setting(key: &'static str, problem: SettingProblem) -> WorkerError {
+    WorkerError::Setting { key, problem }
+}
+
+fn too_large(key: &'static str, value: u64, max: u64) -> WorkerError {
+    setting(key, SettingProblem::TooLarge { value, max })
 }
 
 fn u32_setting(conf: &Conf, key: &'static str, default: u32) -> Result<u32, WorkerError> {
     let v = conf.u64(key, u64::from(default))?;
-    u32::try_from(v).map_err(|_| setting(key, format!("{v} is larger than {}", u32::MAX)))
+    u32::try_from(v).map_err(|_| too_large(key, v, u64::from(u32::MAX)))
 }
 
 fn usize_setting(conf: &Conf, key: &'static str, default: usize) -> Result<usize, WorkerError> {
     let v = conf.u64(key, u64::try_from(default).unwrap_or(u64::MAX))?;
-    usize::try_from(v).map_err(|_| setting(key, format!("{v} is too large")))
+    usize::try_from(v).map_err(|_| too_large(key, v, u64::try_from(usize::MAX).unwrap_or(u64::MAX)))
 }
 
 #[cfg(test)]

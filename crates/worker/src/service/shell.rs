@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use super::{status_doc, WorkerStatusDoc};
 use crate::binaries::{BinaryCache, BinaryLease};
+use crate::error_chain;
 use crate::runner::{self, ChildKind, ExitStatus, LaunchSpec, Placeholders, RunningChild};
 use crate::state::{AuthRefusal, ChildId, Effect, Event, ExecutorReport, LogLevel, WorkerCore};
 
@@ -342,7 +343,7 @@ impl Shared {
                     Err(e) => queue.push_back(Event::ExecutorLaunchFailed {
                         app_id,
                         exec_id,
-                        message: e.to_string(),
+                        message: error_chain(&e),
                     }),
                 }
             }
@@ -369,7 +370,7 @@ impl Shared {
                     }
                     Err(e) => queue.push_back(Event::DriverLaunchFailed {
                         driver_id,
-                        message: e.to_string(),
+                        message: error_chain(&e),
                     }),
                 }
             }
@@ -421,7 +422,9 @@ impl Shared {
                                 removed.len(),
                                 if removed.len() == 1 { "y" } else { "ies" }
                             ),
-                            Err(e) => tracing::warn!("work dir cleanup failed: {e}"),
+                            Err(e) => {
+                                tracing::warn!("work dir cleanup failed: {}", error_chain(&e))
+                            }
                         }
                     },
                     &self.runtime,
@@ -457,7 +460,7 @@ impl Shared {
         match master_url.parse::<RpcAddress>() {
             Ok(address) => Some((self.env.endpoint_ref(&address, MASTER_ENDPOINT), address)),
             Err(e) => {
-                tracing::error!("cannot reach master: {e}");
+                tracing::error!("cannot reach master: {}", error_chain(&e));
                 None
             }
         }
@@ -499,7 +502,10 @@ impl Shared {
                         exec_id: report.exec_id,
                     },
                     Err(e) => {
-                        tracing::warn!("executor state report not acknowledged: {e}");
+                        tracing::warn!(
+                            "executor state report not acknowledged: {}",
+                            error_chain(&e)
+                        );
                         if let (AskError::NotDelivered { reason, .. }, Some(master_url)) =
                             (&e, master_url.as_ref())
                         {
@@ -641,8 +647,9 @@ async fn run_child(
                     Some(lease)
                 }
                 Err(e) => {
-                    tracing::warn!("cannot launch {}: {e}", describe(&id));
-                    return launch_failed(&shared, &id, e.to_string());
+                    let message = error_chain(&e);
+                    tracing::warn!("cannot launch {}: {message}", describe(&id));
+                    return launch_failed(&shared, &id, message);
                 }
             }
         }
@@ -657,7 +664,7 @@ async fn run_child(
     };
     let child = match spawned {
         Ok(c) => Arc::new(c),
-        Err(e) => return launch_failed(&shared, &id, e.to_string()),
+        Err(e) => return launch_failed(&shared, &id, error_chain(&e)),
     };
     tracing::info!(pid = child.pid(), dir = %dir.display(), "started {}", child.command());
     let pending_kill = {
@@ -767,6 +774,6 @@ fn child_span(parent: &tracing::Span, id: &ChildId) -> tracing::Span {
 /// queued.
 fn send(to: &EndpointRef<MasterMsg>, msg: impl Into<MasterMsg>) {
     if let Err(e) = to.send(msg) {
-        tracing::warn!("cannot send to master: {e}");
+        tracing::warn!("cannot send to master: {}", error_chain(&e));
     }
 }
