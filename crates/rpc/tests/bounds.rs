@@ -118,7 +118,7 @@ fn one_way_client() {
                 Err(AskError::Full { .. }) => break,
                 Err(e) => panic!("{e}"),
             }
-            if n.is_multiple_of(1024) {
+            if n % 1024 == 0 {
                 tokio::task::yield_now().await;
             }
         }
