@@ -9,8 +9,8 @@ use crate::stats::OneWay;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use flint_rpc::{
-    Ask, Context, Endpoint, EndpointRef, Protocol, Reply, RpcAddress, RpcConf, RpcEnv, Secret,
-    StreamHandler, StreamSink,
+    Ask, Context, Endpoint, EndpointRef, InlineEndpoint, Protocol, Reply, RpcAddress, RpcConf,
+    RpcEnv, Secret, StreamHandler, StreamSink,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the benchmark endpoint in the server environment.
 pub const ENDPOINT: &str = "bench";
+/// Name of the inline benchmark endpoint (answers on the connection's reader).
+pub const INLINE_ENDPOINT: &str = "bench-inline";
 /// Name of the bulk stream handler in the server environment.
 pub const STREAM: &str = "bench-bulk";
 
@@ -101,6 +103,36 @@ impl Endpoint for BenchEndpoint {
     }
 }
 
+/// The same answers from an [`InlineEndpoint`]: handled on the reader task of the
+/// connection, the reply written into that connection's queue.
+#[derive(Default)]
+pub struct InlineBenchEndpoint {
+    received: std::sync::atomic::AtomicU64,
+}
+
+impl InlineEndpoint for InlineBenchEndpoint {
+    type Msg = BenchMsg;
+
+    fn receive(&self, _: &Context<BenchMsg>, msg: BenchMsg) {
+        if let BenchMsg::Data(_) = msg {
+            self.received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn receive_and_reply(&self, _: &Context<BenchMsg>, msg: BenchMsg, reply: Reply) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match msg {
+            BenchMsg::Ping(Ping(n)) => reply.send(n),
+            BenchMsg::Count(_) => reply.send(self.received.swap(0, Relaxed)),
+            BenchMsg::Data(_) => {
+                self.received.fetch_add(1, Relaxed);
+                reply.send(0u64)
+            }
+        }
+    }
+}
+
 /// Produces the bytes a pull asks for: the request is the byte count (u64, little
 /// endian); the data is one reused chunk-sized buffer, sent slice by slice.
 pub struct BulkSource;
@@ -133,12 +165,13 @@ impl StreamHandler for BulkSource {
 }
 
 /// Starts a server-mode environment on `127.0.0.1` (any free port) with the
-/// benchmark endpoint and the bulk stream handler.
+/// benchmark endpoints (sequential and inline) and the bulk stream handler.
 pub async fn start_server(conf: RpcConf) -> anyhow::Result<RpcEnv> {
     let env = RpcEnv::server(conf, "127.0.0.1", 0)
         .await
         .context("starting the server RpcEnv")?;
     env.setup_endpoint(ENDPOINT, BenchEndpoint::default())?;
+    env.setup_inline_endpoint(INLINE_ENDPOINT, Arc::new(InlineBenchEndpoint::default()))?;
     env.register_stream_handler(STREAM, Arc::new(BulkSource))?;
     Ok(env)
 }

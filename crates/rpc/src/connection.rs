@@ -493,6 +493,29 @@ impl Connection {
         }
     }
 
+    /// Completes the asks answered by one read's frames, taking the pending table's
+    /// lock once for all of them.
+    fn complete_all(&self, done: &mut Vec<(u64, Outcome)>) {
+        if done.is_empty() {
+            return;
+        }
+        let mut ready = Vec::with_capacity(done.len());
+        {
+            let mut pending = self.pending.lock();
+            for (id, outcome) in done.drain(..) {
+                match pending.remove(&id) {
+                    Some(tx) => ready.push((tx, outcome)),
+                    None => {
+                        tracing::debug!(peer = %self.peer, id, "reply for an ask no longer waiting (timed out?)")
+                    }
+                }
+            }
+        }
+        for (tx, outcome) in ready {
+            let _ = tx.send(outcome);
+        }
+    }
+
     pub(crate) fn send_failure(&self, id: u64, kind: FailureKind, message: &str) {
         match frame::encode_raw(&Header::Failure { id, kind, message }, &[]) {
             Ok(bytes) => self.send_owed(bytes),
@@ -952,6 +975,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // The largest frame that arrived lately (decaying): having received that much, the
     // connection may have that much room for the next read up front.
     let mut recent = 0usize;
+    // Asks answered by the frames of one read, completed together.
+    let mut answered: Vec<(u64, Outcome)> = Vec::new();
     loop {
         // Room for reads grows only with arrived bytes: at most what is held, or the
         // largest frame that arrived lately, and a little more.
@@ -1024,14 +1049,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     progressed = true;
                     let len = frame.len() + frame::LEN_BYTES;
                     recent = len.max(recent - recent / 16);
-                    if let Err(e) = route(env, conn, &frame) {
+                    if let Err(e) = route(env, conn, &frame, &mut answered) {
+                        conn.complete_all(&mut answered);
                         return close(e.to_string());
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return close(e.to_string()),
+                Err(e) => {
+                    conn.complete_all(&mut answered);
+                    return close(e.to_string());
+                }
             }
         }
+        conn.complete_all(&mut answered);
         let partial = frames.len() + if opener.is_some() { raw.len() } else { 0 };
         if !held.set(partial) {
             return close(format!(
@@ -1062,7 +1092,12 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Routes one frame. An error means the peer broke the protocol and the connection
 /// must close; a message for an unknown endpoint is refused but keeps the connection.
-fn route(env: &RpcEnv, conn: &Arc<Connection>, frame: &Bytes) -> Result<(), ProtocolError> {
+fn route(
+    env: &RpcEnv,
+    conn: &Arc<Connection>,
+    frame: &Bytes,
+    answered: &mut Vec<(u64, Outcome)>,
+) -> Result<(), ProtocolError> {
     let (header, body) = frame::split_frame(frame)?;
     let limit = env.dropped_log();
     match header {
@@ -1138,9 +1173,9 @@ fn route(env: &RpcEnv, conn: &Arc<Connection>, frame: &Bytes) -> Result<(), Prot
                 conn.send_failure(id, FailureKind::NotDelivered, &why);
             }
         },
-        Header::Response { id, ty } => conn.complete(id, Outcome::Reply { ty, body }),
+        Header::Response { id, ty } => answered.push((id, Outcome::Reply { ty, body })),
         Header::Failure { id, kind, message } => {
-            conn.complete(id, Outcome::Failed(kind, message.to_string()))
+            answered.push((id, Outcome::Failed(kind, message.to_string())))
         }
         Header::StreamOpen {
             sid,

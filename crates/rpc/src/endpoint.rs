@@ -1,5 +1,6 @@
 //! What an endpoint is: the [`Endpoint`] trait (one message at a time, `&mut self`),
 //! [`ConcurrentEndpoint`] for endpoints that opt into handling messages concurrently,
+//! [`InlineEndpoint`] for quick handlers run on the connection's reader,
 //! the per-message [`Context`], and [`Reply`], the handle that answers an `ask`.
 
 use std::any::Any;
@@ -98,6 +99,35 @@ pub trait ConcurrentEndpoint: Send + Sync + 'static {
         msg: Self::Msg,
         reply: Option<Reply>,
     ) -> impl Future<Output = ()> + Send;
+}
+
+/// An endpoint whose handlers run on the reader task of the connection a message
+/// arrived on (like a Netty `RpcHandler` in Spark answering on the I/O thread): no
+/// inbox hand-off and no task wake-up per message, and a reply sent from the handler
+/// goes straight into that connection's outbound queue. Messages from this
+/// environment are handled on a task of the endpoint's own.
+///
+/// For small, quick, non-blocking handlers only: while one runs, its connection reads
+/// nothing (that is the back-pressure; there is no inbox to fill), and handlers for
+/// different connections run at the same time (`&self`: state needs its own locking).
+/// A handler that panics fails its request (the `Reply` is dropped) and is logged;
+/// the connection goes on. Connection events are not delivered to it.
+pub trait InlineEndpoint: Send + Sync + 'static {
+    /// The messages this endpoint accepts.
+    type Msg: Protocol;
+
+    /// Handles a one-way message.
+    fn receive(&self, ctx: &Context<Self::Msg>, _msg: Self::Msg) {
+        tracing::warn!(
+            endpoint = ctx.name(),
+            "endpoint does not accept one-way messages; dropped"
+        );
+    }
+
+    /// Handles a request; answer through `reply` (now or later).
+    fn receive_and_reply(&self, ctx: &Context<Self::Msg>, _msg: Self::Msg, reply: Reply) {
+        reply.fail(format!("endpoint {} does not answer requests", ctx.name()));
+    }
 }
 
 /// What a handler knows about its endpoint and the message in hand.

@@ -313,6 +313,33 @@ impl RpcEnv {
         Ok(r)
     }
 
+    /// Registers an [`InlineEndpoint`](crate::InlineEndpoint): its handlers run on the
+    /// reader task of the connection each remote message arrived on.
+    pub fn setup_inline_endpoint<E: crate::endpoint::InlineEndpoint>(
+        &self,
+        name: &str,
+        endpoint: Arc<E>,
+    ) -> Result<EndpointRef<E::Msg>, RpcError> {
+        let (r, ctx, rx, budget) = self.register::<E::Msg>(name)?;
+        let Target::Local(inbox) = &r.inner.target else {
+            unreachable!("register gives a local ref")
+        };
+        let entry = inbox::InlineInbox {
+            inbox: inbox.clone(),
+            ep: endpoint.clone(),
+            ctx: ctx.clone(),
+            stopped: Default::default(),
+        };
+        self.inner
+            .endpoints
+            .write()
+            .insert(r.name_arc(), Arc::new(entry));
+        self.inner
+            .tracker
+            .spawn(inbox::run_inline(endpoint, ctx, rx, budget));
+        Ok(r)
+    }
+
     /// Stops the endpoint `name` after the messages already queued before this call;
     /// its `on_stop` runs and later messages to it fail as not delivered.
     pub fn stop_endpoint(&self, name: &str) {

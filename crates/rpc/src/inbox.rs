@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::connection::Connection;
 use crate::endpoint::{
-    ConcurrentEndpoint, Context, Endpoint, Event, LocalReply, Protocol, Reply, ReplyTo,
+    ConcurrentEndpoint, Context, Endpoint, Event, InlineEndpoint, LocalReply, Protocol, Reply,
+    ReplyTo,
 };
 use crate::frame::FailureKind;
 use crate::reference::decode_with;
@@ -389,6 +390,130 @@ pub(crate) async fn run_concurrent<E: ConcurrentEndpoint>(
             fut.await;
             drop(permit);
         });
+    }
+    ctx.env.unregister(&name);
+    rx.close();
+    while let Ok(item) = rx.try_recv() {
+        fail_undelivered(item, &name);
+    }
+}
+
+/// The name-table entry of an [`InlineEndpoint`]: remote messages are decoded and
+/// handled right here, on the reader task of the connection that carried them; local
+/// ones, events and stop go to its inbox, drained by [`run_inline`].
+pub(crate) struct InlineInbox<E: InlineEndpoint> {
+    pub(crate) inbox: Inbox<E::Msg>,
+    pub(crate) ep: Arc<E>,
+    pub(crate) ctx: Context<E::Msg>,
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
+}
+
+impl<E: InlineEndpoint> InlineInbox<E> {
+    fn handle_remote(
+        &self,
+        body: Bytes,
+        reply: Option<(u64, u32)>,
+        conn: Arc<Connection>,
+    ) -> Posted {
+        if self.stopped.load(Ordering::Acquire) {
+            return Posted::Stopped;
+        }
+        inline_remote(&*self.ep, &self.ctx, body, reply, conn);
+        Posted::Queued
+    }
+}
+
+/// Decodes and handles one remote message of an inline endpoint, containing a panic.
+fn inline_remote<E: InlineEndpoint>(
+    ep: &E,
+    base: &Context<E::Msg>,
+    body: Bytes,
+    reply: Option<(u64, u32)>,
+    conn: Arc<Connection>,
+) {
+    let mut ctx = base.clone();
+    ctx.sender = Some(conn.peer().clone());
+    let Some(msg) = decode_remote(&ctx, &body, reply.map(|r| r.0), &conn) else {
+        return;
+    };
+    let name = ctx.self_ref.name_arc();
+    match reply {
+        None => guarded(&name, "receive", || ep.receive(&ctx, msg)),
+        Some((id, expects)) => {
+            let reply = remote_reply(&ctx, conn, id, expects);
+            guarded(&name, "receive_and_reply", || {
+                ep.receive_and_reply(&ctx, msg, reply)
+            })
+        }
+    }
+}
+
+impl<E: InlineEndpoint> ErasedInbox for InlineInbox<E> {
+    fn post_one_way(&self, body: Bytes, conn: Arc<Connection>) -> Posted {
+        self.handle_remote(body, None, conn)
+    }
+    fn post_request(&self, body: Bytes, id: u64, expects: u32, conn: Arc<Connection>) -> Posted {
+        self.handle_remote(body, Some((id, expects)), conn)
+    }
+    fn dropped(&self) -> u64 {
+        self.inbox.dropped()
+    }
+    fn post_event(&self, _ev: Event) {}
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.inbox.stop();
+    }
+    fn protocol_name(&self) -> &'static str {
+        E::Msg::NAME
+    }
+    fn protocol_id(&self) -> u32 {
+        <E::Msg as Protocol>::ID
+    }
+    fn as_any(&self) -> &dyn Any {
+        // Local refs post to the inbox itself.
+        &self.inbox
+    }
+}
+
+/// The task of an inline endpoint: handles the messages from this environment, in
+/// order, until the endpoint or the environment stops.
+pub(crate) async fn run_inline<E: InlineEndpoint>(
+    ep: Arc<E>,
+    ctx: Context<E::Msg>,
+    mut rx: mpsc::UnboundedReceiver<Item<E::Msg>>,
+    budget: Arc<Budget>,
+) {
+    let name = ctx.self_ref.name_arc();
+    let token = ctx.env.inner.token.clone();
+    loop {
+        let item = tokio::select! {
+            biased;
+            item = rx.recv() => item,
+            _ = token.cancelled() => None,
+        };
+        if let Some(item) = &item {
+            budget.taken(item.cost());
+        }
+        match item {
+            None | Some(Item::Stop) => break,
+            Some(Item::Event(_)) => {}
+            Some(Item::Local { msg, reply: None }) => {
+                guarded(&name, "receive", || ep.receive(&ctx, msg))
+            }
+            Some(Item::Local {
+                msg,
+                reply: Some(ask),
+            }) => {
+                let reply = local_reply(&name, ask);
+                guarded(&name, "receive_and_reply", || {
+                    ep.receive_and_reply(&ctx, msg, reply)
+                })
+            }
+            // Only a message that arrived while the endpoint was being set up.
+            Some(Item::Remote { body, reply, conn }) => {
+                inline_remote(&*ep, &ctx, body, reply, conn)
+            }
+        }
     }
     ctx.env.unregister(&name);
     rx.close();

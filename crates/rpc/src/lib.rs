@@ -62,7 +62,7 @@ mod tls;
 pub use address::{EndpointAddress, RpcAddress};
 pub use conf::{RpcConf, RpcTimeout, Secret, TlsPaths};
 pub use endpoint::{
-    Ask, ConcurrentEndpoint, Context, Endpoint, Message, Protocol, Reply, Responder,
+    Ask, ConcurrentEndpoint, Context, Endpoint, InlineEndpoint, Message, Protocol, Reply, Responder,
 };
 pub use env::{ConnectionInfo, RpcEnv, ENDPOINT_VERIFIER};
 pub use error::{AskError, RpcError};

@@ -78,6 +78,11 @@ struct Cli {
     /// Asks kept outstanding in the pipelined series.
     #[arg(long, default_value_t = 64)]
     in_flight: u64,
+    /// The kind of server endpoint the pipelined series asks: `inline` (an
+    /// `InlineEndpoint`, answered on the connection's reader task) or `sequential` (an
+    /// ordinary `Endpoint` with its inbox and task, as the latency series uses).
+    #[arg(long, default_value = "inline", value_parser = ["inline", "sequential"])]
+    pipelined_endpoint: String,
     /// Payload bytes of each one-way message.
     #[arg(long, default_value_t = 64)]
     payload: usize,
@@ -657,12 +662,19 @@ struct Clients {
     sealed_env: RpcEnv,
     plain: EndpointRef<rpc::BenchMsg>,
     sealed: EndpointRef<rpc::BenchMsg>,
+    /// The endpoints the pipelined series asks.
+    plain_pipelined: EndpointRef<rpc::BenchMsg>,
+    sealed_pipelined: EndpointRef<rpc::BenchMsg>,
     plain_addr: RpcAddress,
     sealed_addr: RpcAddress,
 }
 
 impl Clients {
-    async fn connect(announce: &Announce, secret: &[u8]) -> anyhow::Result<Clients> {
+    async fn connect(
+        announce: &Announce,
+        secret: &[u8],
+        pipelined_endpoint: &str,
+    ) -> anyhow::Result<Clients> {
         let raw = raw::Client::connect(announce.raw)
             .await
             .context("connecting to the raw server")?;
@@ -678,12 +690,26 @@ impl Clients {
             .setup_endpoint_ref::<rpc::BenchMsg>(&sealed_addr, rpc::ENDPOINT)
             .await
             .context("looking up the sealed bench endpoint")?;
+        let name = match pipelined_endpoint {
+            "inline" => rpc::INLINE_ENDPOINT,
+            _ => rpc::ENDPOINT,
+        };
+        let plain_pipelined = plain_env
+            .setup_endpoint_ref::<rpc::BenchMsg>(&plain_addr, name)
+            .await
+            .context("looking up the pipelined bench endpoint")?;
+        let sealed_pipelined = sealed_env
+            .setup_endpoint_ref::<rpc::BenchMsg>(&sealed_addr, name)
+            .await
+            .context("looking up the sealed pipelined bench endpoint")?;
         Ok(Clients {
             raw,
             plain_env,
             sealed_env,
             plain,
             sealed,
+            plain_pipelined,
+            sealed_pipelined,
             plain_addr,
             sealed_addr,
         })
@@ -707,7 +733,8 @@ impl Clients {
         let t = Instant::now();
         let done = match side {
             Side::Raw => self.raw.pipelined(n, k, PING_PAYLOAD).await?,
-            _ => rpc::pipelined(self.flint(side).1, n, k).await?,
+            Side::FlintSealed => rpc::pipelined(&self.sealed_pipelined, n, k).await?,
+            Side::Flint => rpc::pipelined(&self.plain_pipelined, n, k).await?,
         };
         if done != n {
             bail!("{}: {n} pipelined asks but {done} answers", side.name());
@@ -865,7 +892,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         topology.mode, announce.raw, announce.flint, announce.flint_sealed
     ));
 
-    let mut c = Clients::connect(&announce, secret.as_bytes()).await?;
+    let mut c = Clients::connect(&announce, secret.as_bytes(), &cli.pipelined_endpoint).await?;
     let conf = RpcConf::default();
     let peak_reset = reset_peak_rss();
 
@@ -1047,7 +1074,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let pipelined_ask = PipelinedReport {
         what: format!(
-            "{a} small requests over one connection with {k} outstanding at all times (raw TCP: echo frames, as many new ones written in one call as answers arrived)"
+            "{a} small requests over one connection with {k} outstanding at all times to a{} endpoint (raw TCP: echo frames, as many new ones written in one call as answers arrived)",
+            if cli.pipelined_endpoint == "inline" {
+                "n inline (InlineEndpoint, answered on the connection's reader task)"
+            } else {
+                " sequential (Endpoint, its own inbox and task)"
+            }
         ),
         in_flight: k,
         raw_tcp: pl_side(Side::Raw),
