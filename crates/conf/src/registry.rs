@@ -205,6 +205,10 @@ settings! {
         "The short registration retry interval, before a per-process random factor in [0.5, 1.5).";
     "worker.prolonged_registration_retry_interval", SECS, Value("60s"), [Worker],
         "The long registration retry interval, before the random factor.";
+    "worker.reregistration_retry_interval", Kind::Duration(TimeUnit::Millis), Value("50ms"), [Worker],
+        "After losing its master the worker re-registers at once, then after this (random factor applied), doubling below the short interval.";
+    "worker.binary_cache.max_size", BYTES, Value("4g"), [Worker],
+        "Most bytes of fetched application binaries kept in the work dir's binaries/ directory; least recently used go first (never one in use), and the cleanup removes those unused for worker.cleanup.app_data_ttl.";
     "worker.prefer_configured_master_address", Kind::Bool, Value("false"), [Worker],
         "Re-register at the configured master address rather than the one the master advertises.";
     "worker.cleanup.enabled", Kind::Bool, Value("true"), [Worker],

@@ -1,34 +1,29 @@
-//! Data types shared by flint's master, worker and application client.
+//! The wire protocol of flint's master, worker and application client, and
+//! (re-exported from `flint-types`) the plain data types it carries.
 //!
-//! Everything here is plain data: typed ids ([`WorkerId`], [`AppId`],
-//! [`ExecutorId`], [`DriverId`]) with Spark-style formats, the state enums of
-//! the standalone cluster ([`WorkerState`], [`ApplicationState`],
-//! [`ExecutorState`], [`DriverState`], [`MasterStatus`]), the descriptions an
-//! application or driver submits ([`ApplicationDescription`],
-//! [`DriverDescription`]), the JSON documents the daemons serve
-//! ([`status`]) and the deploy messages master, workers and application
-//! clients exchange over RPC ([`messages`]).
+//! The plain data — typed ids ([`WorkerId`], [`AppId`], [`ExecutorId`],
+//! [`DriverId`]), the state enums ([`WorkerState`], [`ApplicationState`],
+//! [`ExecutorState`], [`DriverState`], [`MasterStatus`]), the descriptions
+//! ([`ApplicationDescription`], [`DriverDescription`], [`ExecutorCommand`]),
+//! the [`placeholders`] and the status JSON of master ([`status`]) and worker
+//! ([`worker_status`]) — lives in `flint-types`, a serde-only crate, and is
+//! re-exported here so `flint_proto::AppId` and friends keep working. What
+//! stays here is what needs the RPC layer: the deploy messages master,
+//! workers and application clients exchange ([`messages`]), which hold
+//! `flint_rpc::EndpointRef`s that only an `RpcEnv` decodes.
 //!
-//! The types derive `serde` traits and stay friendly to both `postcard` (the
-//! RPC wire format) and `serde_json` (status pages): no untagged enums, no
-//! flattening, no skipped fields. Nothing in this crate reads a clock or
-//! touches the network (the messages hold `flint_rpc::EndpointRef`s, which
-//! only an `RpcEnv` decodes); functions that build time-stamped ids take the
-//! timestamp as an argument.
+//! The messages derive `serde` traits and stay friendly to `postcard` (the
+//! RPC wire format): no untagged enums, no flattening, no skipped fields.
 
-mod desc;
-mod ids;
 pub mod messages;
-mod states;
-pub mod status;
 
-pub use desc::{
-    ApplicationDescription, DescriptionError, DriverDescription, ExecutorCommand,
-    ExecutorDescription, PlaceholderValues, APP_ID_PLACEHOLDER, CORES_PLACEHOLDER,
+pub use flint_types::{
+    compact_timestamp, AppId, ApplicationDescription, ApplicationState, BinarySource,
+    DescriptionError, DriverDescription, DriverId, DriverState, ExecutorCommand,
+    ExecutorDescription, ExecutorId, ExecutorState, IdError, MasterStatus, Placeholders,
+    UnknownState, WorkerId, WorkerState, APP_ID_PLACEHOLDER, BINARY_PLACEHOLDER, CORES_PLACEHOLDER,
     DEFAULT_DRIVER_CORES, DEFAULT_DRIVER_MEMORY_MB, DEFAULT_EXECUTOR_MEMORY_MB,
-    EXECUTOR_ID_PLACEHOLDER, HOSTNAME_PLACEHOLDER, WORKER_URL_PLACEHOLDER,
+    EXECUTOR_ID_PLACEHOLDER, HOSTNAME_PLACEHOLDER, MAX_ID_LEN, PLACEHOLDERS,
+    WORKER_URL_PLACEHOLDER,
 };
-pub use ids::{compact_timestamp, AppId, DriverId, ExecutorId, IdError, WorkerId, MAX_ID_LEN};
-pub use states::{
-    ApplicationState, DriverState, ExecutorState, MasterStatus, UnknownState, WorkerState,
-};
+pub use flint_types::{placeholders, status, worker_status};

@@ -3,10 +3,10 @@
 //!
 //! Three protocols, one per kind of endpoint:
 //!
-//! - [`MasterMsg`] (`"flint.master/1"`): everything the master's endpoint
+//! - [`MasterMsg`] (`"flint.master/2"`): everything the master's endpoint
 //!   (named [`MASTER_ENDPOINT`]) accepts, from workers, from application
 //!   clients and from tools;
-//! - [`WorkerMsg`] (`"flint.worker/1"`): what the master tells a worker
+//! - [`WorkerMsg`] (`"flint.worker/2"`): what the master tells a worker
 //!   (endpoint [`WORKER_ENDPOINT`]);
 //! - [`AppClientMsg`] (`"flint.app-client/1"`): what the master tells an
 //!   application's client (endpoint [`APP_CLIENT_ENDPOINT`]).
@@ -115,7 +115,7 @@ pub enum MasterMsg {
 }
 
 impl Protocol for MasterMsg {
-    const NAME: &'static str = "flint.master/1";
+    const NAME: &'static str = "flint.master/2";
 }
 
 // ----- from workers -----
@@ -449,7 +449,7 @@ pub enum WorkerMsg {
 }
 
 impl Protocol for WorkerMsg {
-    const NAME: &'static str = "flint.worker/1";
+    const NAME: &'static str = "flint.worker/2";
 }
 
 /// Master → worker (one-way, the answer to [`RegisterWorker`]): the worker is
@@ -723,14 +723,20 @@ mod tests {
             "[a-z/]{1,16}",
             prop::collection::vec(text(), 0..6),
             prop::collection::btree_map("[A-Z_]{1,8}", text(), 0..3),
+            prop::option::of((text(), "[0-9a-f]{64}", any::<u64>())),
         )
-            .prop_map(
-                |(program, args, env): (_, _, BTreeMap<_, _>)| ExecutorCommand {
+            .prop_map(|(program, args, env, binary): (_, _, BTreeMap<_, _>, _)| {
+                ExecutorCommand {
                     program,
                     args,
                     env,
-                },
-            )
+                    binary: binary.map(|(uri, sha256, size)| crate::BinarySource {
+                        uri,
+                        sha256,
+                        size,
+                    }),
+                }
+            })
     }
 
     fn app_desc() -> impl Strategy<Value = ApplicationDescription> {
@@ -936,7 +942,7 @@ mod tests {
         let names = [MasterMsg::NAME, WorkerMsg::NAME, AppClientMsg::NAME];
         assert_eq!(
             names,
-            ["flint.master/1", "flint.worker/1", "flint.app-client/1"]
+            ["flint.master/2", "flint.worker/2", "flint.app-client/1"]
         );
         assert_ne!(MasterMsg::ID, WorkerMsg::ID);
         assert_ne!(WorkerMsg::ID, AppClientMsg::ID);

@@ -10,8 +10,10 @@
 //! decommission and shutdown. [`service`] is the daemon: the async shell
 //! that feeds the state machine RPC messages, timers and child exits,
 //! carries out its effects and serves the status page; [`service::start`]
-//! runs a worker.
+//! runs a worker. [`binaries`] is the cache of fetched application binaries
+//! (`{{BINARY}}`), shared by applications and bounded.
 
+pub mod binaries;
 pub mod runner;
 pub mod service;
 pub mod state;

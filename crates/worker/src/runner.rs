@@ -6,9 +6,10 @@
 //! - in the work directory [`LaunchSpec::dir`] (created if missing; see
 //!   [`executor_work_dir`] for the `work/<app-id>/<executor-id>/` layout), which
 //!   is also its current directory;
-//! - with `{{EXECUTOR_ID}}`, `{{HOSTNAME}}`, `{{CORES}}`, `{{APP_ID}}` and
-//!   `{{WORKER_URL}}` substituted in its arguments and environment values (see
-//!   [`Placeholders::substitute`]);
+//! - with `{{EXECUTOR_ID}}`, `{{HOSTNAME}}`, `{{CORES}}`, `{{APP_ID}}`,
+//!   `{{WORKER_URL}}` and `{{BINARY}}` substituted in its program, arguments and
+//!   environment values (see [`Placeholders::substitute`], flint-types' one
+//!   definition);
 //! - with stdin from `/dev/null` and stdout/stderr appended to the files
 //!   `stdout` and `stderr` in the work directory; a header naming the command is
 //!   written to `stderr` first, like Spark's `Spark Executor Command: ...`;
@@ -174,70 +175,10 @@ pub enum RunnerError {
     },
 }
 
-/// The values substituted for placeholders in a child's arguments and
-/// environment (Spark's `ExecutorRunner.substituteVariables`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Placeholders {
-    /// `{{EXECUTOR_ID}}`.
-    pub executor_id: String,
-    /// `{{HOSTNAME}}`: the worker's host.
-    pub hostname: String,
-    /// `{{CORES}}`: cores granted to the executor.
-    pub cores: u32,
-    /// `{{APP_ID}}`.
-    pub app_id: String,
-    /// `{{WORKER_URL}}`: the worker's RPC address, for the child's worker watcher.
-    pub worker_url: String,
-}
-
-impl Placeholders {
-    /// The value of the placeholder `name` (without braces), or `None` if it is
-    /// not one of the five known names. Names are case-sensitive.
-    pub fn lookup(&self, name: &str) -> Option<String> {
-        match name {
-            "EXECUTOR_ID" => Some(self.executor_id.clone()),
-            "HOSTNAME" => Some(self.hostname.clone()),
-            "CORES" => Some(self.cores.to_string()),
-            "APP_ID" => Some(self.app_id.clone()),
-            "WORKER_URL" => Some(self.worker_url.clone()),
-            _ => None,
-        }
-    }
-
-    /// Replaces every known `{{NAME}}` in `text` by its value.
-    ///
-    /// Spark only replaces an argument that is exactly a placeholder; we also
-    /// replace placeholders inside a longer string (`--cores={{CORES}}`), which
-    /// is a superset. Unknown placeholders (`{{FOO}}`) are left as they are, as
-    /// in Spark, so that text meant for someone else passes through. One pass:
-    /// a substituted value is not scanned again.
-    pub fn substitute(&self, text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find("}}") else {
-                out.push_str(&rest[start..]);
-                return out;
-            };
-            match self.lookup(&after[..end]) {
-                Some(value) => {
-                    out.push_str(&value);
-                    rest = &after[end + 2..];
-                }
-                None => {
-                    // Keep the braces and rescan just after them, so that a known
-                    // placeholder right behind is still found: `{{{{CORES}}`.
-                    out.push_str("{{");
-                    rest = after;
-                }
-            }
-        }
-        out.push_str(rest);
-        out
-    }
-}
+/// The values substituted for placeholders in a child's program, arguments
+/// and environment values: flint-types' one definition (Spark's
+/// `ExecutorRunner.substituteVariables`).
+pub use flint_proto::Placeholders;
 
 /// Whether a child is an executor or a driver; only changes the header line
 /// written to its stderr file.
@@ -315,8 +256,8 @@ fn apply_child_auth(cmd: &mut Command) {
 pub struct LaunchSpec {
     /// Executor or driver (only the stderr header differs).
     pub kind: ChildKind,
-    /// The program to run; a bare name is looked up in `PATH`. Placeholders
-    /// are not substituted in it.
+    /// The program to run, before placeholder substitution (`{{BINARY}}` for a
+    /// fetched binary); a bare name is looked up in `PATH`.
     pub program: PathBuf,
     /// Its arguments, before placeholder substitution.
     pub args: Vec<String>,
@@ -332,6 +273,14 @@ pub struct LaunchSpec {
 }
 
 impl LaunchSpec {
+    /// The program with placeholders substituted.
+    pub fn resolved_program(&self) -> PathBuf {
+        match self.program.to_str() {
+            Some(p) => PathBuf::from(self.placeholders.substitute(p)),
+            None => self.program.clone(),
+        }
+    }
+
     /// The arguments with placeholders substituted.
     pub fn resolved_args(&self) -> Vec<String> {
         self.args
@@ -352,7 +301,7 @@ impl LaunchSpec {
     /// program and the resolved arguments, each in double quotes, as Spark
     /// prints it. The environment is not shown (it may hold secrets).
     pub fn display_command(&self) -> String {
-        let mut shown = format!("\"{}\"", self.program.display());
+        let mut shown = format!("\"{}\"", self.resolved_program().display());
         for arg in self.resolved_args() {
             shown.push_str(" \"");
             shown.push_str(&arg);
@@ -816,6 +765,7 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
             source,
         })?;
 
+    let program = spec.resolved_program();
     let supervisor = supervisor();
     if supervisor.is_some() {
         // The supervisor starts the program; a program that cannot be started is
@@ -826,7 +776,7 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| OsString::from(v))
             .or_else(|| std::env::var_os("PATH"));
-        if let Err(source) = check_program(spec.program.as_os_str(), path.as_deref(), &spec.dir) {
+        if let Err(source) = check_program(program.as_os_str(), path.as_deref(), &spec.dir) {
             return Err(RunnerError::Spawn {
                 command,
                 dir: spec.dir.clone(),
@@ -837,10 +787,10 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
     let mut cmd = match supervisor {
         Some(sup) => {
             let mut c = Command::new(sup);
-            c.arg(&spec.program);
+            c.arg(&program);
             c
         }
-        None => Command::new(&spec.program),
+        None => Command::new(&program),
     };
     cmd.args(spec.resolved_args()).envs(spec.resolved_env());
     apply_child_auth(&mut cmd);
@@ -1028,10 +978,10 @@ pub fn cleanup_old_app_dirs(
                 continue;
             }
         }
-        let running = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| running_app_ids.contains(name));
+        // The binary cache bounds itself (crate::binaries); it is no app dir.
+        let running = entry.file_name().to_str().is_some_and(|name| {
+            running_app_ids.contains(name) || name == crate::binaries::BINARY_CACHE_DIR
+        });
         if running {
             continue;
         }
@@ -1092,59 +1042,27 @@ fn modified_since(dir: &Path, cutoff: SystemTime) -> io::Result<bool> {
 mod tests {
     use super::*;
 
-    fn placeholders() -> Placeholders {
-        Placeholders {
-            executor_id: "7".to_owned(),
-            hostname: "host-a".to_owned(),
-            cores: 4,
-            app_id: "app-20240101000000-0001".to_owned(),
-            worker_url: "flint://Worker@127.0.0.1:4040".to_owned(),
-        }
-    }
-
-    #[test]
-    fn substitutes_whole_and_embedded_placeholders() {
-        let p = placeholders();
-        assert_eq!(p.substitute("{{EXECUTOR_ID}}"), "7");
-        assert_eq!(p.substitute("--cores={{CORES}}"), "--cores=4");
-        assert_eq!(
-            p.substitute("{{HOSTNAME}}:{{APP_ID}} {{WORKER_URL}}"),
-            "host-a:app-20240101000000-0001 flint://Worker@127.0.0.1:4040"
-        );
-        assert_eq!(p.substitute("plain"), "plain");
-        assert_eq!(p.substitute(""), "");
-    }
-
-    #[test]
-    fn leaves_unknown_and_malformed_placeholders() {
-        let p = placeholders();
-        assert_eq!(p.substitute("{{USER_JAR}}"), "{{USER_JAR}}");
-        assert_eq!(p.substitute("{{cores}}"), "{{cores}}");
-        assert_eq!(p.substitute("{{CORES"), "{{CORES");
-        assert_eq!(p.substitute("{CORES}"), "{CORES}");
-        assert_eq!(p.substitute("{{{{CORES}}"), "{{4");
-        assert_eq!(p.substitute("a{{X}}b{{CORES}}c"), "a{{X}}b4c");
-    }
-
-    #[test]
-    fn does_not_rescan_substituted_values() {
-        let p = Placeholders {
-            app_id: "{{CORES}}".to_owned(),
-            cores: 2,
-            ..Placeholders::default()
-        };
-        assert_eq!(p.substitute("{{APP_ID}}/{{CORES}}"), "{{CORES}}/2");
-    }
-
     #[test]
     fn display_command_quotes_like_spark() {
         let spec = LaunchSpec {
             program: PathBuf::from("/bin/exe"),
             args: vec!["--id".to_owned(), "{{EXECUTOR_ID}}".to_owned()],
-            placeholders: placeholders(),
+            placeholders: Placeholders {
+                executor_id: "7".to_owned(),
+                ..Placeholders::default()
+            },
             ..LaunchSpec::default()
         };
         assert_eq!(spec.display_command(), "\"/bin/exe\" \"--id\" \"7\"");
+        let spec = LaunchSpec {
+            program: PathBuf::from("{{BINARY}}"),
+            placeholders: Placeholders {
+                binary: Some("/w/binaries/ab".to_owned()),
+                ..Placeholders::default()
+            },
+            ..LaunchSpec::default()
+        };
+        assert_eq!(spec.display_command(), "\"/w/binaries/ab\"");
     }
 
     #[test]

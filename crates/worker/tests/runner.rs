@@ -113,6 +113,7 @@ async fn substitutes_placeholders_and_writes_logs_in_work_dir() {
         cores: 2,
         app_id: "app-1".to_owned(),
         worker_url: "flint://Worker@127.0.0.1:7078".to_owned(),
+        binary: None,
     };
 
     let child = runner::spawn(spec).await.unwrap();
@@ -461,6 +462,8 @@ fn cleanup_removes_only_old_stopped_app_dirs() {
     let empty = root.join("driver-old");
     fs::create_dir(&empty).unwrap();
     set_mtime(&empty, old);
+    // The binary cache bounds itself; the cleanup leaves it alone.
+    let binaries = make_app(flint_worker::binaries::BINARY_CACHE_DIR, old);
     // A plain old file at the top is not an app directory.
     let stray = root.join("stray.log");
     fs::write(&stray, "x").unwrap();
@@ -483,7 +486,7 @@ fn cleanup_removes_only_old_stopped_app_dirs() {
     let mut expected = vec![running_app, recent_app, nested_recent];
     expected.sort();
     assert_eq!(removed, expected);
-    assert!(stray.exists());
+    assert!(stray.exists() && binaries.exists());
 }
 
 #[test]

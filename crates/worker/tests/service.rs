@@ -551,10 +551,10 @@ async fn runs_kills_and_reports_executors() {
     assert_eq!((doc.cores_used, doc.memory_used_mb), (2, 512));
     assert_eq!(doc.executors.len(), 1, "{body}");
     let e = &doc.executors[0];
-    assert_eq!((&e.entry.app_id, e.entry.exec_id), (&a, ExecutorId(0)));
-    assert_eq!(e.entry.state, ExecutorState::Running);
-    assert_eq!((e.entry.cores, e.entry.memory_mb), (2, 512));
-    assert_eq!(e.entry.app_name, "sh-app");
+    assert_eq!((&e.app_id, e.exec_id), (&a, ExecutorId(0)));
+    assert_eq!(e.state, ExecutorState::Running);
+    assert_eq!((e.cores, e.memory_mb), (2, 512));
+    assert_eq!(e.app_name, "sh-app");
     assert_eq!(e.work_dir, exec_dir(&w, &a, 0).display().to_string());
 
     // Kill: TERM reaches the whole group, the child is gone, KILLED reported.
@@ -605,7 +605,7 @@ async fn runs_kills_and_reports_executors() {
     let states: Vec<_> = s
         .finished_executors
         .iter()
-        .map(|e| (e.entry.exec_id.0, e.entry.state, e.entry.exit_status))
+        .map(|e| (e.exec_id.0, e.state, e.exit_status))
         .collect();
     assert_eq!(
         states,
@@ -850,7 +850,7 @@ async fn bad_input_is_ignored_and_the_worker_keeps_serving() {
         exit_status: None,
     };
     let err = wrong.ask(report.clone()).await.expect_err("wrong protocol");
-    assert!(err.to_string().contains("flint.worker/1"), "{err}");
+    assert!(err.to_string().contains("flint.worker/2"), "{err}");
     wrong.send(report).unwrap();
 
     // Nothing was launched, nothing reported, and the worker still serves.

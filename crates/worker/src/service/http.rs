@@ -42,23 +42,23 @@ fn summary(s: &WorkerStatusDoc) -> String {
         s.cores_used, s.cores, s.memory_used_mb, s.memory_mb
     );
     let _ = writeln!(out, "work dir: {}", s.work_dir);
+    let _ = writeln!(
+        out,
+        "binaries: {} fetched, {} cache hits",
+        s.binary_fetches, s.binary_cache_hits
+    );
     for e in &s.executors {
         let _ = writeln!(
             out,
             "  executor {}/{} {} {} cores {} MB {}",
-            e.entry.app_id,
-            e.entry.exec_id,
-            e.entry.state,
-            e.entry.cores,
-            e.entry.memory_mb,
-            e.work_dir
+            e.app_id, e.exec_id, e.state, e.cores, e.memory_mb, e.work_dir
         );
     }
     for d in &s.drivers {
         let _ = writeln!(
             out,
             "  driver {} {} {} cores {} MB {}",
-            d.entry.driver_id, d.entry.state, d.entry.cores, d.entry.memory_mb, d.work_dir
+            d.driver_id, d.state, d.cores, d.memory_mb, d.work_dir
         );
     }
     let _ = writeln!(

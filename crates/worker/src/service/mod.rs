@@ -14,15 +14,18 @@
 //!
 //! A child (executor or cluster-mode driver) runs the command from its
 //! description: the program, its arguments and environment with
-//! `{{EXECUTOR_ID}}`, `{{HOSTNAME}}`, `{{CORES}}`, `{{APP_ID}}` and
-//! `{{WORKER_URL}}` (`flint://Worker@host:port`) substituted (see
+//! `{{EXECUTOR_ID}}`, `{{HOSTNAME}}`, `{{CORES}}`, `{{APP_ID}}`,
+//! `{{WORKER_URL}}` (`flint://Worker@host:port`) and `{{BINARY}}` substituted (see
 //! [`runner::Placeholders`](crate::runner::Placeholders)), plus
 //! `FLINT_EXECUTOR_MEMORY_MB` (drivers: `FLINT_DRIVER_MEMORY_MB`) with its
 //! memory, as Spark sets `SPARK_EXECUTOR_MEMORY`. It runs in
 //! `work/<app-id>/<exec-id>/` (drivers: `work/<driver-id>/`), which holds
 //! its `stdout` and `stderr`, in its own process group, and dies with the
-//! worker. A driver's binary is not fetched yet: its command must be
-//! runnable as given.
+//! worker. When the command carries a [`BinarySource`](flint_proto::BinarySource)
+//! (a driver's own executable on its file server), the worker first makes sure
+//! that binary is in its [binary cache](crate::binaries), fetching it over RPC
+//! with the cluster secret and checking its SHA-256, and `{{BINARY}}` becomes
+//! the cached path; a fetch that fails fails that launch, with the reason.
 //!
 //! Every event is stamped by one [`flint_daemon::Clock`]: monotonic
 //! time since the worker started (tokio's clock, which never jumps and which
@@ -62,11 +65,11 @@ use flint_daemon::{BindOptions, Bound, DaemonError};
 use flint_proto::messages::WORKER_ENDPOINT;
 use flint_proto::{IdError, WorkerId};
 use flint_rpc::{RpcAddress, RpcConf, RpcError};
-use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use self::endpoint::WorkerEndpoint;
 use self::shell::{Info, Shared};
+use crate::binaries::BinaryCache;
 use crate::state::{
     ConfigError, DecommissionTrigger, DriverEntry, Event, ExecutorEntry, WorkerCore, WorkerStatus,
 };
@@ -74,6 +77,9 @@ use crate::state::{
 pub use self::http::STATUS_PATH;
 pub use flint_daemon::clock::wall_ms;
 pub use flint_daemon::log::auth_disabled_warning;
+/// The worker's `GET /api/v1/status` document and its entries (plain data in
+/// flint-types).
+pub use flint_proto::worker_status::{DriverDoc, ExecutorDoc, WorkerStatusDoc};
 
 /// Spark's default worker web UI port.
 pub const DEFAULT_WEBUI_PORT: u16 = 8081;
@@ -161,6 +167,9 @@ pub enum WorkerError {
     /// A setting did not parse.
     #[error(transparent)]
     Conf(#[from] flint_conf::ConfError),
+    /// The binary cache directory could not be set up.
+    #[error("{0}; choose another work dir with --work-dir")]
+    BinaryCache(#[source] crate::binaries::BinaryError),
     /// A setting parsed but is out of range.
     #[error("setting {key}: {message}")]
     Setting {
@@ -187,114 +196,60 @@ pub enum WorkerError {
     },
 }
 
-/// The worker's `GET /api/v1/status` document: the state machine's
-/// [`WorkerStatus`] plus where things are. Field names are snake_case; ids
-/// and states serialize as strings, sizes in MB.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerStatusDoc {
-    /// The worker's id.
-    pub id: WorkerId,
-    /// ALIVE, DECOMMISSIONED, or DEAD once it decided to exit.
-    pub state: flint_proto::WorkerState,
-    /// Whether a master accepted it (and no re-registration is under way).
-    pub registered: bool,
-    /// Whether it heartbeats a master.
-    pub connected: bool,
-    /// The current master's URL, once one is known.
-    pub master_url: Option<String>,
-    /// The current master's web UI, once one is known.
-    pub master_web_ui_url: Option<String>,
-    /// Whether RPC authentication is on (a shared secret or TLS). When it
-    /// is off, anyone who can reach the worker's port can run code on it.
-    #[serde(default)]
-    pub auth: bool,
-    /// The worker's endpoint, `flint://Worker@host:port` (what executors get
-    /// as `{{WORKER_URL}}`).
-    pub worker_url: String,
-    /// The worker's web UI, `http://host:port`.
-    pub web_ui_url: String,
-    /// The work directory (absolute).
-    pub work_dir: String,
-    /// Cores it offers.
-    pub cores: u32,
-    /// Cores held by executors and drivers.
-    pub cores_used: u32,
-    /// Memory it offers, in MB.
-    pub memory_mb: u64,
-    /// Memory held by executors and drivers, in MB.
-    pub memory_used_mb: u64,
-    /// Executors not yet finished, by application then id.
-    pub executors: Vec<ExecutorDoc>,
-    /// Finished executors, oldest first, up to `worker.ui.retained_executors`.
-    pub finished_executors: Vec<ExecutorDoc>,
-    /// Drivers not yet finished, by id.
-    pub drivers: Vec<DriverDoc>,
-    /// Finished drivers, oldest first, up to `worker.ui.retained_drivers`.
-    pub finished_drivers: Vec<DriverDoc>,
-}
-
-/// One executor in [`WorkerStatusDoc`]: the state machine's entry plus its
-/// directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecutorDoc {
-    /// Application, id, state, resources, exit.
-    #[serde(flatten)]
-    pub entry: ExecutorEntry,
-    /// `work/<app-id>/<exec-id>`, holding its `stdout` and `stderr`.
-    pub work_dir: String,
-}
-
-/// One driver in [`WorkerStatusDoc`]: the state machine's entry plus its
-/// directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DriverDoc {
-    /// Id, state, resources, exit.
-    #[serde(flatten)]
-    pub entry: DriverEntry,
-    /// `work/<driver-id>`, holding its `stdout` and `stderr`.
-    pub work_dir: String,
-}
-
-impl WorkerStatusDoc {
-    /// The document for `status`, with directories under `work_dir`.
-    pub(crate) fn new(status: WorkerStatus, info: &Info) -> Self {
-        let exec = |e: ExecutorEntry| ExecutorDoc {
-            work_dir: info
-                .work_dir
-                .join(e.app_id.as_str())
-                .join(e.exec_id.to_string())
-                .display()
-                .to_string(),
-            entry: e,
-        };
-        let driver = |d: DriverEntry| DriverDoc {
-            work_dir: info
-                .work_dir
-                .join(d.driver_id.as_str())
-                .display()
-                .to_string(),
-            entry: d,
-        };
-        WorkerStatusDoc {
-            id: status.id,
-            state: status.state,
-            registered: status.registered,
-            connected: status.connected,
-            master_url: status.master_url,
-            master_web_ui_url: status.master_web_ui_url,
-            auth: info.auth,
-            worker_url: info.worker_url.clone(),
-            web_ui_url: info.webui_url.clone(),
-            work_dir: info.work_dir.display().to_string(),
-            cores: status.cores,
-            cores_used: status.cores_used,
-            memory_mb: status.memory_mb,
-            memory_used_mb: status.memory_used_mb,
-            executors: status.executors.into_iter().map(exec).collect(),
-            finished_executors: status.finished_executors.into_iter().map(exec).collect(),
-            drivers: status.drivers.into_iter().map(driver).collect(),
-            finished_drivers: status.finished_drivers.into_iter().map(driver).collect(),
-        }
+/// The document for `status`: the state machine's [`WorkerStatus`] plus
+/// where things are, with directories under the work dir.
+pub(crate) fn status_doc(status: WorkerStatus, info: &Info) -> WorkerStatusDoc {
+    let exec = |e: ExecutorEntry| ExecutorDoc {
+        work_dir: info
+            .work_dir
+            .join(e.app_id.as_str())
+            .join(e.exec_id.to_string())
+            .display()
+            .to_string(),
+        app_id: e.app_id,
+        exec_id: e.exec_id,
+        app_name: e.app_name,
+        cores: e.cores,
+        memory_mb: e.memory_mb,
+        state: e.state,
+        exit_status: e.exit_status,
+        message: e.message,
+    };
+    let driver = |d: DriverEntry| DriverDoc {
+        work_dir: info
+            .work_dir
+            .join(d.driver_id.as_str())
+            .display()
+            .to_string(),
+        driver_id: d.driver_id,
+        cores: d.cores,
+        memory_mb: d.memory_mb,
+        supervise: d.supervise,
+        state: d.state,
+        exit_status: d.exit_status,
+        exception: d.exception,
+    };
+    WorkerStatusDoc {
+        id: status.id,
+        state: status.state,
+        registered: status.registered,
+        connected: status.connected,
+        master_url: status.master_url,
+        master_web_ui_url: status.master_web_ui_url,
+        auth: info.auth,
+        worker_url: info.worker_url.clone(),
+        web_ui_url: info.webui_url.clone(),
+        work_dir: info.work_dir.display().to_string(),
+        cores: status.cores,
+        cores_used: status.cores_used,
+        memory_mb: status.memory_mb,
+        memory_used_mb: status.memory_used_mb,
+        executors: status.executors.into_iter().map(exec).collect(),
+        finished_executors: status.finished_executors.into_iter().map(exec).collect(),
+        drivers: status.drivers.into_iter().map(driver).collect(),
+        finished_drivers: status.finished_drivers.into_iter().map(driver).collect(),
+        binary_fetches: info.binaries.fetches(),
+        binary_cache_hits: info.binaries.hits(),
     }
 }
 
@@ -417,6 +372,8 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     config.rng_seed = random_seed();
     let ui_host = settings::ui_host(&opts.conf);
     let work_dir = prepare_work_dir(&opts.work_dir)?;
+    let binaries = BinaryCache::open(&work_dir, settings::binary_cache_max_size(&opts.conf)?)
+        .map_err(WorkerError::BinaryCache)?;
 
     let Bound {
         env,
@@ -453,6 +410,7 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
         webui_url: webui_url.clone(),
         work_dir,
         auth,
+        binaries,
     };
     let span = tracing::info_span!("worker", worker_id = %worker_id);
     let shared = Shared::new(WorkerCore::new(worker_id, config), info, env.clone(), span);

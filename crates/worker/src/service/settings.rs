@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use flint_conf::{Conf, TimeUnit};
+use flint_conf::{Conf, SizeUnit, TimeUnit};
 
 use super::WorkerError;
 use crate::state::{WorkerConfig, DEFAULT_WORKER_TIMEOUT_MS};
@@ -29,6 +29,15 @@ pub const INITIAL_REGISTRATION_RETRY_INTERVAL: &str = "worker.initial_registrati
 /// seconds).
 pub const PROLONGED_REGISTRATION_RETRY_INTERVAL: &str =
     "worker.prolonged_registration_retry_interval";
+/// `worker.reregistration_retry_interval`: after losing its master, the
+/// worker re-registers at once and then after this interval (random factor
+/// applied), doubling while below the short interval (not in Spark; 50 ms; a
+/// bare number is milliseconds).
+pub const REREGISTRATION_RETRY_INTERVAL: &str = "worker.reregistration_retry_interval";
+/// `worker.binary_cache.max_size`: most bytes of fetched binaries kept in
+/// `<work dir>/binaries` (4 GiB; a bare number is bytes). See
+/// [`binaries`](crate::binaries).
+pub const BINARY_CACHE_MAX_SIZE: &str = "worker.binary_cache.max_size";
 /// `worker.prefer_configured_master_address`: re-register at the configured
 /// master address rather than the one the master advertises (Spark: false).
 pub const PREFER_CONFIGURED_MASTER_ADDRESS: &str = "worker.prefer_configured_master_address";
@@ -79,6 +88,8 @@ pub const KEYS: &[&str] = &[
     MAX_REGISTRATION_RETRIES,
     INITIAL_REGISTRATION_RETRY_INTERVAL,
     PROLONGED_REGISTRATION_RETRY_INTERVAL,
+    REREGISTRATION_RETRY_INTERVAL,
+    BINARY_CACHE_MAX_SIZE,
     PREFER_CONFIGURED_MASTER_ADDRESS,
     CLEANUP_ENABLED,
     CLEANUP_INTERVAL,
@@ -135,6 +146,12 @@ pub fn worker_config(
         c.prolonged_registration_retry_interval_ms,
         TimeUnit::Seconds,
     )?;
+    c.reregistration_retry_interval_ms = ms(
+        conf,
+        REREGISTRATION_RETRY_INTERVAL,
+        c.reregistration_retry_interval_ms,
+        TimeUnit::Millis,
+    )?;
     c.prefer_configured_master_address = conf.bool(
         PREFER_CONFIGURED_MASTER_ADDRESS,
         c.prefer_configured_master_address,
@@ -188,6 +205,23 @@ pub fn worker_config(
     }
     c.validate()?;
     Ok(c)
+}
+
+/// The bound of the binary cache (`worker.binary_cache.max_size`), in bytes;
+/// at least 1.
+pub fn binary_cache_max_size(conf: &Conf) -> Result<u64, WorkerError> {
+    let v = conf.bytes(
+        BINARY_CACHE_MAX_SIZE,
+        crate::binaries::DEFAULT_MAX_SIZE,
+        SizeUnit::Bytes,
+    )?;
+    if v == 0 {
+        return Err(setting(
+            BINARY_CACHE_MAX_SIZE,
+            "0 bytes leaves no room for any binary; give a size such as 4g",
+        ));
+    }
+    Ok(v)
 }
 
 /// Where the web UI binds (`ui.host`, default 127.0.0.1).
@@ -248,6 +282,21 @@ mod tests {
         expected.ask_timeout_ms = 120_000;
         assert_eq!(read(&Conf::new()).expect("defaults"), expected);
         assert_eq!(ui_host(&Conf::new()), "127.0.0.1");
+        assert_eq!(
+            binary_cache_max_size(&Conf::new()).expect("default"),
+            4 << 30
+        );
+    }
+
+    #[test]
+    fn binary_cache_size_is_read_and_checked() {
+        let c = Conf::new().set(BINARY_CACHE_MAX_SIZE, "1.5m");
+        assert_eq!(binary_cache_max_size(&c).expect("valid"), 1_572_864);
+        for bad in ["0", "lots"] {
+            let e =
+                binary_cache_max_size(&Conf::new().set(BINARY_CACHE_MAX_SIZE, bad)).expect_err(bad);
+            assert!(e.to_string().contains(BINARY_CACHE_MAX_SIZE), "{e}");
+        }
     }
 
     #[test]
@@ -258,6 +307,7 @@ mod tests {
             .set(MAX_REGISTRATION_RETRIES, "3")
             .set(INITIAL_REGISTRATION_RETRY_INTERVAL, "100ms")
             .set(PROLONGED_REGISTRATION_RETRY_INTERVAL, "1")
+            .set(REREGISTRATION_RETRY_INTERVAL, "30")
             .set(PREFER_CONFIGURED_MASTER_ADDRESS, "true")
             .set(CLEANUP_ENABLED, "false")
             .set(CLEANUP_INTERVAL, "7")
@@ -278,6 +328,7 @@ mod tests {
         assert_eq!(c.max_registration_retries, 3);
         assert_eq!(c.initial_registration_retry_interval_ms, 100);
         assert_eq!(c.prolonged_registration_retry_interval_ms, 1000);
+        assert_eq!(c.reregistration_retry_interval_ms, 30);
         assert!(c.prefer_configured_master_address);
         assert!(!c.cleanup_enabled);
         assert_eq!(c.cleanup_interval_ms, 7000);
@@ -304,6 +355,7 @@ mod tests {
             (INITIAL_REGISTRATION_RETRIES, "17"),
             (CLEANUP_ENABLED, "maybe"),
             (CLEANUP_INTERVAL, "0"),
+            (REREGISTRATION_RETRY_INTERVAL, "0"),
             (EXECUTOR_STATE_SYNC_MAX_ATTEMPTS, "-1"),
         ] {
             let e = read(&Conf::new().set(key, value)).expect_err(value);

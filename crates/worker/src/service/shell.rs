@@ -24,14 +24,15 @@ use flint_proto::messages::{
     WorkerDecommissioning, WorkerLatestState, WorkerMsg, WorkerSchedulerStateResponse,
     MASTER_ENDPOINT,
 };
-use flint_proto::{AppId, ExecutorCommand, WorkerId};
+use flint_proto::{AppId, BinarySource, ExecutorCommand, WorkerId};
 use flint_rpc::{AskError, EndpointRef, RpcAddress, RpcEnv};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::WorkerStatusDoc;
+use super::{status_doc, WorkerStatusDoc};
+use crate::binaries::{BinaryCache, BinaryLease};
 use crate::runner::{self, ChildKind, ExitStatus, LaunchSpec, Placeholders, RunningChild};
 use crate::state::{AuthRefusal, ChildId, Effect, Event, ExecutorReport, LogLevel, WorkerCore};
 
@@ -49,6 +50,8 @@ pub(crate) struct Info {
     pub(crate) work_dir: PathBuf,
     /// Whether RPC authentication is on (shown in the status).
     pub(crate) auth: bool,
+    /// Fetched binaries, `<work_dir>/binaries`.
+    pub(crate) binaries: Arc<BinaryCache>,
 }
 
 /// A child process of the worker, by the state machine's [`ChildId`].
@@ -160,7 +163,7 @@ impl Shared {
     /// The status document.
     pub(crate) fn status(&self) -> WorkerStatusDoc {
         let status = self.core.lock().state.status();
-        WorkerStatusDoc::new(status, &self.info)
+        status_doc(status, &self.info)
     }
 
     /// The exit code and reason, once the worker decided to exit.
@@ -330,10 +333,11 @@ impl Shared {
                 ) {
                     Ok(dir) => {
                         let placeholders = self.placeholders(exec_id.to_string(), cores, &app_id);
-                        let mut spec = launch_spec(ChildKind::Executor, command, dir, placeholders);
+                        let (mut spec, binary) =
+                            launch_spec(ChildKind::Executor, command, dir, placeholders);
                         spec.env
                             .push(("FLINT_EXECUTOR_MEMORY_MB".into(), memory_mb.to_string()));
-                        self.start_child(core, id, spec);
+                        self.start_child(core, id, spec, binary);
                     }
                     Err(e) => queue.push_back(Event::ExecutorLaunchFailed {
                         app_id,
@@ -355,12 +359,13 @@ impl Shared {
                             cores: desc.cores,
                             app_id: String::new(),
                             worker_url: self.info.worker_url.clone(),
+                            binary: None,
                         };
-                        let mut spec =
+                        let (mut spec, binary) =
                             launch_spec(ChildKind::Driver, desc.command.clone(), dir, placeholders);
                         spec.env
                             .push(("FLINT_DRIVER_MEMORY_MB".into(), desc.memory_mb.to_string()));
-                        self.start_child(core, id, spec);
+                        self.start_child(core, id, spec, binary);
                     }
                     Err(e) => queue.push_back(Event::DriverLaunchFailed {
                         driver_id,
@@ -393,9 +398,20 @@ impl Shared {
                 let keep: HashSet<String> = keep.into_iter().collect();
                 let ttl = Duration::from_millis(app_data_ttl_ms);
                 let span = self.span.clone();
+                let binaries = self.info.binaries.clone();
                 self.tracker.spawn_blocking_on(
                     move || {
                         let _g = span.enter();
+                        if let Some(cutoff) = SystemTime::now().checked_sub(ttl) {
+                            let removed = binaries.remove_unused_since(cutoff);
+                            if !removed.is_empty() {
+                                tracing::info!(
+                                    "work dir cleanup removed {} cached binar{} unused for {ttl:?}",
+                                    removed.len(),
+                                    if removed.len() == 1 { "y" } else { "ies" }
+                                );
+                            }
+                        }
                         match runner::cleanup_old_app_dirs(&dir, ttl, &keep, SystemTime::now()) {
                             Ok(removed) if removed.is_empty() => {
                                 tracing::debug!("work dir cleanup: nothing to remove")
@@ -520,12 +536,19 @@ impl Shared {
             cores,
             app_id: app_id.to_string(),
             worker_url: self.info.worker_url.clone(),
+            binary: None,
         }
     }
 
     /// Starts a child in a task that then waits for its exit; both outcomes
     /// come back as events.
-    fn start_child(self: &Arc<Self>, core: &mut Core, id: ChildId, spec: LaunchSpec) {
+    fn start_child(
+        self: &Arc<Self>,
+        core: &mut Core,
+        id: ChildId,
+        spec: LaunchSpec,
+        binary: Option<BinarySource>,
+    ) {
         if core.children.contains_key(&id) {
             // The state machine never starts a child twice; keep the first.
             tracing::error!(
@@ -538,8 +561,10 @@ impl Shared {
             .insert(id.clone(), Slot::Starting { kill_grace: None });
         let span = child_span(&self.span, &id);
         let shared = self.clone();
-        self.children
-            .spawn_on(run_child(shared, id, spec).instrument(span), &self.runtime);
+        self.children.spawn_on(
+            run_child(shared, id, spec, binary).instrument(span),
+            &self.runtime,
+        );
     }
 
     /// Kills a started child (TERM, KILL after `grace`); its exit is
@@ -590,10 +615,38 @@ impl Shared {
     }
 }
 
-/// Life of one child: start it, report it started (or not), kill it if that
-/// was asked meanwhile, wait for its exit and report that.
-async fn run_child(shared: Arc<Shared>, id: ChildId, spec: LaunchSpec) {
+/// Life of one child: fetch its binary (if it has one), start it, report it
+/// started (or not), kill it if that was asked meanwhile, wait for its exit
+/// and report that. The binary's lease is held until the child has exited.
+async fn run_child(
+    shared: Arc<Shared>,
+    id: ChildId,
+    mut spec: LaunchSpec,
+    binary: Option<BinarySource>,
+) {
     let dir = spec.dir.clone();
+    let _lease: Option<BinaryLease> = match binary {
+        None => None,
+        Some(source) => {
+            let ensured = tokio::select! {
+                _ = shared.token.cancelled() => {
+                    shared.core.lock().children.remove(&id);
+                    return;
+                }
+                r = shared.info.binaries.ensure(&shared.env, &source) => r,
+            };
+            match ensured {
+                Ok(lease) => {
+                    spec.placeholders.binary = Some(lease.path().display().to_string());
+                    Some(lease)
+                }
+                Err(e) => {
+                    tracing::warn!("cannot launch {}: {e}", describe(&id));
+                    return launch_failed(&shared, &id, e.to_string());
+                }
+            }
+        }
+    };
     let spawned = tokio::select! {
         _ = shared.token.cancelled() => {
             // Dropping the spawn future kills a child that did start.
@@ -604,23 +657,7 @@ async fn run_child(shared: Arc<Shared>, id: ChildId, spec: LaunchSpec) {
     };
     let child = match spawned {
         Ok(c) => Arc::new(c),
-        Err(e) => {
-            let mut core = shared.core.lock();
-            core.children.remove(&id);
-            let event = match &id {
-                ChildId::Executor { app_id, exec_id } => Event::ExecutorLaunchFailed {
-                    app_id: app_id.clone(),
-                    exec_id: *exec_id,
-                    message: e.to_string(),
-                },
-                ChildId::Driver { driver_id } => Event::DriverLaunchFailed {
-                    driver_id: driver_id.clone(),
-                    message: e.to_string(),
-                },
-            };
-            shared.handle_locked(&mut core, event);
-            return;
-        }
+        Err(e) => return launch_failed(&shared, &id, e.to_string()),
     };
     tracing::info!(pid = child.pid(), dir = %dir.display(), "started {}", child.command());
     let pending_kill = {
@@ -659,6 +696,24 @@ async fn run_child(shared: Arc<Shared>, id: ChildId, spec: LaunchSpec) {
     shared.handle_locked(&mut core, exited_event(id, status));
 }
 
+/// Reports that a child could not be started (its start slot is freed).
+fn launch_failed(shared: &Arc<Shared>, id: &ChildId, message: String) {
+    let mut core = shared.core.lock();
+    core.children.remove(id);
+    let event = match id {
+        ChildId::Executor { app_id, exec_id } => Event::ExecutorLaunchFailed {
+            app_id: app_id.clone(),
+            exec_id: *exec_id,
+            message,
+        },
+        ChildId::Driver { driver_id } => Event::DriverLaunchFailed {
+            driver_id: driver_id.clone(),
+            message,
+        },
+    };
+    shared.handle_locked(&mut core, event);
+}
+
 fn exited_event(id: ChildId, status: ExitStatus) -> Event {
     match id {
         ChildId::Executor { app_id, exec_id } => Event::ExecutorExited {
@@ -670,20 +725,22 @@ fn exited_event(id: ChildId, status: ExitStatus) -> Event {
     }
 }
 
+/// The child's launch spec, and the binary to fetch before it starts.
 fn launch_spec(
     kind: ChildKind,
     command: ExecutorCommand,
     dir: PathBuf,
     placeholders: Placeholders,
-) -> LaunchSpec {
-    LaunchSpec {
+) -> (LaunchSpec, Option<BinarySource>) {
+    let spec = LaunchSpec {
         kind,
         program: PathBuf::from(command.program),
         args: command.args,
         env: command.env.into_iter().collect(),
         dir,
         placeholders,
-    }
+    };
+    (spec, command.binary)
 }
 
 /// `executor app-…/3` or `driver driver-…`, for log lines.

@@ -71,7 +71,7 @@ pub struct WorkerConfig {
     /// counted from its start. So a restarted master has its workers back
     /// within a second, and a master that stays away gets Spark's 5–15 s
     /// retries after about 10 s. Not in Spark, which waits 5–15 s for the
-    /// first retry. Not a setting (yet).
+    /// first retry. `worker.reregistration_retry_interval`.
     pub reregistration_retry_interval_ms: u64,
     /// Fixes the per-process random factor in [0.5, 1.5) that multiplies
     /// both retry intervals; `None` (the default) draws it from
@@ -202,7 +202,7 @@ impl WorkerConfig {
             ),
             (
                 self.reregistration_retry_interval_ms,
-                "the re-registration retry interval",
+                "worker.reregistration_retry_interval",
             ),
             (self.cleanup_interval_ms, "worker.cleanup.interval"),
             (self.app_data_ttl_ms, "worker.cleanup.app_data_ttl"),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AppId, ExecutorId, ExecutorState};
+use crate::{AppId, ExecutorId, ExecutorState, Placeholders};
 
 /// Spark's default executor memory (`spark.executor.memory` = 1g), in MB.
 pub const DEFAULT_EXECUTOR_MEMORY_MB: u64 = 1024;
@@ -13,17 +13,6 @@ pub const DEFAULT_EXECUTOR_MEMORY_MB: u64 = 1024;
 pub const DEFAULT_DRIVER_MEMORY_MB: u64 = 1024;
 /// Spark's default cluster-mode driver cores (`spark.driver.cores`).
 pub const DEFAULT_DRIVER_CORES: u32 = 1;
-
-/// Replaced by the executor id (`3`).
-pub const EXECUTOR_ID_PLACEHOLDER: &str = "{{EXECUTOR_ID}}";
-/// Replaced by the worker's host name.
-pub const HOSTNAME_PLACEHOLDER: &str = "{{HOSTNAME}}";
-/// Replaced by the executor's core count.
-pub const CORES_PLACEHOLDER: &str = "{{CORES}}";
-/// Replaced by the application id.
-pub const APP_ID_PLACEHOLDER: &str = "{{APP_ID}}";
-/// Replaced by the worker's endpoint URL.
-pub const WORKER_URL_PLACEHOLDER: &str = "{{WORKER_URL}}";
 
 /// A description that cannot be scheduled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +23,56 @@ pub enum DescriptionError {
     /// The command names no program.
     #[error("the command has an empty program")]
     EmptyProgram,
+    /// The command uses `{{BINARY}}` but names no binary.
+    #[error("the command uses {{{{BINARY}}}} but has no binary source")]
+    BinaryPlaceholderWithoutBinary,
+    /// The command's [`BinarySource`] cannot be fetched as given.
+    #[error("the command's binary {uri:?} is unusable: {reason}")]
+    BadBinary {
+        /// The binary's URI.
+        uri: String,
+        /// What is wrong (e.g. the sha256 is not 64 lowercase hex digits).
+        reason: String,
+    },
+}
+
+/// Where a worker fetches the binary a command runs (the driver's own
+/// executable, served by its RPC file server), and what it must be.
+///
+/// The worker keeps fetched binaries in a cache shared by applications,
+/// `<work_dir>/binaries/<sha256>`, and substitutes that path for
+/// `{{BINARY}}` (see [`BINARY_PLACEHOLDER`](crate::BINARY_PLACEHOLDER)) in
+/// the command's program, arguments and environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinarySource {
+    /// `flint://host:port/files/<name>`, on the serving process's file server.
+    pub uri: String,
+    /// SHA-256 of the binary, 64 lowercase hex digits.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl BinarySource {
+    /// Checks the fields a worker relies on: a `flint://` URI and a sha256
+    /// of 64 lowercase hex digits (it names the cached file).
+    pub fn validate(&self) -> Result<(), DescriptionError> {
+        let bad = |reason: &str| DescriptionError::BadBinary {
+            uri: self.uri.clone(),
+            reason: reason.to_owned(),
+        };
+        if !self.uri.starts_with("flint://") || !self.uri.contains("/files/") {
+            return Err(bad("the URI must be flint://host:port/files/<name>"));
+        }
+        let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+        if self.sha256.len() != 64 || !self.sha256.chars().all(hex) {
+            return Err(bad(&format!(
+                "sha256 {:?} is not 64 lowercase hex digits",
+                self.sha256
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The command a worker runs to start a child process (an executor, or a
@@ -42,28 +81,18 @@ pub enum DescriptionError {
 pub struct ExecutorCommand {
     /// The program to run (a path or a name looked up on `PATH`).
     pub program: String,
-    /// Its arguments. An argument that is exactly one of the placeholders
+    /// Its arguments. The worker replaces the [placeholders](crate::placeholders)
     /// (`{{EXECUTOR_ID}}`, `{{HOSTNAME}}`, `{{CORES}}`, `{{APP_ID}}`,
-    /// `{{WORKER_URL}}`) is replaced by the worker, as Spark's
-    /// `ExecutorRunner` does.
+    /// `{{WORKER_URL}}`, `{{BINARY}}`) in them, in the program and in the
+    /// environment's values, as Spark's `ExecutorRunner` does.
     pub args: Vec<String>,
-    /// Extra environment variables for the child.
+    /// Extra environment variables for the child (placeholders substituted
+    /// in the values).
     pub env: BTreeMap<String, String>,
-}
-
-/// The values a worker substitutes into an executor command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlaceholderValues<'a> {
-    /// For `{{EXECUTOR_ID}}`.
-    pub executor_id: ExecutorId,
-    /// For `{{HOSTNAME}}`.
-    pub hostname: &'a str,
-    /// For `{{CORES}}`.
-    pub cores: u32,
-    /// For `{{APP_ID}}`.
-    pub app_id: &'a AppId,
-    /// For `{{WORKER_URL}}`.
-    pub worker_url: &'a str,
+    /// The binary the worker fetches (once per content hash) before starting
+    /// the child; its cached path replaces `{{BINARY}}`. `None`: the program
+    /// must be runnable on the worker as given.
+    pub binary: Option<BinarySource>,
 }
 
 impl ExecutorCommand {
@@ -73,23 +102,47 @@ impl ExecutorCommand {
             program: program.into(),
             args: Vec::new(),
             env: BTreeMap::new(),
+            binary: None,
         }
     }
 
-    /// The arguments with every argument that is exactly a placeholder
-    /// replaced; other arguments are kept as they are (Spark replaces whole
-    /// arguments only).
-    pub fn substituted_args(&self, values: &PlaceholderValues<'_>) -> Vec<String> {
-        self.args
+    /// Checks the program and the binary source, if any.
+    pub fn validate(&self) -> Result<(), DescriptionError> {
+        if self.program.is_empty() {
+            return Err(DescriptionError::EmptyProgram);
+        }
+        match &self.binary {
+            Some(b) => b.validate(),
+            None => {
+                let uses = |t: &String| t.contains(crate::BINARY_PLACEHOLDER);
+                if uses(&self.program) || self.args.iter().any(uses) || self.env.values().any(uses)
+                {
+                    Err(DescriptionError::BinaryPlaceholderWithoutBinary)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// The program with the placeholders substituted (see
+    /// [`Placeholders::substitute`]); `{{BINARY}}` is the usual program of a
+    /// command that ships its binary.
+    pub fn substituted_program(&self, values: &Placeholders) -> String {
+        values.substitute(&self.program)
+    }
+
+    /// The arguments with the placeholders substituted, also inside longer
+    /// arguments (`--cores={{CORES}}`); see [`Placeholders::substitute`].
+    pub fn substituted_args(&self, values: &Placeholders) -> Vec<String> {
+        self.args.iter().map(|arg| values.substitute(arg)).collect()
+    }
+
+    /// The environment with the placeholders substituted in the values.
+    pub fn substituted_env(&self, values: &Placeholders) -> BTreeMap<String, String> {
+        self.env
             .iter()
-            .map(|arg| match arg.as_str() {
-                EXECUTOR_ID_PLACEHOLDER => values.executor_id.to_string(),
-                HOSTNAME_PLACEHOLDER => values.hostname.to_owned(),
-                CORES_PLACEHOLDER => values.cores.to_string(),
-                APP_ID_PLACEHOLDER => values.app_id.to_string(),
-                WORKER_URL_PLACEHOLDER => values.worker_url.to_owned(),
-                _ => arg.clone(),
-            })
+            .map(|(k, v)| (k.clone(), values.substitute(v)))
             .collect()
     }
 }
@@ -135,10 +188,7 @@ impl ApplicationDescription {
         if self.cores_per_executor == Some(0) {
             return Err(DescriptionError::ZeroCoresPerExecutor);
         }
-        if self.command.program.is_empty() {
-            return Err(DescriptionError::EmptyProgram);
-        }
-        Ok(())
+        self.command.validate()
     }
 }
 
@@ -210,19 +260,26 @@ mod tests {
         .map(String::from)
         .to_vec();
         c.env.insert("K".into(), "V".into());
+        c.binary = Some(BinarySource {
+            uri: "flint://h:1/files/app".into(),
+            sha256: "0f".repeat(32),
+            size: 12,
+        });
         c
     }
 
     #[test]
-    fn whole_argument_placeholders_are_substituted() {
+    fn placeholders_are_substituted() {
         let app = AppId::generate(0, 0);
-        let args = command().substituted_args(&PlaceholderValues {
-            executor_id: ExecutorId(3),
-            hostname: "h1",
+        let values = Placeholders {
+            executor_id: ExecutorId(3).to_string(),
+            hostname: "h1".into(),
             cores: 2,
-            app_id: &app,
-            worker_url: "flint://Worker@h1:7078",
-        });
+            app_id: app.to_string(),
+            worker_url: "flint://Worker@h1:7078".into(),
+            binary: None,
+        };
+        let args = command().substituted_args(&values);
         assert_eq!(
             args,
             [
@@ -236,7 +293,7 @@ mod tests {
                 "app-19700101000000-0000",
                 "--worker-url",
                 "flint://Worker@h1:7078",
-                "x{{CORES}}",
+                "x2",
             ]
         );
     }
@@ -275,5 +332,43 @@ mod tests {
         desc.cores_per_executor = None;
         desc.command.program.clear();
         assert_eq!(desc.validate(), Err(DescriptionError::EmptyProgram));
+        desc.command.program = "{{BINARY}}".into();
+        desc.command.binary = None;
+        assert_eq!(
+            desc.validate(),
+            Err(DescriptionError::BinaryPlaceholderWithoutBinary)
+        );
+        assert_eq!(
+            DescriptionError::BinaryPlaceholderWithoutBinary.to_string(),
+            "the command uses {{BINARY}} but has no binary source"
+        );
+        let good = BinarySource {
+            uri: "flint://127.0.0.1:9/files/app".into(),
+            sha256: "ab".repeat(32),
+            size: 3,
+        };
+        desc.command.binary = Some(good.clone());
+        assert_eq!(desc.validate(), Ok(()));
+        for bad in [
+            BinarySource {
+                sha256: "AB".repeat(32),
+                ..good.clone()
+            },
+            BinarySource {
+                sha256: "../x".into(),
+                ..good.clone()
+            },
+            BinarySource {
+                uri: "/tmp/app".into(),
+                ..good.clone()
+            },
+        ] {
+            desc.command.binary = Some(bad.clone());
+            let err = desc.validate().expect_err("refused");
+            assert!(
+                matches!(&err, DescriptionError::BadBinary { uri, .. } if *uri == bad.uri),
+                "{err}"
+            );
+        }
     }
 }

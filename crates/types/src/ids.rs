@@ -74,7 +74,7 @@ pub enum IdError {
 /// of Spark's app, driver and worker ids.
 ///
 /// ```
-/// assert_eq!(flint_proto::compact_timestamp(1_795_319_700_000), "20261122035500");
+/// assert_eq!(flint_types::compact_timestamp(1_795_319_700_000), "20261122035500");
 /// ```
 pub fn compact_timestamp(epoch_ms: u64) -> String {
     let secs = epoch_ms / 1000;
