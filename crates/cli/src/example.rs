@@ -44,6 +44,10 @@ pub struct ExampleArgs {
     /// Keep the cluster up after the job, until Ctrl-C, to browse its UI.
     #[arg(long)]
     pub keep_running: bool,
+    /// Put the workers' work dirs (executor logs) here and keep them (default: a
+    /// temporary directory, removed when the example ends).
+    #[arg(long)]
+    pub work_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -152,7 +156,19 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
         bail!("--workers, --cores-per-worker and --slices must be at least 1");
     }
     let started = Instant::now();
-    let base = std::env::temp_dir().join(format!("flint-example-{}", std::process::id()));
+    // The workers' work dirs: the given directory, kept; else a temporary one,
+    // removed when the example ends (also when it fails).
+    let (tmp, base) = match &args.work_dir {
+        Some(dir) => (None, dir.clone()),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("flint-example-")
+                .tempdir()
+                .context("cannot create a temporary directory for the example's work dirs")?;
+            let base = t.path().to_path_buf();
+            (Some(t), base)
+        }
+    };
     let conf = settings::load(&args.common, &crate::known_keys())?;
     let auth = crate::auth::for_master(&conf)?;
     crate::auth::hand_to_children(&auth);
@@ -278,15 +294,20 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
         args.samples,
         started.elapsed()
     );
-    if let Some(app) = app_id {
+    if let Some(app) = app_id.filter(|_| args.keep_running || tmp.is_none()) {
+        let note = if tmp.is_some() {
+            " (removed on exit)"
+        } else {
+            ""
+        };
         println!(
-            "  executor logs  {}/worker-*/{app}/<executor-id>/stdout",
+            "  executor logs  {}/worker-*/{app}/<executor-id>/stdout{note}",
             base.display()
         );
     }
     if args.keep_running {
         println!("Cluster up; press Ctrl-C to stop.");
-        crate::signals::terminated().await;
+        flint_daemon::signals::terminated().await;
     }
     for w in &workers {
         w.shutdown();
@@ -298,6 +319,10 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     m.wait().await;
     env.shutdown();
     env.await_termination().await;
+    if let Some(tmp) = tmp {
+        tmp.close()
+            .with_context(|| format!("cannot remove {}", base.display()))?;
+    }
     Ok(())
 }
 

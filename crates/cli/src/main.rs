@@ -3,15 +3,24 @@
 //! `main` only parses arguments, installs logging and hands over to a subcommand; each
 //! subcommand lives in its own module.
 
+/// `println!` for daemons: a closed stdout (the terminal or pipe that started them
+/// went away) loses the line instead of panicking the daemon.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod auth;
-mod cluster_cmd;
+mod bind_args;
+mod cluster;
 mod conf_cmd;
 mod demo;
 mod example;
 mod local_cmd;
 mod master_cmd;
 mod settings;
-mod signals;
 mod status_cmd;
 mod worker_cmd;
 
@@ -46,9 +55,9 @@ enum Command {
     /// Show a master's workers and applications.
     Status(status_cmd::StatusArgs),
     /// Start a master here and the workers in conf/workers, as background daemons.
-    StartCluster(cluster_cmd::StartArgs),
+    StartCluster(cluster::StartArgs),
     /// Stop the daemons start-cluster started (workers first, then the master).
-    StopCluster(cluster_cmd::StopArgs),
+    StopCluster(cluster::StopArgs),
     /// List every setting with its type, default and doc (--json, --markdown, --template).
     Conf(conf_cmd::ConfArgs),
     /// Two processes exchanging messages over flint's RPC layer, narrated.
@@ -70,25 +79,36 @@ pub fn known_keys() -> Vec<&'static str> {
 }
 
 impl Command {
-    /// Daemons log at INFO by default; tools and demos only warn.
+    /// Daemons log at INFO by default; tools and demos only warn, and leave a peer
+    /// they cannot reach to the error they print (one line, not a WARN before it).
     fn default_log(&self) -> &'static str {
         match self {
             Command::Master(_) | Command::Worker(_) | Command::Local(_) => "info",
-            _ => "warn",
+            _ => "warn,flint_rpc::connection=error",
         }
     }
 }
 
+/// `error: cause: cause …`, each cause once: a cause whose text the message so far
+/// already holds (an error that prints its source, wrapped by context) is skipped.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLINT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.command.default_log())),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    flint_daemon::log::init(cli.command.default_log());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,8 +123,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Master(args) => master_cmd::run(args).await,
             Command::Status(args) => status_cmd::run(args).await,
-            Command::StartCluster(args) => cluster_cmd::start(args).await,
-            Command::StopCluster(args) => cluster_cmd::stop(args).await,
+            Command::StartCluster(args) => cluster::start(args).await,
+            Command::StopCluster(args) => cluster::stop(args).await,
             Command::Worker(args) => worker_cmd::run(args).await,
             Command::Local(args) => local_cmd::run(args).await,
             Command::RunExample(args) => example::run(args).await,
@@ -117,8 +137,33 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flint: {e:#}");
+            eprintln!("flint: {}", report(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot create work dir /x: {source}; choose another with --work-dir")]
+        struct WorkDir {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::new(WorkDir { source: io }).context("cannot start the worker");
+        let r = report(&e);
+        assert_eq!(
+            r,
+            format!("cannot start the worker: cannot create work dir /x: {text}; choose another with --work-dir")
+        );
+        assert_eq!(r.matches(&text).count(), 1, "{r}");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(report(&plain), "outer: inner");
     }
 }

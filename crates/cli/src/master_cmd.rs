@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use flint_master::service::{self, MasterOptions};
 
+use crate::bind_args::{Bind, BindArgs, BindKeys};
 use crate::settings::{self, CommonArgs};
 
 /// The host a master binds when neither `--host` nor `master.host` says.
@@ -13,47 +14,31 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Arguments of `flint master`.
 #[derive(clap::Args, Debug)]
 pub struct MasterArgs {
-    /// Host to bind and advertise (flint://HOST:PORT). Workers on other machines need
-    /// a name they can resolve; the default only serves this machine. [setting
-    /// master.host, FLINT_MASTER_HOST; default 127.0.0.1]
-    #[arg(long)]
-    pub host: Option<String>,
-    /// RPC port. [setting master.port, FLINT_MASTER_PORT; default 7077]
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Web UI and JSON status port (binds ui.host, loopback by default). [setting
-    /// master.webui_port, FLINT_MASTER_WEBUI_PORT; default 8080]
-    #[arg(long)]
-    pub webui_port: Option<u16>,
-    /// The host to advertise to peers when it differs from the bound one (say the
-    /// machine's routable name when binding 0.0.0.0). [setting
-    /// network.advertise_address; default: the bound host, or this machine's name or
-    /// first non-loopback address when bound to every interface]
-    #[arg(long)]
-    pub advertise_address: Option<String>,
+    #[command(flatten)]
+    pub bind: BindArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
+/// The master's settings keys and defaults behind its flags.
+const KEYS: BindKeys = BindKeys {
+    host: "master.host",
+    port: "master.port",
+    webui_port: "master.webui_port",
+    default_host: DEFAULT_HOST,
+    default_port: service::DEFAULT_PORT,
+    default_webui_port: service::DEFAULT_WEBUI_PORT,
+};
+
 /// Starts the master and serves until a signal arrives.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let mut conf = settings::load(&args.common, &crate::known_keys())?;
-    if let Some(a) = &args.advertise_address {
-        conf.insert(
-            "network.advertise_address",
-            a.clone(),
-            flint_conf::Source::Override,
-        );
-    }
+    let Bind {
+        host,
+        port,
+        webui_port,
+    } = args.bind.resolve(&mut conf, &KEYS)?;
     let auth = crate::auth::for_master(&conf).context("cannot start the master")?;
-    let host = settings::text(&conf, "master.host", args.host, DEFAULT_HOST);
-    let port = settings::port(&conf, "master.port", args.port, service::DEFAULT_PORT)?;
-    let webui_port = settings::port(
-        &conf,
-        "master.webui_port",
-        args.webui_port,
-        service::DEFAULT_WEBUI_PORT,
-    )?;
     let handle = service::start(MasterOptions {
         host,
         port,
@@ -62,16 +47,16 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     })
     .await
     .context("cannot start the master")?;
-    println!(
+    say!(
         "flint master listening on {}; status at {}/api/v1/status",
         handle.rpc_address(),
         handle.webui_url()
     );
     for line in crate::auth::master_lines(&auth, &handle.rpc_address().to_string()) {
-        println!("{line}");
+        say!("{line}");
     }
     tokio::select! {
-        signal = crate::signals::terminated() => {
+        signal = flint_daemon::signals::terminated() => {
             tracing::info!("received {signal}; stopping the master");
         }
         _ = handle.wait() => {}

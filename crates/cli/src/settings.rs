@@ -116,6 +116,28 @@ pub fn text(conf: &Conf, key: &str, flag: Option<String>, default: &str) -> Stri
     .unwrap_or_else(|| default.to_string())
 }
 
+/// The work dir: `flag` (named `flag_name`) if given, else the setting `worker.dir`,
+/// else `$FLINT_HOME/work` (never a directory relative to where the command runs,
+/// unless given so).
+pub fn work_dir(conf: &Conf, flag: Option<PathBuf>, flag_name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    if let Some(p) = conf
+        .get("worker.dir")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        return Ok(PathBuf::from(p));
+    }
+    let alternative = format!("give {flag_name} or set worker.dir");
+    Ok(flint_conf::home::home_dir(
+        flint_conf::home::WORK_SUBDIR,
+        "the work dir",
+        Some(&alternative),
+    )?)
+}
+
 /// A memory size in MiB from `given` (a flag or a setting), naming it when it is wrong.
 pub fn memory_mb(given: Option<&Given>) -> anyhow::Result<Option<u64>> {
     given

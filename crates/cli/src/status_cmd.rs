@@ -35,7 +35,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         let r = env.endpoint_ref::<MasterMsg>(m, "Master");
         match r.ask(RequestMasterState).await {
             Ok(s) => answers.push(s),
-            Err(e) => errors.push(format!("{m}: {e}")),
+            Err(e) => errors.push(format!("cannot reach the master at {m}: {e}")),
         }
     }
     env.shutdown();
@@ -44,7 +44,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .find(|s| s.status == flint_proto::MasterStatus::Alive)
         .or(answers.first())
     else {
-        bail!("no master answered:\n  {}", errors.join("\n  "));
+        match errors.as_slice() {
+            [one] => bail!("{one}; is a master running there?"),
+            _ => bail!("no master answered:\n  {}", errors.join("\n  ")),
+        }
     };
     if args.json {
         println!(

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use flint_rpc::RpcAddress;
 use flint_worker::service::{self, WorkerOptions};
 
+use crate::bind_args::{Bind, BindArgs, BindKeys};
 use crate::settings::{self, CommonArgs};
 
 /// Arguments of `flint worker`. Each option has a setting behind it (`flint conf`),
@@ -27,34 +28,27 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub memory: Option<String>,
     /// Directory for executors' work dirs and logs. [setting worker.dir,
-    /// FLINT_WORKER_DIR; default: work]
+    /// FLINT_WORKER_DIR; default: $FLINT_HOME/work, ~/.flint/work]
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Host to bind and advertise. [setting worker.host, FLINT_WORKER_HOST; default
-    /// 127.0.0.1]
-    #[arg(long)]
-    pub host: Option<String>,
-    /// RPC port (0 picks a free one). [setting worker.port, FLINT_WORKER_PORT; default 0]
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Web UI and JSON status port (binds ui.host, loopback by default). [setting
-    /// worker.webui_port, FLINT_WORKER_WEBUI_PORT; default 8081]
-    #[arg(long)]
-    pub webui_port: Option<u16>,
-    /// The host to advertise to peers when it differs from the bound one (say the
-    /// machine's routable name when binding 0.0.0.0). [setting
-    /// network.advertise_address; default: the bound host, or this machine's name or
-    /// first non-loopback address when bound to every interface]
-    #[arg(long)]
-    pub advertise_address: Option<String>,
+    #[command(flatten)]
+    pub bind: BindArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
 /// The host a worker binds when neither `--host` nor `worker.host` says.
 const DEFAULT_HOST: &str = "127.0.0.1";
-/// The work dir when neither `--work-dir` nor `worker.dir` says.
-const DEFAULT_WORK_DIR: &str = "work";
+
+/// The worker's settings keys and defaults behind its flags.
+const KEYS: BindKeys = BindKeys {
+    host: "worker.host",
+    port: "worker.port",
+    webui_port: "worker.webui_port",
+    default_host: DEFAULT_HOST,
+    default_port: 0,
+    default_webui_port: service::DEFAULT_WEBUI_PORT,
+};
 
 /// The cores to offer: `--cores`, else `worker.cores`, else none (every CPU); warns
 /// when that is more than the machine has.
@@ -93,30 +87,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let masters = RpcAddress::parse_list(&args.master)
         .with_context(|| format!("the master URL {:?} is not valid", args.master))?;
     let mut conf = settings::load(&args.common, &crate::known_keys())?;
-    if let Some(a) = &args.advertise_address {
-        conf.insert(
-            "network.advertise_address",
-            a.clone(),
-            flint_conf::Source::Override,
-        );
-    }
+    let Bind {
+        host,
+        port,
+        webui_port,
+    } = args.bind.resolve(&mut conf, &KEYS)?;
     // Argument errors come first (from start); the secret is needed before the
     // first executor starts.
     let auth = crate::auth::find(&conf);
     if let Ok(a) = &auth {
         crate::auth::hand_to_children(a);
     }
-    let host = settings::text(&conf, "worker.host", args.host, DEFAULT_HOST);
-    let port = settings::port(&conf, "worker.port", args.port, 0)?;
-    let webui_port = settings::port(
-        &conf,
-        "worker.webui_port",
-        args.webui_port,
-        service::DEFAULT_WEBUI_PORT,
-    )?;
-    let work_dir = args.work_dir.unwrap_or_else(|| {
-        PathBuf::from(settings::text(&conf, "worker.dir", None, DEFAULT_WORK_DIR))
-    });
+    let work_dir = settings::work_dir(&conf, args.work_dir, "--work-dir")?;
     let cores = cores(&conf, args.cores)?;
     let memory_mb = memory(&conf, args.memory.as_deref())?;
     let handle = service::start(WorkerOptions {
@@ -133,14 +115,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     .context("cannot start the worker")?;
     let auth = auth.context("cannot start the worker")?;
     tracing::info!("cluster secret: {}", crate::auth::describe(&auth));
-    println!(
+    say!(
         "flint worker {} listening on {}; status at {}/api/v1/status",
         handle.id(),
         handle.rpc_address(),
         handle.webui_url()
     );
     tokio::select! {
-        signal = crate::signals::terminated() => {
+        signal = flint_daemon::signals::terminated() => {
             tracing::info!("received {signal}; stopping the worker and its executors");
             handle.shutdown();
         }
@@ -158,7 +140,6 @@ mod tests {
     fn defaults_are_the_registered_ones() {
         let default = |k| flint_conf::registry::setting(k).and_then(|s| s.default.value());
         assert_eq!(default("worker.host"), Some(DEFAULT_HOST));
-        assert_eq!(default("worker.dir"), Some(DEFAULT_WORK_DIR));
         assert_eq!(default("worker.port"), Some("0"));
     }
 }

@@ -43,6 +43,8 @@ fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
             "--samples",
             "200000",
         ])
+        .arg("--work-dir")
+        .arg(home.path().join("example-work"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

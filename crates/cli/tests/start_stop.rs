@@ -430,7 +430,7 @@ fn remote_workers_are_started_and_stopped_over_ssh() {
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let calls = std::fs::read_to_string(c.dir("ssh-calls")).unwrap();
     assert!(
-        calls.starts_with("-o StrictHostKeyChecking=no 127.0.0.2 cd "),
+        calls.starts_with("-o StrictHostKeyChecking=accept-new 127.0.0.2 cd "),
         "{calls}"
     );
     assert_eq!(calls.matches("StrictHostKeyChecking").count(), 1, "{calls}");
@@ -507,7 +507,7 @@ fn remote_workers_are_started_and_stopped_over_ssh() {
     let calls = std::fs::read_to_string(c.dir("ssh-calls")).unwrap();
     assert_eq!(
         calls
-            .matches("-o StrictHostKeyChecking=no 127.0.0.2 ")
+            .matches("-o StrictHostKeyChecking=accept-new 127.0.0.2 ")
             .count(),
         2,
         "one ssh call to start, one to stop:\n{calls}"
@@ -579,4 +579,119 @@ fn a_master_that_cannot_start_is_reported_with_its_log_and_no_worker_starts() {
     assert!(!c.pid_file("flint-master.pid").exists());
     assert!(!stdout.contains("started worker"), "{stdout}");
     assert!(!c.pid_file("flint-worker-1.pid").exists());
+}
+
+#[test]
+fn start_cluster_without_a_workers_file_refuses_and_starts_nothing() {
+    let c = Cluster::new("");
+    std::fs::remove_file(c.dir("conf/workers")).unwrap();
+    let out = c.start(&[]);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let file = c.dir("conf/workers");
+    assert!(
+        stderr.contains(&format!("no workers file {}", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`localhost` starts a worker on this machine"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("flint local --workers N"), "{stderr}");
+    assert!(
+        stderr.contains("flint worker flint://HOST:PORT"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stdout.contains("started"), "{stdout}");
+    assert_eq!(std::fs::read_dir(c.dir("pids")).unwrap().count(), 0);
+}
+
+#[test]
+fn daemon_files_live_in_the_flint_home_and_local_workers_share_the_machine() {
+    let mut c = Cluster::new("localhost\nlocalhost\n");
+    fn flint(c: &Cluster, args: &[&str]) -> Command {
+        let mut cmd = c.flint(args);
+        cmd.env_remove("FLINT_PID_DIR").env_remove("FLINT_LOG_DIR");
+        cmd
+    }
+    c.pid_dirs.push(c.dir("home/run"));
+    let port = c.port.to_string();
+    let out = flint(
+        &c,
+        &["start-cluster", "--master-port", &port, "--webui-port", "0"],
+    )
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    let home = c.dir("home");
+    let master = read_pid(&home.join("run/flint-master.pid"));
+    let w1 = read_pid(&home.join("run/flint-worker-1.pid"));
+    let w2 = read_pid(&home.join("run/flint-worker-2.pid"));
+    c.seen.extend([master, w1, w2]);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    c.log_named("home/logs", "flint-master-");
+    c.log_named("home/logs", "flint-worker-2-");
+    // The status URL is the master's own, with the port it really bound (0 asked).
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("status:     "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let url = line.trim_start_matches("status:     ");
+    assert!(url.starts_with("http://127.0.0.1:"), "{stdout}");
+    assert!(url.ends_with("/api/v1/status"), "{stdout}");
+    assert!(!url.starts_with("http://127.0.0.1:0/"), "{stdout}");
+
+    // Each local worker offers its share of the machine, not all of it.
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let each = (cpus / 2).max(1);
+    let status = c.wait_for_alive_workers(2);
+    let out = c
+        .flint(&["status", "--master", &c.master_url(), "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let workers = json["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{status}");
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_mb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        / 1024;
+    for w in workers {
+        assert_eq!(w["cores"].as_u64(), Some(each), "{w}");
+        let mb = w["memory_mb"].as_u64().unwrap();
+        assert!(
+            2 * mb <= total_mb,
+            "each worker offers {mb} MiB of {total_mb}"
+        );
+    }
+    assert!(
+        stdout.contains(&format!("each offers {each} core(s)")),
+        "{stdout}"
+    );
+    // Work dirs are in the home too; nothing landed where the command ran.
+    assert!(home.join("work").is_dir());
+    assert_eq!(
+        std::fs::read_dir(c.dir("run")).unwrap().count(),
+        0,
+        "files in the command's directory"
+    );
+
+    let out = flint(&c, &["stop-cluster", "--timeout", "20s"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for pid in [master, w1, w2] {
+        wait_until("the daemons to exit", Duration::from_secs(20), || {
+            !alive(pid)
+        });
+    }
+    assert_eq!(std::fs::read_dir(home.join("run")).unwrap().count(), 0);
 }

@@ -7,8 +7,8 @@
 //! Behaviour, as Spark's:
 //! - On start, `RegisterApplication` (carrying the client's own endpoint ref)
 //!   goes to **every** master in parallel; only the leader answers. A round
-//!   lasts `app.registration.timeout` (20 s); a round that ends unanswered
-//!   starts the next one, and after `app.registration.retries` (3) rounds the
+//!   lasts `client.registration.timeout` (20 s); a round that ends unanswered
+//!   starts the next one, and after `client.registration.retries` (3) rounds the
 //!   listener hears `dead("All masters are unresponsive! Giving up.")`. The
 //!   rounds stop as soon as a `RegisteredApplication` arrives.
 //! - `RegisteredApplication` → remember the master and the app id,

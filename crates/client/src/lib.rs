@@ -8,8 +8,8 @@
 //!   registration rounds; it returns an [`AppClientHandle`].
 //! - [`AppClientListener`] is told what happens; [`ChannelListener`] turns
 //!   the callbacks into [`AppEvent`]s on a tokio channel.
-//! - [`settings`] holds the timings (`app.registration.timeout`, 20 s, and
-//!   `app.registration.retries`, 3, as Spark).
+//! - [`settings`] holds the timings (`client.registration.timeout`, 20 s, and
+//!   `client.registration.retries`, 3, as Spark).
 //!
 //! The driver's RPC environment must hold the cluster secret. Built with
 //! [`RpcConf::from_conf`](flint_rpc::RpcConf::from_conf) it finds it as every flint

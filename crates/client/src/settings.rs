@@ -9,14 +9,14 @@ use flint_conf::{Conf, TimeUnit};
 
 use crate::ClientError;
 
-/// `app.registration.timeout`: how long one registration round waits for a
+/// `client.registration.timeout`: how long one registration round waits for a
 /// master to answer before the next round (Spark: 20 s; a bare number is
 /// seconds).
-pub const REGISTRATION_TIMEOUT: &str = "app.registration.timeout";
-/// `app.registration.retries`: how many registration rounds (each sent to
+pub const REGISTRATION_TIMEOUT: &str = "client.registration.timeout";
+/// `client.registration.retries`: how many registration rounds (each sent to
 /// every master) before the client gives up with "All masters are
 /// unresponsive! Giving up." (Spark: 3).
-pub const REGISTRATION_RETRIES: &str = "app.registration.retries";
+pub const REGISTRATION_RETRIES: &str = "client.registration.retries";
 
 /// Every key this crate reads (the RPC environment reads its own,
 /// `flint_rpc::conf::KEYS`), for `FLINT_*` environment mapping and docs.

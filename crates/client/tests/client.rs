@@ -58,7 +58,7 @@ fn rpc_conf() -> RpcConf {
 /// Client settings with registration rounds of `round` (3 rounds, Spark's
 /// count).
 fn client_conf(round: &str) -> Conf {
-    Conf::new().set("app.registration.timeout", round)
+    Conf::new().set("client.registration.timeout", round)
 }
 
 fn desc(name: &str) -> ApplicationDescription {
@@ -646,10 +646,10 @@ async fn start_refuses_bad_input() {
         somewhere.clone(),
         desc("x"),
         listener.clone(),
-        &Conf::new().set("app.registration.retries", "0"),
+        &Conf::new().set("client.registration.retries", "0"),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("app.registration.retries"), "{e}");
+    assert!(e.to_string().contains("client.registration.retries"), "{e}");
     let mut bad = desc("x");
     bad.cores_per_executor = Some(0);
     let e = AppClient::start(

@@ -8,9 +8,11 @@
 //! with its type, default and doc; [`load`] layers the sources and refuses unknown keys
 //! and malformed values, naming the nearest key; [`docs`] renders the registry as
 //! `flint conf` shows it, as Markdown and as a commented TOML template; [`machine`]
-//! reads the machine's cores and memory so absurd offers can be warned about.
+//! reads the machine's cores and memory so absurd offers can be warned about; [`home`]
+//! finds the flint home (`$FLINT_HOME`, else `~/.flint`) that default paths live in.
 
 pub mod docs;
+pub mod home;
 mod load;
 pub mod machine;
 pub mod registry;
@@ -67,6 +69,59 @@ pub enum ConfError {
         path: String,
         /// Why it could not be used.
         reason: String,
+    },
+}
+
+/// Why a value does not parse as its setting's type. The text says what was expected,
+/// for the operator; [`ConfError::Invalid`] adds the key and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a number with a time unit.
+    #[error("expected a number with a unit such as 500ms, 60s, 2m, 1h")]
+    NotADuration,
+    /// A number with a unit that is not one of time.
+    #[error("unknown time unit {0:?}; use ms, s, m, h or d")]
+    TimeUnit(String),
+    /// More milliseconds than a u64 holds.
+    #[error("duration too large")]
+    DurationTooLarge,
+    /// A fraction of a millisecond.
+    #[error("durations are counted in whole milliseconds")]
+    FractionalMillis,
+    /// Not a number with a size unit.
+    #[error("expected a size such as 512m, 1.5g or 2g")]
+    NotASize,
+    /// A number with a unit that is not one of size.
+    #[error("unknown size unit {0:?}; use k, m, g or t")]
+    SizeUnit(String),
+    /// More bytes than a u64 holds.
+    #[error("size too large")]
+    SizeTooLarge,
+    /// A fraction of a byte.
+    #[error("a size in bytes must be a whole number")]
+    FractionalBytes,
+    /// Not a boolean.
+    #[error("expected true or false")]
+    NotABool,
+    /// Not a whole number in the setting's range (the range, as text).
+    #[error("expected {0}")]
+    OutOfRange(String),
+    /// An empty path.
+    #[error("expected a path")]
+    EmptyPath,
+}
+
+/// Why TOML text could not be layered over a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TomlError {
+    /// Not valid TOML.
+    #[error("{0}")]
+    Syntax(#[from] toml::de::Error),
+    /// An array value: settings are scalars (a list is a comma-separated string).
+    #[error("{key}: arrays are not supported; write the value as a string")]
+    Array {
+        /// The dotted key of the array.
+        key: String,
     },
 }
 
@@ -135,16 +190,15 @@ impl Conf {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        self.merge_toml_str(&text)
-            .map_err(|reason| ConfError::File {
-                path: path.display().to_string(),
-                reason,
-            })
+        self.merge_toml_str(&text).map_err(|e| ConfError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// Layers TOML text over this configuration (see [`Conf::merge_toml_file`]).
-    pub fn merge_toml_str(&mut self, text: &str) -> Result<(), String> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    pub fn merge_toml_str(&mut self, text: &str) -> Result<(), TomlError> {
+        let table: toml::Table = text.parse()?;
         let mut flat = Vec::new();
         flatten("", &toml::Value::Table(table), &mut flat)?;
         for (k, v) in flat {
@@ -207,7 +261,7 @@ impl Conf {
     ) -> Result<Duration, ConfError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => parse_duration(v, bare_unit).map_err(|reason| invalid(key, v, reason)),
+            Some(v) => parse_duration(v, bare_unit).map_err(|e| invalid(key, v, e.to_string())),
         }
     }
 
@@ -215,7 +269,7 @@ impl Conf {
     pub fn bytes(&self, key: &str, default: u64, bare_unit: SizeUnit) -> Result<u64, ConfError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => parse_size(v, bare_unit).map_err(|reason| invalid(key, v, reason)),
+            Some(v) => parse_size(v, bare_unit).map_err(|e| invalid(key, v, e.to_string())),
         }
     }
 
@@ -253,7 +307,7 @@ fn flatten(
     prefix: &str,
     value: &toml::Value,
     out: &mut Vec<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), TomlError> {
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {
@@ -271,9 +325,9 @@ fn flatten(
         toml::Value::Boolean(b) => out.push((prefix.to_string(), b.to_string())),
         toml::Value::Datetime(d) => out.push((prefix.to_string(), d.to_string())),
         toml::Value::Array(_) => {
-            return Err(format!(
-                "{prefix}: arrays are not supported; write the value as a string"
-            ))
+            return Err(TomlError::Array {
+                key: prefix.to_string(),
+            })
         }
     }
     Ok(())
@@ -339,10 +393,9 @@ fn scaled(whole: u64, frac: &str, per: u64) -> Option<(u64, bool)> {
 }
 
 /// Parses `500ms`, `60s`, `1.5s`, `2m`, `1h`, `7d`, or a bare number in `bare_unit`.
-pub fn parse_duration(text: &str, bare_unit: TimeUnit) -> Result<Duration, String> {
+pub fn parse_duration(text: &str, bare_unit: TimeUnit) -> Result<Duration, ValueError> {
     let t = text.trim().to_ascii_lowercase();
-    let (n, frac, unit) = split_number(&t)
-        .ok_or_else(|| "expected a number with a unit such as 500ms, 60s, 2m, 1h".to_string())?;
+    let (n, frac, unit) = split_number(&t).ok_or(ValueError::NotADuration)?;
     let ms_per = match unit.trim() {
         "" => match bare_unit {
             TimeUnit::Millis => 1,
@@ -353,13 +406,11 @@ pub fn parse_duration(text: &str, bare_unit: TimeUnit) -> Result<Duration, Strin
         "m" | "min" | "mins" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        other => return Err(format!("unknown time unit {other:?}; use ms, s, m, h or d")),
+        other => return Err(ValueError::TimeUnit(other.to_string())),
     };
     match scaled(n, frac, ms_per) {
-        None => Err("duration too large".to_string()),
-        Some((_, true)) if ms_per == 1 => {
-            Err("durations are counted in whole milliseconds".to_string())
-        }
+        None => Err(ValueError::DurationTooLarge),
+        Some((_, true)) if ms_per == 1 => Err(ValueError::FractionalMillis),
         Some((ms, _)) => Ok(Duration::from_millis(ms)),
     }
 }
@@ -367,10 +418,9 @@ pub fn parse_duration(text: &str, bare_unit: TimeUnit) -> Result<Duration, Strin
 /// Parses `512`, `64k`, `128m`, `2g`, `1.5g`, `1t` (binary units, optional trailing
 /// `b`/`ib`), or a bare number in `bare_unit`. A decimal part is rounded down to whole
 /// bytes.
-pub fn parse_size(text: &str, bare_unit: SizeUnit) -> Result<u64, String> {
+pub fn parse_size(text: &str, bare_unit: SizeUnit) -> Result<u64, ValueError> {
     let t = text.trim().to_ascii_lowercase();
-    let (n, frac, unit) =
-        split_number(&t).ok_or_else(|| "expected a size such as 512m, 1.5g or 2g".to_string())?;
+    let (n, frac, unit) = split_number(&t).ok_or(ValueError::NotASize)?;
     let unit = unit.trim().trim_end_matches("ib").trim_end_matches('b');
     let mult: u64 = match unit {
         "" if t.ends_with('b') => 1,
@@ -382,11 +432,11 @@ pub fn parse_size(text: &str, bare_unit: SizeUnit) -> Result<u64, String> {
         "m" => 1 << 20,
         "g" => 1 << 30,
         "t" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?}; use k, m, g or t")),
+        other => return Err(ValueError::SizeUnit(other.to_string())),
     };
     match scaled(n, frac, mult) {
-        None => Err("size too large".to_string()),
-        Some((_, true)) if mult == 1 => Err("a size in bytes must be a whole number".to_string()),
+        None => Err(ValueError::SizeTooLarge),
+        Some((_, true)) if mult == 1 => Err(ValueError::FractionalBytes),
         Some((bytes, _)) => Ok(bytes),
     }
 }

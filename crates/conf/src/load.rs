@@ -187,7 +187,7 @@ fn check(
     match registry::setting(key) {
         Some(s) => check_value(s, value),
         None if registry::is_user_key(key) => {
-            if let Some(nearest) = registry::nearest_key(key) {
+            if let Some(nearest) = registry::renamed(key).or_else(|| registry::nearest_key(key)) {
                 warnings.push(Warning::NearSetting {
                     key: key.to_string(),
                     origin: origin.to_string(),
@@ -208,7 +208,7 @@ fn check_value(s: &Setting, value: &str) -> Result<(), ConfError> {
     s.check(value).map_err(|reason| ConfError::Invalid {
         key: s.key.to_string(),
         value: value.to_string(),
-        reason,
+        reason: reason.to_string(),
     })
 }
 
@@ -306,19 +306,26 @@ mod tests {
         let l = load(
             None,
             vec![],
-            ["app.my.thing=1", "app.registration.timout=5s"],
+            ["app.my.thing=1", "app.registration.timeout=5s"],
         )
         .unwrap();
         assert_eq!(l.conf.get("app.my.thing"), Some("1"));
+        // A key that moved out of the user's prefix passes, pointing at its new name.
         assert_eq!(
             l.warnings,
             vec![Warning::NearSetting {
-                key: "app.registration.timout".into(),
+                key: "app.registration.timeout".into(),
                 origin: "--conf".into(),
-                nearest: "app.registration.timeout",
+                nearest: "client.registration.timeout",
             }]
         );
-        let e = load(None, vec![], ["app.registration.timeout=soon"]).unwrap_err();
+        let e = load(None, vec![], ["client.registration.timout=5s"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("did you mean `client.registration.timeout`?"),
+            "{e}"
+        );
+        let e = load(None, vec![], ["client.registration.timeout=soon"]).unwrap_err();
         assert!(matches!(e, ConfError::Invalid { .. }), "{e}");
     }
 

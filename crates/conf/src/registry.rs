@@ -250,8 +250,8 @@ settings! {
         "Cores `flint worker` offers to executors (--cores).";
     "worker.memory", Kind::Size(SizeUnit::Mebibytes), Unset("total memory less 1g, at least 1g"), [Cli],
         "Memory `flint worker` offers to executors (--memory).";
-    "worker.dir", Kind::Path, Value("work"), [Cli],
-        "Directory for the executors' work dirs and logs (--work-dir).";
+    "worker.dir", Kind::Path, Unset("$FLINT_HOME/work (~/.flint/work)"), [Cli],
+        "Directory for the executors' work dirs and logs (--work-dir); `flint local` puts one subdirectory per worker in it.";
     // --- shared daemon layer and HTTP UIs ---
     "network.advertise_address", Kind::String, Unset("the bind host; for 0.0.0.0 a routable address"), [Daemon],
         "Host name or address a daemon tells peers to reach it at (RPC address, web UI URL), whatever it binds.";
@@ -268,9 +268,9 @@ settings! {
     "ui.max_body_bytes", BYTES, Value("64k"), [Ui],
         "Most bytes of a web UI request body.";
     // --- application client ---
-    "app.registration.timeout", SECS, Value("20s"), [Client],
+    "client.registration.timeout", SECS, Value("20s"), [Client],
         "How long one registration round waits for a master before the next round.";
-    "app.registration.retries", POSITIVE, Value("3"), [Client],
+    "client.registration.retries", POSITIVE, Value("3"), [Client],
         "Registration rounds (each to every master) before the client gives up.";
     // --- the flint library: drivers and executors ---
     "executor.cores", POSITIVE, Unset("every core its worker offers; local: the N of local[N]"), [Client],
@@ -297,7 +297,7 @@ settings! {
 pub static ENV_VARS: &[EnvVar] = &[
     EnvVar {
         name: "FLINT_HOME",
-        doc: "The flint home: the default cluster secret file lives here (default ~/.flint).",
+        doc: "The flint home (default ~/.flint): the default cluster secret, start-cluster's pid files (run/) and logs (logs/), the workers' work dirs (work/).",
         test_only: false,
     },
     EnvVar {
@@ -317,17 +317,17 @@ pub static ENV_VARS: &[EnvVar] = &[
     },
     EnvVar {
         name: "FLINT_LOG_DIR",
-        doc: "Where `flint start-cluster` writes the daemons' logs.",
+        doc: "Where `flint start-cluster` writes the daemons' logs (default $FLINT_HOME/logs; --log-dir wins).",
         test_only: false,
     },
     EnvVar {
         name: "FLINT_PID_DIR",
-        doc: "Where `flint start-cluster` writes the daemons' pid files.",
+        doc: "Where `flint start-cluster` writes the daemons' pid files (default $FLINT_HOME/run; --pid-dir wins).",
         test_only: false,
     },
     EnvVar {
         name: "FLINT_SSH_OPTS",
-        doc: "ssh options of `flint start-cluster` and `stop-cluster`.",
+        doc: "ssh options of `flint start-cluster` and `stop-cluster` (default -o StrictHostKeyChecking=accept-new).",
         test_only: false,
     },
     EnvVar {
@@ -415,6 +415,20 @@ pub fn is_test_hook(name: &str) -> bool {
         .is_some_and(|rest| rest.starts_with("TEST_") || rest.contains("_TEST_"))
 }
 
+/// Keys that were renamed, old to new: given the old one, flint points at the new.
+pub static RENAMED: &[(&str, &str)] = &[
+    ("app.registration.timeout", "client.registration.timeout"),
+    ("app.registration.retries", "client.registration.retries"),
+];
+
+/// The new name of a renamed key.
+pub fn renamed(key: &str) -> Option<&'static str> {
+    RENAMED
+        .iter()
+        .find(|(old, _)| *old == key)
+        .map(|(_, new)| *new)
+}
+
 /// Whether `key` is the user's own: under [`USER_PREFIX`] and not registered.
 pub fn is_user_key(key: &str) -> bool {
     key.starts_with(USER_PREFIX) && setting(key).is_none()
@@ -428,20 +442,20 @@ impl Setting {
     }
 
     /// Checks `value` against the setting's type; the error says what was expected.
-    pub fn check(&self, value: &str) -> Result<(), String> {
+    pub fn check(&self, value: &str) -> Result<(), crate::ValueError> {
         let v = value.trim();
         match self.kind {
             Kind::Duration(unit) => crate::parse_duration(v, unit).map(drop),
             Kind::Size(unit) => crate::parse_size(v, unit).map(drop),
             Kind::Bool => crate::parse_bool(v)
                 .map(drop)
-                .ok_or_else(|| "expected true or false".to_string()),
+                .ok_or(crate::ValueError::NotABool),
             Kind::Integer { min, max } => match v.parse::<i64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(()),
-                _ => Err(format!("expected {}", self.kind.expected())),
+                _ => Err(crate::ValueError::OutOfRange(self.kind.expected())),
             },
             Kind::String | Kind::List => Ok(()),
-            Kind::Path if v.is_empty() => Err("expected a path".to_string()),
+            Kind::Path if v.is_empty() => Err(crate::ValueError::EmptyPath),
             Kind::Path => Ok(()),
         }
     }
@@ -676,7 +690,8 @@ mod tests {
         let port = setting("master.port").unwrap();
         assert!(port.check("7077").is_ok());
         let e = port.check("abc").unwrap_err();
-        assert!(e.contains("from 0 to 65535"), "{e}");
+        assert!(matches!(e, crate::ValueError::OutOfRange(_)), "{e:?}");
+        assert!(e.to_string().contains("from 0 to 65535"), "{e}");
         assert!(port.check("70000").is_err());
         assert!(setting("deploy.spread_out")
             .unwrap()
@@ -692,7 +707,18 @@ mod tests {
         assert!(is_test_hook("FLINT_TEST_VAR"));
         assert!(!is_test_hook("FLINT_TESTING"));
         assert!(is_user_key("app.my.thing"));
-        assert!(!is_user_key("app.registration.timeout"));
+        assert!(is_user_key("app.registration.timeout"));
+        assert!(!is_user_key("client.registration.timeout"));
+        // The user's prefix is theirs alone: no registered key is under it, and a
+        // key that moved out of it is pointed at its new name.
+        assert!(SETTINGS.iter().all(|s| !s.key.starts_with(USER_PREFIX)));
+        assert_eq!(
+            renamed("app.registration.retries"),
+            Some("client.registration.retries")
+        );
+        for (_, new) in RENAMED {
+            assert!(setting(new).is_some(), "{new}");
+        }
         assert!(!is_user_key("deploy.thing"));
     }
 }

@@ -218,7 +218,7 @@ fn every_key_the_code_reads_is_registered() {
         "worker.cleanup.app_data_ttl",
         "rpc.stream.window",
         "network.timeout",
-        "app.registration.retries",
+        "client.registration.retries",
         "auth.enabled",
     ] {
         assert!(

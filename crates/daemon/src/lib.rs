@@ -13,8 +13,9 @@
 //! - [`http`]: the web UI's HTTP shell, bounded: a connection cap, idle and
 //!   header-read timeouts, header and body size limits.
 //! - [`rlimit`]: the soft `RLIMIT_NOFILE` raised to the hard limit at start-up.
-//! - [`log`]: the start-up lines every daemon logs, among them the warning when
-//!   RPC authentication is off.
+//! - [`log`]: log set-up (stderr, `FLINT_LOG`) and the start-up lines every
+//!   daemon logs, among them the warning when RPC authentication is off.
+//! - [`signals`]: waiting for SIGTERM or SIGINT.
 //!
 //! This crate knows the RPC environment and settings, nothing of masters,
 //! workers or applications.
@@ -25,6 +26,7 @@ pub mod clock;
 pub mod http;
 pub mod log;
 pub mod rlimit;
+pub mod signals;
 
 pub use bind::{bind, BindOptions, Bound, Port, RPC_PORT, WEBUI_PORT};
 pub use clock::{wall_ms, Clock, Now};

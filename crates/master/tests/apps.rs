@@ -473,6 +473,17 @@ fn unregistering_finishes_the_app_quietly_and_frees_its_workers() {
     assert_eq!(m.status(at(T0)).cores_used, 0);
     assert!(m.status(at(T0)).active_apps.is_empty());
     assert_ok(&m);
+    // The workers then report the killed executors: expected after a normal
+    // finish, so no warning (a finished app's executor is not "unknown").
+    for (_, a, e, _) in &placed {
+        let fx = exec_state(&mut m, a, *e, ExecutorState::Killed, None);
+        assert!(warnings(&fx).is_empty(), "{:?}", warnings(&fx));
+        assert!(replies(&fx) == vec![Reply::Ack(true)], "{fx:?}");
+    }
+    // A report for an app the master never had still warns.
+    let ghost = AppId::generate(T0, 9999);
+    let fx = exec_state(&mut m, &ghost, ExecutorId(1), ExecutorState::Killed, None);
+    assert_eq!(warnings(&fx).len(), 1);
 
     // A driver disconnect finishes an app the same way.
     let (other, _) = add_app(&mut m, T0, desc("gone", None, None, 1));

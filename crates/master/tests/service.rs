@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+#[path = "../../daemon/tests/http_client/mod.rs"]
+mod http_client;
+
 use std::time::{Duration, Instant};
 
 use flint_conf::Conf;
@@ -21,6 +23,7 @@ use flint_proto::{
     WorkerId, WorkerState,
 };
 use flint_rpc::{Context, Endpoint, EndpointRef, RpcAddress, RpcConf, RpcEnv};
+use http_client::http_get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -375,38 +378,6 @@ fn app_desc(name: &str, max_cores: u32, cores_per_executor: u32) -> ApplicationD
 // ----------------------------------------------------------------------
 // HTTP
 // ----------------------------------------------------------------------
-
-/// A plain HTTP/1.1 GET with `Connection: close`: status code and body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(DEADLINE, s.read_to_end(&mut buf))
-        .await
-        .expect("HTTP response in time")
-        .unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (code, if chunked { dechunk(body) } else { body.into() })
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n").unwrap();
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-}
 
 async fn status_over_http(m: &MasterHandle) -> (MasterStatusJson, serde_json::Value) {
     let (code, body) = http_get(m.webui_address(), "/api/v1/status").await;

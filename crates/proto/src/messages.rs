@@ -112,7 +112,16 @@ pub enum MasterMsg {
     RequestDriverStatus(RequestDriverStatus),
     /// See [`RequestClearCompletedDriversAndApps`] (an ask).
     RequestClearCompletedDriversAndApps(RequestClearCompletedDriversAndApps),
+    /// See [`RequestWebUiUrl`] (an ask).
+    RequestWebUiUrl(RequestWebUiUrl),
 }
+
+/// Tool → master (**ask**, reply: the master's web UI URL, `http://host:port`, the
+/// one it advertises): how `flint start-cluster` learns where the status is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestWebUiUrl;
+into_enum!(MasterMsg::RequestWebUiUrl(RequestWebUiUrl));
+ask!(RequestWebUiUrl => String);
 
 impl Protocol for MasterMsg {
     const NAME: &'static str = "flint.master/2";

@@ -15,6 +15,9 @@ use crate::state::{Event, WorkerRegistration};
 /// The endpoint; all its state is in [`Shared`].
 pub(crate) struct MasterEndpoint {
     pub(crate) shared: Arc<Shared>,
+    /// The master's root span, entered for every message so that its lines never
+    /// carry the span of the task that delivered it.
+    pub(crate) span: tracing::Span,
 }
 
 impl Endpoint for MasterEndpoint {
@@ -33,6 +36,7 @@ impl Endpoint for MasterEndpoint {
     }
 
     fn on_disconnected(&mut self, _ctx: &Context<MasterMsg>, remote: &RpcAddress) {
+        let _master = self.span.enter();
         self.shared.disconnected(remote);
     }
 
@@ -44,6 +48,7 @@ impl Endpoint for MasterEndpoint {
 impl MasterEndpoint {
     fn on_message(&mut self, ctx: &Context<MasterMsg>, msg: MasterMsg, reply: Option<Reply>) {
         let sender = ctx.sender().cloned();
+        let _master = self.span.enter();
         let span = span_for(&msg);
         let _g = span.enter();
         let (event, origin) = match msg {
@@ -60,6 +65,13 @@ impl MasterEndpoint {
                 let ready = self.shared.core.lock().state.is_ready();
                 if let Some(r) = reply {
                     r.typed(&q).send(ready);
+                }
+                return;
+            }
+            MasterMsg::RequestWebUiUrl(q) => {
+                let url = self.shared.core.lock().web_ui_url().to_string();
+                if let Some(r) = reply {
+                    r.typed(&q).send(url);
                 }
                 return;
             }
@@ -253,6 +265,7 @@ fn span_for(msg: &MasterMsg) -> tracing::Span {
         }
         MasterMsg::RequestMasterState(_)
         | MasterMsg::RequestReadyz(_)
+        | MasterMsg::RequestWebUiUrl(_)
         | MasterMsg::DecommissionWorkersOnHosts(_)
         | MasterMsg::RequestSubmitDriver(_)
         | MasterMsg::RequestKillAllDrivers(_)

@@ -207,25 +207,30 @@ pub async fn start(opts: MasterOptions) -> Result<MasterHandle, MasterError> {
         auth,
     );
     // No HA yet: this master is the leader, with nothing stored.
-    shared.handle(
-        Event::ElectedLeader {
-            stored: Default::default(),
-        },
-        Origin::Internal,
-        None,
-    );
+    // A root span: whatever span the caller (or a worker in the same process, whose
+    // messages arrive on its tasks) is in, the master's lines carry only its own.
+    let span = tracing::info_span!(parent: None, "master", url = %address);
+    span.in_scope(|| {
+        shared.handle(
+            Event::ElectedLeader {
+                stored: Default::default(),
+            },
+            Origin::Internal,
+            None,
+        )
+    });
 
     if let Err(e) = env.setup_endpoint(
         MASTER_ENDPOINT,
         MasterEndpoint {
             shared: shared.clone(),
+            span: span.clone(),
         },
     ) {
         env.shutdown();
         return Err(e.into());
     }
 
-    let span = tracing::info_span!("master", url = %address);
     // Event::Tick every `tick_every`, the first at once (as Spark).
     let ticking = shared.clone();
     shared.tracker.spawn(

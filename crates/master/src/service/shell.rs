@@ -520,6 +520,11 @@ impl Core {
         }
     }
 
+    /// The web UI URL the master advertises (`http://host:port`).
+    pub(crate) fn web_ui_url(&self) -> &str {
+        &self.web_ui_url
+    }
+
     fn master_changed(&self) -> Option<MasterChanged> {
         let master = self.master_ref.clone()?;
         Some(MasterChanged {

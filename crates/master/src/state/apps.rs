@@ -464,10 +464,23 @@ impl MasterState {
         exit_status: Option<i32>,
         out: &mut Vec<Effect>,
     ) {
-        self.log_warn(
-            out,
-            format!("Got status update for unknown executor {app_id}/{exec_id} ({state})"),
-        );
+        // The last executors of an app that finished normally report KILLED after
+        // the app is gone: expected, so not a warning.
+        let of_finished_app =
+            state.is_finished() && self.completed_apps.iter().any(|a| &a.id == app_id);
+        if of_finished_app {
+            self.log_info(
+                out,
+                format!(
+                    "Executor {app_id}/{exec_id} of finished application {app_id} ended ({state})"
+                ),
+            );
+        } else {
+            self.log_warn(
+                out,
+                format!("Got status update for unknown executor {app_id}/{exec_id} ({state})"),
+            );
+        }
         if !state.is_finished() {
             return;
         }
