@@ -69,6 +69,7 @@
 //!   shuffle, together with the keyed operations.
 
 mod block_cache;
+mod cluster;
 mod context;
 mod data;
 mod dataset;

@@ -1,0 +1,310 @@
+//! api.md's program (minus the keyed line) on `local-cluster[2,1,512]` with real
+//! executor processes of this binary (`harness = false`: this binary is started again
+//! as the driver and, by the workers, as executors). The same run SIGKILLs an executor
+//! mid-job (same answer, the partition re-ran in another process), presents an
+//! executor of a different build (refused, both hashes named) and one with a wrong
+//! secret (refused before registering), and the orchestrator checks afterwards that
+//! no executor process is left.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flint::prelude::*;
+
+const ROLE: &str = "CLUSTER_TEST_ROLE";
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(
+        std::fs::read(path).expect("read binary"),
+    ))
+}
+
+/// Runs `cmd` to its end within `limit`, killing it past that.
+fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("process {pid} did not end within {limit:?}");
+        }
+    }
+}
+
+fn program() -> flint::Result<()> {
+    let t0 = Instant::now();
+    let ctx = Context::builder()
+        .app_name("demo")
+        .master("local-cluster[2,1,512]")
+        .conf("executor.memory", "512m")
+        .get_or_create()?;
+    println!("context-ms {}", t0.elapsed().as_millis());
+    let squares: Vec<u64> = ctx
+        .parallelize((1..=10u64).collect(), 4)
+        .map(|x| x * x)
+        .collect()?;
+    println!("first-job-ms {}", t0.elapsed().as_millis());
+    let total: Option<u64> = ctx
+        .range(0, 1_000_000, 8)
+        .map_with(3u64, |k, x| x * k)
+        .reduce(|a, b| a + b)?;
+    let lines = ctx.text_file("input.txt", 8)?;
+    let words = lines.flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+    let words = words.cache();
+    let n = words.count()?;
+    let stop = ctx.broadcast(HashSet::from(["the".to_owned(), "a".to_owned()]))?;
+    let kept = words
+        .filter_with(stop, |s, w| !s.value().contains(w))
+        .count()?;
+    let empty = ctx.accumulator("empty lines");
+    lines.foreach_with(empty.clone(), |acc, l| {
+        if l.trim().is_empty() {
+            acc.add(1)
+        }
+    })?;
+    words.save_as_text_file("out/words")?;
+    println!("answers {squares:?} {total:?} {n} {kept} {}", empty.value());
+
+    // Which processes ran tasks.
+    let pids: BTreeSet<u64> = ctx
+        .range(0, 64, 16)
+        .map(|_| u64::from(std::process::id()))
+        .collect()?
+        .into_iter()
+        .collect();
+    println!(
+        "pids {}",
+        pids.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!("driver-pid {}", std::process::id());
+
+    // SIGKILL the executor running partition 5 (the first time only): same answer.
+    let marker =
+        std::path::absolute("killed").map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let marker = marker.display().to_string();
+    let out: Vec<(u64, u64)> = ctx
+        .range(0, 8, 8)
+        .map_with(marker, |m, x| {
+            if x == 5 && std::fs::File::create_new(m).is_ok() {
+                std::fs::write(m, std::process::id().to_string()).unwrap();
+                let _ = Command::new("kill")
+                    .args(["-9", &std::process::id().to_string()])
+                    .status();
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            (x * x, u64::from(std::process::id()))
+        })
+        .collect()?;
+    let sum: u64 = out.iter().map(|p| p.0).sum();
+    let killed = std::fs::read_to_string("killed").unwrap_or_default();
+    println!(
+        "after-kill sum {sum} killed {killed} partition5-pid {}",
+        out[5].1
+    );
+
+    // A foreign executor: this binary with a byte more (another hash), same secret.
+    let url: String = ctx
+        .range(0, 1, 1)
+        .map(|_| std::env::var("FLINT_EXECUTOR_DRIVER_URL").unwrap_or_default())
+        .collect()?
+        .remove(0);
+    let url = url.replacen("executor=", "executor=foreign", 1);
+    let me = std::env::current_exe().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let copy = PathBuf::from("foreign-build");
+    std::fs::copy(&me, &copy).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&copy)
+        .and_then(|mut f| f.write_all(b"x"))
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let mut foreign = Command::new(std::path::absolute(&copy).unwrap());
+    foreign
+        .env("FLINT_EXECUTOR_DRIVER_URL", &url)
+        .env(
+            "FLINT_AUTH_SECRET",
+            std::env::var("FLINT_AUTH_SECRET").unwrap_or_default(),
+        )
+        .env(ROLE, "executor");
+    let out = run_bounded(foreign, Duration::from_secs(60));
+    println!(
+        "foreign status {:?} ours {} theirs {} stderr {}",
+        out.status.code(),
+        sha256(&me),
+        sha256(&copy),
+        String::from_utf8_lossy(&out.stderr).replace('\n', " ")
+    );
+    // Our own build with a wrong secret: refused before registering.
+    let mut wrong = Command::new(&me);
+    wrong
+        .env(
+            "FLINT_EXECUTOR_DRIVER_URL",
+            url.replacen("executor=foreign", "executor=wrongsecret", 1),
+        )
+        .env("FLINT_AUTH_SECRET", "not-the-secret")
+        .env(ROLE, "executor");
+    let out = run_bounded(wrong, Duration::from_secs(150));
+    println!(
+        "wrong-secret status {:?} stderr {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).replace('\n', " ")
+    );
+    // The context still runs jobs.
+    println!("still {}", ctx.range(0, 10, 2).count()?);
+    ctx.stop()?;
+    println!("stopped-ms {}", t0.elapsed().as_millis());
+    Ok(())
+}
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).map(str::trim))
+        .unwrap_or_else(|| panic!("no {key:?} line in:\n{out}"))
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn orchestrate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("input.txt"),
+        "the cat\n\na dog the end\n\nfoo\n",
+    )
+    .unwrap();
+    let me = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(&me);
+    // A secret the test knows, so it can present executors of its own to the driver.
+    let secret = format!("cluster-program-test-{}", std::process::id());
+    cmd.current_dir(dir.path())
+        .env(ROLE, "program")
+        .env("FLINT_AUTH_SECRET", secret)
+        .env_remove("FLINT_MASTER");
+    let started = Instant::now();
+    let out = run_bounded(cmd, Duration::from_secs(240));
+    let wall = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "program failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+    assert_eq!(
+        field(&stdout, "answers "),
+        "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100] Some(1499998500000) 7 4 2"
+    );
+    let mut saved = Vec::new();
+    let mut parts: Vec<_> = std::fs::read_dir(dir.path().join("out/words"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    parts.sort();
+    for p in parts.iter().filter(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("part-")
+    }) {
+        saved.extend(
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    assert_eq!(saved, ["the", "cat", "a", "dog", "the", "end", "foo"]);
+    let driver: u32 = field(&stdout, "driver-pid ").parse().unwrap();
+    let pids: Vec<u32> = field(&stdout, "pids ")
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(
+        !pids.contains(&driver),
+        "tasks ran in the driver: {pids:?} vs {driver}"
+    );
+    // After the kill: the answer of 0²+…+7², partition 5 re-ran in another process.
+    let ak = field(&stdout, "after-kill sum ");
+    let w: Vec<&str> = ak.split_whitespace().collect();
+    assert_eq!(w[0], "140", "{ak}");
+    let killed: u32 = w[2].parse().expect("killed pid");
+    let rerun: u32 = w[4].parse().unwrap();
+    assert_ne!(killed, rerun, "{ak}");
+    assert_ne!(killed, driver);
+    // The foreign build is refused, naming both hashes.
+    let f = field(&stdout, "foreign status ");
+    let fw: Vec<&str> = f.split_whitespace().collect();
+    assert_eq!(fw[0], "Some(1)", "{f}");
+    let (ours, theirs) = (fw[2], fw[4]);
+    assert_ne!(ours, theirs);
+    assert!(
+        f.contains("refused")
+            && f.contains(&format!("SHA-256 {ours}"))
+            && f.contains(&format!("SHA-256 {theirs}")),
+        "{f}"
+    );
+    let ws = field(&stdout, "wrong-secret status ");
+    assert!(
+        ws.starts_with("Some(1)") && !ws.contains("refused this executor"),
+        "{ws}"
+    );
+    assert_eq!(field(&stdout, "still "), "10");
+    // No executor process outlives the program.
+    let mut all = pids.clone();
+    all.push(killed);
+    let lingering: Vec<u32> = all.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(
+        lingering.is_empty(),
+        "executor processes left: {lingering:?}"
+    );
+    println!(
+        "cluster_program: ok (program wall {:.0} ms; context {} ms, first job done {} ms, stopped {} ms; executor pids {pids:?})",
+        wall.as_secs_f64() * 1000.0,
+        field(&stdout, "context-ms "),
+        field(&stdout, "first-job-ms "),
+        field(&stdout, "stopped-ms ")
+    );
+}
+
+fn main() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("program") => {
+            if let Err(e) = program() {
+                eprintln!("program: {e}");
+                std::process::exit(2);
+            }
+        }
+        Ok("executor") => {
+            // Turns into an executor (and exits) before returning anything.
+            let r = Context::builder().get_or_create();
+            eprintln!("get_or_create returned in an executor: {r:?}");
+            std::process::exit(3);
+        }
+        _ => orchestrate(),
+    }
+}
