@@ -46,6 +46,10 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
 
 fn program() -> flint::Result<()> {
     let t0 = Instant::now();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .try_init();
     let ctx = Context::builder()
         .app_name("demo")
         .master("local-cluster[2,1,512]")
@@ -111,6 +115,7 @@ fn program() -> flint::Result<()> {
             (x * x, u64::from(std::process::id()))
         })
         .collect()?;
+    println!("kill-job-ms {}", t0.elapsed().as_millis());
     let sum: u64 = out.iter().map(|p| p.0).sum();
     let killed = std::fs::read_to_string("killed").unwrap_or_default();
     println!(
@@ -142,6 +147,7 @@ fn program() -> flint::Result<()> {
         )
         .env(ROLE, "executor");
     let out = run_bounded(foreign, Duration::from_secs(60));
+    println!("foreign-ms {}", t0.elapsed().as_millis());
     println!(
         "foreign status {:?} ours {} theirs {} stderr {}",
         out.status.code(),
@@ -166,8 +172,13 @@ fn program() -> flint::Result<()> {
     );
     // The context still runs jobs.
     println!("still {}", ctx.range(0, 10, 2).count()?);
+    let t_stop = Instant::now();
     ctx.stop()?;
-    println!("stopped-ms {}", t0.elapsed().as_millis());
+    println!(
+        "stopped-ms {} (stop took {} ms)",
+        t0.elapsed().as_millis(),
+        t_stop.elapsed().as_millis()
+    );
     Ok(())
 }
 
@@ -215,6 +226,12 @@ fn orchestrate() {
         out.status
     );
     println!("{stdout}");
+    for l in stderr
+        .lines()
+        .filter(|l| l.contains("registered") || l.contains("started") || l.contains("executor"))
+    {
+        println!("  log: {l}");
+    }
     assert_eq!(
         field(&stdout, "answers "),
         "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100] Some(1499998500000) 7 4 2"
