@@ -6,6 +6,8 @@
 //! secret (refused before registering), and the orchestrator checks afterwards that
 //! no executor process is left.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
