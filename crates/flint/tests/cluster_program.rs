@@ -41,9 +41,31 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
         Ok(out) => out.expect("wait"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("process {pid} did not end within {limit:?}");
+            let out = rx.recv_timeout(Duration::from_secs(10));
+            let (o, e) = match &out {
+                Ok(Ok(o)) => (
+                    String::from_utf8_lossy(&o.stdout).into_owned(),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
+                ),
+                _ => (String::new(), String::new()),
+            };
+            panic!("process {pid} did not end within {limit:?}\nstdout:\n{o}\nstderr:\n{e}");
         }
     }
+}
+
+/// The secret the driver uses: given to it, else the default file of the flint home.
+fn secret() -> String {
+    let given = std::env::var("FLINT_AUTH_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    given.unwrap_or_else(|| {
+        let home = std::env::var("FLINT_HOME").expect("FLINT_HOME or FLINT_AUTH_SECRET");
+        std::fs::read_to_string(Path::new(&home).join("secret"))
+            .expect("the secret file")
+            .trim()
+            .to_owned()
+    })
 }
 
 fn program() -> flint::Result<()> {
@@ -54,7 +76,10 @@ fn program() -> flint::Result<()> {
         .try_init();
     let ctx = Context::builder()
         .app_name("demo")
-        .master("local-cluster[2,1,512]")
+        .master(
+            std::env::var("CLUSTER_TEST_MASTER")
+                .unwrap_or_else(|_| "local-cluster[2,1,512]".into()),
+        )
         .conf("executor.memory", "512m")
         .get_or_create()?;
     println!("context-ms {}", t0.elapsed().as_millis());
@@ -143,10 +168,7 @@ fn program() -> flint::Result<()> {
     let mut foreign = Command::new(std::path::absolute(&copy).unwrap());
     foreign
         .env("FLINT_EXECUTOR_DRIVER_URL", &url)
-        .env(
-            "FLINT_AUTH_SECRET",
-            std::env::var("FLINT_AUTH_SECRET").unwrap_or_default(),
-        )
+        .env("FLINT_AUTH_SECRET", secret())
         .env(ROLE, "executor");
     let out = run_bounded(foreign, Duration::from_secs(60));
     println!("foreign-ms {}", t0.elapsed().as_millis());
@@ -202,7 +224,8 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn orchestrate() {
+/// Runs the program against `master` (None: local-cluster) with `env`, checks it.
+fn check_program(label: &str, master: Option<&str>, env: &[(&str, String)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("input.txt"),
@@ -215,8 +238,18 @@ fn orchestrate() {
     let secret = format!("cluster-program-test-{}", std::process::id());
     cmd.current_dir(dir.path())
         .env(ROLE, "program")
-        .env("FLINT_AUTH_SECRET", secret)
         .env_remove("FLINT_MASTER");
+    match master {
+        Some(m) => {
+            cmd.env("CLUSTER_TEST_MASTER", m);
+        }
+        None => {
+            cmd.env("FLINT_AUTH_SECRET", secret);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let started = Instant::now();
     let out = run_bounded(cmd, Duration::from_secs(240));
     let wall = started.elapsed();
@@ -302,7 +335,7 @@ fn orchestrate() {
         "executor processes left: {lingering:?}"
     );
     println!(
-        "cluster_program: ok (program wall {:.0} ms; context {} ms, first job done {} ms, stopped {} ms; executor pids {pids:?})",
+        "cluster_program {label}: ok (program wall {:.0} ms; context {} ms, first job done {} ms, stopped {} ms; executor pids {pids:?})",
         wall.as_secs_f64() * 1000.0,
         field(&stdout, "context-ms "),
         field(&stdout, "first-job-ms "),
@@ -310,8 +343,107 @@ fn orchestrate() {
     );
 }
 
+/// A daemon process of examples/cluster_daemon; killed when dropped.
+struct Daemon {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon_binary() -> PathBuf {
+    let me = std::env::current_exe().unwrap();
+    let path = me
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("cluster_daemon");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-q", "-p", "flint", "--example", "cluster_daemon"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok && path.exists(),
+            "cannot build {} (cargo build -p flint --examples)",
+            path.display()
+        );
+    }
+    path
+}
+
+fn start_daemon(args: &[&str], home: &Path) -> Daemon {
+    use std::io::BufRead as _;
+    let mut child = Command::new(daemon_binary())
+        .args(args)
+        .env("FLINT_HOME", home)
+        .env_remove("FLINT_AUTH_SECRET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cluster_daemon");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the daemon printed its url");
+    let url = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no url in {line:?}"))
+        .to_owned();
+    Daemon { child, url }
+}
+
+fn orchestrate() {
+    check_program("local-cluster[2,1,512]", None, &[]);
+    // A master and two workers started as their own processes.
+    let home = tempfile::tempdir().unwrap();
+    let master = start_daemon(&["master"], home.path());
+    let workers: Vec<Daemon> = (0..2)
+        .map(|i| {
+            let dir = home.path().join(format!("work-{i}"));
+            start_daemon(
+                &["worker", &master.url, dir.to_str().unwrap(), "1", "512"],
+                home.path(),
+            )
+        })
+        .collect();
+    let url = master.url.clone();
+    check_program(
+        &url,
+        Some(&url),
+        &[("FLINT_HOME", home.path().display().to_string())],
+    );
+    drop(workers);
+    drop(master);
+}
+
 fn main() {
-    match std::env::var(ROLE).as_deref() {
+    // A worker of a separately started cluster does not pass this process's
+    // environment on: an executor of the program runs the program's path.
+    let role = if std::env::var_os("FLINT_EXECUTOR_DRIVER_URL").is_some()
+        && std::env::var_os(ROLE).is_none()
+    {
+        Ok("program".to_owned())
+    } else {
+        std::env::var(ROLE)
+    };
+    match role.as_deref() {
         Ok("program") => {
             if let Err(e) = program() {
                 eprintln!("program: {e}");
