@@ -49,6 +49,9 @@ fn stop_ends_a_running_job_with_stopped_and_later_jobs_too() {
 #[test]
 #[ignore = "run as a child by executor_hook_refuses_to_act_as_a_driver"]
 fn child_calls_get_or_create() {
+    if std::env::var_os("FLINT_EXECUTOR_DRIVER_URL").is_none() {
+        return; // run directly with --ignored: nothing to check
+    }
     let e = Context::builder()
         .master("local[1]")
         .get_or_create()
@@ -81,6 +84,9 @@ fn executor_hook_refuses_to_act_as_a_driver() {
 #[test]
 #[ignore = "run as a child by the master_and_settings_come_from_the_environment_when_code_gives_none"]
 fn child_reports_its_master_and_attempts() {
+    if std::env::var_os("FLINT_MASTER").is_none() {
+        return; // run directly with --ignored: nothing to check
+    }
     let ctx = Context::builder().create().unwrap();
     let e = ctx
         .range(0, 2, 1)
