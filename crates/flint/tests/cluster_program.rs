@@ -81,6 +81,8 @@ fn program() -> flint::Result<()> {
                 .unwrap_or_else(|_| "local-cluster[2,1,512]".into()),
         )
         .conf("executor.memory", "512m")
+        // Small messages, so the large result below travels in chunks.
+        .conf("rpc.message.max_size", "1m")
         .get_or_create()?;
     println!("context-ms {}", t0.elapsed().as_millis());
     let squares: Vec<u64> = ctx
@@ -108,6 +110,14 @@ fn program() -> flint::Result<()> {
     })?;
     words.save_as_text_file("out/words")?;
     println!("answers {squares:?} {total:?} {n} {kept} {}", empty.value());
+
+    // Results larger than a message: chunked by the executors, reassembled.
+    let big: Vec<u64> = ctx
+        .range(0, 2, 2)
+        .flat_map(|p| vec![p + (1 << 60); 300_000])
+        .collect()?;
+    let ones = big.iter().filter(|v| **v == (1 << 60) + 1).count();
+    println!("big {} {ones}", big.len());
 
     // Which processes ran tasks.
     let pids: BTreeSet<u64> = ctx
@@ -291,6 +301,7 @@ fn check_program(label: &str, master: Option<&str>, env: &[(&str, String)]) {
         );
     }
     assert_eq!(saved, ["the", "cat", "a", "dog", "the", "end", "foo"]);
+    assert_eq!(field(&stdout, "big "), "600000 300000");
     let driver: u32 = field(&stdout, "driver-pid ").parse().unwrap();
     let pids: Vec<u32> = field(&stdout, "pids ")
         .split(',')
@@ -334,6 +345,16 @@ fn check_program(label: &str, master: Option<&str>, env: &[(&str, String)]) {
         lingering.is_empty(),
         "executor processes left: {lingering:?}"
     );
+    let clean: String = stderr.replace("\u{1b}[", "\u{1}");
+    let second = clean
+        .lines()
+        .find_map(|l| {
+            l.split("(2 so far, ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+        })
+        .unwrap_or("?");
+    println!("cluster_program {label}: both executors registered {second} ms after the application started");
     println!(
         "cluster_program {label}: ok (program wall {:.0} ms; context {} ms, first job done {} ms, stopped {} ms; executor pids {pids:?})",
         wall.as_secs_f64() * 1000.0,
