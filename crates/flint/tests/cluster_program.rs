@@ -364,6 +364,124 @@ fn check_program(label: &str, master: Option<&str>, env: &[(&str, String)]) {
     );
 }
 
+/// A driver that prints its executors' pids, then returns `Err` from main
+/// (`CLUSTER_TEST_END=err`) or waits to be killed (`hang`).
+fn short_program() -> flint::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let ctx = Context::builder()
+        .app_name("short")
+        // Executors of 1g (the default) would not fit the 512 MiB workers.
+        .conf("executor.memory", "512m")
+        .master(
+            std::env::var("CLUSTER_TEST_MASTER")
+                .unwrap_or_else(|_| "local-cluster[2,1,512]".into()),
+        )
+        .get_or_create()?;
+    let pids: BTreeSet<u64> = ctx
+        .range(0, 64, 16)
+        .map(|_| u64::from(std::process::id()))
+        .collect()?
+        .into_iter()
+        .collect();
+    println!(
+        "pids {}",
+        pids.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    if std::env::var("CLUSTER_TEST_END").as_deref() == Ok("hang") {
+        std::thread::sleep(Duration::from_secs(600));
+    }
+    Err(Error::InvalidArgument(
+        "the program fails on purpose".into(),
+    ))
+}
+
+fn wait_gone(pids: &[u32], within: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `Err` from main on local-cluster: the process exits non-zero, no executor left.
+fn check_err_from_main() {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env(ROLE, "short")
+        .env("CLUSTER_TEST_END", "err")
+        .env_remove("FLINT_MASTER");
+    let started = Instant::now();
+    let out = run_bounded(cmd, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{stdout}");
+    let pids: Vec<u32> = field(&stdout, "pids ")
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(
+        left.is_empty(),
+        "executors left after Err from main: {left:?}"
+    );
+    println!(
+        "cluster_program err-from-main: ok ({:.0} ms, executors {pids:?} gone)",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+/// A SIGKILLed driver of a separately started cluster: its executors notice the
+/// dropped connection and exit.
+fn check_driver_sigkill(master: &str, home: &Path) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, "short")
+        .env("CLUSTER_TEST_END", "hang")
+        .env("CLUSTER_TEST_MASTER", master)
+        .env("FLINT_HOME", home)
+        .env_remove("FLINT_MASTER")
+        .env_remove("FLINT_AUTH_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.starts_with("pids ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the driver printed its executors");
+    let pids: Vec<u32> = line["pids ".len()..]
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed = Instant::now();
+    let left = wait_gone(&pids, Duration::from_secs(30));
+    assert!(
+        left.is_empty(),
+        "executors {left:?} outlived their SIGKILLed driver by 30 s"
+    );
+    println!(
+        "cluster_program driver-sigkill: ok (executors {pids:?} exited {:.0} ms after the driver was killed)",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
 /// A daemon process of examples/cluster_daemon; killed when dropped.
 struct Daemon {
     child: std::process::Child,
@@ -432,6 +550,7 @@ fn start_daemon(args: &[&str], home: &Path) -> Daemon {
 
 fn orchestrate() {
     check_program("local-cluster[2,1,512]", None, &[]);
+    check_err_from_main();
     // A master and two workers started as their own processes.
     let home = tempfile::tempdir().unwrap();
     let master = start_daemon(&["master"], home.path());
@@ -450,6 +569,7 @@ fn orchestrate() {
         Some(&url),
         &[("FLINT_HOME", home.path().display().to_string())],
     );
+    check_driver_sigkill(&url, home.path());
     drop(workers);
     drop(master);
 }
@@ -468,6 +588,12 @@ fn main() {
         Ok("program") => {
             if let Err(e) = program() {
                 eprintln!("program: {e}");
+                std::process::exit(2);
+            }
+        }
+        Ok("short") => {
+            if let Err(e) = short_program() {
+                eprintln!("short program: {e}");
                 std::process::exit(2);
             }
         }
