@@ -163,9 +163,9 @@ impl ContextBuilder {
     }
 }
 
-/// Where a process started by a worker as an executor will turn into one. The worker
-/// sets [`EXECUTOR_ENV`]; the executor backend (next) serves tasks there and exits,
-/// never returning to the program's `main`.
+/// Where a process started by a worker as an executor turns into one. The worker
+/// sets [`EXECUTOR_ENV`]; the executor backend (`cluster::executor`) serves tasks
+/// there and exits, never returning to the program's `main`.
 fn executor_hook() -> Result<()> {
     crate::cluster::executor_hook();
     Ok(())
