@@ -163,20 +163,12 @@ impl ContextBuilder {
     }
 }
 
-/// Where a process started by a worker as an executor will turn into one. The worker
-/// sets [`EXECUTOR_ENV`]; the executor backend (next) serves tasks there and exits,
-/// never returning to the program's `main`.
+/// Where a process started by a worker as an executor turns into one. The worker
+/// sets [`EXECUTOR_ENV`]; the executor backend (`cluster::executor`) serves tasks
+/// there and exits, never returning to the program's `main`.
 fn executor_hook() -> Result<()> {
-    match std::env::var_os(EXECUTOR_ENV) {
-        None => Ok(()),
-        Some(url) => Err(Error::MasterNotSupported {
-            master: url.to_string_lossy().into_owned(),
-            reason: format!(
-                "this process was started as an executor ({EXECUTOR_ENV} is set), but this build of \
-                 flint has no executor backend yet; unset {EXECUTOR_ENV} to run it as a driver"
-            ),
-        }),
-    }
+    crate::cluster::executor_hook();
+    Ok(())
 }
 
 fn default_app_name() -> String {
@@ -207,6 +199,7 @@ pub(crate) struct Inner {
     master: String,
     default_parallelism: u32,
     backend: Backend,
+    cluster: Option<crate::cluster::Cluster>,
     #[cfg_attr(not(test), allow(dead_code))]
     local_env: Arc<ExecutorEnv>,
     ids: AtomicU64,
@@ -218,6 +211,9 @@ pub(crate) struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.backend.stop();
+        if let Some(c) = &self.cluster {
+            c.stop();
+        }
     }
 }
 
@@ -268,14 +264,10 @@ impl Context {
                 threads,
                 max_failures,
             } => (threads, max_failures),
-            Master::LocalCluster { .. } | Master::Cluster { .. } => {
-                return Err(Error::MasterNotSupported {
-                    master: master_url,
-                    reason: "cluster masters arrive with the executor backend; use local, local[N] or local[*] for now"
-                        .into(),
-                })
-            }
+            Master::LocalCluster { workers, cores, .. } => ((workers * cores).max(2), None),
+            Master::Cluster { .. } => (2, None),
         };
+        let is_local = matches!(master, Master::Local { .. });
         let max_failures = match url_failures {
             Some(f) => f,
             None => conf_u32(&conf, "task.max_failures", 4)?,
@@ -293,9 +285,17 @@ impl Context {
                 TimeUnit::Seconds,
             )?),
             max_result_size: conf.bytes("driver.max_result_size", 1 << 30, SizeUnit::Bytes)?,
-            // The in-process executor cannot go silent; the cluster backend sets this
-            // from network.timeout.
-            executor_timeout_ms: 0,
+            // The in-process executor cannot go silent; cluster executors expire after
+            // network.timeout without a heartbeat.
+            executor_timeout_ms: if is_local {
+                0
+            } else {
+                millis(conf.duration(
+                    "network.timeout",
+                    Duration::from_secs(120),
+                    TimeUnit::Seconds,
+                )?)
+            },
         };
         let memory = conf.bytes("executor.memory", 1 << 30, SizeUnit::Mebibytes)?;
         let default_parallelism = conf_u32(&conf, "default.parallelism", threads)?.max(1);
@@ -312,11 +312,28 @@ impl Context {
         let broadcasts = Arc::new(BroadcastStore::default());
         let accumulators: Arc<Accumulators> = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(ExecutorEnv::new("driver", memory, broadcasts.clone()));
-        let backend = local::start(threads, sched, env.clone(), accumulators.clone(), &app_id)
-            .map_err(|e| Error::Io {
-                path: "task threads".into(),
+        let (backend, app_id, cluster) = if is_local {
+            let backend = local::start(threads, sched, env.clone(), accumulators.clone(), &app_id)
+                .map_err(|e| Error::Io {
+                    path: "task threads".into(),
+                    reason: e.to_string(),
+                })?;
+            (backend, app_id, None)
+        } else {
+            let s = crate::cluster::start(
+                &app_name,
+                &master,
+                &conf,
+                sched,
+                broadcasts.clone(),
+                accumulators.clone(),
+            )
+            .map_err(|e| Error::MasterNotSupported {
+                master: master_url.clone(),
                 reason: e.to_string(),
             })?;
+            (s.backend, s.app_id, Some(s.cluster))
+        };
         tracing::info!(app = %app_id, name = %app_name, master = %master_url, threads, "flint context started");
         Ok(Context {
             inner: Arc::new(Inner {
@@ -325,6 +342,7 @@ impl Context {
                 master: master_url,
                 default_parallelism,
                 backend,
+                cluster,
                 local_env: env,
                 ids: AtomicU64::new(0),
                 accumulators,
@@ -574,6 +592,9 @@ impl Context {
     pub fn stop(&self) -> Result<()> {
         if !self.inner.stopped.swap(true, Ordering::SeqCst) {
             self.inner.backend.stop();
+            if let Some(c) = &self.inner.cluster {
+                c.stop();
+            }
             tracing::info!(app = %self.inner.app_id, "flint context stopped");
         }
         Ok(())

@@ -52,7 +52,8 @@
 //! (the pure state machine), `shell` (its thread and the `Executors` transport),
 //! `local` (the in-process executor), `executor` (`run_task`, the task pool, the
 //! task context), `block_cache`, `shared` (broadcasts, accumulators), `text` (splits,
-//! lines, output names), `master` (master URLs).
+//! lines, output names), `master` (master URLs), `cluster` (the cluster backend:
+//! `local-cluster` and `flint://`, executors as processes of this binary).
 //!
 //! # Departures from Spark, and why
 //!
@@ -69,6 +70,7 @@
 //!   shuffle, together with the keyed operations.
 
 mod block_cache;
+mod cluster;
 mod context;
 mod data;
 mod dataset;

@@ -77,6 +77,11 @@ impl ResultSink {
     pub fn send(&self, result: Vec<u8>) -> bool {
         self.0.send(Msg::TaskDone(result)).is_ok()
     }
+
+    /// Feeds the scheduler an executor event (cluster backend); false when stopped.
+    pub fn scheduler_event(&self, event: Event) -> bool {
+        self.0.send(Msg::Scheduler(event)).is_ok()
+    }
 }
 
 /// A running shell: what a context talks to, whatever the executors are.
@@ -113,6 +118,11 @@ impl Backend {
             tx,
             shell: Mutex::new(Some(shell)),
         })
+    }
+
+    /// A sink feeding this shell (for transports started after it).
+    pub fn sink(&self) -> ResultSink {
+        ResultSink(self.tx.clone())
     }
 
     /// Feeds the scheduler an executor event (added, lost, heartbeat).
