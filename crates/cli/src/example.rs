@@ -1,25 +1,20 @@
-//! `flint run-example pi`: the main job. An embedded cluster — a master and workers in
-//! this process — runs an application whose executors are real child processes of
-//! the workers (this same binary, `flint example-executor`). The executors connect
-//! back to this process's driver endpoint, pull Monte Carlo slices, and return their
-//! counts; the driver prints the estimate and where to look.
+//! `flint run-example pi`: the main job, written against the `flint` library as a user
+//! would write it. An embedded cluster — a master and workers in this process — runs
+//! the application; the driver (this process, through `flint::Context`) serves its own
+//! binary, the workers fetch it by content hash and start it as executors (real child
+//! processes), which turn into executors at `get_or_create` (see `main`), run the
+//! tasks and return their results. The driver prints the estimate and where to look.
 //!
 //! The cluster, the driver and the executors authenticate with the cluster secret
 //! (by default `$FLINT_HOME/secret`, created if missing, as `flint master` does);
 //! the executors get it from their worker in `FLINT_AUTH_SECRET`, never in argv.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use flint_client::{AppClient, AppEvent, ChannelListener};
 use flint_master::service::{self as master, MasterOptions};
-use flint_proto::{ApplicationDescription, ExecutorCommand};
-use flint_rpc::{Ask, Context, Endpoint, Protocol, Reply, RpcAddress, RpcConf, RpcEnv};
 use flint_worker::service::{self as worker, WorkerOptions};
-use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 use crate::settings::{self, CommonArgs};
 
@@ -32,7 +27,7 @@ pub struct ExampleArgs {
     /// Workers in the embedded cluster.
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
-    /// Cores per worker (one executor per core).
+    /// Cores per worker (one executor per worker, with this many cores).
     #[arg(long, default_value_t = 1)]
     pub cores_per_worker: u32,
     /// Slices (tasks) to split the estimate into.
@@ -52,99 +47,50 @@ pub struct ExampleArgs {
     pub common: CommonArgs,
 }
 
-/// Messages of the example's driver endpoint.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum PiMsg {
-    /// An executor reports the last slice's count and asks for the next slice.
-    Work(Work),
+/// A well-mixed 64-bit hash (SplitMix64's finalizer): a dart's coordinate from its number.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
-impl Protocol for PiMsg {
-    const NAME: &'static str = "flint.example.pi/1";
+/// `z` as a number in [0, 1).
+fn unit(z: u64) -> f64 {
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Executor → driver: the result of `done` (if any); the reply is the next slice.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Work {
-    /// The executor's id.
-    pub exec_id: String,
-    /// `(slice, points inside the circle)` of the slice just finished.
-    pub done: Option<(u32, u64)>,
+/// Whether dart `i` lands inside the unit circle.
+pub fn inside(i: u64) -> bool {
+    let (x, y) = (unit(mix(i)), unit(mix(i ^ 0x5555_5555_5555_5555)));
+    x * x + y * y <= 1.0
 }
 
-/// A slice to compute: index and sample count.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Slice {
-    /// Index (also the random seed).
-    pub index: u32,
-    /// Samples to draw.
-    pub samples: u64,
-}
-
-impl Ask for Work {
-    type Reply = Option<Slice>;
-}
-
-impl From<Work> for PiMsg {
-    fn from(w: Work) -> Self {
-        PiMsg::Work(w)
-    }
-}
-
-/// Slice → (points inside, executor that computed it).
-type Results = Arc<Mutex<BTreeMap<u32, (u64, String)>>>;
-
-struct PiDriver {
-    todo: VecDeque<Slice>,
-    done: Results,
-    total: u32,
-    finished: Arc<Notify>,
-    /// Executors with nothing left to do wait here (unanswered) until the
-    /// application stops: an executor lives until its application ends.
-    idle: Vec<Reply>,
-}
-
-impl Endpoint for PiDriver {
-    type Msg = PiMsg;
-
-    fn receive_and_reply(&mut self, _: &Context<PiMsg>, msg: PiMsg, reply: Reply) {
-        let PiMsg::Work(w) = msg;
-        if let Some((slice, inside)) = w.done {
-            let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-            done.entry(slice).or_insert((inside, w.exec_id.clone()));
-            if done.len() as u32 == self.total {
-                self.finished.notify_one();
-            }
-        }
-        match self.todo.pop_front() {
-            Some(slice) => reply.send(Some(slice)),
-            None => self.idle.push(reply),
-        }
-    }
-
-    fn on_stop(&mut self, _: &Context<PiMsg>) {
-        for r in self.idle.drain(..) {
-            r.send(None::<Slice>);
-        }
-    }
-}
-
-/// Points of `samples` pseudo-random draws (seeded by the slice) inside the unit circle.
-pub fn count_inside(slice: Slice) -> u64 {
-    let mut x =
-        0x9e37_79b9_7f4a_7c15u64 ^ u64::from(slice.index).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..slice.samples)
-        .filter(|_| {
-            let (a, b) = (next() * 2.0 - 1.0, next() * 2.0 - 1.0);
-            a * a + b * b <= 1.0
+/// The job, on the `flint` library: darts counted per slice, and the pids of the
+/// processes that ran the slices (to show they were executors, not this process).
+fn pi_job(
+    master_url: String,
+    slices: u32,
+    samples: u64,
+) -> flint::Result<(u64, BTreeSet<u32>, String)> {
+    let ctx = flint::Context::builder()
+        .app_name("Flint Pi")
+        .master(master_url)
+        .get_or_create()?;
+    let app_id = ctx.app_id().to_string();
+    println!("  application    {app_id} registered");
+    let darts = samples * u64::from(slices);
+    let per_slice: Vec<(u64, u32)> = ctx
+        .range(0, darts, slices)
+        .map_partitions(|darts| {
+            let n = darts.filter(|i| inside(*i)).count() as u64;
+            [(n, std::process::id())]
         })
-        .count() as u64
+        .collect()?;
+    ctx.stop()?;
+    let inside: u64 = per_slice.iter().map(|(n, _)| n).sum();
+    let pids = per_slice.iter().map(|(_, p)| *p).collect();
+    Ok((inside, pids, app_id))
 }
 
 /// Runs the example job on an embedded cluster.
@@ -213,98 +159,41 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     }
     println!("  cluster secret {}", crate::auth::describe(&auth));
 
-    // The driver: an endpoint executors pull slices from.
-    let env = RpcEnv::server(RpcConf::from_conf(&conf)?, "127.0.0.1", 0).await?;
-    let driver_addr = env.address().context("driver env address")?.clone();
-    let finished = Arc::new(Notify::new());
-    let results: Results = Arc::default();
-    let todo = (0..args.slices)
-        .map(|index| Slice {
-            index,
-            samples: args.samples,
+    // The driver: this process, through the flint library, on its own thread (the
+    // library runs its own runtime and blocks while a job runs).
+    let url = m.rpc_address().to_string();
+    let (slices, samples) = (args.slices, args.samples);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("flint-pi-driver".into())
+        .spawn(move || {
+            let _ = tx.send(pi_job(url, slices, samples));
         })
-        .collect();
-    env.setup_endpoint(
-        "pi-driver",
-        PiDriver {
-            todo,
-            done: results.clone(),
-            total: args.slices,
-            finished: finished.clone(),
-            idle: Vec::new(),
-        },
-    )?;
-
-    let exe = std::env::current_exe().context("locating the flint binary")?;
-    let mut command = ExecutorCommand::new(exe.to_string_lossy());
-    command.args = vec![
-        "example-executor".into(),
-        "--driver".into(),
-        driver_addr.to_string(),
-        "--executor-id".into(),
-        "{{EXECUTOR_ID}}".into(),
-        "--app-id".into(),
-        "{{APP_ID}}".into(),
-    ];
-    let mut desc = ApplicationDescription::new("Flint Pi", command);
-    desc.cores_per_executor = Some(1);
-    desc.memory_per_executor_mb = 256;
-    let (listener, mut events) = ChannelListener::new();
-    let client = AppClient::start(
-        env.clone(),
-        vec![m.rpc_address().clone()],
-        desc,
-        listener,
-        &conf,
-    )?;
-    let job = async {
-        loop {
-            tokio::select! {
-                _ = finished.notified() => return Ok(()),
-                ev = events.recv() => match ev {
-                    Some(AppEvent::Connected(app_id)) => println!("  application    {app_id} registered"),
-                    Some(AppEvent::ExecutorAdded { exec_id, worker_id, cores, .. }) => {
-                        println!("  executor       {exec_id} on {worker_id} ({cores} core)")
-                    }
-                    Some(AppEvent::Dead(reason)) => bail!("the application died: {reason}"),
-                    Some(_) => {}
-                    None => bail!("the application client stopped"),
-                },
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), job)
+        .context("starting the driver thread")?;
+    let (inside, pids, app_id) = rx
         .await
-        .context("the job did not finish within 120 s")??;
-
-    let app_id = client.app_id();
-    client.stop().await;
-    let (inside, executors) = {
-        let done = results.lock().unwrap_or_else(|p| p.into_inner());
-        let inside: u64 = done.values().map(|(n, _)| n).sum();
-        let execs: std::collections::BTreeSet<&str> =
-            done.values().map(|(_, e)| e.as_str()).collect();
-        (inside, execs.len())
-    };
-    let samples = u64::from(args.slices) * args.samples;
-    let pi = 4.0 * inside as f64 / samples as f64;
+        .context("the driver thread ended without an answer")?
+        .context("the pi job failed")?;
+    let executors = pids.len();
+    let pid_list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let total = u64::from(args.slices) * args.samples;
+    let pi = 4.0 * inside as f64 / total as f64;
     println!(
-        "Pi is roughly {pi:.6} ({} slices × {} samples computed by {executors} executor process(es), {:.2?})",
+        "Pi is roughly {pi:.6} ({} slices × {} samples computed by {executors} executor process(es), pids {}, {:.2?})",
         args.slices,
         args.samples,
+        pid_list.join(" "),
         started.elapsed()
     );
-    if let Some(app) = app_id.filter(|_| args.keep_running || tmp.is_none()) {
-        let note = if tmp.is_some() {
-            " (removed on exit)"
-        } else {
-            ""
-        };
-        println!(
-            "  executor logs  {}/worker-*/{app}/<executor-id>/stdout{note}",
-            base.display()
-        );
-    }
+    let note = if tmp.is_some() {
+        " (removed on exit; keep them with --work-dir DIR)"
+    } else {
+        ""
+    };
+    println!(
+        "  executor logs  {}/worker-*/{app_id}/<executor-id>/stdout, stderr{note}",
+        base.display()
+    );
     if args.keep_running {
         println!("Cluster up; press Ctrl-C to stop.");
         flint_daemon::signals::terminated().await;
@@ -317,67 +206,9 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     }
     m.shutdown();
     m.wait().await;
-    env.shutdown();
-    env.await_termination().await;
     if let Some(tmp) = tmp {
         tmp.close()
             .with_context(|| format!("cannot remove {}", base.display()))?;
     }
-    Ok(())
-}
-
-/// Arguments of the hidden `flint example-executor`.
-#[derive(clap::Args, Debug)]
-pub struct ExecutorArgs {
-    /// The driver's RPC address.
-    #[arg(long)]
-    pub driver: String,
-    /// This executor's id.
-    #[arg(long)]
-    pub executor_id: String,
-    /// The application's id.
-    #[arg(long)]
-    pub app_id: String,
-}
-
-/// The executor side: pull slices until there are none, then exit. The secret
-/// comes from the environment its worker set (`FLINT_AUTH_SECRET`).
-pub async fn executor(args: ExecutorArgs) -> anyhow::Result<()> {
-    let driver: RpcAddress = args.driver.parse()?;
-    let conf = settings::load(&CommonArgs::default(), &crate::known_keys())?;
-    let env = RpcEnv::client(RpcConf::from_conf(&conf)?)?;
-    let r = env
-        .setup_endpoint_ref::<PiMsg>(&driver, "pi-driver")
-        .await
-        .context("looking up the driver")?;
-    println!(
-        "executor {} of {} (pid {}) connected to {r}",
-        args.executor_id,
-        args.app_id,
-        std::process::id()
-    );
-    let mut done = None;
-    let mut count = 0;
-    loop {
-        let work = Work {
-            exec_id: args.executor_id.clone(),
-            done,
-        };
-        // With no work left the driver holds the ask until the application stops.
-        match r.ask(work).await {
-            Ok(Some(slice)) => {
-                done = Some((slice.index, count_inside(slice)));
-                count += 1;
-            }
-            Ok(None) => break,
-            Err(e) if count > 0 => {
-                println!("executor {}: driver gone ({e})", args.executor_id);
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    println!("executor {}: computed {count} slice(s)", args.executor_id);
-    env.shutdown();
     Ok(())
 }

@@ -49,9 +49,6 @@ enum Command {
     Local(local_cmd::LocalArgs),
     /// Run an example job (pi) on an embedded cluster and print its result.
     RunExample(example::ExampleArgs),
-    /// An executor of `flint run-example` (started by workers).
-    #[command(hide = true)]
-    ExampleExecutor(example::ExecutorArgs),
     /// Show a master's workers and applications.
     Status(status_cmd::StatusArgs),
     /// Start a master here and the workers in conf/workers, as background daemons.
@@ -107,6 +104,15 @@ fn report(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // A `flint` process a worker started as an executor of a driver written on the
+    // flint library (`run-example`): it turns into that executor here and never
+    // returns, whatever its arguments say.
+    if std::env::var_os(flint::EXECUTOR_ENV).is_some() {
+        if let Err(e) = flint::Context::builder().get_or_create() {
+            eprintln!("flint: cannot run as an executor: {e}");
+        }
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     flint_daemon::log::init(cli.command.default_log());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -128,7 +134,6 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker_cmd::run(args).await,
             Command::Local(args) => local_cmd::run(args).await,
             Command::RunExample(args) => example::run(args).await,
-            Command::ExampleExecutor(args) => example::executor(args).await,
             Command::Conf(args) => conf_cmd::run(&args),
             Command::Demo => demo::run().await,
             Command::DemoPeer { server } => demo::peer(&server).await,

@@ -85,32 +85,48 @@ fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
     let secret = std::fs::read_to_string(&secret_file).unwrap();
     let secret = secret.trim();
     assert_eq!(secret.len(), 64, "256 bits, hex");
-    // The executors were real processes: their stdout files name their pids, and every
-    // one of them is gone once the job has ended.
+    // The executors were real processes of this binary, fetched by the workers from
+    // the driver by content hash: the job reports the pids that ran its tasks (none of
+    // them this process), their command lines hold no secret, and every one of them is
+    // gone once the job has ended.
+    let pids: Vec<u32> = line
+        .split("pids ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .expect("pids in the result line")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
     let logs = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("executor logs"))
         .expect("log path");
     let base = PathBuf::from(logs.trim().split("/worker-*").next().unwrap());
-    let mut pids = Vec::new();
+    let mut headers = 0;
     for w in std::fs::read_dir(&base).unwrap() {
-        for app in std::fs::read_dir(w.unwrap().path()).unwrap() {
-            for exec in std::fs::read_dir(app.unwrap().path()).unwrap() {
+        let w = w.unwrap().path();
+        let binaries = std::fs::read_dir(w.join("binaries")).unwrap().count();
+        assert_eq!(
+            binaries,
+            1,
+            "one cached binary per worker in {}",
+            w.display()
+        );
+        for app in std::fs::read_dir(&w).unwrap() {
+            let app = app.unwrap().path();
+            if app.file_name().is_some_and(|n| n == "binaries") {
+                continue;
+            }
+            for exec in std::fs::read_dir(app).unwrap() {
                 let dir = exec.unwrap().path();
-                // The executor's command line (its stderr header) has no secret.
                 let header = std::fs::read_to_string(dir.join("stderr")).unwrap();
                 assert!(header.starts_with("Flint Executor Command:"), "{header}");
                 assert!(!header.contains(secret), "secret in argv: {header}");
-                let text = std::fs::read_to_string(dir.join("stdout")).unwrap();
-                let pid = text
-                    .split("(pid ")
-                    .nth(1)
-                    .and_then(|t| t.split(')').next())
-                    .expect("pid line");
-                pids.push(pid.parse::<u32>().unwrap());
+                headers += 1;
             }
         }
     }
+    assert_eq!(headers, 2, "one executor per worker");
     assert_eq!(pids.len(), 2, "one executor per worker: {pids:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|p| alive(*p)) {

@@ -22,8 +22,10 @@ use crate::shell::{Accumulators, Backend, JobEvent, JobRequest};
 use crate::text;
 use crate::{Data, Error, Result};
 
-/// Set by a worker in the environment of an executor it starts: the driver to serve.
-pub(crate) const EXECUTOR_ENV: &str = "FLINT_EXECUTOR_DRIVER_URL";
+/// Set in the environment of an executor process a worker starts for a flint driver:
+/// the driver to serve. A program with work of its own before its first
+/// [`ContextBuilder::get_or_create`] can test it and call `get_or_create` first.
+pub const EXECUTOR_ENV: &str = "FLINT_EXECUTOR_DRIVER_URL";
 
 /// The process's active context, for [`ContextBuilder::get_or_create`].
 static ACTIVE: Mutex<Option<Weak<Inner>>> = Mutex::new(None);

@@ -86,7 +86,7 @@ mod shell;
 mod text;
 mod wire;
 
-pub use context::{Context, ContextBuilder};
+pub use context::{Context, ContextBuilder, EXECUTOR_ENV};
 pub use data::Data;
 pub use dataset::Dataset;
 pub use entry::Partition;

@@ -10,7 +10,7 @@
 //! the driver closing, and the master reporting the executor removed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,8 @@ pub(crate) struct DriverState {
     pub started: Instant,
     /// Executors registered so far.
     pub registered: Arc<AtomicU32>,
+    /// Set when the application is being stopped: executors leaving then are expected.
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// The `flint-driver` endpoint.
@@ -334,7 +336,11 @@ impl Endpoint for DriverEndpoint {
             if let Ok(mut refs) = self.st.refs.lock() {
                 refs.remove(&id);
             }
-            tracing::warn!(executor = %id, "executor lost: its connection to the driver closed");
+            if self.st.stopping.load(Ordering::SeqCst) {
+                tracing::debug!(executor = %id, "executor left as the application stopped");
+            } else {
+                tracing::warn!(executor = %id, "executor lost: its connection to the driver closed");
+            }
             self.st.sink.scheduler_event(Event::ExecutorLost {
                 id,
                 reason: "its connection to the driver closed".into(),
@@ -421,6 +427,7 @@ pub(crate) async fn register_app(
     spec: &AppSpec<'_>,
     refs: Refs,
     sink: ResultSink,
+    stopping: Arc<AtomicBool>,
 ) -> Result<(AppClientHandle, String), ClusterError> {
     let desc = app_description(spec)?;
     let (listener, mut events) = ChannelListener::new();
@@ -460,8 +467,15 @@ pub(crate) async fn register_app(
                     }
                     let reason =
                         format!("the master removed it ({message}; exit status {exit_status:?})");
-                    tracing::warn!(executor = %id, "executor lost: {reason}");
+                    if stopping.load(Ordering::SeqCst) {
+                        tracing::debug!(executor = %id, "executor removed as the application stopped: {reason}");
+                    } else {
+                        tracing::warn!(executor = %id, "executor lost: {reason}");
+                    }
                     sink.scheduler_event(Event::ExecutorLost { id, reason });
+                }
+                AppEvent::Dead(reason) if stopping.load(Ordering::SeqCst) => {
+                    tracing::debug!("the application ended: {reason}")
                 }
                 AppEvent::Dead(reason) => tracing::error!("the application is dead: {reason}"),
                 _ => {}

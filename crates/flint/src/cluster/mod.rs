@@ -58,7 +58,8 @@ pub(crate) struct Cluster {
     client: AppClientHandle,
     refs: driver::Refs,
     embedded: Mutex<Option<embedded::Embedded>>,
-    stopped: AtomicBool,
+    /// Set when `stop` begins: executors leaving after it are expected, not lost.
+    stopped: Arc<AtomicBool>,
 }
 
 /// A started cluster backend.
@@ -140,6 +141,7 @@ pub(crate) fn start(
     let heartbeat_ms = driver::heartbeat_ms(&conf)?;
     let memory = conf.bytes("executor.memory", 1 << 30, SizeUnit::Mebibytes)?;
     let max_result = sched.max_result_size;
+    let stopping = Arc::new(AtomicBool::new(false));
     let guard = rt.enter();
     let mut setup_err = None;
     let backend = Backend::start(sched, accumulators, app_name, |sink| {
@@ -157,6 +159,7 @@ pub(crate) fn start(
             broadcasts,
             started,
             registered: registered.clone(),
+            stopping: stopping.clone(),
         });
         if let Err(e) = env.setup_endpoint(proto::DRIVER_ENDPOINT, ep) {
             setup_err = Some(e.to_string());
@@ -177,7 +180,13 @@ pub(crate) fn start(
         binary: BinarySource { uri, sha256, size },
     };
     let sink = backend_sink(&backend);
-    let registered_app = rt.block_on(driver::register_app(&env, &spec, refs.clone(), sink));
+    let registered_app = rt.block_on(driver::register_app(
+        &env,
+        &spec,
+        refs.clone(),
+        sink,
+        stopping.clone(),
+    ));
     let (client, id) = match registered_app {
         Ok(v) => v,
         Err(e) => {
@@ -201,7 +210,7 @@ pub(crate) fn start(
             client,
             refs,
             embedded: Mutex::new(embedded),
-            stopped: AtomicBool::new(false),
+            stopped: stopping,
         },
         app_id: id,
     })
