@@ -448,11 +448,12 @@ def summary(path):
               f"{r['hwm_after_kib'] / 1024:,.1f} MiB = {r['peak_bytes_per_task']:,.0f} B/task "
               f"({r['growth_bytes_per_task']:,.0f} B/task above the {r['rss_before_kib'] / 1024:.1f} MiB before; "
               f"job {r['secs']:.1f} s) | | | |")
-    for s in ("spark-local", "spark-standalone"):
-        h = [r for r in rows if r.get("bench") == "driver_hwm" and r.get("system") == s]
-        if h:
-            print(f"| ({s}) driver JVM peak RSS after a {h[0]['after_tasks']:,}-task job | | | | "
-                  f"{med([r['driver_jvm_hwm_kib'] for r in h]) / 1024:,.0f} MiB | |")
+    h = {s: [r for r in rows if r.get("bench") == "driver_hwm" and r.get("system") == s]
+         for s in ("spark-local", "spark-standalone")}
+    if any(h.values()):
+        after = max(r["after_tasks"] for v in h.values() for r in v)
+        cells = [fmt(med([r["driver_jvm_hwm_kib"] for r in v]) / 1024 if v else None, " MiB", 0) for v in h.values()]
+        print(f"| Spark: driver JVM peak RSS after its {after:,}-task job | | | | {cells[0]} | {cells[1]} |")
     e = [r for r in rows if r.get("bench") == "executor_idle"]
     fe = "not yet available"
     print(f"| executor idle RSS | | | {fe} | | "
