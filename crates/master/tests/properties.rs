@@ -169,7 +169,7 @@ fn stored_state() -> StoredState {
                 id: AppId::generate(T0 - 1000, u32::from(slot)),
                 desc: app_desc(slot, Some(4), Some(1), 512, None),
                 submit_ms: T0 - 1000,
-                driver_address: format!("flint://AppClient@driver-app{slot}:1"),
+                driver_address: format!("flint://AppClient@driver-app{slot}:1").into(),
             })
             .collect(),
         drivers: vec![],
@@ -294,7 +294,7 @@ impl World {
             } => (
                 Event::RegisterApplication {
                     desc: app_desc(a, max, per, mem, limit),
-                    driver_address: format!("flint://AppClient@driver-app{a}:1"),
+                    driver_address: format!("flint://AppClient@driver-app{a}:1").into(),
                 },
                 false,
             ),

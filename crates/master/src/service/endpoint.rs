@@ -10,7 +10,7 @@ use flint_proto::messages::{
 use flint_rpc::{Context, Endpoint, Reply, RpcAddress};
 
 use super::shell::{Origin, Shared};
-use crate::state::{Event, WorkerRegistration};
+use crate::state::{DriverAddress, Event, WorkerRegistration};
 
 /// The endpoint; all its state is in [`Shared`].
 pub(crate) struct MasterEndpoint {
@@ -165,9 +165,12 @@ impl MasterEndpoint {
                 // What identifies the driver: its endpoint address when its
                 // environment listens, else the connection it came over (a
                 // client-only environment's endpoints all print alike).
-                let driver_address = match (driver.rpc_address(), &sender) {
-                    (None, Some(conn)) => format!("{}@{}", driver.address(), conn.host_port()),
-                    _ => driver.address().to_string(),
+                let driver_address = DriverAddress {
+                    endpoint: driver.address().to_string(),
+                    via: match (driver.rpc_address(), &sender) {
+                        (None, Some(conn)) => Some(conn.host_port()),
+                        _ => None,
+                    },
                 };
                 (
                     Event::RegisterApplication {

@@ -7,7 +7,7 @@ use flint_proto::{
 
 use super::health::failure_text;
 use super::model::AppInfo;
-use super::{Effect, LogLevel, MasterState, Now, Reply};
+use super::{DriverAddress, Effect, LogLevel, MasterState, Now, Reply};
 
 impl MasterState {
     /// Registers an application (FIFO), persists it, replies
@@ -22,7 +22,7 @@ impl MasterState {
         &mut self,
         now: Now,
         desc: ApplicationDescription,
-        driver_address: String,
+        driver_address: DriverAddress,
         out: &mut Vec<Effect>,
     ) {
         if self.status == MasterStatus::Standby {

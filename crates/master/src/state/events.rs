@@ -37,6 +37,49 @@ pub struct WorkerRegistration {
     pub web_ui_url: String,
 }
 
+/// Where an application's driver is, as the master tells repeated registrations
+/// apart: its endpoint's address and, for a driver in a client-only environment
+/// (whose endpoint addresses all print alike), the connection it registered over.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DriverAddress {
+    /// The driver endpoint's address (`flint://name@host:port`, or
+    /// `flint-client://name` for a client-only environment).
+    pub endpoint: String,
+    /// For a client-only driver: the peer address of the connection it came over.
+    pub via: Option<String>,
+}
+
+impl DriverAddress {
+    /// A driver whose endpoint address alone identifies it.
+    pub fn endpoint(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            via: None,
+        }
+    }
+}
+
+impl From<String> for DriverAddress {
+    fn from(endpoint: String) -> Self {
+        Self::endpoint(endpoint)
+    }
+}
+
+impl From<&str> for DriverAddress {
+    fn from(endpoint: &str) -> Self {
+        Self::endpoint(endpoint)
+    }
+}
+
+impl std::fmt::Display for DriverAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.via {
+            None => f.write_str(&self.endpoint),
+            Some(via) => write!(f, "{} (over the connection from {via})", self.endpoint),
+        }
+    }
+}
+
 /// The record persisted for an application.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppRecord {
@@ -46,8 +89,8 @@ pub struct AppRecord {
     pub desc: ApplicationDescription,
     /// When it registered (epoch ms).
     pub submit_ms: u64,
-    /// The address of its driver's endpoint, as given at registration.
-    pub driver_address: String,
+    /// Where its driver is, as given at registration.
+    pub driver_address: DriverAddress,
 }
 
 /// The record persisted for a cluster-mode driver.
@@ -165,9 +208,9 @@ pub enum Event {
     RegisterApplication {
         /// What it asks for.
         desc: ApplicationDescription,
-        /// Its driver endpoint's address (opaque to the master; used to
-        /// recognise repeated registrations and persisted for recovery).
-        driver_address: String,
+        /// Where its driver is (used to recognise repeated registrations and
+        /// persisted for recovery).
+        driver_address: DriverAddress,
     },
     /// The driver unregisters its application (→ FINISHED).
     UnregisterApplication {

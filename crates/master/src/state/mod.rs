@@ -47,7 +47,8 @@ pub use config::{
     DEFAULT_WORKER_TIMEOUT_MS, MAX_TICK_INTERVAL_MS, MIN_TIMEOUT_CHECK_INTERVAL_MS,
 };
 pub use events::{
-    AppRecord, DriverRecord, Effect, Event, LogLevel, Reply, StoredState, WorkerRegistration,
+    AppRecord, DriverAddress, DriverRecord, Effect, Event, LogLevel, Reply, StoredState,
+    WorkerRegistration,
 };
 pub use schedule::{assign_cores, AppDemand, FreeResources};
 pub use time::Now;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::health::{AppWorkerFailures, WorkerHealth};
-use super::Now;
+use super::{DriverAddress, Now};
 use flint_proto::{
     AppId, ApplicationDescription, ApplicationState, DriverDescription, DriverId, DriverState,
     ExecutorId, ExecutorState, WorkerId, WorkerState,
@@ -182,7 +182,7 @@ pub(super) struct AppInfo {
     pub desc: ApplicationDescription,
     /// Wall clock (epoch ms): for the id and display.
     pub submit_ms: u64,
-    pub driver_address: String,
+    pub driver_address: DriverAddress,
     pub state: ApplicationState,
     /// Wall clock (epoch ms), for display.
     pub end_ms: Option<u64>,
@@ -209,7 +209,7 @@ impl AppInfo {
         id: AppId,
         desc: ApplicationDescription,
         submit_ms: u64,
-        driver_address: String,
+        driver_address: DriverAddress,
         default_cores: u32,
     ) -> Self {
         Self {

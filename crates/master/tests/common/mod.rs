@@ -72,7 +72,7 @@ pub fn add_app(m: &mut MasterState, now: u64, d: ApplicationDescription) -> (App
         at(now),
         Event::RegisterApplication {
             desc: d,
-            driver_address: addr,
+            driver_address: addr.into(),
         },
     );
     let id = fx
