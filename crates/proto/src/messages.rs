@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::MasterStatusJson;
 use crate::{
-    AppId, ApplicationDescription, DriverDescription, DriverId, DriverState, ExecutorDescription,
-    ExecutorId, ExecutorState, WorkerId,
+    AppId, ApplicationDescription, ApplicationState, DriverDescription, DriverId, DriverState,
+    ExecutorDescription, ExecutorId, ExecutorState, WorkerId,
 };
 
 /// The name the master registers its endpoint under.
@@ -256,11 +256,16 @@ pub struct RegisterApplication {
 into_enum!(MasterMsg::RegisterApplication(RegisterApplication));
 
 /// App client → master (one-way, when the application stops): the
-/// application ends FINISHED and its executors are killed.
+/// application ends in `final_state` (FINISHED when `None`) and its executors
+/// are killed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnregisterApplication {
     /// The application.
     pub app_id: AppId,
+    /// How the driver says it ended: FINISHED, FAILED (a panic, an unrecovered
+    /// job failure) or KILLED (SIGINT/SIGTERM). `None` and non-final states mean
+    /// FINISHED, as Spark's unregister does.
+    pub final_state: Option<ApplicationState>,
 }
 into_enum!(MasterMsg::UnregisterApplication(UnregisterApplication));
 
@@ -849,7 +854,7 @@ mod tests {
             driver_id in driver_id(),
         ) {
             let msgs: Vec<MasterMsg> = vec![
-                UnregisterApplication { app_id: app_id.clone() }.into(),
+                UnregisterApplication { app_id: app_id.clone(), final_state: Some(ApplicationState::Killed) }.into(),
                 MasterChangeAcknowledged { app_id: app_id.clone() }.into(),
                 RequestExecutors { app_id: app_id.clone(), total }.into(),
                 KillExecutors { app_id: app_id.clone(), exec_ids: exec_ids.into_iter().map(ExecutorId).collect() }.into(),
