@@ -8,7 +8,8 @@
 //! - a job that always fails, given up with `?` in `main` → FAILED;
 //! - a panic in the driver → FAILED;
 //! - SIGINT (Ctrl-C) and SIGTERM during a job → the job is cancelled, KILLED, exit
-//!   130 / 143;
+//!   130 / 143 (SIGINT also on `local-cluster`, whose master dies with the driver:
+//!   there the exit status, the cancelled job and the gone executors are checked);
 //! - executors that cannot fit (`executor.memory` above the worker's memory) → the
 //!   driver warns "Initial job has not accepted any resources" within
 //!   `starvation.timeout`; SIGTERM then ends it KILLED.
@@ -186,6 +187,13 @@ fn daemon_binary() -> PathBuf {
         .unwrap()
         .join("examples")
         .join("cluster_daemon");
+    // Built each time (a no-op when fresh): a stale daemon of an older build would
+    // speak another protocol version.
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let _ = Command::new(cargo)
+            .args(["build", "-q", "-p", "flint", "--example", "cluster_daemon"])
+            .status();
+    }
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)
@@ -233,6 +241,16 @@ struct Driver {
     err: mpsc::Receiver<String>,
     stdout: Vec<String>,
     stderr: Vec<String>,
+}
+
+impl Drop for Driver {
+    /// A failed check leaves no driver behind.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
@@ -469,6 +487,22 @@ fn orchestrate() {
             took.as_secs_f64() * 1000.0
         );
     }
+
+    // Ctrl-C on local-cluster (its master and worker in the driver's process): the
+    // job is cancelled, exit 130, the executor processes are gone.
+    let mut d = Driver::start("hang", "local-cluster[1,2,1024]", h);
+    let pids = d.pids();
+    d.field("long-job");
+    d.wait_stderr_count(" submitted: ", 2, LIMIT);
+    d.signal("INT");
+    assert_eq!(d.wait(), Some(130), "{}", d.dump());
+    let out = d.dump();
+    assert!(
+        out.contains("was cancelled: the driver received SIGINT"),
+        "{out}"
+    );
+    no_leftovers("local-cluster SIGINT", &pids);
+    println!("cluster_lifecycle local-cluster SIGINT: ok (exit 130, job cancelled, executors {pids:?} gone)");
 
     // Executors that cannot fit: the warning within starvation.timeout (1 s).
     let mut d = Driver::start("starve", &m, h);

@@ -3,7 +3,7 @@
 //!
 //! Three protocols, one per kind of endpoint:
 //!
-//! - [`MasterMsg`] (`"flint.master/2"`): everything the master's endpoint
+//! - [`MasterMsg`] (`"flint.master/3"`): everything the master's endpoint
 //!   (named [`MASTER_ENDPOINT`]) accepts, from workers, from application
 //!   clients and from tools;
 //! - [`WorkerMsg`] (`"flint.worker/2"`): what the master tells a worker
@@ -124,7 +124,7 @@ into_enum!(MasterMsg::RequestWebUiUrl(RequestWebUiUrl));
 ask!(RequestWebUiUrl => String);
 
 impl Protocol for MasterMsg {
-    const NAME: &'static str = "flint.master/2";
+    const NAME: &'static str = "flint.master/3";
 }
 
 // ----- from workers -----
@@ -956,7 +956,7 @@ mod tests {
         let names = [MasterMsg::NAME, WorkerMsg::NAME, AppClientMsg::NAME];
         assert_eq!(
             names,
-            ["flint.master/2", "flint.worker/2", "flint.app-client/1"]
+            ["flint.master/3", "flint.worker/2", "flint.app-client/1"]
         );
         assert_ne!(MasterMsg::ID, WorkerMsg::ID);
         assert_ne!(WorkerMsg::ID, AppClientMsg::ID);
