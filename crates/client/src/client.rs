@@ -41,7 +41,7 @@ use flint_proto::messages::{
     MasterChangeAcknowledged, MasterChanged, MasterMsg, RegisterApplication, RegisteredApplication,
     RequestExecutors, UnregisterApplication, WorkerRemoved, APP_CLIENT_ENDPOINT, MASTER_ENDPOINT,
 };
-use flint_proto::{AppId, ApplicationDescription, ExecutorId, ExecutorState};
+use flint_proto::{AppId, ApplicationDescription, ApplicationState, ExecutorId, ExecutorState};
 use flint_rpc::{Context, Endpoint, EndpointRef, RpcAddress, RpcEnv, RpcError};
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -552,11 +552,22 @@ impl AppClientHandle {
     /// endpoint has stopped (or after `rpc.ask_timeout` if it cannot).
     /// Calling it again does nothing.
     pub async fn stop(&self) {
+        self.stop_with(ApplicationState::Finished).await;
+    }
+
+    /// [`stop`](Self::stop), the application ending in `final_state` at the
+    /// master: FINISHED, FAILED (the driver panicked or gave up after a failed
+    /// job) or KILLED (the driver was interrupted). A state that is not final
+    /// ends it FINISHED.
+    pub async fn stop_with(&self, final_state: ApplicationState) {
         if !self.shared.stopped.is_cancelled() {
             self.shared.mark_dead(APPLICATION_STOPPED.to_string());
             match self.shared.master_and_app() {
                 (Some(master), Some(app_id)) => {
-                    if let Err(e) = master.send(UnregisterApplication { app_id }) {
+                    if let Err(e) = master.send(UnregisterApplication {
+                        app_id,
+                        final_state: Some(final_state),
+                    }) {
                         tracing::warn!("cannot unregister the application: {e}");
                     }
                 }

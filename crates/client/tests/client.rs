@@ -576,6 +576,7 @@ async fn reports_a_dropped_master_and_follows_the_new_leader() {
         unreachable!()
     };
     assert_eq!(u.app_id, app_id);
+    assert_eq!(u.final_state, Some(flint_proto::ApplicationState::Finished));
     // A second stop is harmless; the endpoint is gone.
     tokio::time::timeout(DEADLINE, client.stop()).await.unwrap();
     assert!(env.local_ref::<AppClientMsg>(APP_CLIENT_ENDPOINT).is_none());

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::registry::{Kind, Setting, ENV_VARS, SETTINGS, USER_PREFIX};
+use crate::registry::{Kind, Setting, ENV_VARS, PREFIXES, SETTINGS, USER_PREFIX};
 
 /// The settings grouped by the first part of their key, in registry order.
 pub fn sections() -> Vec<(&'static str, Vec<&'static Setting>)> {
@@ -109,6 +109,21 @@ pub fn markdown() -> String {
         }
         out.push('\n');
     }
+    out.push_str("## Families of settings under a prefix\n\n");
+    out.push_str("| Keys | Type | Read by | Description |\n|---|---|---|---|\n");
+    for p in PREFIXES {
+        let readers: Vec<_> = p.readers.iter().map(|c| c.name()).collect();
+        let _ = writeln!(
+            out,
+            "| `{}{}` | {} | {} | {} |",
+            p.prefix,
+            p.placeholder,
+            p.kind,
+            readers.join(", "),
+            p.doc.replace('|', "\\|")
+        );
+    }
+    out.push('\n');
     out.push_str("## Environment variables that are not settings\n\n");
     out.push_str("| Variable | Purpose |\n|---|---|\n");
     for v in ENV_VARS {
@@ -155,6 +170,20 @@ pub fn toml_template() -> String {
                 }
             }
         }
+    }
+    let _ = writeln!(out, "\n# ---- families of keys ----");
+    for p in PREFIXES {
+        let readers: Vec<_> = p.readers.iter().map(|c| c.name()).collect();
+        let _ = writeln!(
+            out,
+            "\n# {} [{} each; read by {}]\n# {}{} = <{}>",
+            p.doc,
+            p.kind,
+            readers.join(", "),
+            p.prefix,
+            p.placeholder,
+            p.kind.name()
+        );
     }
     out
 }

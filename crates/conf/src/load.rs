@@ -186,6 +186,20 @@ fn check(
 ) -> Result<(), ConfError> {
     match registry::setting(key) {
         Some(s) => check_value(s, value),
+        None if registry::prefix_setting(key).is_some() => {
+            // The rest names an environment variable: no `=`, NUL or whitespace.
+            let name = key.split_once(".env.").map_or(key, |(_, n)| n);
+            if name.contains(|c: char| c == '=' || c == '\0' || c.is_whitespace()) {
+                return Err(ConfError::Invalid {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    reason: format!(
+                        "{name:?} cannot be an environment variable's name (no `=`, NUL or spaces)"
+                    ),
+                });
+            }
+            Ok(())
+        }
         None if registry::is_user_key(key) => {
             if let Some(nearest) = registry::renamed(key).or_else(|| registry::nearest_key(key)) {
                 warnings.push(Warning::NearSetting {
@@ -299,6 +313,23 @@ mod tests {
         );
         let e = load(None, vars(&[("FLINT_MASTER_PORT", "http")]), []).unwrap_err();
         assert!(e.to_string().contains("FLINT_MASTER_PORT"), "{e}");
+    }
+
+    #[test]
+    fn keys_under_a_prefix_pass_and_the_bare_prefix_does_not() {
+        let l = load(
+            None,
+            vars(&[]),
+            ["executor.env.MY_VAR=a b", "executor.env.PATH=/x"],
+        )
+        .unwrap();
+        assert_eq!(l.conf.get("executor.env.MY_VAR"), Some("a b"));
+        assert_eq!(l.conf.get("executor.env.PATH"), Some("/x"));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let e = load(None, vars(&[]), ["executor.env.=1"]).unwrap_err();
+        assert!(matches!(e, ConfError::Unknown { .. }), "{e}");
+        let e = load(None, vars(&[]), ["executor.env.A B=1"]).unwrap_err();
+        assert!(e.to_string().contains("environment variable's name"), "{e}");
     }
 
     #[test]

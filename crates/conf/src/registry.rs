@@ -85,6 +85,39 @@ pub struct Setting {
     pub readers: &'static [Component],
 }
 
+/// A family of settings: every key under `prefix` (`executor.env.PATH`), the rest
+/// of the key naming what it sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixSetting {
+    /// The prefix, ending in a dot, e.g. `executor.env.`.
+    pub prefix: &'static str,
+    /// What the rest of the key names (for documentation), e.g. `NAME`.
+    pub placeholder: &'static str,
+    /// What each value is.
+    pub kind: Kind,
+    /// One line of documentation.
+    pub doc: &'static str,
+    /// The components that read it.
+    pub readers: &'static [Component],
+}
+
+/// Families of settings under a prefix.
+pub static PREFIXES: &[PrefixSetting] = &[PrefixSetting {
+    prefix: "executor.env.",
+    placeholder: "NAME",
+    kind: Kind::String,
+    doc: "Sets the environment variable NAME of every executor of the application (Spark's spark.executorEnv.NAME).",
+    readers: &[Component::Client],
+}];
+
+/// The family `key` belongs to: under its prefix, with something after it.
+pub fn prefix_setting(key: &str) -> Option<&'static PrefixSetting> {
+    PREFIXES.iter().find(|p| {
+        key.strip_prefix(p.prefix)
+            .is_some_and(|rest| !rest.is_empty())
+    })
+}
+
 /// A `FLINT_*` environment variable that is not the environment form of a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnvVar {

@@ -1,6 +1,7 @@
 //! A master or a worker as its own process, from the flint-master and flint-worker
 //! libraries, for flint's tests of a separately started cluster (the `flint` binary
-//! is not available to this crate's tests). Prints `url <flint://…>` once serving and
+//! is not available to this crate's tests). Prints `url <flint://…> status <http://…>` once
+//! serving (the status document's URL) and
 //! runs until its stdin closes (the test that started it ended) or SIGTERM/SIGINT.
 //!
 //! `cluster_daemon master` · `cluster_daemon worker <master url> <work dir> <cores> <MiB>`.
@@ -44,7 +45,7 @@ fn main() -> anyhow::Result<()> {
                     conf,
                 })
                 .await?;
-                println!("url {}", m.rpc_address());
+                println!("url {} status {}/api/v1/status", m.rpc_address(), m.webui_url());
                 until_done.await;
                 m.shutdown();
                 m.wait().await;

@@ -1,7 +1,7 @@
 //! [`Context`]: the driver's entry to flint — settings, the master, the backend that
 //! runs jobs, and the sources of datasets, broadcasts and accumulators.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flint_conf::{Conf, SizeUnit, TimeUnit};
+use flint_proto::ApplicationState;
 
 use crate::dataset::{slice, Dataset, Node};
 use crate::entry::{entry_point, EntryPoint};
@@ -29,6 +30,46 @@ pub const EXECUTOR_ENV: &str = "FLINT_EXECUTOR_DRIVER_URL";
 
 /// The process's active context, for [`ContextBuilder::get_or_create`].
 static ACTIVE: Mutex<Option<Weak<Inner>>> = Mutex::new(None);
+
+/// The cluster contexts alive in this process, for the signal thread.
+static LIVE: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// SIGINT/SIGTERM in a driver of a cluster application: every running job is
+/// cancelled (its action returns [`Error::JobCancelled`]) and every cluster context
+/// ends KILLED; the signal thread then exits the process (130 / 143).
+fn on_signal(sig: i32) {
+    let name = crate::cluster::signals::name(sig);
+    let live: Vec<Arc<Inner>> = LIVE
+        .lock()
+        .map(|l| l.iter().filter_map(Weak::upgrade).collect())
+        .unwrap_or_default();
+    for inner in &live {
+        tracing::warn!(app = %inner.app_id, "{name}: cancelling the running jobs; the application ends KILLED");
+        let running: Vec<u64> = inner
+            .running
+            .lock()
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default();
+        for job in running {
+            inner
+                .backend
+                .cancel(job, format!("the driver received {name}"));
+        }
+    }
+    // Let the cancelled jobs return their error before everything stops (bounded:
+    // a job's thread may be busy in the program's own code).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && live
+            .iter()
+            .any(|i| i.running.lock().map(|r| !r.is_empty()).unwrap_or(false))
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for inner in &live {
+        inner.finish(ApplicationState::Killed);
+    }
+}
 
 /// Builds a [`Context`]: `Context::builder().app_name(..).master(..).conf(k, v)`.
 ///
@@ -208,14 +249,40 @@ pub(crate) struct Inner {
     accumulators: Arc<Accumulators>,
     broadcasts: Arc<BroadcastStore>,
     stopped: AtomicBool,
+    /// Jobs being run (cancelled on SIGINT/SIGTERM).
+    running: Mutex<HashSet<u64>>,
+    /// Whether the last job ended in an error: a context dropped after that
+    /// without [`Context::stop`] ends FAILED (the program gave up, `?` in `main`).
+    last_job_failed: AtomicBool,
+}
+
+impl Inner {
+    /// Stops the shell and the cluster, the application ending in `state` (KILLED
+    /// whatever `state` says once a signal interrupted the process).
+    fn finish(&self, state: ApplicationState) {
+        let state = if crate::cluster::signals::received().is_some() {
+            ApplicationState::Killed
+        } else {
+            state
+        };
+        self.stopped.store(true, Ordering::SeqCst);
+        self.backend.stop();
+        if let Some(c) = &self.cluster {
+            c.stop(state);
+        }
+    }
 }
 
 impl Drop for Inner {
+    /// A context dropped without [`Context::stop`]: FAILED while the thread
+    /// unwinds from a panic or when its last job failed, else FINISHED.
     fn drop(&mut self) {
-        self.backend.stop();
-        if let Some(c) = &self.cluster {
-            c.stop();
-        }
+        let state = if std::thread::panicking() || self.last_job_failed.load(Ordering::SeqCst) {
+            ApplicationState::Failed
+        } else {
+            ApplicationState::Finished
+        };
+        self.finish(state);
     }
 }
 
@@ -235,6 +302,16 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct Context {
     inner: Arc<Inner>,
+}
+
+impl Drop for Context {
+    /// After SIGINT/SIGTERM, a program thread dropping its context waits for the
+    /// signal thread to finish the clean-up and exit the process (130 / 143).
+    fn drop(&mut self) {
+        if self.inner.cluster.is_some() {
+            crate::cluster::signals::hold_if_interrupted();
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -337,7 +414,8 @@ impl Context {
             (s.backend, s.app_id, Some(s.cluster))
         };
         tracing::info!(app = %app_id, name = %app_name, master = %master_url, threads, "flint context started");
-        Ok(Context {
+        let is_cluster = cluster.is_some();
+        let ctx = Context {
             inner: Arc::new(Inner {
                 app_name,
                 app_id,
@@ -350,8 +428,18 @@ impl Context {
                 accumulators,
                 broadcasts,
                 stopped: AtomicBool::new(false),
+                running: Mutex::new(HashSet::new()),
+                last_job_failed: AtomicBool::new(false),
             }),
-        })
+        };
+        if is_cluster {
+            if let Ok(mut live) = LIVE.lock() {
+                live.retain(|w| w.strong_count() > 0);
+                live.push(Arc::downgrade(&ctx.inner));
+            }
+            crate::cluster::signals::install(on_signal);
+        }
+        Ok(ctx)
     }
 
     /// A new id, unique in this context (jobs, stages, caches, broadcasts, accumulators).
@@ -581,6 +669,16 @@ impl Context {
     }
 
     /// Stops the context: running jobs fail with [`Error::Stopped`], later calls too.
+    /// On a cluster the application ends FINISHED at the master and its executors
+    /// are killed.
+    ///
+    /// The other endings: a context dropped without `stop` ends FAILED while its
+    /// thread unwinds from a panic or when its last job failed (a program giving up
+    /// with `?` in `main`), FINISHED otherwise; SIGINT or SIGTERM cancels the
+    /// running jobs (they return [`Error::JobCancelled`]), ends the application
+    /// KILLED and exits the process with 130 or 143. (An `Err` from `main` not
+    /// caused by a job is seen only in the exit status: the library cannot see
+    /// `main` return.)
     ///
     /// ```
     /// # use flint::prelude::*;
@@ -592,11 +690,8 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn stop(&self) -> Result<()> {
-        if !self.inner.stopped.swap(true, Ordering::SeqCst) {
-            self.inner.backend.stop();
-            if let Some(c) = &self.inner.cluster {
-                c.stop();
-            }
+        if !self.inner.stopped.load(Ordering::SeqCst) {
+            self.inner.finish(ApplicationState::Finished);
             tracing::info!(app = %self.inner.app_id, "flint context stopped");
         }
         Ok(())
@@ -605,6 +700,21 @@ impl Context {
     /// Runs a job computing `partitions` of `node` with the action `action`, handing
     /// each partition's output to `each` as it arrives.
     pub(crate) fn run_job(
+        &self,
+        node: &Arc<Node>,
+        action: EntryPoint,
+        action_captures: Vec<u8>,
+        partitions: Vec<u32>,
+        each: impl FnMut(u32, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let r = self.run_job_inner(node, action, action_captures, partitions, each);
+        self.inner
+            .last_job_failed
+            .store(r.is_err(), Ordering::SeqCst);
+        r
+    }
+
+    fn run_job_inner(
         &self,
         node: &Arc<Node>,
         action: EntryPoint,
@@ -620,6 +730,7 @@ impl Context {
             return Ok(());
         }
         let job = self.next_id();
+        let _running = Running::new(&self.inner, job);
         let stage = self.next_id();
         let blocks = partitions
             .iter()
@@ -649,6 +760,7 @@ impl Context {
         }
         let span = tracing::info_span!("job", app = %self.inner.app_id, job);
         let _g = span.enter();
+        tracing::info!("job {job} submitted: {} partitions", partitions.len());
         let mut failed: Option<Error> = None;
         loop {
             let Ok(event) = rx.recv() else {
@@ -702,6 +814,29 @@ impl Context {
                 }
                 JobEvent::Stopped => return Err(Error::Stopped),
             }
+        }
+    }
+}
+
+/// A job in [`Inner::running`] while it runs.
+struct Running<'a> {
+    inner: &'a Inner,
+    job: u64,
+}
+
+impl<'a> Running<'a> {
+    fn new(inner: &'a Inner, job: u64) -> Self {
+        if let Ok(mut r) = inner.running.lock() {
+            r.insert(job);
+        }
+        Running { inner, job }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.inner.running.lock() {
+            r.remove(&self.job);
         }
     }
 }

@@ -504,6 +504,13 @@ fn daemon_binary() -> PathBuf {
         .unwrap()
         .join("examples")
         .join("cluster_daemon");
+    // Built each time (a no-op when fresh): a stale daemon of an older build would
+    // speak another protocol version.
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let _ = Command::new(cargo)
+            .args(["build", "-q", "-p", "flint", "--example", "cluster_daemon"])
+            .status();
+    }
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)

@@ -191,7 +191,13 @@ fn apps_are_served_first_in_first_out() {
         .waiting_reason
         .is_some_and(|r| r.starts_with("waiting for a worker with 1 free cores")));
     // When the first finishes, the second gets the worker.
-    let fx = m.handle(at(T0), Event::UnregisterApplication { app_id: first });
+    let fx = m.handle(
+        at(T0),
+        Event::UnregisterApplication {
+            app_id: first,
+            final_state: None,
+        },
+    );
     assert_eq!(launches(&fx).len(), 1);
     assert_eq!(launches(&fx)[0].1, second);
     assert_eq!(active_app(&m, &second).waiting_reason, None);
@@ -436,6 +442,69 @@ fn normal_exits_and_negative_max_retries_never_fail_an_app() {
 }
 
 #[test]
+fn unregistering_with_a_final_state_ends_the_app_in_it() {
+    let mut m = master();
+    add_worker(&mut m, T0, 1, 4, 8192);
+    for (name, given, want) in [
+        (
+            "killed",
+            Some(ApplicationState::Killed),
+            ApplicationState::Killed,
+        ),
+        (
+            "failed",
+            Some(ApplicationState::Failed),
+            ApplicationState::Failed,
+        ),
+        (
+            "done",
+            Some(ApplicationState::Finished),
+            ApplicationState::Finished,
+        ),
+        ("none", None, ApplicationState::Finished),
+        // Not a final state: FINISHED, with a warning.
+        (
+            "odd",
+            Some(ApplicationState::Running),
+            ApplicationState::Finished,
+        ),
+    ] {
+        let (app, fx) = add_app(&mut m, T0, desc(name, Some(1), Some(1), 1024));
+        let placed = launches(&fx);
+        assert_eq!(placed.len(), 1, "{name}: {fx:?}");
+        let fx = m.handle(
+            at(T0 + 5),
+            Event::UnregisterApplication {
+                app_id: app.clone(),
+                final_state: given,
+            },
+        );
+        let done = completed_app(&m, &app);
+        assert_eq!(done.state, want, "{name}");
+        assert!(done
+            .executors
+            .iter()
+            .all(|e| e.state == ExecutorState::Killed));
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::KillExecutor { app_id, .. } if *app_id == app)));
+        // The driver said how it ended: no ApplicationRemoved is sent back to it.
+        assert!(
+            !fx.iter()
+                .any(|e| matches!(e, Effect::ApplicationRemoved { .. })),
+            "{name}: {fx:?}"
+        );
+        assert_eq!(
+            warnings(&fx).len(),
+            usize::from(name == "odd"),
+            "{name}: {:?}",
+            warnings(&fx)
+        );
+        assert_ok(&m);
+    }
+}
+
+#[test]
 fn unregistering_finishes_the_app_quietly_and_frees_its_workers() {
     let mut m = master();
     add_worker(&mut m, T0, 1, 4, 8192);
@@ -446,6 +515,7 @@ fn unregistering_finishes_the_app_quietly_and_frees_its_workers() {
         at(T0 + 9),
         Event::UnregisterApplication {
             app_id: app.clone(),
+            final_state: None,
         },
     );
     for (w, a, e, _) in &placed {
@@ -527,7 +597,13 @@ fn completed_apps_are_trimmed_as_spark_does() {
     let mut ids = Vec::new();
     for i in 0..25 {
         let (id, _) = add_app(&mut m, T0, desc(&format!("app{i}"), None, None, 1));
-        m.handle(at(T0), Event::UnregisterApplication { app_id: id.clone() });
+        m.handle(
+            at(T0),
+            Event::UnregisterApplication {
+                app_id: id.clone(),
+                final_state: None,
+            },
+        );
         ids.push(id);
     }
     // At 20 completed, the oldest 20 / 10 = 2 are dropped before adding.

@@ -301,6 +301,7 @@ impl World {
             Op::Unregister { a } => (
                 Event::UnregisterApplication {
                     app_id: self.app(a),
+                    final_state: None,
                 },
                 false,
             ),

@@ -569,6 +569,7 @@ async fn an_app_gets_executors_spread_across_workers_and_hears_about_them() {
     app.master
         .send(UnregisterApplication {
             app_id: app_id.clone(),
+            final_state: None,
         })
         .unwrap();
     for w in &mut workers {

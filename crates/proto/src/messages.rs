@@ -3,7 +3,7 @@
 //!
 //! Three protocols, one per kind of endpoint:
 //!
-//! - [`MasterMsg`] (`"flint.master/2"`): everything the master's endpoint
+//! - [`MasterMsg`] (`"flint.master/3"`): everything the master's endpoint
 //!   (named [`MASTER_ENDPOINT`]) accepts, from workers, from application
 //!   clients and from tools;
 //! - [`WorkerMsg`] (`"flint.worker/2"`): what the master tells a worker
@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::MasterStatusJson;
 use crate::{
-    AppId, ApplicationDescription, DriverDescription, DriverId, DriverState, ExecutorDescription,
-    ExecutorId, ExecutorState, WorkerId,
+    AppId, ApplicationDescription, ApplicationState, DriverDescription, DriverId, DriverState,
+    ExecutorDescription, ExecutorId, ExecutorState, WorkerId,
 };
 
 /// The name the master registers its endpoint under.
@@ -124,7 +124,7 @@ into_enum!(MasterMsg::RequestWebUiUrl(RequestWebUiUrl));
 ask!(RequestWebUiUrl => String);
 
 impl Protocol for MasterMsg {
-    const NAME: &'static str = "flint.master/2";
+    const NAME: &'static str = "flint.master/3";
 }
 
 // ----- from workers -----
@@ -256,11 +256,16 @@ pub struct RegisterApplication {
 into_enum!(MasterMsg::RegisterApplication(RegisterApplication));
 
 /// App client → master (one-way, when the application stops): the
-/// application ends FINISHED and its executors are killed.
+/// application ends in `final_state` (FINISHED when `None`) and its executors
+/// are killed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnregisterApplication {
     /// The application.
     pub app_id: AppId,
+    /// How the driver says it ended: FINISHED, FAILED (a panic, an unrecovered
+    /// job failure) or KILLED (SIGINT/SIGTERM). `None` and non-final states mean
+    /// FINISHED, as Spark's unregister does.
+    pub final_state: Option<ApplicationState>,
 }
 into_enum!(MasterMsg::UnregisterApplication(UnregisterApplication));
 
@@ -849,7 +854,7 @@ mod tests {
             driver_id in driver_id(),
         ) {
             let msgs: Vec<MasterMsg> = vec![
-                UnregisterApplication { app_id: app_id.clone() }.into(),
+                UnregisterApplication { app_id: app_id.clone(), final_state: Some(ApplicationState::Killed) }.into(),
                 MasterChangeAcknowledged { app_id: app_id.clone() }.into(),
                 RequestExecutors { app_id: app_id.clone(), total }.into(),
                 KillExecutors { app_id: app_id.clone(), exec_ids: exec_ids.into_iter().map(ExecutorId).collect() }.into(),
@@ -951,7 +956,7 @@ mod tests {
         let names = [MasterMsg::NAME, WorkerMsg::NAME, AppClientMsg::NAME];
         assert_eq!(
             names,
-            ["flint.master/2", "flint.worker/2", "flint.app-client/1"]
+            ["flint.master/3", "flint.worker/2", "flint.app-client/1"]
         );
         assert_ne!(MasterMsg::ID, WorkerMsg::ID);
         assert_ne!(WorkerMsg::ID, AppClientMsg::ID);

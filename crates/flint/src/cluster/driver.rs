@@ -395,6 +395,9 @@ pub(crate) struct AppSpec<'a> {
 
 /// The executor command: this binary (`{{BINARY}}`) with this process's arguments, and
 /// the driver to serve (with the executor's id, cores and host) in its environment.
+/// Settings under this prefix become environment variables of the executors.
+pub(crate) const EXECUTOR_ENV_PREFIX: &str = "executor.env.";
+
 pub(crate) fn app_description(spec: &AppSpec<'_>) -> Result<ApplicationDescription, ClusterError> {
     let mut cmd = ExecutorCommand::new("{{BINARY}}");
     cmd.args = std::env::args().skip(1).collect();
@@ -406,8 +409,19 @@ pub(crate) fn app_description(spec: &AppSpec<'_>) -> Result<ApplicationDescripti
         ),
     );
     cmd.binary = Some(spec.binary.clone());
-    let mut desc = ApplicationDescription::new(spec.name, cmd);
     let conf = spec.conf;
+    // `executor.env.NAME = value`: the executors' environment (Spark's
+    // spark.executorEnv.NAME); flint's own variable above is not replaced.
+    for (key, value) in conf.iter() {
+        if let Some(name) = key.strip_prefix(EXECUTOR_ENV_PREFIX) {
+            if name == crate::context::EXECUTOR_ENV {
+                tracing::warn!("{key} is ignored: flint sets {name} itself");
+            } else if !name.is_empty() {
+                cmd.env.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+    let mut desc = ApplicationDescription::new(spec.name, cmd);
     if conf.get("executor.cores").is_some() {
         desc.cores_per_executor =
             Some(u32::try_from(conf.u64("executor.cores", 1)?).unwrap_or(u32::MAX));

@@ -13,6 +13,7 @@ mod driver;
 mod embedded;
 pub(crate) mod executor;
 mod proto;
+pub(crate) mod signals;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use flint_client::AppClientHandle;
 use flint_conf::{Conf, SizeUnit};
-use flint_proto::BinarySource;
+use flint_proto::{ApplicationState, BinarySource};
 use flint_rpc::{RpcAddress, RpcEnv};
 
 use crate::master::Master;
@@ -228,16 +229,21 @@ fn is_loopback(host: &str) -> bool {
 }
 
 impl Cluster {
-    /// Ends the application: unregisters it (the master kills its executors), tells
-    /// the executors to stop, shuts the RPC server and any embedded cluster down
-    /// (whose workers kill and reap their children). Idempotent.
-    pub fn stop(&self) {
-        if self.stopped.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let Some(rt) = self.rt.lock().ok().and_then(|mut r| r.take()) else {
+    /// Ends the application in `final_state` at the master: unregisters it (the
+    /// master kills its executors), tells the executors to stop, shuts the RPC
+    /// server and any embedded cluster down (whose workers kill and reap their
+    /// children). Idempotent; a second caller waits until the first has finished,
+    /// so a process that exits after `stop` returns leaves nothing behind.
+    pub fn stop(&self, final_state: ApplicationState) {
+        // Held to the end: a concurrent caller (the signal thread, a drop) waits.
+        let Ok(mut rt_slot) = self.rt.lock() else {
             return;
         };
+        let Some(rt) = rt_slot.take() else {
+            return;
+        };
+        self.stopped.store(true, Ordering::SeqCst);
+        tracing::info!("stopping the application ({final_state})");
         let refs: Vec<_> = self
             .refs
             .lock()
@@ -248,7 +254,9 @@ impl Cluster {
             for (_, r) in &refs {
                 let _ = r.send(proto::ExecutorMsg::Stop("the application stopped".into()));
             }
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.client.stop()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.client.stop_with(final_state))
+                    .await;
             if let Some(e) = embedded {
                 e.stop().await;
             }
@@ -257,12 +265,18 @@ impl Cluster {
                 tokio::time::timeout(Duration::from_secs(5), self.env.await_termination()).await;
         });
         rt.shutdown_timeout(Duration::from_secs(2));
+        drop(rt_slot);
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.stop();
+        let state = if std::thread::panicking() {
+            ApplicationState::Failed
+        } else {
+            ApplicationState::Finished
+        };
+        self.stop(state);
     }
 }
 

@@ -184,7 +184,10 @@ impl MasterEndpoint {
                 )
             }
             MasterMsg::UnregisterApplication(m) => (
-                Event::UnregisterApplication { app_id: m.app_id },
+                Event::UnregisterApplication {
+                    app_id: m.app_id,
+                    final_state: m.final_state,
+                },
                 Origin::Internal,
             ),
             MasterMsg::MasterChangeAcknowledged(m) => (

@@ -97,6 +97,35 @@ impl MasterState {
         );
     }
 
+    /// The driver unregisters: the app ends in the final state it names
+    /// (FINISHED when none, or when it names a state that is not final).
+    pub(super) fn unregister_application(
+        &mut self,
+        now: Now,
+        app_id: &AppId,
+        final_state: Option<ApplicationState>,
+        out: &mut Vec<Effect>,
+    ) {
+        let state = match final_state {
+            Some(s) if s.is_finished() => s,
+            Some(s) => {
+                self.log_warn(
+                    out,
+                    format!("Application {app_id} unregistered naming {s}, which is not a final state; it ends FINISHED"),
+                );
+                ApplicationState::Finished
+            }
+            None => ApplicationState::Finished,
+        };
+        let message = match state {
+            ApplicationState::Finished => state.to_string(),
+            s => format!("{s}: reported by the driver"),
+        };
+        self.remove_application(now, app_id, state, message, out);
+        // The driver said how it ended: it needs no ApplicationRemoved back.
+        out.retain(|e| !matches!(e, Effect::ApplicationRemoved { app_id: a, .. } if a == app_id));
+    }
+
     pub(super) fn app_disconnected(&mut self, now: Now, app_id: &AppId, out: &mut Vec<Effect>) {
         if self.apps.contains_key(app_id) {
             self.log_info(

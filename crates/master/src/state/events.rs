@@ -13,8 +13,8 @@
 //! - Effects are to be carried out in order.
 
 use flint_proto::{
-    AppId, ApplicationDescription, DriverDescription, DriverId, DriverState, ExecutorDescription,
-    ExecutorId, ExecutorState, WorkerId,
+    AppId, ApplicationDescription, ApplicationState, DriverDescription, DriverId, DriverState,
+    ExecutorDescription, ExecutorId, ExecutorState, WorkerId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -212,10 +212,13 @@ pub enum Event {
         /// persisted for recovery).
         driver_address: DriverAddress,
     },
-    /// The driver unregisters its application (→ FINISHED).
+    /// The driver unregisters its application (→ `final_state`, FINISHED when
+    /// `None` or not a final state).
     UnregisterApplication {
         /// The application.
         app_id: AppId,
+        /// The state the driver says it ended in.
+        final_state: Option<ApplicationState>,
     },
     /// The connection to an application's driver dropped (→ FINISHED).
     AppDisconnected {

@@ -250,12 +250,15 @@ impl MasterState {
                 desc,
                 driver_address,
             } => self.register_application(now, desc, driver_address, &mut out),
-            Event::UnregisterApplication { app_id } => {
+            Event::UnregisterApplication {
+                app_id,
+                final_state,
+            } => {
                 self.log_info(
                     &mut out,
                     format!("Received unregister request from application {app_id}"),
                 );
-                self.finish_application(now, &app_id, &mut out);
+                self.unregister_application(now, &app_id, final_state, &mut out);
             }
             Event::AppDisconnected { app_id } => self.app_disconnected(now, &app_id, &mut out),
             Event::MasterChangeAcknowledged { app_id } => {
