@@ -288,7 +288,7 @@ settings! {
     // --- shared daemon layer and HTTP UIs ---
     "network.advertise_address", Kind::String, Unset("the bind host; for 0.0.0.0 a routable address"), [Daemon],
         "Host name or address a daemon tells peers to reach it at (RPC address, web UI URL), whatever it binds.";
-    "ui.host", Kind::String, Value("127.0.0.1"), [Master, Worker],
+    "ui.host", Kind::String, Value("127.0.0.1"), [Master, Worker, Client],
         "Address the web UIs bind; loopback unless configured otherwise.";
     "ui.max_connections", POSITIVE, Value("64"), [Ui],
         "Web UI connections open at once; past it new ones get 503 (never more than a quarter of the open-file limit).";
@@ -324,6 +324,21 @@ settings! {
         "How long a task waits for the executor caching its input before it runs elsewhere.";
     "starvation.timeout", SECS, Value("15s"), [Client],
         "How often the driver warns that its first job has not got any resources.";
+    // --- the flint library: the driver UI and console progress ---
+    "ui.enabled", Kind::Bool, Value("true"), [Client],
+        "Serve the driver's UI (JSON of jobs, stages and tasks under /api/v1/applications).";
+    "ui.port", PORT, Value("4040"), [Client],
+        "First port of the driver's UI; when taken the next ones are tried (0 picks a free one).";
+    "ui.port_max_retries", COUNT, Value("16"), [Client],
+        "Ports above ui.port the driver UI tries when ui.port is taken.";
+    "ui.retained_jobs", POSITIVE, Value("1000"), [Client],
+        "Jobs the driver UI remembers; the oldest finished ones (and their stages) are dropped.";
+    "ui.retained_tasks", POSITIVE, Value("100000"), [Client],
+        "Task attempts the driver UI remembers per stage; the oldest finished ones are dropped (counts stay exact).";
+    "ui.show_console_progress", Kind::Bool, Value("true"), [Client],
+        "Draw the progress bar of running stages on the driver's stderr when it is a terminal.";
+    "ui.advertised_url", Kind::String, Unset("the driver UI's own http://host:port"), [Client],
+        "The driver UI URL the master's entry for the application shows.";
 }
 
 /// `FLINT_*` variables that are not settings but that flint (or its tests) knows.

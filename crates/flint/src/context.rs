@@ -254,6 +254,8 @@ pub(crate) struct Inner {
     /// Whether the last job ended in an error: a context dropped after that
     /// without [`Context::stop`] ends FAILED (the program gave up, `?` in `main`).
     last_job_failed: AtomicBool,
+    ui: Option<crate::ui::Ui>,
+    _progress: Option<crate::ui::progress::Progress>,
 }
 
 impl Inner {
@@ -269,6 +271,9 @@ impl Inner {
         self.backend.stop();
         if let Some(c) = &self.cluster {
             c.stop(state);
+        }
+        if let Some(ui) = &self.ui {
+            ui.stop();
         }
     }
 }
@@ -338,6 +343,26 @@ impl Context {
     }
 
     fn start(app_name: String, master_url: String, master: Master, conf: Conf) -> Result<Context> {
+        // The driver UI first, so that the master's app entry can name its URL.
+        let ui_conf = crate::ui::UiConf::from_conf(&conf)?;
+        let ui_status = Arc::new(Mutex::new(crate::ui::status::AppStatus::new(
+            &app_name,
+            crate::ui::wall_ms(),
+            ui_conf.retained_jobs,
+            ui_conf.retained_tasks,
+        )));
+        let ui = match ui_conf.enabled {
+            true => crate::ui::Ui::start(&ui_conf, ui_status.clone())?,
+            false => None,
+        };
+        let mut conf = conf;
+        if let (Some(ui), None) = (&ui, conf.get(crate::ui::ADVERTISED_URL)) {
+            conf.insert(
+                crate::ui::ADVERTISED_URL,
+                ui.url(),
+                flint_conf::Source::Code,
+            );
+        }
         let (threads, url_failures) = match master {
             Master::Local {
                 threads,
@@ -414,6 +439,19 @@ impl Context {
             (s.backend, s.app_id, Some(s.cluster))
         };
         tracing::info!(app = %app_id, name = %app_name, master = %master_url, threads, "flint context started");
+        if let Ok(mut s) = ui_status.lock() {
+            s.app_id = app_id.clone();
+        }
+        let progress = match ui_conf.show_progress {
+            true => crate::ui::progress::Progress::start(ui_status.clone()),
+            false => None,
+        };
+        if ui.is_some() || progress.is_some() {
+            backend.set_recorder(crate::ui::Recorder::new(ui_status));
+        }
+        if let Some(ui) = &ui {
+            tracing::info!(app = %app_id, "driver UI at {}", ui.url());
+        }
         let is_cluster = cluster.is_some();
         let ctx = Context {
             inner: Arc::new(Inner {
@@ -430,6 +468,8 @@ impl Context {
                 stopped: AtomicBool::new(false),
                 running: Mutex::new(HashSet::new()),
                 last_job_failed: AtomicBool::new(false),
+                ui,
+                _progress: progress,
             }),
         };
         if is_cluster {
@@ -496,17 +536,21 @@ impl Context {
         &self.inner.master
     }
 
-    /// The driver's UI URL: `None` until the driver UI arrives (local masters have none).
+    /// The driver UI's URL (`http://127.0.0.1:4040` or the next free port), serving
+    /// JSON of the jobs, stages and tasks at `/api/v1/applications/<app id>/jobs`;
+    /// `None` when `ui.enabled` is false.
     ///
     /// ```
     /// # use flint::prelude::*;
     /// # fn main() -> flint::Result<()> {
-    /// let ctx = Context::builder().master("local").create()?;
-    /// assert_eq!(ctx.ui_url(), None);
+    /// let ctx = Context::builder().master("local").conf("ui.port", "0").create()?;
+    /// assert!(ctx.ui_url().unwrap().starts_with("http://127.0.0.1:"));
+    /// let quiet = Context::builder().master("local").conf("ui.enabled", "false").create()?;
+    /// assert_eq!(quiet.ui_url(), None);
     /// # Ok(()) }
     /// ```
     pub fn ui_url(&self) -> Option<String> {
-        None
+        self.inner.ui.as_ref().map(|u| u.url().to_string())
     }
 
     /// Partitions used when an operation is given 0: `default.parallelism`, else the

@@ -84,6 +84,7 @@ mod scheduler;
 mod shared;
 mod shell;
 mod text;
+mod ui;
 mod wire;
 
 pub use context::{Context, ContextBuilder, EXECUTOR_ENV};

@@ -65,6 +65,7 @@ enum Msg {
     TaskDone(Vec<u8>),
     Unpersist(u64),
     Scheduler(Event),
+    Recorder(crate::ui::Recorder),
     Stop,
 }
 
@@ -111,6 +112,7 @@ impl Backend {
                     executors,
                     accumulators,
                     started: Instant::now(),
+                    recorder: crate::ui::Recorder::default(),
                 }
                 .run(&rx)
             })?;
@@ -128,6 +130,11 @@ impl Backend {
     /// Feeds the scheduler an executor event (added, lost, heartbeat).
     pub fn scheduler_event(&self, event: Event) {
         let _ = self.tx.send(Msg::Scheduler(event));
+    }
+
+    /// Records what the scheduler sees for the driver UI from now on.
+    pub fn set_recorder(&self, recorder: crate::ui::Recorder) {
+        let _ = self.tx.send(Msg::Recorder(recorder));
     }
 
     /// Submits a job; false when the backend has stopped.
@@ -171,6 +178,7 @@ struct Shell<E> {
     executors: E,
     accumulators: Arc<Accumulators>,
     started: Instant,
+    recorder: crate::ui::Recorder,
 }
 
 impl<E: Executors> Shell<E> {
@@ -209,6 +217,7 @@ impl<E: Executors> Shell<E> {
                 Ok(Msg::Cancel(job, reason)) => self.event(Event::CancelJob { job, reason }, None),
                 Ok(Msg::Unpersist(cache)) => self.event(Event::CacheRemoved { cache }, None),
                 Ok(Msg::Scheduler(event)) => self.event(event, None),
+                Ok(Msg::Recorder(r)) => self.recorder = r,
                 Ok(Msg::TaskDone(bytes)) => match postcard::from_bytes::<TaskResult>(&bytes) {
                     Ok(r) => {
                         let event = Event::TaskEnded {
@@ -235,7 +244,10 @@ impl<E: Executors> Shell<E> {
 
     fn event(&mut self, event: Event, mut result: Option<TaskResult>) {
         let now = self.now();
-        for effect in self.sched.handle(now, event) {
+        self.recorder.event(&event);
+        let effects = self.sched.handle(now, event);
+        self.recorder.effects(&effects);
+        for effect in effects {
             match effect {
                 Effect::Launch(launches) => {
                     for l in launches {

@@ -81,6 +81,26 @@ fn app_ids_follow_sparks_format_and_registration_is_persisted() {
 }
 
 #[test]
+fn the_status_shows_the_apps_own_ui_url() {
+    let mut m = master();
+    let mut d = desc("with-ui", None, None, 1024);
+    d.app_ui_url = Some("http://127.0.0.1:4041".into());
+    let (a, _) = add_app(&mut m, T0, d);
+    let (b, _) = add_app(&mut m, T0, desc("without", None, None, 1024));
+    assert_eq!(
+        active_app(&m, &a).ui_url.as_deref(),
+        Some("http://127.0.0.1:4041")
+    );
+    assert_eq!(active_app(&m, &b).ui_url, None);
+    let json = serde_json::to_value(m.status(at(T0))).unwrap();
+    assert!(json["active_apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|app| app["ui_url"] == "http://127.0.0.1:4041"));
+}
+
+#[test]
 fn a_repeated_registration_from_the_same_driver_gets_the_same_id() {
     let mut m = master();
     let (a, _) = add_app(&mut m, T0, desc("x", None, None, 1));

@@ -94,6 +94,10 @@ pub struct AppStatusJson {
     /// (e.g. "needs 8 cores per executor but the largest worker has 4");
     /// `null` otherwise.
     pub waiting_reason: Option<String>,
+    /// The application's own UI (a flint driver's `ctx.ui_url()`), when it
+    /// serves one.
+    #[serde(default)]
+    pub ui_url: Option<String>,
 }
 
 /// One executor in [`AppStatusJson::executors`].
@@ -168,6 +172,7 @@ mod tests {
                     cores: 2,
                 }],
                 waiting_reason: None,
+                ui_url: Some("http://127.0.0.1:4040".into()),
             }],
             completed_apps: vec![],
             active_drivers: vec![],

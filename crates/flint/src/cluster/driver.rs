@@ -429,6 +429,7 @@ pub(crate) fn app_description(spec: &AppSpec<'_>) -> Result<ApplicationDescripti
     if conf.get("cores.max").is_some() {
         desc.max_cores = Some(u32::try_from(conf.u64("cores.max", 1)?).unwrap_or(u32::MAX));
     }
+    desc.app_ui_url = conf.get(crate::ui::ADVERTISED_URL).map(str::to_string);
     desc.memory_per_executor_mb =
         (conf.bytes("executor.memory", 1 << 30, SizeUnit::Mebibytes)? >> 20).max(1);
     Ok(desc)

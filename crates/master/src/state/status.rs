@@ -78,6 +78,7 @@ fn app_json(app: &AppInfo) -> AppStatusJson {
             })
             .collect(),
         waiting_reason: app.waiting_reason.clone(),
+        ui_url: app.desc.app_ui_url.clone(),
     }
 }
 
