@@ -24,6 +24,7 @@
 
 mod desc;
 mod ids;
+pub mod log;
 pub mod placeholders;
 mod states;
 pub mod status;

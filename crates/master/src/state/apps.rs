@@ -4,6 +4,7 @@ use flint_proto::{
     AppId, ApplicationDescription, ApplicationState, ExecutorId, ExecutorState, MasterStatus,
     WorkerId, WorkerState,
 };
+use flint_types::log::Logs as _;
 
 use super::health::failure_text;
 use super::model::AppInfo;
@@ -26,10 +27,10 @@ impl MasterState {
         out: &mut Vec<Effect>,
     ) {
         if self.status == MasterStatus::Standby {
-            self.log_info(
-                out,
-                format!("Ignoring registration of app {} in STANDBY", desc.name),
-            );
+            out.info(format!(
+                "Ignoring registration of app {} in STANDBY",
+                desc.name
+            ));
             return;
         }
         if let Some(existing) = self
@@ -39,14 +40,12 @@ impl MasterState {
             .find(|a| a.driver_address == driver_address)
         {
             let app_id = existing.id.clone();
-            self.log_warn(
-                out,
-                format!("Attempted to re-register application at same address {driver_address}; it is {app_id}"),
+            out.warn(format!("Attempted to re-register application at same address {driver_address}; it is {app_id}"),
             );
             out.push(Effect::RegisteredApplication { app_id });
             return;
         }
-        self.log_info(out, format!("Registering app {}", desc.name));
+        out.info(format!("Registering app {}", desc.name));
         let app_id = self.new_app_id(now.wall_ms);
         let invalid = desc.validate().err();
         let app = AppInfo::new(
@@ -56,10 +55,7 @@ impl MasterState {
             driver_address,
             self.config.default_cores,
         );
-        self.log_info(
-            out,
-            format!("Registered app {} with ID {app_id}", app.desc.name),
-        );
+        out.info(format!("Registered app {} with ID {app_id}", app.desc.name));
         out.push(Effect::PersistApp(app.record()));
         self.apps.insert(app_id.clone(), app);
         self.app_order.push(app_id.clone());
@@ -68,7 +64,7 @@ impl MasterState {
         });
         if let Some(err) = invalid {
             let message = format!("FAILED: invalid application description: {err}");
-            self.log_error(out, format!("Application {app_id}: {message}"));
+            out.error(format!("Application {app_id}: {message}"));
             self.remove_application(now, &app_id, ApplicationState::Failed, message, out);
             return;
         }
@@ -109,9 +105,7 @@ impl MasterState {
         let state = match final_state {
             Some(s) if s.is_finished() => s,
             Some(s) => {
-                self.log_warn(
-                    out,
-                    format!("Application {app_id} unregistered naming {s}, which is not a final state; it ends FINISHED"),
+                out.warn(format!("Application {app_id} unregistered naming {s}, which is not a final state; it ends FINISHED"),
                 );
                 ApplicationState::Finished
             }
@@ -128,10 +122,9 @@ impl MasterState {
 
     pub(super) fn app_disconnected(&mut self, now: Now, app_id: &AppId, out: &mut Vec<Effect>) {
         if self.apps.contains_key(app_id) {
-            self.log_info(
-                out,
-                format!("Driver of {app_id} got disassociated, removing it."),
-            );
+            out.info(format!(
+                "Driver of {app_id} got disassociated, removing it."
+            ));
             self.finish_application(now, app_id, out);
         }
         self.maybe_complete_recovery(now, out);
@@ -142,7 +135,7 @@ impl MasterState {
     pub(super) fn kill_application(&mut self, now: Now, app_id: &AppId, out: &mut Vec<Effect>) {
         let found = self.apps.contains_key(app_id);
         if found {
-            self.log_info(out, format!("Killing application {app_id} on request"));
+            out.info(format!("Killing application {app_id} on request"));
             self.remove_application(
                 now,
                 app_id,
@@ -151,7 +144,7 @@ impl MasterState {
                 out,
             );
         } else {
-            self.log_warn(out, format!("Asked to kill unknown application {app_id}"));
+            out.warn(format!("Asked to kill unknown application {app_id}"));
         }
         out.push(Effect::Reply(Reply::Ack(found)));
     }
@@ -171,7 +164,7 @@ impl MasterState {
         let Some(mut app) = self.apps.remove(app_id) else {
             return;
         };
-        self.log_info(out, format!("Removing app {app_id} ({state})"));
+        out.info(format!("Removing app {app_id} ({state})"));
         self.app_order.retain(|id| id != app_id);
         let retained = self.config.retained_applications;
         if self.completed_apps.len() >= retained {
@@ -224,15 +217,13 @@ impl MasterState {
             None => false,
         };
         if known {
-            self.log_info(
-                out,
-                format!("Application {app_id} requested to set total executors to {total}."),
-            );
+            out.info(format!(
+                "Application {app_id} requested to set total executors to {total}."
+            ));
         } else {
-            self.log_warn(
-                out,
-                format!("Unknown application {app_id} requested {total} total executors."),
-            );
+            out.warn(format!(
+                "Unknown application {app_id} requested {total} total executors."
+            ));
         }
         out.push(Effect::Reply(Reply::Ack(known)));
     }
@@ -247,10 +238,9 @@ impl MasterState {
         out: &mut Vec<Effect>,
     ) {
         let Some(app) = self.apps.get_mut(app_id) else {
-            self.log_warn(
-                out,
-                format!("Unregistered application {app_id} requested us to kill executors!"),
-            );
+            out.warn(format!(
+                "Unregistered application {app_id} requested us to kill executors!"
+            ));
             out.push(Effect::Reply(Reply::Ack(false)));
             return;
         };
@@ -278,13 +268,10 @@ impl MasterState {
             });
         }
         if !unknown.is_empty() {
-            self.log_warn(
-                out,
-                format!(
-                    "Application {app_id} attempted to kill non-existent executors: {}",
-                    unknown.join(", ")
-                ),
-            );
+            out.warn(format!(
+                "Application {app_id} attempted to kill non-existent executors: {}",
+                unknown.join(", ")
+            ));
         }
         self.pending_schedule = true;
         out.push(Effect::Reply(Reply::Ack(true)));
@@ -406,12 +393,9 @@ impl MasterState {
         }
         if let Some((name, retries, why)) = fail_app {
             let why = why.map(|w| format!(": {w}")).unwrap_or_default();
-            self.log_error(
-                out,
-                format!(
-                    "Application {name} with ID {app_id} failed {retries} times; removing it{why}"
-                ),
-            );
+            out.error(format!(
+                "Application {name} with ID {app_id} failed {retries} times; removing it{why}"
+            ));
             self.remove_application(
                 now,
                 app_id,
@@ -450,13 +434,10 @@ impl MasterState {
             .join(", ");
         if never_fail {
             app.worker_failures.clear();
-            self.log_warn(
-                out,
-                format!(
-                    "Executors of {app_id} failed on every worker that can run them ({list}); \
+            out.warn(format!(
+                "Executors of {app_id} failed on every worker that can run them ({list}); \
                      trying them again (deploy.max_executor_retries < 0)"
-                ),
-            );
+            ));
             return None;
         }
         Some((
@@ -498,17 +479,13 @@ impl MasterState {
         let of_finished_app =
             state.is_finished() && self.completed_apps.iter().any(|a| &a.id == app_id);
         if of_finished_app {
-            self.log_info(
-                out,
-                format!(
-                    "Executor {app_id}/{exec_id} of finished application {app_id} ended ({state})"
-                ),
-            );
+            out.info(format!(
+                "Executor {app_id}/{exec_id} of finished application {app_id} ended ({state})"
+            ));
         } else {
-            self.log_warn(
-                out,
-                format!("Got status update for unknown executor {app_id}/{exec_id} ({state})"),
-            );
+            out.warn(format!(
+                "Got status update for unknown executor {app_id}/{exec_id} ({state})"
+            ));
         }
         if !state.is_finished() {
             return;

@@ -1,6 +1,7 @@
 //! Cluster-mode drivers: submission, kill, status, final states, relaunch.
 
 use flint_proto::{DriverDescription, DriverId, DriverState, MasterStatus};
+use flint_types::log::Logs as _;
 
 use super::model::DriverInfo;
 use super::{Effect, MasterState, Now, Reply, BACKUP_MASTER_PREFIX};
@@ -34,7 +35,7 @@ impl MasterState {
             )));
             return;
         }
-        self.log_info(out, format!("Driver submitted {}", desc.command.program));
+        out.info(format!("Driver submitted {}", desc.command.program));
         let driver_id = self.enqueue_new_driver(now, desc, out);
         out.push(Effect::Reply(Reply::SubmitDriver(
             flint_proto::messages::SubmitDriverResponse {
@@ -78,11 +79,11 @@ impl MasterState {
             )));
             return;
         }
-        self.log_info(out, format!("Asked to kill driver {driver_id}"));
+        out.info(format!("Asked to kill driver {driver_id}"));
         if self.drivers.contains_key(&driver_id) {
             self.start_driver_kill(&driver_id, out);
             let message = format!("Kill request for {driver_id} submitted");
-            self.log_info(out, message.clone());
+            out.info(message.clone());
             out.push(Effect::Reply(Reply::KillDriver(
                 flint_proto::messages::KillDriverResponse {
                     driver_id,
@@ -92,7 +93,7 @@ impl MasterState {
             )));
         } else {
             let message = format!("Driver {driver_id} has already finished or does not exist");
-            self.log_warn(out, message.clone());
+            out.warn(message.clone());
             out.push(Effect::Reply(Reply::KillDriver(
                 flint_proto::messages::KillDriverResponse {
                     driver_id,
@@ -118,7 +119,7 @@ impl MasterState {
             )));
             return;
         }
-        self.log_info(out, "Asked to kill all drivers".into());
+        out.info("Asked to kill all drivers".into());
         let ids: Vec<DriverId> = self.drivers.keys().cloned().collect();
         for id in ids {
             self.start_driver_kill(&id, out);
@@ -161,10 +162,9 @@ impl MasterState {
             | DriverState::Finished
             | DriverState::Killed
             | DriverState::Failed => self.remove_driver(driver_id, state, exception, out),
-            _ => self.log_warn(
-                out,
-                format!("Received unexpected state update for driver {driver_id}: {state}"),
-            ),
+            _ => out.warn(format!(
+                "Received unexpected state update for driver {driver_id}: {state}"
+            )),
         }
     }
 
@@ -223,10 +223,10 @@ impl MasterState {
         out: &mut Vec<Effect>,
     ) {
         let Some(mut driver) = self.drivers.remove(driver_id) else {
-            self.log_warn(out, format!("Asked to remove unknown driver: {driver_id}"));
+            out.warn(format!("Asked to remove unknown driver: {driver_id}"));
             return;
         };
-        self.log_info(out, format!("Removing driver: {driver_id} ({state})"));
+        out.info(format!("Removing driver: {driver_id} ({state})"));
         self.waiting_drivers.retain(|d| d != driver_id);
         let retained = self.config.retained_drivers;
         if self.completed_drivers.len() >= retained {
@@ -261,7 +261,7 @@ impl MasterState {
         };
         self.remove_driver(driver_id, DriverState::Relaunching, None, out);
         let new_id = self.enqueue_new_driver(now, desc, out);
-        self.log_info(out, format!("Driver {driver_id} relaunched as {new_id}"));
+        out.info(format!("Driver {driver_id} relaunched as {new_id}"));
     }
 
     /// Places a driver on a worker.
@@ -271,10 +271,9 @@ impl MasterState {
         driver_id: &DriverId,
         out: &mut Vec<Effect>,
     ) {
-        self.log_info(
-            out,
-            format!("Launching driver {driver_id} on worker {worker_id}"),
-        );
+        out.info(format!(
+            "Launching driver {driver_id} on worker {worker_id}"
+        ));
         let Some(driver) = self.drivers.get_mut(driver_id) else {
             return;
         };

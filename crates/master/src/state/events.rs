@@ -282,15 +282,12 @@ pub enum Event {
     ClearCompleted,
 }
 
-/// How loud an [`Effect::Log`] line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Normal operation worth a line.
-    Info,
-    /// Something unexpected the master handled.
-    Warn,
-    /// Something failed (an application was failed, ...).
-    Error,
+pub use flint_types::log::LogLevel;
+
+impl flint_types::log::LogEffect for Effect {
+    fn log(level: LogLevel, message: String) -> Self {
+        Effect::Log { level, message }
+    }
 }
 
 /// The answer to an *ask* event.

@@ -31,6 +31,7 @@
 //! Back-offs end on the first [`Event::Tick`](super::Event::Tick) after their
 //! deadline, which then runs placement.
 
+use flint_types::log::Logs as _;
 use std::collections::BTreeSet;
 
 use flint_proto::{AppId, ExecutorState, WorkerId, WorkerState};
@@ -118,13 +119,10 @@ impl MasterState {
         let at = app.relaunch_at_mono_ms;
         let retries = app.retry_count;
         self.wakeups.insert(at);
-        self.log_info(
-            out,
-            format!(
-                "Relaunching executors of {app_id} in {} ({retries} failure(s) in a row)",
-                human_duration(delay)
-            ),
-        );
+        out.info(format!(
+            "Relaunching executors of {app_id} in {} ({retries} failure(s) in a row)",
+            human_duration(delay)
+        ));
     }
 
     /// An executor of `app_id` launched on `worker_id` at `launched_mono_ms`
@@ -155,13 +153,10 @@ impl MasterState {
             .find(|e| e.state == ExecutorState::Running && e.worker_id != *worker_id)
             .map(|e| e.worker_id.clone());
         if count == max {
-            self.log_warn(
-                out,
-                format!(
-                    "Not placing executors of {app_id} on worker {worker_id} any more: {count} of \
+            out.warn(format!(
+                "Not placing executors of {app_id} on worker {worker_id} any more: {count} of \
                      them failed there (deploy.max_failures_per_worker = {max}); last: {text}"
-                ),
-            );
+            ));
         }
         let Some(worker) = self.workers.get_mut(worker_id) else {
             return;
@@ -261,7 +256,7 @@ impl MasterState {
         h.unhealthy = Some(reason.clone());
         let until = h.backoff_until_mono_ms;
         self.wakeups.insert(until);
-        self.log_warn(out, format!("Worker {worker_id} is unhealthy: {reason}"));
+        out.warn(format!("Worker {worker_id} is unhealthy: {reason}"));
     }
 
     /// On every tick: back-offs whose deadline passed end, and placement
@@ -297,13 +292,10 @@ impl MasterState {
                 .map(|w| std::mem::take(&mut w.health).unhealthy.is_some())
                 .unwrap_or(false);
             if was_unhealthy {
-                self.log_info(
-                    out,
-                    format!(
-                        "Worker {worker_id} is healthy again: executor {exec} has run there for {}",
-                        human_duration(stable)
-                    ),
-                );
+                out.info(format!(
+                    "Worker {worker_id} is healthy again: executor {exec} has run there for {}",
+                    human_duration(stable)
+                ));
             }
         }
     }

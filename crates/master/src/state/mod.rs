@@ -38,6 +38,7 @@ mod status;
 mod time;
 mod workers;
 
+use flint_types::log::Logs as _;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flint_proto::{AppId, DriverId, MasterStatus, WorkerId};
@@ -254,10 +255,9 @@ impl MasterState {
                 app_id,
                 final_state,
             } => {
-                self.log_info(
-                    &mut out,
-                    format!("Received unregister request from application {app_id}"),
-                );
+                out.info(format!(
+                    "Received unregister request from application {app_id}"
+                ));
                 self.unregister_application(now, &app_id, final_state, &mut out);
             }
             Event::AppDisconnected { app_id } => self.app_disconnected(now, &app_id, &mut out),
@@ -292,27 +292,6 @@ impl MasterState {
             self.schedule(now, &mut out);
         }
         out
-    }
-
-    fn log_info(&self, out: &mut Vec<Effect>, message: String) {
-        out.push(Effect::Log {
-            level: LogLevel::Info,
-            message,
-        });
-    }
-
-    fn log_warn(&self, out: &mut Vec<Effect>, message: String) {
-        out.push(Effect::Log {
-            level: LogLevel::Warn,
-            message,
-        });
-    }
-
-    fn log_error(&self, out: &mut Vec<Effect>, message: String) {
-        out.push(Effect::Log {
-            level: LogLevel::Error,
-            message,
-        });
     }
 }
 

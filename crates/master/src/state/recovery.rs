@@ -4,6 +4,7 @@ use flint_proto::{
     AppId, ApplicationState, DriverId, DriverState, ExecutorDescription, MasterStatus, WorkerId,
     WorkerState,
 };
+use flint_types::log::Logs as _;
 
 use super::model::{AppInfo, DriverInfo, Resources, WorkerInfo};
 use super::{Effect, MasterState, Now, StoredState};
@@ -17,23 +18,20 @@ impl MasterState {
     /// worker or app to wait for.
     pub(super) fn elected_leader(&mut self, now: Now, stored: StoredState, out: &mut Vec<Effect>) {
         if self.status != MasterStatus::Standby {
-            self.log_warn(
-                out,
-                format!("Elected leader again while {}; ignoring", self.status),
-            );
+            out.warn(format!(
+                "Elected leader again while {}; ignoring",
+                self.status
+            ));
             return;
         }
         if stored.is_empty() {
             self.status = MasterStatus::Alive;
-            self.log_info(out, "I have been elected leader! New state: ALIVE".into());
+            out.info("I have been elected leader! New state: ALIVE".into());
             self.pending_schedule = true;
             return;
         }
         self.status = MasterStatus::Recovering;
-        self.log_info(
-            out,
-            "I have been elected leader! New state: RECOVERING".into(),
-        );
+        out.info("I have been elected leader! New state: RECOVERING".into());
 
         for record in stored.apps {
             if self.apps.contains_key(&record.id)
@@ -42,10 +40,10 @@ impl MasterState {
                     .values()
                     .any(|a| a.driver_address == record.driver_address)
             {
-                self.log_warn(out, format!("Skipping duplicate stored app {}", record.id));
+                out.warn(format!("Skipping duplicate stored app {}", record.id));
                 continue;
             }
-            self.log_info(out, format!("Trying to recover app: {}", record.id));
+            out.info(format!("Trying to recover app: {}", record.id));
             let mut app = AppInfo::new(
                 record.id.clone(),
                 record.desc,
@@ -71,22 +69,19 @@ impl MasterState {
 
         for reg in stored.workers {
             if self.workers.contains_key(&reg.id) {
-                self.log_warn(out, format!("Skipping duplicate stored worker {}", reg.id));
+                out.warn(format!("Skipping duplicate stored worker {}", reg.id));
                 continue;
             }
-            self.log_info(out, format!("Trying to recover worker: {}", reg.id));
+            out.info(format!("Trying to recover worker: {}", reg.id));
             let mut worker = WorkerInfo::new(&reg, now);
             worker.state = WorkerState::Unknown;
             if self.add_worker(now, worker, out) {
                 out.push(Effect::MasterChangedToWorker { worker_id: reg.id });
             } else {
-                self.log_warn(
-                    out,
-                    format!(
-                        "Stored worker {} shares an address with another; skipped",
-                        reg.id
-                    ),
-                );
+                out.warn(format!(
+                    "Stored worker {} shares an address with another; skipped",
+                    reg.id
+                ));
             }
         }
 
@@ -158,24 +153,20 @@ impl MasterState {
             .map(|d| (d.id.clone(), d.desc.supervise))
             .collect();
         for (id, supervise) in unclaimed {
-            self.log_warn(
-                out,
-                format!("Driver {id} was not found after master recovery"),
-            );
+            out.warn(format!("Driver {id} was not found after master recovery"));
             if supervise {
-                self.log_warn(out, format!("Re-launching {id}"));
+                out.warn(format!("Re-launching {id}"));
                 self.relaunch_driver(now, &id, out);
             } else {
-                self.log_warn(
-                    out,
-                    format!("Did not re-launch {id} because it was not supervised"),
-                );
+                out.warn(format!(
+                    "Did not re-launch {id} because it was not supervised"
+                ));
                 self.remove_driver(&id, DriverState::Error, None, out);
             }
         }
         self.status = MasterStatus::Alive;
         self.pending_schedule = true;
-        self.log_info(out, "Recovery complete - resuming operations!".into());
+        out.info("Recovery complete - resuming operations!".into());
     }
 
     /// A recovered app's driver answered: UNKNOWN → WAITING.
@@ -188,9 +179,9 @@ impl MasterState {
         match self.apps.get_mut(app_id) {
             Some(app) => {
                 app.state = ApplicationState::Waiting;
-                self.log_info(out, format!("Application has been re-registered: {app_id}"));
+                out.info(format!("Application has been re-registered: {app_id}"));
             }
-            None => self.log_warn(out, format!("Master change ack from unknown app: {app_id}")),
+            None => out.warn(format!("Master change ack from unknown app: {app_id}")),
         }
         self.maybe_complete_recovery(now, out);
     }
@@ -215,16 +206,13 @@ impl MasterState {
             .get_mut(worker_id)
             .filter(|w| w.state != WorkerState::Dead)
         else {
-            self.log_warn(
-                out,
-                format!("Scheduler state from unknown worker: {worker_id}"),
-            );
+            out.warn(format!("Scheduler state from unknown worker: {worker_id}"));
             self.maybe_complete_recovery(now, out);
             return;
         };
         worker.state = WorkerState::Alive;
         worker.heard_from(now);
-        self.log_info(out, format!("Worker has been re-registered: {worker_id}"));
+        out.info(format!("Worker has been re-registered: {worker_id}"));
 
         for exec in executors {
             let res = Resources {

@@ -3,6 +3,7 @@
 //! still waiting.
 
 use flint_proto::{AppId, ExecutorState, MasterStatus, WorkerId, WorkerState};
+use flint_types::log::Logs as _;
 
 use super::model::{AppInfo, Resources, WorkerInfo};
 use super::{Effect, MasterState, Now, WorkerSelectionPolicy};
@@ -203,9 +204,7 @@ impl MasterState {
                             && w.memory_mb >= need.memory_mb
                     });
                     if !could_ever_fit {
-                        self.log_warn(
-                            out,
-                            format!("Driver {driver_id} requires more resource than any of Workers could have."),
+                        out.warn(format!("Driver {driver_id} requires more resource than any of Workers could have."),
                         );
                     }
                 }
@@ -385,7 +384,7 @@ impl MasterState {
         }
         for (app_id, reason) in changed {
             if let Some(r) = &reason {
-                self.log_warn(out, format!("App {app_id} has no executors: {r}"));
+                out.warn(format!("App {app_id} has no executors: {r}"));
             }
             if let Some(app) = self.apps.get_mut(&app_id) {
                 app.waiting_reason = reason;

@@ -1,6 +1,7 @@
 //! Worker lifecycle: registration, heartbeats, state reports,
 //! decommissioning, loss and timeouts.
 
+use flint_types::log::Logs as _;
 use std::collections::BTreeSet;
 
 use flint_proto::{
@@ -31,13 +32,10 @@ impl MasterState {
         reg: WorkerRegistration,
         out: &mut Vec<Effect>,
     ) {
-        self.log_info(
-            out,
-            format!(
-                "Registering worker {}:{} with {} cores, {} MB RAM",
-                reg.host, reg.port, reg.cores, reg.memory_mb
-            ),
-        );
+        out.info(format!(
+            "Registering worker {}:{} with {} cores, {} MB RAM",
+            reg.host, reg.port, reg.cores, reg.memory_mb
+        ));
         if self.status == MasterStatus::Standby {
             out.push(Effect::MasterInStandby { worker_id: reg.id });
             return;
@@ -52,7 +50,7 @@ impl MasterState {
                         reg.host,
                         reg.port
                     );
-                    self.log_warn(out, message.clone());
+                    out.warn(message.clone());
                     out.push(Effect::RegisterWorkerFailed {
                         worker_id: reg.id,
                         message,
@@ -63,15 +61,12 @@ impl MasterState {
                 let was_unknown = existing.state == WorkerState::Unknown;
                 if was_unknown {
                     existing.state = WorkerState::Alive;
-                    self.log_info(out, format!("Worker has been re-registered: {}", reg.id));
+                    out.info(format!("Worker has been re-registered: {}", reg.id));
                 } else {
-                    self.log_warn(
-                        out,
-                        format!(
-                            "Worker {} registered again from the same address {}:{}; keeping it",
-                            reg.id, reg.host, reg.port
-                        ),
-                    );
+                    out.warn(format!(
+                        "Worker {} registered again from the same address {}:{}; keeping it",
+                        reg.id, reg.host, reg.port
+                    ));
                 }
                 out.push(Effect::RegisteredWorker {
                     worker_id: reg.id,
@@ -89,7 +84,7 @@ impl MasterState {
                 "Attempted to re-register worker at same address: {}:{}",
                 reg.host, reg.port
             );
-            self.log_warn(out, format!("Worker registration failed. {message}"));
+            out.warn(format!("Worker registration failed. {message}"));
             out.push(Effect::RegisterWorkerFailed {
                 worker_id: reg.id,
                 message,
@@ -155,10 +150,9 @@ impl MasterState {
             Some(w) if w.state != WorkerState::Dead => w.heard_from(now),
             _ if self.status == MasterStatus::Standby => {}
             _ => {
-                self.log_warn(
-                    out,
-                    format!("Got heartbeat from unregistered worker {worker_id}. Asking it to re-register."),
-                );
+                out.warn(format!(
+                    "Got heartbeat from unregistered worker {worker_id}. Asking it to re-register."
+                ));
                 out.push(Effect::ReconnectWorker { worker_id });
             }
         }
@@ -174,10 +168,7 @@ impl MasterState {
         out: &mut Vec<Effect>,
     ) {
         let Some(worker) = self.live_worker(worker_id) else {
-            self.log_warn(
-                out,
-                format!("Worker state from unknown worker: {worker_id}"),
-            );
+            out.warn(format!("Worker state from unknown worker: {worker_id}"));
             return;
         };
         let mut kills = Vec::new();
@@ -209,10 +200,9 @@ impl MasterState {
                 Effect::KillDriver { driver_id, .. } => format!("driver {driver_id}"),
                 _ => continue,
             };
-            self.log_warn(
-                out,
-                format!("Worker {worker_id} runs unknown {what}; telling it to kill it"),
-            );
+            out.warn(format!(
+                "Worker {worker_id} runs unknown {what}; telling it to kill it"
+            ));
         }
         out.extend(kills);
     }
@@ -255,13 +245,10 @@ impl MasterState {
             .filter(|((host, _), _)| wanted.contains(&host.to_lowercase()))
             .map(|(_, id)| id.clone())
             .collect();
-        self.log_info(
-            out,
-            format!(
-                "Decommissioning {} worker(s) on hosts {hosts:?}",
-                matched.len()
-            ),
-        );
+        out.info(format!(
+            "Decommissioning {} worker(s) on hosts {hosts:?}",
+            matched.len()
+        ));
         for id in &matched {
             self.decommission_worker(id, out);
             out.push(Effect::DecommissionWorker {
@@ -286,17 +273,14 @@ impl MasterState {
                 "Skipping decommissioning worker {worker_id} on {} as worker is already decommissioned",
                 worker.host_port()
             );
-            self.log_warn(out, msg);
+            out.warn(msg);
             return;
         }
         worker.state = WorkerState::Decommissioned;
         let host = worker.host.clone();
         let host_port = worker.host_port();
         let execs: Vec<_> = worker.executors.keys().cloned().collect();
-        self.log_info(
-            out,
-            format!("Decommissioning worker {worker_id} on {host_port}"),
-        );
+        out.info(format!("Decommissioning worker {worker_id} on {host_port}"));
         for (app_id, exec_id) in execs {
             let Some(app) = self.apps.get_mut(&app_id) else {
                 continue;
@@ -328,7 +312,7 @@ impl MasterState {
     ) {
         if let Some(worker) = self.live_worker(worker_id) {
             let msg = format!("{} got disassociated", worker.host_port());
-            self.log_info(out, format!("{msg}, removing it."));
+            out.info(format!("{msg}, removing it."));
             self.remove_worker(now, worker_id, &msg, out);
         }
         self.maybe_complete_recovery(now, out);
@@ -365,7 +349,7 @@ impl MasterState {
         if self.worker_by_address.get(&address) == Some(worker_id) {
             self.worker_by_address.remove(&address);
         }
-        self.log_info(out, format!("Removing worker {worker_id} on {host_port}"));
+        out.info(format!("Removing worker {worker_id} on {host_port}"));
 
         for (app_id, exec_id) in execs {
             let Some(app) = self.apps.get_mut(&app_id) else {
@@ -399,13 +383,12 @@ impl MasterState {
                 .get(&driver_id)
                 .is_some_and(|d| d.desc.supervise);
             if supervised {
-                self.log_info(out, format!("Re-launching {driver_id}"));
+                out.info(format!("Re-launching {driver_id}"));
                 self.relaunch_driver(now, &driver_id, out);
             } else {
-                self.log_info(
-                    out,
-                    format!("Not re-launching {driver_id} because it was not supervised"),
-                );
+                out.info(format!(
+                    "Not re-launching {driver_id} because it was not supervised"
+                ));
                 self.remove_driver(&driver_id, flint_proto::DriverState::Error, None, out);
             }
         }
@@ -441,10 +424,9 @@ impl MasterState {
         for (id, state, last) in stale {
             if state != WorkerState::Dead {
                 let human = human_duration(timeout);
-                self.log_warn(
-                    out,
-                    format!("Removing {id} because we got no heartbeat in {human}"),
-                );
+                out.warn(format!(
+                    "Removing {id} because we got no heartbeat in {human}"
+                ));
                 self.remove_worker(
                     now,
                     &id,

@@ -7,6 +7,7 @@
 //! restarted with the right secret while the worker retries.
 
 use super::{Effect, Now, WorkerCore};
+use flint_types::log::Logs as _;
 
 /// How often the same refusal by the same master is logged again, in
 /// monotonic ms (the first is logged at once; a different kind of refusal
@@ -108,7 +109,7 @@ impl WorkerCore {
             }
         };
         if log {
-            self.log_error(out, message.clone());
+            out.error(message.clone());
             self.auth_refusals.insert(
                 master_url,
                 RefusalRecord {

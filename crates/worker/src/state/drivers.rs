@@ -3,6 +3,7 @@
 //! handling).
 
 use flint_proto::{DriverDescription, DriverId, DriverState};
+use flint_types::log::Logs as _;
 
 use super::{reported_exit_status, trim_retained, ChildId, Effect, Now, WorkerCore};
 use crate::runner::ExitStatus;
@@ -60,12 +61,11 @@ impl WorkerCore {
         desc: Box<DriverDescription>,
         out: &mut Vec<Effect>,
     ) {
-        self.log_info(out, format!("Asked to launch driver {driver_id}"));
+        out.info(format!("Asked to launch driver {driver_id}"));
         if self.drivers.contains_key(&driver_id) {
-            self.log_warn(
-                out,
-                format!("Driver {driver_id} already runs here; ignoring the launch request."),
-            );
+            out.warn(format!(
+                "Driver {driver_id} already runs here; ignoring the launch request."
+            ));
             return;
         }
         let mut info = DriverInfo {
@@ -98,7 +98,7 @@ impl WorkerCore {
             None
         };
         if let Some(message) = refusal {
-            self.log_warn(out, message.clone());
+            out.warn(message.clone());
             info.final_state = Some(DriverState::Error);
             info.exception = Some(message);
             self.report_driver(&info, out);
@@ -149,7 +149,7 @@ impl WorkerCore {
         let initial = self.config.driver_relaunch_initial_backoff_ms;
         let stable = self.config.driver_relaunch_stable_run_ms;
         let Some(info) = self.drivers.get_mut(driver_id) else {
-            self.log_info(out, format!("Unknown driver {driver_id} ended: {status}"));
+            out.info(format!("Unknown driver {driver_id} ended: {status}"));
             return;
         };
         info.exit_status = reported_exit_status(status);
@@ -160,10 +160,9 @@ impl WorkerCore {
             let delay_ms = info.backoff_ms;
             info.backoff_ms = info.backoff_ms.saturating_mul(2).max(1);
             info.phase = DriverPhase::Backoff;
-            self.log_info(
-                out,
-                format!("Driver {driver_id}: command {status}, re-launching after {delay_ms} ms."),
-            );
+            out.info(format!(
+                "Driver {driver_id}: command {status}, re-launching after {delay_ms} ms."
+            ));
             out.push(Effect::ScheduleDriverRelaunch {
                 driver_id: driver_id.clone(),
                 delay_ms,
@@ -208,7 +207,7 @@ impl WorkerCore {
     pub(super) fn kill_driver(&mut self, driver_id: &DriverId, out: &mut Vec<Effect>) {
         let grace_ms = self.config.driver_terminate_timeout_ms;
         let Some(info) = self.drivers.get_mut(driver_id) else {
-            self.log_error(out, format!("Asked to kill unknown driver {driver_id}"));
+            out.error(format!("Asked to kill unknown driver {driver_id}"));
             return;
         };
         if info.killed {
@@ -217,7 +216,7 @@ impl WorkerCore {
         info.killed = true;
         let phase = info.phase;
         let exit_status = info.exit_status;
-        self.log_info(out, format!("Asked to kill driver {driver_id}"));
+        out.info(format!("Asked to kill driver {driver_id}"));
         if phase == DriverPhase::Backoff {
             self.finish_driver(driver_id, DriverState::Killed, None, exit_status, out);
         } else {
@@ -241,31 +240,21 @@ impl WorkerCore {
         out: &mut Vec<Effect>,
     ) {
         let Some(mut info) = self.drivers.remove(driver_id) else {
-            self.log_info(
-                out,
-                format!("Unknown driver {driver_id} finished with state {state}"),
-            );
+            out.info(format!(
+                "Unknown driver {driver_id} finished with state {state}"
+            ));
             return;
         };
         self.release(info.desc.cores, info.desc.memory_mb);
         match state {
-            DriverState::Error => self.log_warn(
-                out,
-                format!(
-                    "Driver {driver_id} failed with unrecoverable exception: {}",
-                    exception.as_deref().unwrap_or("(none)")
-                ),
-            ),
-            DriverState::Failed => {
-                self.log_warn(out, format!("Driver {driver_id} exited with failure"))
-            }
-            DriverState::Finished => {
-                self.log_info(out, format!("Driver {driver_id} exited successfully"))
-            }
-            DriverState::Killed => {
-                self.log_info(out, format!("Driver {driver_id} was killed by user"))
-            }
-            other => self.log_info(out, format!("Driver {driver_id} changed state to {other}")),
+            DriverState::Error => out.warn(format!(
+                "Driver {driver_id} failed with unrecoverable exception: {}",
+                exception.as_deref().unwrap_or("(none)")
+            )),
+            DriverState::Failed => out.warn(format!("Driver {driver_id} exited with failure")),
+            DriverState::Finished => out.info(format!("Driver {driver_id} exited successfully")),
+            DriverState::Killed => out.info(format!("Driver {driver_id} was killed by user")),
+            other => out.info(format!("Driver {driver_id} changed state to {other}")),
         }
         info.final_state = Some(state);
         info.exception = exception;
@@ -283,14 +272,11 @@ impl WorkerCore {
                 state,
                 exception: info.exception.clone(),
             }),
-            None => self.log_warn(
-                out,
-                format!(
-                    "Dropping the {state} report of driver {} because the connection to master \
+            None => out.warn(format!(
+                "Dropping the {state} report of driver {} because the connection to master \
                      has not yet been established",
-                    info.driver_id
-                ),
-            ),
+                info.driver_id
+            )),
         }
     }
 

@@ -271,16 +271,12 @@ pub enum Event {
     },
 }
 
-/// How loud an [`Effect::Log`] line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Normal operation worth a line.
-    Info,
-    /// Something unexpected the worker handled (a stale master, a refused
-    /// launch, ...).
-    Warn,
-    /// Something failed (registration given up, a report lost, ...).
-    Error,
+pub use flint_types::log::LogLevel;
+
+impl flint_types::log::LogEffect for Effect {
+    fn log(level: LogLevel, message: String) -> Self {
+        Effect::Log { level, message }
+    }
 }
 
 /// An output of [`WorkerCore::handle`](super::WorkerCore::handle).

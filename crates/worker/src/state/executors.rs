@@ -2,6 +2,7 @@
 //! application cleanup.
 
 use flint_proto::{AppId, ApplicationDescription, ExecutorDescription, ExecutorId, ExecutorState};
+use flint_types::log::Logs as _;
 
 use super::{reported_exit_status, trim_retained, ChildId, Effect, ExecutorReport, WorkerCore};
 use crate::runner::ExitStatus;
@@ -60,34 +61,28 @@ impl WorkerCore {
         out: &mut Vec<Effect>,
     ) {
         if self.master_url() != Some(master_url) {
-            self.log_warn(
-                out,
-                format!("Invalid Master ({master_url}) attempted to launch executor {app_id}/{exec_id}."),
-            );
+            out.warn(format!(
+                "Invalid Master ({master_url}) attempted to launch executor {app_id}/{exec_id}."
+            ));
             return;
         }
         if self.decommissioned {
-            self.log_warn(
-                out,
+            out.warn(
                 "Asked to launch an executor while decommissioned. Not launching executor.".into(),
             );
             return;
         }
         let key = (app_id.clone(), exec_id);
         if self.executors.contains_key(&key) {
-            self.log_warn(
-                out,
-                format!("Asked to launch executor {app_id}/{exec_id}, which already runs here; ignoring."),
-            );
+            out.warn(format!(
+                "Asked to launch executor {app_id}/{exec_id}, which already runs here; ignoring."
+            ));
             return;
         }
-        self.log_info(
-            out,
-            format!(
-                "Asked to launch executor {app_id}/{exec_id} for {}",
-                desc.name
-            ),
-        );
+        out.info(format!(
+            "Asked to launch executor {app_id}/{exec_id} for {}",
+            desc.name
+        ));
         let mut info = ExecutorInfo {
             app_id: app_id.clone(),
             exec_id,
@@ -107,7 +102,7 @@ impl WorkerCore {
                 self.cores_free(),
                 self.memory_free_mb()
             );
-            self.log_warn(out, message.clone());
+            out.warn(message.clone());
             info.state = ExecutorState::Failed;
             info.message = Some(message);
             self.report_final(&info, out);
@@ -136,7 +131,7 @@ impl WorkerCore {
         out: &mut Vec<Effect>,
     ) {
         let Some(info) = self.executors.get_mut(&(app_id.clone(), exec_id)) else {
-            self.log_warn(out, format!("Unknown executor {app_id}/{exec_id} started"));
+            out.warn(format!("Unknown executor {app_id}/{exec_id} started"));
             return;
         };
         if info.state != ExecutorState::Launching || info.kill_requested {
@@ -162,10 +157,9 @@ impl WorkerCore {
         message: String,
         out: &mut Vec<Effect>,
     ) {
-        self.log_error(
-            out,
-            format!("Failed to launch executor {app_id}/{exec_id}: {message}"),
-        );
+        out.error(format!(
+            "Failed to launch executor {app_id}/{exec_id}: {message}"
+        ));
         self.finish_executor(
             &app_id,
             exec_id,
@@ -186,10 +180,9 @@ impl WorkerCore {
         out: &mut Vec<Effect>,
     ) {
         let Some(info) = self.executors.get(&(app_id.clone(), exec_id)) else {
-            self.log_info(
-                out,
-                format!("Unknown executor {app_id}/{exec_id} ended: {status}"),
-            );
+            out.info(format!(
+                "Unknown executor {app_id}/{exec_id} ended: {status}"
+            ));
             return;
         };
         let (state, message) = if info.kill_requested {
@@ -221,27 +214,21 @@ impl WorkerCore {
         out: &mut Vec<Effect>,
     ) {
         if self.master_url() != Some(master_url) {
-            self.log_warn(
-                out,
-                format!(
-                    "Invalid Master ({master_url}) attempted to kill executor {app_id}/{exec_id}"
-                ),
-            );
+            out.warn(format!(
+                "Invalid Master ({master_url}) attempted to kill executor {app_id}/{exec_id}"
+            ));
             return;
         }
         let grace_ms = self.config.executor_kill_grace_ms;
         let Some(info) = self.executors.get_mut(&(app_id.clone(), exec_id)) else {
-            self.log_info(
-                out,
-                format!("Asked to kill unknown executor {app_id}/{exec_id}"),
-            );
+            out.info(format!("Asked to kill unknown executor {app_id}/{exec_id}"));
             return;
         };
         if info.kill_requested {
             return;
         }
         info.kill_requested = true;
-        self.log_info(out, format!("Asked to kill executor {app_id}/{exec_id}"));
+        out.info(format!("Asked to kill executor {app_id}/{exec_id}"));
         out.push(Effect::KillProcess {
             child: ChildId::Executor { app_id, exec_id },
             grace_ms,
@@ -257,14 +244,11 @@ impl WorkerCore {
                 master_url: m.url.clone(),
                 report,
             }),
-            None => self.log_warn(
-                out,
-                format!(
-                    "Dropping the {} report of executor {}/{} because the connection to master \
+            None => out.warn(format!(
+                "Dropping the {} report of executor {}/{} because the connection to master \
                      has not yet been established",
-                    report.state, report.app_id, report.exec_id
-                ),
-            ),
+                report.state, report.app_id, report.exec_id
+            )),
         }
     }
 
@@ -287,10 +271,9 @@ impl WorkerCore {
             report.app_id, report.exec_id, report.state
         );
         if failures < max {
-            self.log_error(
-                out,
-                format!("Failed to send {what} to master {master}, will retry ({failures}/{max})."),
-            );
+            out.error(format!(
+                "Failed to send {what} to master {master}, will retry ({failures}/{max})."
+            ));
             self.sync_failures.insert(key, failures);
             if timed_out {
                 self.report_executor(report, out);
@@ -318,10 +301,9 @@ impl WorkerCore {
         if runs_here || !self.finished_apps.remove(app_id) {
             return;
         }
-        self.log_info(
-            out,
-            format!("Cleaning up local directories for application {app_id}"),
-        );
+        out.info(format!(
+            "Cleaning up local directories for application {app_id}"
+        ));
         out.push(Effect::CleanupAppDirs {
             app_id: app_id.clone(),
         });
@@ -339,29 +321,25 @@ impl WorkerCore {
         out: &mut Vec<Effect>,
     ) {
         let Some(mut info) = self.executors.remove(&(app_id.clone(), exec_id)) else {
-            self.log_info(
-                out,
-                format!("Unknown executor {app_id}/{exec_id} finished with state {state}"),
-            );
+            out.info(format!(
+                "Unknown executor {app_id}/{exec_id} finished with state {state}"
+            ));
             return;
         };
         self.release(info.cores, info.memory_mb);
         info.state = state;
         info.message = message;
         info.exit_status = exit_status;
-        self.log_info(
-            out,
-            format!(
-                "Executor {app_id}/{exec_id} finished with state {state}{}{}",
-                info.message
-                    .as_deref()
-                    .map(|m| format!(" message {m}"))
-                    .unwrap_or_default(),
-                info.exit_status
-                    .map(|s| format!(" exitStatus {s}"))
-                    .unwrap_or_default()
-            ),
-        );
+        out.info(format!(
+            "Executor {app_id}/{exec_id} finished with state {state}{}{}",
+            info.message
+                .as_deref()
+                .map(|m| format!(" message {m}"))
+                .unwrap_or_default(),
+            info.exit_status
+                .map(|s| format!(" exitStatus {s}"))
+                .unwrap_or_default()
+        ));
         self.report_final(&info, out);
         self.retain_finished_executor(info);
         self.maybe_cleanup_application(app_id, out);

@@ -44,6 +44,7 @@ mod registration;
 mod status;
 mod time;
 
+use flint_types::log::Logs as _;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flint_proto::{AppId, DriverId, ExecutorId, WorkerId};
@@ -272,10 +273,9 @@ impl WorkerCore {
                 self.registration_retry_tick(generation, &mut out)
             }
             Event::ReconnectWorker { master_url } => {
-                self.log_info(
-                    &mut out,
-                    format!("Master with url {master_url} requested this worker to reconnect."),
-                );
+                out.info(format!(
+                    "Master with url {master_url} requested this worker to reconnect."
+                ));
                 self.register_with_master(true, &mut out);
             }
             Event::MasterChanged {
@@ -380,9 +380,9 @@ impl WorkerCore {
             }
         }
         if code == 0 {
-            self.log_info(out, reason.clone());
+            out.info(reason.clone());
         } else {
-            self.log_error(out, reason.clone());
+            out.error(reason.clone());
         }
         self.stopped = true;
         self.connected = false;
@@ -406,27 +406,6 @@ impl WorkerCore {
     /// Whether `cores` and `memory_mb` fit in what is free.
     fn fits(&self, cores: u32, memory_mb: u64) -> bool {
         cores <= self.cores_free() && memory_mb <= self.memory_free_mb()
-    }
-
-    fn log_info(&self, out: &mut Vec<Effect>, message: String) {
-        out.push(Effect::Log {
-            level: LogLevel::Info,
-            message,
-        });
-    }
-
-    fn log_warn(&self, out: &mut Vec<Effect>, message: String) {
-        out.push(Effect::Log {
-            level: LogLevel::Warn,
-            message,
-        });
-    }
-
-    fn log_error(&self, out: &mut Vec<Effect>, message: String) {
-        out.push(Effect::Log {
-            level: LogLevel::Error,
-            message,
-        });
     }
 }
 

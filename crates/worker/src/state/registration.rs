@@ -1,6 +1,7 @@
 //! Registration with masters, master changes and disconnects, heartbeats,
 //! work dir cleanup timers and decommissioning.
 
+use flint_types::log::Logs as _;
 use std::collections::BTreeSet;
 
 use flint_proto::{DriverId, ExecutorDescription};
@@ -11,20 +12,14 @@ impl WorkerCore {
     /// Spark's `onStart`: register with every configured master.
     pub(super) fn start(&mut self, out: &mut Vec<Effect>) {
         if self.started {
-            self.log_warn(
-                out,
-                "Worker already started; ignoring a second start".into(),
-            );
+            out.warn("Worker already started; ignoring a second start".into());
             return;
         }
         self.started = true;
-        self.log_info(
-            out,
-            format!(
-                "Starting flint worker {} with {} cores, {} MB RAM",
-                self.worker_id, self.config.cores, self.config.memory_mb
-            ),
-        );
+        out.info(format!(
+            "Starting flint worker {} with {} cores, {} MB RAM",
+            self.worker_id, self.config.cores, self.config.memory_mb
+        ));
         self.register_with_master(false, out);
     }
 
@@ -45,8 +40,7 @@ impl WorkerCore {
     /// over contacts the worker itself with `MasterChanged`.
     pub(super) fn register_with_master(&mut self, quick: bool, out: &mut Vec<Effect>) {
         if self.retry_armed {
-            self.log_info(
-                out,
+            out.info(
                 "Not spawning another attempt to register with the master, since there is an \
                  attempt scheduled already."
                     .into(),
@@ -92,10 +86,9 @@ impl WorkerCore {
                 .get(index)
                 .copied()
                 .unwrap_or(0);
-            self.log_info(
-                out,
-                format!("Retrying connection to master (quick retry after {delay} ms)"),
-            );
+            out.info(format!(
+                "Retrying connection to master (quick retry after {delay} ms)"
+            ));
             self.send_registrations(out);
             match self.reregistration_delays_ms.get(index + 1) {
                 Some(&next) => {
@@ -112,13 +105,10 @@ impl WorkerCore {
             return;
         }
         if self.attempts <= self.config.max_registration_retries {
-            self.log_info(
-                out,
-                format!(
-                    "Retrying connection to master (attempt # {})",
-                    self.attempts
-                ),
-            );
+            out.info(format!(
+                "Retrying connection to master (attempt # {})",
+                self.attempts
+            ));
             self.send_registrations(out);
             let delay = if self.attempts >= self.config.initial_registration_retries {
                 self.prolonged_retry_ms
@@ -177,20 +167,16 @@ impl WorkerCore {
             &master_url
         };
         if duplicate {
-            self.log_warn(out, format!("Duplicate registration at master {preferred}"));
+            out.warn(format!("Duplicate registration at master {preferred}"));
         }
-        self.log_info(
-            out,
-            format!("Successfully registered with master {preferred}"),
-        );
+        out.info(format!("Successfully registered with master {preferred}"));
         self.registered = true;
         self.auth_refusals.clear();
         self.change_master(master_url.clone(), master_web_ui_url, master_address);
         self.start_heartbeats(out);
         if self.config.cleanup_enabled && !self.cleanup_armed {
             self.cleanup_armed = true;
-            self.log_info(
-                out,
+            out.info(
                 "Worker cleanup enabled; old application directories will be deleted from the \
                  work dir"
                     .into(),
@@ -211,10 +197,9 @@ impl WorkerCore {
     /// exits; a registered one ignores it.
     pub(super) fn register_failed(&mut self, message: String, out: &mut Vec<Effect>) {
         if self.registered {
-            self.log_warn(
-                out,
-                format!("Ignoring a registration failure while registered: {message}"),
-            );
+            out.warn(format!(
+                "Ignoring a registration failure while registered: {message}"
+            ));
         } else {
             self.exit(1, format!("Worker registration failed: {message}"), out);
         }
@@ -229,10 +214,7 @@ impl WorkerCore {
         master_web_ui_url: String,
         out: &mut Vec<Effect>,
     ) {
-        self.log_info(
-            out,
-            format!("Master has changed, new master is at {master_url}"),
-        );
+        out.info(format!("Master has changed, new master is at {master_url}"));
         self.change_master(master_url.clone(), master_web_ui_url, master_url.clone());
         let (executors, driver_ids) = self.running_state();
         out.push(Effect::SendWorkerSchedulerState {
@@ -253,10 +235,9 @@ impl WorkerCore {
         if !is_master {
             return;
         }
-        self.log_error(
-            out,
-            format!("Connection to master {address} failed! Waiting for master to reconnect..."),
-        );
+        out.error(format!(
+            "Connection to master {address} failed! Waiting for master to reconnect..."
+        ));
         self.connected = false;
         self.register_with_master(true, out);
     }
@@ -306,8 +287,7 @@ impl WorkerCore {
     /// stops placing work here and tells the applications.
     pub(super) fn decommission(&mut self, trigger: DecommissionTrigger, out: &mut Vec<Effect>) {
         if !self.config.decommission_enabled {
-            self.log_warn(
-                out,
+            out.warn(
                 "Receive decommission request, but decommission feature is disabled \
                  (decommission.enabled)."
                     .into(),
@@ -315,21 +295,20 @@ impl WorkerCore {
             return;
         }
         if self.decommissioned {
-            self.log_warn(
-                out,
-                format!("Worker {} already started decommissioning.", self.worker_id),
-            );
+            out.warn(format!(
+                "Worker {} already started decommissioning.",
+                self.worker_id
+            ));
         } else {
             self.decommissioned = true;
-            self.log_info(out, format!("Decommission worker {}.", self.worker_id));
+            out.info(format!("Decommission worker {}.", self.worker_id));
         }
         if trigger == DecommissionTrigger::Signal {
             match &self.master {
                 Some(m) => out.push(Effect::SendWorkerDecommissioning {
                     master_url: m.url.clone(),
                 }),
-                None => self.log_warn(
-                    out,
+                None => out.warn(
                     "Dropping WorkerDecommissioning because the connection to master has not yet \
                      been established"
                         .into(),
@@ -383,7 +362,7 @@ impl WorkerCore {
 
     fn send_registrations(&self, out: &mut Vec<Effect>) {
         for url in self.registration_targets() {
-            self.log_info(out, format!("Connecting to master {url}..."));
+            out.info(format!("Connecting to master {url}..."));
             let master_index = self.config.master_urls.iter().position(|u| *u == url);
             out.push(Effect::RegisterWithMaster {
                 master_url: url,
