@@ -18,8 +18,11 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
+#[path = "cluster_common/mod.rs"]
+mod cluster_common;
+use cluster_common::{start_daemon, wait_gone};
 use std::io::{BufRead as _, Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -104,29 +107,6 @@ fn driver(role: &str) -> flint::Result<()> {
 
 // ----- the orchestrator -----
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
-fn wait_gone(pids: &[u32], within: Duration) -> Vec<u32> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
-        if left.is_empty() || Instant::now() > deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `GET url` (plain HTTP on 127.0.0.1), the body as JSON.
 fn get_json(url: &str) -> serde_json::Value {
     let rest = url.strip_prefix("http://").unwrap();
@@ -161,76 +141,6 @@ fn final_state(master_status: &str, app: &str) -> String {
             "{app} not completed at the master: {s}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A daemon process of examples/cluster_daemon; killed when dropped.
-struct Daemon {
-    child: Child,
-    url: String,
-    status: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon_binary() -> PathBuf {
-    let me = std::env::current_exe().unwrap();
-    let path = me
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("cluster_daemon");
-    // Built each time (a no-op when fresh): a stale daemon of an older build would
-    // speak another protocol version.
-    if let Ok(cargo) = std::env::var("CARGO") {
-        let _ = Command::new(cargo)
-            .args(["build", "-q", "-p", "flint", "--example", "cluster_daemon"])
-            .status();
-    }
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "flint", "--example", "cluster_daemon"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok && path.exists(), "cannot build {}", path.display());
-    }
-    path
-}
-
-fn start_daemon(args: &[&str], home: &Path) -> Daemon {
-    let mut child = Command::new(daemon_binary())
-        .args(args)
-        .env("FLINT_HOME", home)
-        .env_remove("FLINT_AUTH_SECRET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cluster_daemon");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut first = String::new();
-        let _ = std::io::BufReader::new(out).read_line(&mut first);
-        let _ = tx.send(first);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the daemon printed its url");
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert!(words.len() >= 4, "{line:?}");
-    Daemon {
-        child,
-        url: words[1].to_owned(),
-        status: words[3].to_owned(),
     }
 }
 
@@ -429,7 +339,7 @@ fn orchestrate() {
         let pids = d.pids();
         assert_eq!(d.field("env "), "seen by the executor", "{}", d.dump());
         assert_eq!(d.wait(), Some(0), "{}", d.dump());
-        assert_eq!(final_state(&master.status, &app), "FINISHED");
+        assert_eq!(final_state(master.status(), &app), "FINISHED");
         no_leftovers("finish", &pids);
         println!(
             "cluster_lifecycle finish #{round}: ok ({app} FINISHED, executor.env seen, {:.0} ms)",
@@ -437,7 +347,7 @@ fn orchestrate() {
         );
         apps.push(app);
     }
-    let w = get_json(&worker.status);
+    let w = get_json(worker.status());
     assert_eq!(w["binary_fetches"], 1, "{w}");
     assert!(w["binary_cache_hits"].as_u64().unwrap_or(0) >= 1, "{w}");
     println!(
@@ -456,7 +366,7 @@ fn orchestrate() {
             "{role}: {code:?}\n{}",
             d.dump()
         );
-        assert_eq!(final_state(&master.status, &app), "FAILED", "{}", d.dump());
+        assert_eq!(final_state(master.status(), &app), "FAILED", "{}", d.dump());
         no_leftovers(role, &pids);
         println!(
             "cluster_lifecycle {role}: ok ({app} FAILED, exit {code:?}, executors {pids:?} gone)"
@@ -480,7 +390,7 @@ fn orchestrate() {
             out.contains("was cancelled: the driver received SIG"),
             "{out}"
         );
-        assert_eq!(final_state(&master.status, &app), "KILLED", "{out}");
+        assert_eq!(final_state(master.status(), &app), "KILLED", "{out}");
         no_leftovers(sig, &pids);
         println!(
             "cluster_lifecycle SIG{sig}: ok ({app} KILLED, exit {code} after {:.0} ms, job cancelled, executors {pids:?} gone)",
@@ -510,7 +420,7 @@ fn orchestrate() {
     let t = d.wait_stderr("Initial job has not accepted any resources", LIMIT);
     d.signal("TERM");
     assert_eq!(d.wait(), Some(143), "{}", d.dump());
-    assert_eq!(final_state(&master.status, &app), "KILLED");
+    assert_eq!(final_state(master.status(), &app), "KILLED");
     println!(
         "cluster_lifecycle no resources: ok (warning {:.0} ms after the app id; SIGTERM → KILLED)",
         t.as_secs_f64() * 1000.0

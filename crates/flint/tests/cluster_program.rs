@@ -8,6 +8,9 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
+#[path = "cluster_common/mod.rs"]
+mod cluster_common;
+use cluster_common::{alive, start_daemon, wait_gone, Daemon};
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -222,18 +225,6 @@ fn field<'a>(out: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key:?} line in:\n{out}"))
 }
 
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 /// Runs the program against `master` (None: local-cluster) with `env`, checks it.
 fn check_program(label: &str, master: Option<&str>, env: &[(&str, String)]) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -401,17 +392,6 @@ fn short_program() -> flint::Result<()> {
     ))
 }
 
-fn wait_gone(pids: &[u32], within: Duration) -> Vec<u32> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
-        if left.is_empty() || Instant::now() > deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `Err` from main on local-cluster: the process exits non-zero, no executor left.
 fn check_err_from_main() {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -480,79 +460,6 @@ fn check_driver_sigkill(master: &str, home: &Path) {
         "cluster_program driver-sigkill: ok (executors {pids:?} exited {:.0} ms after the driver was killed)",
         killed.elapsed().as_secs_f64() * 1000.0
     );
-}
-
-/// A daemon process of examples/cluster_daemon; killed when dropped.
-struct Daemon {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon_binary() -> PathBuf {
-    let me = std::env::current_exe().unwrap();
-    let path = me
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("cluster_daemon");
-    // Built each time (a no-op when fresh): a stale daemon of an older build would
-    // speak another protocol version.
-    if let Ok(cargo) = std::env::var("CARGO") {
-        let _ = Command::new(cargo)
-            .args(["build", "-q", "-p", "flint", "--example", "cluster_daemon"])
-            .status();
-    }
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-q", "-p", "flint", "--example", "cluster_daemon"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok && path.exists(),
-            "cannot build {} (cargo build -p flint --examples)",
-            path.display()
-        );
-    }
-    path
-}
-
-fn start_daemon(args: &[&str], home: &Path) -> Daemon {
-    use std::io::BufRead as _;
-    let mut child = Command::new(daemon_binary())
-        .args(args)
-        .env("FLINT_HOME", home)
-        .env_remove("FLINT_AUTH_SECRET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cluster_daemon");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut first = String::new();
-        let _ = std::io::BufReader::new(out).read_line(&mut first);
-        let _ = tx.send(first);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the daemon printed its url");
-    let url = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("no url in {line:?}"))
-        .to_owned();
-    Daemon { child, url }
 }
 
 fn orchestrate() {
