@@ -15,11 +15,16 @@
 #               running app, median;
 #   start/exit  a trivial program (context, one 2-task job, stop) from spawn
 #               to exit: flint bench_start binary vs spark-submit --master local[2];
+#   start phases  app start -> first / all executors registered, first job, one
+#               one-task job, executor idle RSS: flint on local-cluster[2,1,512]
+#               and on a flint:// master + 2 workers (cluster_daemon processes),
+#               the binary as built and stripped; Spark standalone SparkContext()
+#               -> executor registered;
 #   memory      flint: peak RSS (VmHWM) of the driver process after one job of
 #               1,000,000 tasks, per task; Spark: driver JVM VmHWM after its
 #               100,000-task job, executor idle RSS (standalone).
-# flint's cluster rows run when the example accepts --master local-cluster[...]
-# and succeeds; otherwise they are recorded as "not yet available".
+# flint's cluster rows run on local-cluster[1,2,1024]; a row whose program fails
+# is recorded as "unavailable" with its error.
 # Writes JSON lines to --out and prints a table of medians. Every process it
 # starts runs in its own session and is killed on exit (trap).
 #
@@ -31,6 +36,7 @@
 #   --spark-rounds N
 #   --memory-tasks N    tasks of the memory job (1000000)
 #   --start-reps N      flint start -> exit repetitions (20)
+#   --phase-reps N      flint start-phase runs per master and binary (10)
 #   --spark-start-reps N  spark-submit repetitions (3)
 #   --wait-load L       wait for the 1-minute load average to fall under L (1.0)
 #   --max-wait S        but at most S seconds, then run anyway and record the
@@ -60,6 +66,8 @@ SPARK_JOB_BUDGET=${SPARK_JOB_BUDGET:-180}
 NO_SPARK=${NO_SPARK:-0}
 OUT=${OUT:-}
 CLUSTER_MASTER='local-cluster[1,2,1024]'
+START_CLUSTER_MASTER='local-cluster[2,1,512]'
+PHASE_REPS=${PHASE_REPS:-10}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,6 +78,7 @@ while [ $# -gt 0 ]; do
     --spark-rounds) SPARK_ROUNDS=$2; shift 2 ;;
     --memory-tasks) MEMORY_TASKS=$2; shift 2 ;;
     --start-reps) START_REPS=$2; shift 2 ;;
+    --phase-reps) PHASE_REPS=$2; shift 2 ;;
     --spark-start-reps) SPARK_START_REPS=$2; shift 2 ;;
     --wait-load) WAIT_LOAD=$2; shift 2 ;;
     --max-wait) MAX_WAIT=$2; shift 2 ;;
@@ -107,9 +116,14 @@ trap 'exit 130' INT TERM
 log() { echo "== $*" >&2; }
 
 log "building flint examples (release) into $CARGO_TARGET_DIR"
-(cd "$ROOT" && cargo build --release -q -p flint --example tiny_tasks --example bench_start)
+(cd "$ROOT" && cargo build --release -q -p flint --example tiny_tasks --example bench_start --example cluster_daemon)
 TINY=$CARGO_TARGET_DIR/release/examples/tiny_tasks
 START=$CARGO_TARGET_DIR/release/examples/bench_start
+DAEMON=$CARGO_TARGET_DIR/release/examples/cluster_daemon
+# The start figures depend on the binary's size (it is hashed by the driver, fetched
+# by each worker and hashed by each executor): also measured on a stripped copy.
+STRIPPED=$WORK/bench_start.stripped
+strip -o "$STRIPPED" "$START" 2>/dev/null || STRIPPED=
 
 SPARK_HOME=""
 if [ "$NO_SPARK" != 1 ]; then
@@ -129,7 +143,7 @@ if [ "$NO_SPARK" != 1 ]; then
   fi
 fi
 
-export BENCH_WORK=$WORK BENCH_PGIDS=$PGIDS TINY START ROOT SPARK_JOB_BUDGET
+export BENCH_WORK=$WORK BENCH_PGIDS=$PGIDS TINY START DAEMON ROOT SPARK_JOB_BUDGET
 harness() { python3 "$ROOT/bench/jobs/harness.py" "$@"; }
 record() { harness "$@" | tee -a "$OUT"; }
 quiet() { record quiet "$1" 25 "$PHASE_WAIT"; }
@@ -157,6 +171,17 @@ for m in 'local[2]' "$CLUSTER_MASTER"; do
   quiet "flint memory $m"
   log "flint $m: driver memory for one job of $MEMORY_TASKS tasks"
   record flint-memory "$m" "$MEMORY_TASKS"
+done
+
+# App start -> executors registered, on local-cluster and on a flint:// cluster of
+# its own processes (a master and 2 workers of 1 core each), as built and stripped.
+for m in "$START_CLUSTER_MASTER" cluster; do
+  for b in "$START:as built" ${STRIPPED:+"$STRIPPED:stripped"}; do
+    quiet "flint start phases $m ${b#*:}"
+    log "flint $m (${b#*:} binary): start phases, x $PHASE_REPS; start -> exit, x $START_REPS"
+    record flint-phases "$m" "$PHASE_REPS" "${b%%:*}" "${b#*:}"
+    record flint-start "$m" "$START_REPS" "${b%%:*}" "${b#*:}"
+  done
 done
 
 if [ "$NO_SPARK" != 1 ]; then

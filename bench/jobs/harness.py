@@ -5,7 +5,9 @@ one JSON object per line on stdout, notes on stderr.
   harness.py meta
   harness.py flint-jobs MASTER REPS TASKS_CSV ROUNDS
   harness.py flint-memory MASTER TASKS
-  harness.py flint-start MASTER REPS
+  harness.py flint-start MASTER REPS [BINARY LABEL]
+  harness.py flint-phases MASTER REPS [BINARY LABEL]   (MASTER "cluster": a flint://
+                                  master + 2 workers of cluster_daemon, started here)
   harness.py spark-jobs local|standalone TASKS_CSV ROUNDS REPS
   harness.py spark-start REPS
   harness.py spark-app ...        (the Spark driver; run by spark-jobs)
@@ -17,6 +19,7 @@ WORK = os.environ.get("BENCH_WORK", "/tmp")
 PGIDS = os.environ.get("BENCH_PGIDS", os.path.join(WORK, "pgids"))
 TINY = os.environ.get("TINY", "")
 START = os.environ.get("START", "")
+DAEMON = os.environ.get("DAEMON", "")
 SPARK_HOME = os.environ.get("SPARK_HOME", "")
 HERE = os.path.abspath(__file__)
 procs = []
@@ -34,12 +37,12 @@ def note(msg):
 signal.signal(signal.SIGTERM, lambda s, _f: (_ for _ in ()).throw(SystemExit(128 + s)))
 
 
-def spawn(cmd, name, env=None, out=None):
+def spawn(cmd, name, env=None, out=None, stdin=subprocess.DEVNULL, err=None):
     """Starts cmd in its own session, recorded in PGIDS so the script's trap kills it."""
     logf = open(os.path.join(WORK, f"{name}.log"), "ab")
     full_env = dict(os.environ)
     full_env.update(env or {})
-    p = subprocess.Popen(cmd, stdout=out or logf, stderr=logf, stdin=subprocess.DEVNULL,
+    p = subprocess.Popen(cmd, stdout=out or logf, stderr=err or logf, stdin=stdin,
                          env=full_env, start_new_session=True, cwd=WORK)
     with open(PGIDS, "a") as f:
         f.write(f"{p.pid}\n")
@@ -183,17 +186,145 @@ def time_exit(cmd, name, env=None, timeout=300):
     return time.monotonic() - t0, rc
 
 
-def flint_start(master, reps):
+def flint_start(master, reps, binary=None, label="as built"):
+    binary = binary or START
+    url, env = master, {"FLINT_EXECUTOR_MEMORY": "512m"}
+    if master == "cluster":
+        try:
+            url, cenv = start_flint_cluster(2)
+        except RuntimeError as e:
+            emit({"bench": "unavailable", "system": "flint", "master": master, "what": "start", "reason": str(e)})
+            return
+        env.update(cenv)
     for rep in range(1, reps + 1):
-        secs, rc = time_exit([START, "--master", master], "flint-start")
+        secs, rc = time_exit([binary, "--master", url], "flint-start", env)
         if rc != 0:
             with open(os.path.join(WORK, "flint-start.log")) as f:
                 last = (f.read().strip().splitlines() or [f"exit {rc}"])[-1]
             emit({"bench": "unavailable", "system": "flint", "master": master, "what": "start", "reason": last})
             note(f"flint start on {master}: not available: {last}")
             return
-        emit({"bench": "start_exit", "system": "flint", "master": master, "rep": rep, "ms": round(secs * 1e3, 2)})
-    note(f"flint start -> exit on {master}: {reps} reps done")
+        emit({"bench": "start_exit", "system": "flint", "master": master, "rep": rep, "ms": round(secs * 1e3, 2),
+              "binary": label, "binary_mb": round(os.path.getsize(binary) / 1e6, 1)})
+    note(f"flint start -> exit on {master} ({label}): {reps} reps done")
+    stop_all()
+
+
+def start_flint_cluster(workers=2, cores=1, mib=1024):
+    """A flint master and `workers` workers as their own processes (the cluster_daemon
+    example); returns (master URL, env with FLINT_HOME). Stopped by stop_all()."""
+    import threading
+    home = os.path.join(WORK, "flint-home")
+    os.makedirs(home, exist_ok=True)
+    env = {"FLINT_HOME": home}
+
+    def daemon(args, name):
+        p = spawn([DAEMON] + args, name, env, out=subprocess.PIPE, stdin=subprocess.PIPE)
+        box = []
+        t = threading.Thread(target=lambda: box.append(p.stdout.readline().decode()), daemon=True)
+        t.start()
+        t.join(60)
+        if not box or not box[0].startswith("url "):
+            raise RuntimeError(f"{name} did not start; see {WORK}/{name}.log")
+        return box[0].split()[1]
+
+    url = daemon(["master"], "flint-master")
+    for i in range(workers):
+        daemon(["worker", url, os.path.join(WORK, f"flint-work-{i}"), str(cores), str(mib)], f"flint-worker-{i}")
+    return url, env
+
+
+def sha256_of(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def flint_phases(master, reps, binary=None, label="as built"):
+    """bench_start --log --executors 2, timed from spawn: the first and the last executor
+    registered with the driver (its log lines, stamped as they arrive), the first job's
+    answer, one one-task job in the running app, exit; and the idle executors' RSS
+    (2 s after the last registered, before the one-task job)."""
+    import threading
+    binary = binary or START
+    executors = 2
+    env = {"FLINT_EXECUTOR_MEMORY": "512m"}
+    url = master
+    if master == "cluster":
+        try:
+            url, cenv = start_flint_cluster(executors)
+        except RuntimeError as e:
+            emit({"bench": "unavailable", "system": "flint", "master": master, "what": "phases", "reason": str(e)})
+            return
+        env.update(cenv)
+    sha = sha256_of(binary)
+    size_mb = round(os.path.getsize(binary) / 1e6, 1)
+    for rep in range(1, reps + 1):
+        t0 = time.monotonic()
+        p = spawn([binary, "--master", url, "--log", "--executors", str(executors)], "flint-phases", env,
+                  out=subprocess.PIPE, stdin=subprocess.PIPE, err=subprocess.PIPE)
+        ev = {}
+        lock = threading.Lock()
+
+        def mark(k, v=None):
+            with lock:
+                ev.setdefault(k, v if v is not None else (time.monotonic() - t0) * 1e3)
+
+        def read_err():
+            for line in p.stderr:
+                line = line.decode(errors="replace")
+                if "executor registered (1 so far" in line:
+                    mark("first_executor_ms")
+                if f"executor registered ({executors} so far" in line:
+                    mark("all_executors_ms")
+                if "application registered" in line:
+                    mark("app_registered_ms")
+
+        def read_out():
+            for line in p.stdout:
+                line = line.decode(errors="replace").strip()
+                if line == "2":
+                    mark("first_job_ms")
+                elif line.startswith("executors "):
+                    mark("idle_ms")
+                    time.sleep(2.0)  # idle executors, as Spark's row is measured
+                    ex = pids_matching(f"binaries/{sha}")
+                    mark("executor_idle_rss_kib", sum(status_field(x, "VmRSS") for x in ex))
+                    mark("executor_count", len(ex))
+                    try:
+                        p.stdin.write(b"\n")
+                        p.stdin.flush()
+                    except OSError:
+                        pass
+                elif line.startswith("one-task-job-ms "):
+                    mark("one_task_job_ms", float(line.split()[1]))
+
+        ts = [threading.Thread(target=f, daemon=True) for f in (read_err, read_out)]
+        for t in ts:
+            t.start()
+        try:
+            rc = p.wait(120)
+        except subprocess.TimeoutExpired:
+            stop(p)
+            rc = "timeout"
+        exit_ms = (time.monotonic() - t0) * 1e3
+        for t in ts:
+            t.join(5)
+        if rc != 0:
+            emit({"bench": "unavailable", "system": "flint", "master": master, "what": "phases",
+                  "reason": f"bench_start exited {rc}; see {WORK}/flint-phases.log"})
+            return
+        row = {"bench": "start_phases", "system": "flint", "master": master, "binary": label,
+               "binary_mb": size_mb, "rep": rep, "binary_cached_on_workers": master == "cluster" and rep > 1,
+               "exit_ms": round(exit_ms, 2)}
+        row.update({k: (round(v, 2) if isinstance(v, float) else v) for k, v in ev.items()})
+        row["exit_ms_incl_idle_wait"] = row.pop("exit_ms")
+        emit(row)
+    note(f"flint phases on {master} ({label}, {size_mb} MB): {reps} reps done")
+    stop_all()
 
 
 # ------------------------------------------------------------------ spark
@@ -215,12 +346,12 @@ def http_json(port, path):
         return None
 
 
-def wait_for(cond, what, timeout=120):
+def wait_for(cond, what, timeout=120, poll=0.05):
     t0 = time.monotonic()
     while not cond():
         if time.monotonic() - t0 > timeout:
             raise RuntimeError(f"{what} not within {timeout} s; see {WORK}")
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 def spark_jobs(mode, tasks, rounds, reps):
@@ -267,12 +398,16 @@ def spark_app(mode, master, tasks, rounds, rep):
             .set("spark.driver.bindAddress", "127.0.0.1"))
     if mode == "standalone":
         conf = conf.set("spark.executor.cores", "2").set("spark.cores.max", "2").set("spark.executor.memory", "1g")
+    t_start = time.monotonic()
     sc = SparkContext(conf=conf)
     sc.setLogLevel("WARN")
     jsc = sc._jsc.sc()
     system = f"spark-{mode}"
     if mode == "standalone":  # one executor with 2 cores registered with the driver
-        wait_for(lambda: jsc.getExecutorMemoryStatus().size() - 1 >= 1, "Spark executor registered")
+        wait_for(lambda: jsc.getExecutorMemoryStatus().size() - 1 >= 1, "Spark executor registered", poll=0.005)
+        emit({"bench": "spark_executor_registered", "system": system, "rep": int(rep),
+              "ms": round((time.monotonic() - t_start) * 1e3, 1),
+              "note": "SparkContext() (JVM start included) to the executor registered, polled every 5 ms"})
         time.sleep(2.0)
         ex = pids_matching("CoarseGrainedExecutorBackend")
         emit({"bench": "executor_idle", "system": system, "rep": int(rep), "executors": len(ex),
@@ -455,9 +590,50 @@ def summary(path):
         cells = [fmt(med([r["driver_jvm_hwm_kib"] for r in v]) / 1024 if v else None, " MiB", 0) for v in h.values()]
         print(f"| Spark: driver JVM peak RSS after its {after:,}-task job | | | | {cells[0]} | {cells[1]} |")
     e = [r for r in rows if r.get("bench") == "executor_idle"]
-    fe = "not yet available"
+    fr = med([r["executor_idle_rss_kib"] / max(1, r.get("executor_count", 1)) for r in rows
+              if r.get("bench") == "start_phases" and r.get("executor_idle_rss_kib")])
+    fe = fmt(fr / 1024, " MiB (start phases, local-cluster[2,1,512] and flint://)") if fr else "not yet available"
     print(f"| executor idle RSS | | | {fe} | | "
           f"{fmt(med([r['rss_kib'] for r in e]) / 1024 if e else None, ' MiB', 0)} |")
+    ph = [r for r in rows if r.get("bench") == "start_phases"]
+    if ph:
+        print("\nStart phases, from spawn (`bench_start --log --executors 2`; medians):\n")
+        print("| master | binary | binary cached on workers | runs | app registered | first executor registered "
+              "| both registered | first job done | one-task job in the running app | executor idle RSS |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        keys = []
+        for r in ph:
+            k = (r["master"], f"{r['binary']} ({r['binary_mb']} MB)", r.get("binary_cached_on_workers"))
+            if k not in keys:
+                keys.append(k)
+        for k in keys:
+            g = [r for r in ph if (r["master"], f"{r['binary']} ({r['binary_mb']} MB)",
+                                   r.get("binary_cached_on_workers")) == k]
+            m = lambda f: med([r.get(f) for r in g])
+            rss = med([r["executor_idle_rss_kib"] / max(1, r.get("executor_count", 1)) for r in g
+                       if r.get("executor_idle_rss_kib")])
+            master = "flint:// (master + 2 workers, own processes)" if k[0] == "cluster" else k[0]
+            print(f"| {master} | {k[1]} | {'yes' if k[2] else 'no'} | {len(g)} | {fmt(m('app_registered_ms'), ' ms')} "
+                  f"| {fmt(m('first_executor_ms'), ' ms')} | {fmt(m('all_executors_ms'), ' ms')} "
+                  f"| {fmt(m('first_job_ms'), ' ms')} | {fmt(m('one_task_job_ms'), ' ms', 2)} "
+                  f"| {fmt(rss / 1024 if rss else None, ' MiB')} |")
+        se = [r for r in rows if r.get("bench") == "start_exit" and r.get("system") == "flint"]
+        skeys = []
+        for r in se:
+            k = (r["master"], f"{r.get('binary', 'as built')} ({r.get('binary_mb', '?')} MB)")
+            if k not in skeys:
+                skeys.append(k)
+        print("\nTrivial program start → exit (`bench_start`; medians):\n")
+        print("| master | binary | runs | start → exit |")
+        print("|---|---|---|---|")
+        for k in skeys:
+            g = [r["ms"] for r in se if (r["master"], f"{r.get('binary', 'as built')} ({r.get('binary_mb', '?')} MB)") == k]
+            master = "flint:// (master + 2 workers, own processes)" if k[0] == "cluster" else k[0]
+            print(f"| {master} | {k[1]} | {len(g)} | {fmt(med(g), ' ms')} |")
+        sr = [r["ms"] for r in rows if r.get("bench") == "spark_executor_registered"]
+        if sr:
+            print(f"\nSpark standalone, SparkContext() → its executor registered: {fmt(med(sr), ' ms', 0)} "
+                  f"({len(sr)} run(s)).")
     un = [r for r in rows if r.get("bench") == "unavailable"]
     if un:
         print()
@@ -478,7 +654,9 @@ if __name__ == "__main__":
         elif what == "flint-memory":
             flint_memory(a[0], a[1])
         elif what == "flint-start":
-            flint_start(a[0], int(a[1]))
+            flint_start(a[0], int(a[1]), *(a[2:4]))
+        elif what == "flint-phases":
+            flint_phases(a[0], int(a[1]), *(a[2:4]))
         elif what == "spark-jobs":
             spark_jobs(a[0], a[1], int(a[2]), int(a[3]))
         elif what == "spark-app":

@@ -244,3 +244,26 @@ pub async fn pipelined(r: &EndpointRef<BenchMsg>, n: u64, in_flight: u64) -> any
     }
     Ok(done)
 }
+
+/// Runs `n` asks through a [`flint_rpc::Pipeline`] with a window of `in_flight`:
+/// whenever replies arrive, every one there is taken (in order) and as many new
+/// requests are pushed in one batch. Checks every reply (the pings come back in the
+/// order they were pushed); returns how many were answered.
+pub async fn pipeline(r: &EndpointRef<BenchMsg>, n: u64, in_flight: u64) -> anyhow::Result<u64> {
+    let mut p = r.pipeline::<Ping>(in_flight as usize);
+    let mut asks = (0..n).map(Ping);
+    p.push_batch(&mut asks).await;
+    let mut replies = Vec::with_capacity(in_flight as usize);
+    let mut done = 0u64;
+    while p.next_batch(&mut replies).await > 0 {
+        for reply in replies.drain(..) {
+            let back = reply?;
+            if back != done {
+                bail!("pipelined ping {done} answered {back}");
+            }
+            done += 1;
+        }
+        p.push_batch(&mut asks).await;
+    }
+    Ok(done)
+}

@@ -52,6 +52,8 @@ const FIELDS: &[&str] = &[
     "/one_way/client_process",
     "/pipelined_ask/what",
     "/pipelined_ask/in_flight",
+    "/pipelined_ask/api",
+    "/pipelined_ask/plain_ask_what",
     "/stream/what",
     "/stream/bytes",
     "/stream/chunk_bytes",
@@ -202,6 +204,11 @@ fn check(report: &Value, mode: &str) {
         number(report, &format!("/pipelined_ask/{side}/ratio"));
         number(report, &format!("/pipelined_ask/{side}/target_ratio"));
         boolean(report, &format!("/pipelined_ask/{side}/meets_target"));
+        // The plain-ask form of the same workload: every ask answered, a ratio, no target.
+        let plain = format!("/pipelined_ask/{side}_plain_ask");
+        assert_eq!(number(report, &format!("{plain}/rate/count")), asks);
+        number(report, &format!("{plain}/ratio"));
+        assert!(report.pointer(&format!("{plain}/target_ratio")).is_none());
         number(report, &format!("/stream/{side}/ratio"));
         boolean(report, &format!("/stream/{side}/meets_target"));
         // The stream arrived in chunks of at most the chunk size.
@@ -236,4 +243,38 @@ fn quick_run_prints_a_complete_report() {
 fn quick_run_in_one_process_prints_a_complete_report() {
     let report = run(&["--quick", "--in-process"]);
     check(&report, "one-process");
+}
+
+/// `--pipelined-only` prints one line per side and round and a summary with a rate and
+/// CPU time per ask for each side (no timing is asserted).
+#[test]
+fn a_pipelined_only_run_reports_every_side() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpc-bench"))
+        .args(["--pipelined-only", "--asks", "2000", "--rounds", "2"])
+        .output()
+        .expect("running rpc-bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 3 * 2 + 1, "{text}");
+    let summary = &lines[6]["summary"];
+    for side in ["raw TCP", "flint", "flint sealed"] {
+        for field in [
+            "asks_per_sec",
+            "ratio_to_raw",
+            "client_cpu_us_per_ask",
+            "server_cpu_us_per_ask",
+            "cpu_us_per_ask",
+        ] {
+            let v = summary[side][field].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "{side}.{field} = {v} in {text}");
+        }
+    }
 }

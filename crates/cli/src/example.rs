@@ -70,12 +70,17 @@ pub fn inside(i: u64) -> bool {
 /// processes that ran the slices (to show they were executors, not this process).
 fn pi_job(
     master_url: String,
+    cores: u32,
     slices: u32,
     samples: u64,
 ) -> flint::Result<(u64, BTreeSet<u32>, String)> {
     let ctx = flint::Context::builder()
         .app_name("Flint Pi")
         .master(master_url)
+        // Show the slices spread over every worker's executor: start once all
+        // executors have registered (bounded by the waiting time's default, 30 s).
+        .conf("cores.max", cores.to_string())
+        .conf("scheduler.min_registered_resources_percent", "100")
         .get_or_create()?;
     let app_id = ctx.app_id().to_string();
     println!("  application    {app_id} registered");
@@ -163,11 +168,12 @@ pub async fn run(args: ExampleArgs) -> anyhow::Result<()> {
     // library runs its own runtime and blocks while a job runs).
     let url = m.rpc_address().to_string();
     let (slices, samples) = (args.slices, args.samples);
+    let cores = args.workers * args.cores_per_worker;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("flint-pi-driver".into())
         .spawn(move || {
-            let _ = tx.send(pi_job(url, slices, samples));
+            let _ = tx.send(pi_job(url, cores, slices, samples));
         })
         .context("starting the driver thread")?;
     let (inside, pids, app_id) = rx

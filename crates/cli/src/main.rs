@@ -19,9 +19,14 @@ mod conf_cmd;
 mod demo;
 mod example;
 mod local_cmd;
+mod logs_cmd;
 mod master_cmd;
+mod rest_token;
 mod settings;
 mod status_cmd;
+mod submit;
+mod submit_cluster;
+mod submit_driver;
 mod worker_cmd;
 
 use std::process::ExitCode;
@@ -49,8 +54,16 @@ enum Command {
     Local(local_cmd::LocalArgs),
     /// Run an example job (pi) on an embedded cluster and print its result.
     RunExample(example::ExampleArgs),
-    /// Show a master's workers and applications.
+    /// Run an application binary on a cluster (client mode: here, as the driver).
+    Submit(submit::SubmitArgs),
+    /// Kill a cluster-mode driver or an application and wait for its final state.
+    Kill(submit_driver::KillArgs),
+    /// Print a bearer token for the master's REST submission server (rest.enabled).
+    RestToken(rest_token::RestTokenArgs),
+    /// Show a master's workers and applications (or, given a driver or app id, its state).
     Status(status_cmd::StatusArgs),
+    /// Print (or follow) a driver's or an executor's stdout/stderr, from its worker.
+    Logs(logs_cmd::LogsArgs),
     /// Start a master here and the workers in conf/workers, as background daemons.
     StartCluster(cluster::StartArgs),
     /// Stop the daemons start-cluster started (workers first, then the master).
@@ -125,16 +138,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Submit(args) = cli.command {
+        return runtime.block_on(submit::main(args));
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Master(args) => master_cmd::run(args).await,
             Command::Status(args) => status_cmd::run(args).await,
+            Command::Kill(args) => submit_driver::kill(args).await,
+            Command::Logs(args) => logs_cmd::run(args).await,
             Command::StartCluster(args) => cluster::start(args).await,
             Command::StopCluster(args) => cluster::stop(args).await,
             Command::Worker(args) => worker_cmd::run(args).await,
             Command::Local(args) => local_cmd::run(args).await,
             Command::RunExample(args) => example::run(args).await,
             Command::Conf(args) => conf_cmd::run(&args),
+            Command::RestToken(args) => rest_token::run(&args),
+            Command::Submit(_) => Ok(()),
             Command::Demo => demo::run().await,
             Command::DemoPeer { server } => demo::peer(&server).await,
         }

@@ -12,10 +12,20 @@ use crate::settings::{self, CommonArgs};
 
 /// Arguments of `flint status`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Without an id: the master's workers and applications. With a driver id (driver-…): its
+newest attempt (a supervised driver the master relaunched elsewhere is followed to its
+new id) as one line, `--json` for the document. With an application id (app-…): its
+state, cores and executors, `--json` for the document.
+Exit status: 0 answered; 1 unknown id, malformed id, or no master answered.")]
 pub struct StatusArgs {
     /// The master(s), flint://host:port[,host2:port2].
     #[arg(long, env = "FLINT_MASTER")]
     pub master: String,
+    /// A cluster-mode driver (`driver-…`) or an application (`app-…`): print its
+    /// state instead.
+    #[arg(value_name = "DRIVER_ID|APP_ID")]
+    pub driver_id: Option<String>,
     /// Print the JSON status document instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -26,6 +36,9 @@ pub struct StatusArgs {
 /// Prints the status of the first master that answers as ALIVE (else the first that
 /// answers at all).
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    if let Some(id) = &args.driver_id {
+        return crate::submit_driver::status(&args.master, id, args.json, &args.common).await;
+    }
     let masters = RpcAddress::parse_list(&args.master)?;
     let conf = settings::load(&args.common, &crate::known_keys())?;
     let env = RpcEnv::client(RpcConf::from_conf(&conf)?)?;

@@ -103,6 +103,7 @@ fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
         .expect("log path");
     let base = PathBuf::from(logs.trim().split("/worker-*").next().unwrap());
     let mut headers = 0;
+    let mut found = Vec::new();
     for w in std::fs::read_dir(&base).unwrap() {
         let w = w.unwrap().path();
         let binaries = std::fs::read_dir(w.join("binaries")).unwrap().count();
@@ -123,10 +124,16 @@ fn run_example_pi_prints_the_estimate_and_leaves_no_executor_behind() {
                 assert!(header.starts_with("Flint Executor Command:"), "{header}");
                 assert!(!header.contains(secret), "secret in argv: {header}");
                 headers += 1;
+                found.push(format!("{}:\n{header}", dir.display()));
             }
         }
     }
-    assert_eq!(headers, 2, "one executor per worker");
+    assert_eq!(
+        headers,
+        2,
+        "one executor per worker; found:\n{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        found.join("\n")
+    );
     assert_eq!(pids.len(), 2, "one executor per worker: {pids:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|p| alive(*p)) {

@@ -59,6 +59,8 @@ pub enum Component {
     Daemon,
     /// The `flint` command itself (flags with a setting behind them).
     Cli,
+    /// The launcher library (`flint-launcher`), in the program that starts applications.
+    Launcher,
 }
 
 /// A setting's default.
@@ -139,7 +141,7 @@ const PORT: Kind = Kind::Integer { min: 0, max: U16 };
 const SECS: Kind = Kind::Duration(TimeUnit::Seconds);
 const BYTES: Kind = Kind::Size(SizeUnit::Bytes);
 
-use Component::{Cli, Client, Daemon, Master, Rpc, Ui, Worker};
+use Component::{Cli, Client, Daemon, Launcher, Master, Rpc, Ui, Worker};
 use DefaultValue::{Unset, Value};
 
 macro_rules! settings {
@@ -165,6 +167,8 @@ settings! {
         "How long an accepted connection may take to finish its handshake.";
     "rpc.frame_timeout", SECS, Unset("network.timeout"), [Rpc],
         "Once a frame has started arriving, its body must arrive within this.";
+    "rpc.shutdown_drain_timeout", SECS, Value("3s"), [Rpc],
+        "How long shutdown lets each connection write the messages already queued on it before closing it; 0 drops them.";
     "rpc.message.max_size", Kind::Size(SizeUnit::Mebibytes), Value("128m"), [Rpc],
         "Largest frame accepted or sent (1k to 2047m).";
     "rpc.encryption.enabled", Kind::Bool, Value("true"), [Rpc],
@@ -211,6 +215,8 @@ settings! {
         "Completed applications kept for display.";
     "deploy.retained_drivers", COUNT, Value("200"), [Master],
         "Completed drivers kept for display.";
+    "master.max_driver_watches", COUNT, Value("1024"), [Master],
+        "Most driver watches (flint submit following its driver by push) the master keeps at once; past it a watch is refused and that submit polls.";
     "deploy.max_executor_retries", Kind::Integer { min: i64::MIN, max: i64::MAX }, Value("10"), [Master],
         "Abnormal executor exits in a row after which an application with no RUNNING executor fails; negative: never.";
     "deploy.executor_stable_time", SECS, Value("10s"), [Master],
@@ -262,6 +268,8 @@ settings! {
         "First wait before relaunching a supervised driver; doubles on each failure.";
     "worker.driver_relaunch_stable_run", SECS, Value("5s"), [Worker],
         "A supervised driver that ran longer than this starts over at the initial back-off.";
+    "worker.log.max_size", BYTES, Value("128m"), [Worker],
+        "An executor's or driver's stdout/stderr file past this size is renamed .1 (two rolled files kept) and a new one begun.";
     "worker.executor_state_sync.max_attempts", POSITIVE, Value("5"), [Worker],
         "Tries to report an executor state change to the master before the worker exits.";
     "decommission.enabled", Kind::Bool, Value("false"), [Worker],
@@ -316,6 +324,8 @@ settings! {
         "Partitions of parallelize and range when given 0.";
     "task.max_failures", POSITIVE, Value("4"), [Client],
         "Failed attempts of one partition after which its job fails (local[N,F] sets it for local masters).";
+    "stage.max_consecutive_attempts", POSITIVE, Value("4"), [Client],
+        "Fetch-failed attempts of one stage in a row (its map output lost each time) after which its job fails.";
     "executor.heartbeat_interval", SECS, Value("10s"), [Client],
         "How often executors report to the driver (with accumulator updates).";
     "driver.max_result_size", BYTES, Value("1g"), [Client],
@@ -324,6 +334,10 @@ settings! {
         "How long a task waits for the executor caching its input before it runs elsewhere.";
     "starvation.timeout", SECS, Value("15s"), [Client],
         "How often the driver warns that its first job has not got any resources.";
+    "scheduler.min_registered_resources_percent", Kind::Integer { min: 0, max: 100 }, Value("0"), [Client],
+        "Percent of the expected executor cores (cores.max; on local-cluster all its cores) that must register before the context is returned (Spark's minRegisteredResourcesRatio × 100).";
+    "scheduler.max_registered_resources_waiting_time", SECS, Value("30s"), [Client],
+        "Longest the context waits for scheduler.min_registered_resources_percent before it starts anyway.";
     // --- the flint library: the driver UI and console progress ---
     "ui.enabled", Kind::Bool, Value("true"), [Client],
         "Serve the driver's UI (JSON of jobs, stages and tasks under /api/v1/applications).";
@@ -339,6 +353,42 @@ settings! {
         "Draw the progress bar of running stages on the driver's stderr when it is a terminal.";
     "ui.advertised_url", Kind::String, Unset("the driver UI's own http://host:port"), [Client],
         "The driver UI URL the master's entry for the application shows.";
+    // --- shuffle (flint-shuffle: map output files, spill, block server, fetch) ---
+    "local.dir", Kind::List, Unset("the system temp dir"), [Client, Worker],
+        "Comma-separated directories for shuffle and spill files (one per disk spreads the load); with shuffle.service.enabled a worker hands its own to its executors.";
+    "shuffle.compress", Kind::Bool, Value("true"), [Client],
+        "Compress shuffle blocks and spill runs (LZ4).";
+    "shuffle.memory_percent", Kind::Integer { min: 1, max: 100 }, Value("60"), [Client],
+        "Percent of executor.memory that the shuffle writers and readers of an executor keep in memory, shared evenly by its task slots; past a task's share it spills sorted runs to local.dir.";
+    "shuffle.spill.memory_budget", BYTES, Unset("shuffle.memory_percent of executor.memory divided by the executor's cores"), [Client],
+        "Bytes one task's shuffle writer or reduce-side aggregator keeps in memory before it spills (overrides shuffle.memory_percent).";
+    "shuffle.max_bytes_in_flight", Kind::Size(SizeUnit::Mebibytes), Value("48m"), [Client],
+        "Most bytes of shuffle blocks one reduce task has requested or holds unconsumed (Spark's reducer.maxSizeInFlight).";
+    "shuffle.file_buffer", BYTES, Value("32k"), [Client],
+        "Buffer of each shuffle or spill file being written or read.";
+    "shuffle.sync", Kind::Bool, Value("false"), [Client],
+        "fsync map output files and their directory before committing them (survives power loss, not only crashes).";
+    "shuffle.service.enabled", Kind::Bool, Value("false"), [Client, Worker],
+        "Serve map output from the worker's shuffle service so it survives its executor's exit; the worker then hands executors its local.dir and removes an application's shuffle files when it ends.";
+    // --- submission (flint submit) ---
+    "driver.app_name", Kind::String, Unset("the executable's file name"), [Client],
+        "The application's name when the program does not name it (Context::builder().app_name wins); flint submit --name sets it.";
+    "master.binary_store.max_size", BYTES, Value("4g"), [Master],
+        "Most bytes of driver binaries uploaded by cluster-mode flint submit that the master keeps (least recently used first, never one a live driver references).";
+    // --- the master's REST submission server ---
+    "rest.enabled", Kind::Bool, Value("false"), [Master],
+        "Serve the REST submission API (Spark's /v1/submissions/create, status, kill, killall, readyz, plus upload); every request needs a bearer token from `flint rest-token`.";
+    "rest.host", Kind::String, Value("127.0.0.1"), [Master],
+        "Address the REST submission server binds; loopback unless configured otherwise.";
+    "rest.port", PORT, Value("6066"), [Master],
+        "Port of the REST submission server (0 picks a free one).";
+    "rest.allow_unauthenticated", Kind::Bool, Value("false"), [Master],
+        "Allow rest.enabled without a cluster secret (authentication off, or TLS only): the REST port is then open to anyone who reaches it.";
+    "rest.max_request_bytes", BYTES, Value("1m"), [Master],
+        "Most bytes of a REST JSON request body (uploads are bounded by master.binary_store.max_size instead; at least 1k).";
+    // --- launcher (flint-launcher) ---
+    "launcher.child_connection_timeout", Kind::Duration(TimeUnit::Millis), Value("10s"), [Launcher],
+        "How long a launched application has to connect to the launcher and say hello; after it the handle's key is withdrawn and the handle ends LOST.";
 }
 
 /// `FLINT_*` variables that are not settings but that flint (or its tests) knows.
@@ -389,6 +439,11 @@ pub static ENV_VARS: &[EnvVar] = &[
         test_only: false,
     },
     EnvVar {
+        name: "FLINT_SHUFFLE_SERVICE_ADDRESS",
+        doc: "Set by a worker with shuffle.service.enabled for an executor: the flint://host:port of the worker's shuffle service, which serves the executor's map output.",
+        test_only: false,
+    },
+    EnvVar {
         name: "FLINT_DRIVER_MEMORY_MB",
         doc: "Set by a worker for a driver: the memory it was given, in MiB.",
         test_only: false,
@@ -396,6 +451,26 @@ pub static ENV_VARS: &[EnvVar] = &[
     EnvVar {
         name: "FLINT_SUPERVISOR",
         doc: "Path of the flint-supervise binary a worker runs each child under (default: next to flint).",
+        test_only: false,
+    },
+    EnvVar {
+        name: "FLINT_LAUNCHER_PORT",
+        doc: "Set by a launcher for the application it starts: the port of its launcher server on 127.0.0.1.",
+        test_only: false,
+    },
+    EnvVar {
+        name: "FLINT_LAUNCHER_KEY_ID",
+        doc: "Set by a launcher for the application it starts: the key id its connection proves.",
+        test_only: false,
+    },
+    EnvVar {
+        name: "FLINT_LAUNCHER_SECRET",
+        doc: "Set by a launcher for the application it starts: the single-use secret of that key (never on a command line).",
+        test_only: false,
+    },
+    EnvVar {
+        name: "FLINT_CLI",
+        doc: "The flint command a launcher runs (default: flint on PATH).",
         test_only: false,
     },
     EnvVar {
@@ -585,6 +660,7 @@ impl Component {
             Component::Ui => "ui",
             Component::Daemon => "daemon",
             Component::Cli => "cli",
+            Component::Launcher => "launcher",
         }
     }
 }

@@ -16,6 +16,8 @@
 //! - [`log`]: log set-up (stderr, `FLINT_LOG`) and the start-up lines every
 //!   daemon logs, among them the warning when RPC authentication is off.
 //! - [`signals`]: waiting for SIGTERM or SIGINT.
+//! - [`scratch`]: scratch directories named by pid, and removing the ones of
+//!   processes that were killed before they could.
 //!
 //! This crate knows the RPC environment and settings, nothing of masters,
 //! workers or applications.
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod http;
 pub mod log;
 pub mod rlimit;
+pub mod scratch;
 pub mod signals;
 
 pub use bind::{bind, BindOptions, Bound, Port, RPC_PORT, WEBUI_PORT};

@@ -11,17 +11,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flint_conf::{Conf, SizeUnit, TimeUnit};
 use flint_proto::ApplicationState;
 
-use crate::dataset::{slice, Dataset, Node};
+use crate::dataset::{slice, Dataset, Kind, Node};
 use crate::entry::{entry_point, EntryPoint};
-use crate::executor::ExecutorEnv;
+use crate::executor::{ExecutorEnv, ShuffleEnv};
 use crate::local;
 use crate::master::{self, Master};
 use crate::ops::{RangeSource, TextSource, VecSource};
-use crate::scheduler::{JobFailure, SchedulerConf, StageSpec};
+use crate::scheduler::{JobFailure, SchedulerConf, ShuffleId, StageId, StageSpec};
 use crate::shared::{Accumulator, Broadcast, BroadcastStore};
-use crate::shell::{Accumulators, Backend, JobEvent, JobRequest};
+use crate::shell::{Accumulators, Backend, JobEvent, JobRequest, StageWork};
 use crate::text;
 use crate::{Data, Error, Result};
+use flint_shuffle::{Layout, ShuffleConf};
 
 /// Set in the environment of an executor process a worker starts for a flint driver:
 /// the driver to serve. A program with work of its own before its first
@@ -201,7 +202,10 @@ impl ContextBuilder {
             })
             .unwrap_or_else(|| "local[*]".to_string());
         let master = master::parse(&master_url)?;
-        let app_name = self.app_name.unwrap_or_else(default_app_name);
+        let app_name = self
+            .app_name
+            .or_else(|| loaded.conf.get("driver.app_name").map(str::to_string))
+            .unwrap_or_else(default_app_name);
         Context::start(app_name, master_url, master, loaded.conf)
     }
 }
@@ -243,8 +247,9 @@ pub(crate) struct Inner {
     default_parallelism: u32,
     backend: Backend,
     cluster: Option<crate::cluster::Cluster>,
-    #[cfg_attr(not(test), allow(dead_code))]
     local_env: Arc<ExecutorEnv>,
+    /// This application's shuffle files under this host's `local.dir`, removed when it ends.
+    shuffle_layout: Option<Layout>,
     ids: AtomicU64,
     accumulators: Arc<Accumulators>,
     broadcasts: Arc<BroadcastStore>,
@@ -256,6 +261,8 @@ pub(crate) struct Inner {
     last_job_failed: AtomicBool,
     ui: Option<crate::ui::Ui>,
     _progress: Option<crate::ui::progress::Progress>,
+    /// The launcher this driver reports to (client mode under `flint-launcher`).
+    launcher: Option<crate::launcher_backend::Link>,
 }
 
 impl Inner {
@@ -269,12 +276,40 @@ impl Inner {
         };
         self.stopped.store(true, Ordering::SeqCst);
         self.backend.stop();
+        // The in-process executor's map outputs go with the application.
+        self.local_env.remove_all_shuffles();
         if let Some(c) = &self.cluster {
             c.stop(state);
+        }
+        // Executors on this host that could not remove their application's shuffle
+        // files (SIGKILLed, or stopped by their worker) left them under this host's
+        // local.dir; the worker's shuffle service removes them on the others.
+        if let Some(layout) = &self.shuffle_layout {
+            if let Err(e) = layout.remove_app() {
+                tracing::warn!(app = %self.app_id, "removing the application's shuffle files: {e}");
+            }
         }
         if let Some(ui) = &self.ui {
             ui.stop();
         }
+        if let Some(l) = &self.launcher {
+            l.finish(state);
+        }
+    }
+
+    /// The launcher asked the application to stop: its jobs are cancelled and it
+    /// ends KILLED.
+    fn stop_for_launcher(&self) {
+        let running: Vec<u64> = self
+            .running
+            .lock()
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default();
+        for job in running {
+            self.backend
+                .cancel(job, "the launcher asked the application to stop".into());
+        }
+        self.finish(ApplicationState::Killed);
     }
 }
 
@@ -345,12 +380,12 @@ impl Context {
     fn start(app_name: String, master_url: String, master: Master, conf: Conf) -> Result<Context> {
         // The driver UI first, so that the master's app entry can name its URL.
         let ui_conf = crate::ui::UiConf::from_conf(&conf)?;
-        let ui_status = Arc::new(Mutex::new(crate::ui::status::AppStatus::new(
+        let ui_status = crate::ui::StatusCell::new(crate::ui::status::AppStatus::new(
             &app_name,
             crate::ui::wall_ms(),
             ui_conf.retained_jobs,
             ui_conf.retained_tasks,
-        )));
+        ));
         let ui = match ui_conf.enabled {
             true => crate::ui::Ui::start(&ui_conf, ui_status.clone())?,
             false => None,
@@ -391,6 +426,8 @@ impl Context {
             max_result_size: conf.bytes("driver.max_result_size", 1 << 30, SizeUnit::Bytes)?,
             // The in-process executor cannot go silent; cluster executors expire after
             // network.timeout without a heartbeat.
+            shuffle_service: conf.bool("shuffle.service.enabled", false)?,
+            max_stage_attempts: conf_u32(&conf, "stage.max_consecutive_attempts", 4)?,
             executor_timeout_ms: if is_local {
                 0
             } else {
@@ -416,6 +453,20 @@ impl Context {
         let broadcasts = Arc::new(BroadcastStore::default());
         let accumulators: Arc<Accumulators> = Arc::new(Mutex::new(HashMap::new()));
         let env = Arc::new(ExecutorEnv::new("driver", memory, broadcasts.clone()));
+        if is_local {
+            let conf = ShuffleConf::from_conf(&conf, u64::from(threads))?;
+            let layout = Layout::new(&conf.local_dirs, &app_id).map_err(|e| Error::Io {
+                path: "local.dir".into(),
+                reason: e.to_string(),
+            })?;
+            env.set_shuffle(ShuffleEnv {
+                conf,
+                layout,
+                server: crate::shuffle::LOCAL.into(),
+                remote: None,
+            });
+        }
+        let launcher = crate::launcher_backend::connect();
         let (backend, app_id, cluster) = if is_local {
             let backend = local::start(threads, sched, env.clone(), accumulators.clone(), &app_id)
                 .map_err(|e| Error::Io {
@@ -453,6 +504,9 @@ impl Context {
             tracing::info!(app = %app_id, "driver UI at {}", ui.url());
         }
         let is_cluster = cluster.is_some();
+        let shuffle_layout = ShuffleConf::from_conf(&conf, u64::from(threads))
+            .ok()
+            .and_then(|c| Layout::new(&c.local_dirs, &app_id).ok());
         let ctx = Context {
             inner: Arc::new(Inner {
                 app_name,
@@ -462,6 +516,7 @@ impl Context {
                 backend,
                 cluster,
                 local_env: env,
+                shuffle_layout,
                 ids: AtomicU64::new(0),
                 accumulators,
                 broadcasts,
@@ -470,8 +525,18 @@ impl Context {
                 last_job_failed: AtomicBool::new(false),
                 ui,
                 _progress: progress,
+                launcher,
             }),
         };
+        if let Some(l) = &ctx.inner.launcher {
+            let inner = Arc::downgrade(&ctx.inner);
+            l.on_stop(move || {
+                if let Some(i) = inner.upgrade() {
+                    i.stop_for_launcher();
+                }
+            });
+            l.running(&ctx.inner.app_id);
+        }
         if is_cluster {
             if let Ok(mut live) = LIVE.lock() {
                 live.retain(|w| w.strong_count() > 0);
@@ -567,7 +632,7 @@ impl Context {
         self.inner.default_parallelism
     }
 
-    fn partitions_or_default(&self, n: u32) -> u32 {
+    pub(crate) fn partitions_or_default(&self, n: u32) -> u32 {
         if n == 0 {
             self.inner.default_parallelism
         } else {
@@ -775,28 +840,32 @@ impl Context {
         }
         let job = self.next_id();
         let _running = Running::new(&self.inner, job);
+        let mut stages = Vec::new();
+        let mut work = HashMap::new();
+        let mut memo = HashMap::new();
+        let parents = self.map_stages(node, &mut stages, &mut work, &mut memo);
         let stage = self.next_id();
-        let blocks = partitions
-            .iter()
-            .map(|p| {
-                let mut b = Vec::new();
-                node.blocks(*p, &mut b);
-                b
-            })
-            .collect();
+        stages.push(StageSpec {
+            id: stage,
+            parents,
+            blocks: blocks_of(node, &partitions),
+            partitions: partitions.clone(),
+            shuffle: None,
+        });
+        work.insert(
+            stage,
+            StageWork {
+                node: node.clone(),
+                action,
+                action_captures,
+            },
+        );
         let (tx, rx) = mpsc::channel();
         let started = Instant::now();
         let submitted = self.inner.backend.submit(JobRequest {
             job,
-            stages: vec![StageSpec {
-                id: stage,
-                parents: vec![],
-                partitions: partitions.clone(),
-                blocks,
-            }],
-            node: node.clone(),
-            action,
-            action_captures,
+            stages,
+            work,
             events: tx,
         });
         if !submitted {
@@ -859,6 +928,86 @@ impl Context {
                 JobEvent::Stopped => return Err(Error::Stopped),
             }
         }
+    }
+}
+
+/// The cached blocks each of `partitions` of `node` reads.
+fn blocks_of(node: &Arc<Node>, partitions: &[u32]) -> Vec<Vec<crate::wire::BlockId>> {
+    partitions
+        .iter()
+        .map(|p| {
+            let mut b = Vec::new();
+            node.blocks(*p, &mut b);
+            b
+        })
+        .collect()
+}
+
+impl Context {
+    /// Adds the shuffle map stages `node` needs (parents first, one per shuffle) and
+    /// returns the ids of those it reads directly.
+    fn map_stages(
+        &self,
+        node: &Arc<Node>,
+        stages: &mut Vec<StageSpec>,
+        work: &mut HashMap<StageId, StageWork>,
+        memo: &mut HashMap<ShuffleId, StageId>,
+    ) -> Vec<StageId> {
+        let mut deps = Vec::new();
+        node.shuffles(&mut deps);
+        let mut ids = Vec::new();
+        for d in deps {
+            let Kind::Shuffle { dep, parent } = &d.kind else {
+                continue;
+            };
+            if let Some(id) = memo.get(&dep.id) {
+                ids.push(*id);
+                continue;
+            }
+            let parents = self.map_stages(parent, stages, work, memo);
+            let id = self.next_id();
+            let partitions: Vec<u32> = (0..parent.partitions).collect();
+            stages.push(StageSpec {
+                id,
+                parents,
+                blocks: blocks_of(parent, &partitions),
+                partitions,
+                shuffle: Some(dep.id),
+            });
+            work.insert(
+                id,
+                StageWork {
+                    node: parent.clone(),
+                    action: dep.write,
+                    action_captures: dep.write_captures.clone(),
+                },
+            );
+            memo.insert(dep.id, id);
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// What this application's tasks did in shuffles so far (map outputs, records and
+    /// bytes written and read, spills), summed over every task attempt that reported.
+    ///
+    /// ```
+    /// # use flint::prelude::*;
+    /// # fn main() -> flint::Result<()> {
+    /// let ctx = Context::builder().master("local[2]").create()?;
+    /// ctx.range(0, 1000, 4).map(|x| (x % 10, x)).reduce_by_key(|a, b| a + b, 2).count()?;
+    /// let m = ctx.shuffle_metrics();
+    /// assert_eq!(m.map_outputs, 4);
+    /// assert_eq!(m.records_written, 40); // combined on the map side: 10 keys x 4 maps
+    /// # Ok(()) }
+    /// ```
+    pub fn shuffle_metrics(&self) -> crate::ShuffleMetrics {
+        self.inner.backend.shuffle_metrics()
+    }
+
+    /// Where a shuffle dependency says it is no longer reachable.
+    pub(crate) fn shuffle_cleaner(&self) -> crate::shell::ShuffleCleaner {
+        self.inner.backend.cleaner()
     }
 }
 

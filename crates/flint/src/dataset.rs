@@ -23,6 +23,9 @@ use std::sync::Arc;
 use crate::context::Context;
 use crate::entry::{entry_point, EntryPoint, Partition};
 use crate::ops::*;
+use crate::scheduler::ShuffleId;
+use crate::shell::ShuffleCleaner;
+use crate::shuffle::{BlockSource, ReadSpec};
 use crate::text;
 use crate::wire::{BlockId, PlanNode};
 use crate::{Data, Error, Result};
@@ -65,14 +68,47 @@ pub(crate) enum Kind {
         persisted: AtomicBool,
         parent: Arc<Node>,
     },
+    /// A shuffle: its partitions are read from the map outputs of its parent's
+    /// partitions (a stage boundary).
+    Shuffle {
+        dep: ShuffleDep,
+        parent: Arc<Node>,
+    },
     /// A transformation whose captures could not be serialized: actions fail with this.
     Broken {
         error: String,
     },
 }
 
+/// A shuffle dependency: how its parent's partitions are written (the map stage's
+/// action) and how each of its partitions is read. Dropping it (the last dataset
+/// reaching the shuffle is gone) tells the executors to delete its files.
+pub(crate) struct ShuffleDep {
+    /// The shuffle's id.
+    pub id: ShuffleId,
+    /// The writer action run on each parent partition.
+    pub write: EntryPoint,
+    /// Its captures (a [`WriteSpec`](crate::shuffle::WriteSpec)).
+    pub write_captures: Vec<u8>,
+    /// The reader starting each partition's plan.
+    pub read: EntryPoint,
+    /// The reader's operation captures (put in a [`ReadSpec`]).
+    pub read_op: Vec<u8>,
+    /// Told when the dependency is dropped.
+    pub cleaner: ShuffleCleaner,
+}
+
+impl Drop for ShuffleDep {
+    fn drop(&mut self) {
+        self.cleaner.remove(self.id);
+    }
+}
+
+/// Where each map output of a shuffle lives, for reduce partition `reduce`.
+pub(crate) type Sources<'a> = &'a dyn Fn(ShuffleId, u32) -> Vec<BlockSource>;
+
 impl Node {
-    fn new(partitions: u32, kind: Kind) -> Arc<Self> {
+    pub(crate) fn new(partitions: u32, kind: Kind) -> Arc<Self> {
         Arc::new(Self { partitions, kind })
     }
 
@@ -83,7 +119,8 @@ impl Node {
             Kind::Source { .. } => Ok(()),
             Kind::Narrow { parent, .. }
             | Kind::Coalesce { parent, .. }
-            | Kind::Cache { parent, .. } => parent.check(),
+            | Kind::Cache { parent, .. }
+            | Kind::Shuffle { parent, .. } => parent.check(),
             Kind::Union { parents } => parents.iter().try_for_each(|p| p.check()),
         }
     }
@@ -99,8 +136,25 @@ impl Node {
         None
     }
 
-    /// How partition `p` is computed. `check` must have passed.
-    pub fn plan(&self, p: u32) -> PlanNode {
+    /// The shuffles this node reads directly (not through another shuffle), each once.
+    pub fn shuffles<'a>(self: &'a Arc<Self>, out: &mut Vec<&'a Arc<Node>>) {
+        match &self.kind {
+            Kind::Source { .. } | Kind::Broken { .. } => {}
+            Kind::Shuffle { .. } => {
+                if !out.iter().any(|n| Arc::ptr_eq(n, self)) {
+                    out.push(self);
+                }
+            }
+            Kind::Narrow { parent, .. }
+            | Kind::Coalesce { parent, .. }
+            | Kind::Cache { parent, .. } => parent.shuffles(out),
+            Kind::Union { parents } => parents.iter().for_each(|p| p.shuffles(out)),
+        }
+    }
+
+    /// How partition `p` is computed; a shuffle's read is told where its map outputs
+    /// are by `sources`. `check` must have passed.
+    pub fn plan(&self, p: u32, sources: Sources<'_>) -> PlanNode {
         match &self.kind {
             Kind::Source { entry, splits } => PlanNode::Op {
                 entry: *entry,
@@ -114,10 +168,10 @@ impl Node {
             } => PlanNode::Op {
                 entry: *entry,
                 captures: captures.clone(),
-                inputs: vec![parent.plan(p)],
+                inputs: vec![parent.plan(p, sources)],
             },
             Kind::Union { parents } => match Self::union_parent(parents, p) {
-                Some((parent, q)) => parent.plan(q),
+                Some((parent, q)) => parent.plan(q, sources),
                 None => PlanNode::Op {
                     entry: EntryPoint {
                         offset: 0,
@@ -136,7 +190,7 @@ impl Node {
                 captures: vec![],
                 inputs: groups
                     .get(p as usize)
-                    .map(|g| g.iter().map(|q| parent.plan(*q)).collect())
+                    .map(|g| g.iter().map(|q| parent.plan(*q, sources)).collect())
                     .unwrap_or_default(),
             },
             Kind::Cache {
@@ -154,10 +208,24 @@ impl Node {
                         },
                         encode: *encode,
                         decode: *decode,
-                        input: Box::new(parent.plan(p)),
+                        input: Box::new(parent.plan(p, sources)),
                     }
                 } else {
-                    parent.plan(p)
+                    parent.plan(p, sources)
+                }
+            }
+            Kind::Shuffle { dep, .. } => {
+                let spec = ReadSpec {
+                    shuffle: dep.id,
+                    reduce: p,
+                    sources: sources(dep.id, p),
+                    op: dep.read_op.clone(),
+                };
+                PlanNode::Op {
+                    entry: dep.read,
+                    // A spec of plain integers, strings and bytes always encodes.
+                    captures: postcard::to_allocvec(&spec).unwrap_or_default(),
+                    inputs: vec![],
                 }
             }
             Kind::Broken { .. } => PlanNode::Op {
@@ -174,7 +242,7 @@ impl Node {
     /// The cached blocks partition `p` reads (for cache locality).
     pub fn blocks(&self, p: u32, out: &mut Vec<BlockId>) {
         match &self.kind {
-            Kind::Source { .. } | Kind::Broken { .. } => {}
+            Kind::Source { .. } | Kind::Broken { .. } | Kind::Shuffle { .. } => {}
             Kind::Narrow { parent, .. } => parent.blocks(p, out),
             Kind::Union { parents } => {
                 if let Some((parent, q)) = Self::union_parent(parents, p) {
@@ -251,7 +319,7 @@ impl<T> std::fmt::Debug for Dataset<T> {
     }
 }
 
-fn captures_of<C: Data>(value: &C) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn captures_of<C: Data>(value: &C) -> std::result::Result<Vec<u8>, String> {
     postcard::to_allocvec(value).map_err(|e| format!("{}: {e}", std::any::type_name::<C>()))
 }
 
@@ -276,7 +344,7 @@ impl<T: Data> Dataset<T> {
         Self::from_node(ctx.clone(), node)
     }
 
-    fn narrow<U: Data>(
+    pub(crate) fn narrow<U: Data>(
         &self,
         entry: EntryPoint,
         captures: std::result::Result<Vec<u8>, String>,
@@ -662,7 +730,7 @@ impl<T: Data> Dataset<T> {
         Ok(out.into_values().collect())
     }
 
-    fn decoded<R: serde::de::DeserializeOwned>(
+    pub(crate) fn decoded<R: serde::de::DeserializeOwned>(
         &self,
         action: EntryPoint,
         captures: Vec<u8>,

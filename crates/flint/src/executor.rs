@@ -18,12 +18,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
+use std::sync::OnceLock;
+
+use flint_rpc::RpcEnv;
+use flint_shuffle::{Layout, ShuffleConf};
+
 use crate::block_cache::BlockCache;
 use crate::entry::{self, unerase, ErasedPartition, Partition};
 use crate::ops::ActionOutput;
 use crate::shared::{BroadcastCache, BroadcastSource};
 use crate::wire::{
-    decode, BlockId, PlanNode, TaskDescription, TaskError, TaskHeader, TaskOutcome, TaskResult,
+    decode, BlockId, PlanNode, ShuffleMetrics, TaskDescription, TaskError, TaskHeader, TaskOutcome,
+    TaskResult,
 };
 
 /// What outlives a task on one executor.
@@ -38,11 +44,36 @@ pub(crate) struct ExecutorEnv {
     pub cache_misses: AtomicU64,
     /// The kill flags of the tasks running now.
     running: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    /// Where this executor's shuffle files are and how it fetches others' (set once
+    /// the application's id is known).
+    shuffle: OnceLock<ShuffleEnv>,
+    /// Wakes tasks waiting for [`Self::shuffle`]: the driver may launch tasks the
+    /// moment it registered this executor, before the registration's answer has been
+    /// turned into the shuffle side here.
+    shuffle_set: (Mutex<()>, std::sync::Condvar),
+}
+
+/// How long a task waits for the executor's shuffle side to be set up.
+const SHUFFLE_SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An executor's shuffle side: settings, its files, where others fetch them from.
+pub(crate) struct ShuffleEnv {
+    /// The shuffle settings (`local.dir`, `shuffle.*`).
+    pub conf: ShuffleConf,
+    /// This application's shuffle files under `local.dir`.
+    pub layout: Layout,
+    /// The address reduce tasks fetch this executor's map outputs from: its own
+    /// RPC server, or its worker's shuffle service; `local` in-process.
+    pub server: String,
+    /// The RPC environment and runtime remote fetches run on (cluster executors).
+    pub remote: Option<(tokio::runtime::Handle, RpcEnv)>,
 }
 
 impl ExecutorEnv {
     pub fn new(id: &str, memory: u64, broadcasts: Arc<dyn BroadcastSource>) -> Self {
         Self {
+            shuffle: OnceLock::new(),
+            shuffle_set: (Mutex::new(()), std::sync::Condvar::new()),
             id: id.to_string(),
             cache: Mutex::new(BlockCache::new(memory)),
             broadcasts: BroadcastCache::new(broadcasts),
@@ -83,6 +114,72 @@ impl ExecutorEnv {
         }
     }
 
+    /// Sets the shuffle side (once; later calls are ignored) and wakes the tasks
+    /// waiting for it.
+    pub fn set_shuffle(&self, s: ShuffleEnv) {
+        let _ = self.shuffle.set(s);
+        let (lock, cv) = &self.shuffle_set;
+        let _g = lock.lock();
+        cv.notify_all();
+    }
+
+    /// The shuffle side; a task that arrived before it was set up (the driver's first
+    /// tasks can overtake the registration's answer) waits for it, at most
+    /// [`SHUFFLE_SETUP_WAIT`].
+    pub fn shuffle(&self) -> Result<&ShuffleEnv, TaskError> {
+        if let Some(s) = self.shuffle.get() {
+            return Ok(s);
+        }
+        let deadline = std::time::Instant::now() + SHUFFLE_SETUP_WAIT;
+        let (lock, cv) = &self.shuffle_set;
+        let mut g = lock.lock().map_err(|_| {
+            TaskError::Io(format!(
+                "executor {}: shuffle set-up lock poisoned",
+                self.id
+            ))
+        })?;
+        loop {
+            if let Some(s) = self.shuffle.get() {
+                return Ok(s);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(TaskError::Io(format!(
+                    "executor {} has no shuffle directory set up after {}s",
+                    self.id,
+                    SHUFFLE_SETUP_WAIT.as_secs()
+                )));
+            }
+            g = match cv.wait_timeout(g, left) {
+                Ok((g, _)) => g,
+                Err(_) => {
+                    return Err(TaskError::Io(format!(
+                        "executor {}: shuffle set-up lock poisoned",
+                        self.id
+                    )))
+                }
+            };
+        }
+    }
+
+    /// Deletes shuffle `id`'s files here.
+    pub fn remove_shuffle(&self, id: u64) {
+        if let (Some(s), Ok(id)) = (self.shuffle.get(), u32::try_from(id)) {
+            if let Err(e) = s.layout.remove_shuffle(id) {
+                tracing::warn!(executor = %self.id, "removing shuffle {id}: {e}");
+            }
+        }
+    }
+
+    /// Deletes every shuffle file of the application here (it ended).
+    pub fn remove_all_shuffles(&self) {
+        if let Some(s) = self.shuffle.get() {
+            if let Err(e) = s.layout.remove_app() {
+                tracing::warn!(executor = %self.id, "removing the application's shuffle files: {e}");
+            }
+        }
+    }
+
     /// Drops every cached block of dataset `cache`.
     pub fn remove_cache(&self, cache: u64) {
         if let Ok(mut c) = self.cache.lock() {
@@ -97,6 +194,8 @@ pub(crate) struct TaskContext {
     pub partition: u32,
     pub task_id: u64,
     accumulators: RefCell<BTreeMap<u64, Arc<AtomicU64>>>,
+    /// What this task did in shuffles.
+    pub metrics: RefCell<ShuffleMetrics>,
 }
 
 impl TaskContext {
@@ -222,6 +321,7 @@ pub(crate) fn run_task(task: &[u8], env: &Arc<ExecutorEnv>) -> Vec<u8> {
                 accumulators: vec![],
                 blocks_added: result.blocks_added,
                 blocks_evicted: result.blocks_evicted,
+                shuffle: result.shuffle,
             };
             // A result of plain integers, strings and ids always encodes.
             postcard::to_allocvec(&failed).unwrap_or_default()
@@ -269,6 +369,7 @@ fn failed(task_id: u64, e: TaskError) -> TaskResult {
         accumulators: vec![],
         blocks_added: vec![],
         blocks_evicted: vec![],
+        shuffle: ShuffleMetrics::default(),
     }
 }
 
@@ -286,6 +387,7 @@ fn run_decoded(task: &[u8], env: &Arc<ExecutorEnv>) -> TaskResult {
         partition: desc.partition,
         task_id,
         accumulators: RefCell::new(BTreeMap::new()),
+        metrics: RefCell::new(ShuffleMetrics::default()),
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
     let _clear = Current;
@@ -314,12 +416,14 @@ fn run_decoded(task: &[u8], env: &Arc<ExecutorEnv>) -> TaskResult {
             .collect(),
         TaskOutcome::Failed(_) => vec![],
     };
+    let shuffle = *ctx.metrics.borrow();
     TaskResult {
         task_id,
         outcome,
         accumulators,
         blocks_added: blocks.added,
         blocks_evicted: blocks.evicted,
+        shuffle,
     }
 }
 

@@ -32,7 +32,8 @@
 //! # How a job runs
 //!
 //! A [`Dataset`] is a lineage of nodes on the driver. An action makes a job: a DAG of
-//! stages (one until the shuffle arrives) whose tasks are partitions. The scheduler (a
+//! stages (a shuffle map stage per shuffle it crosses, then the result stage) whose
+//! tasks are partitions. The scheduler (a
 //! pure state machine, `scheduler`) offers executor cores to tasks, first job first,
 //! preferring executors that cache a task's input, and retries failed tasks up to
 //! `task.max_failures`. A task travels as bytes: for its partition, the plan of the
@@ -47,7 +48,9 @@
 //! locally runs on a cluster.
 //!
 //! Modules: `context` (Context, builder, settings, jobs), `dataset` (lineage nodes,
-//! transformations, actions), `ops` (every operation as an entry-point type), `entry`
+//! transformations, actions), `keyed` (operations on pairs, `distinct`,
+//! `repartition`), `shuffle` (partitioners, combiners, the shuffle's writer and reader
+//! entry points), `ops` (every other operation as an entry-point type), `entry`
 //! (entry points, the only `unsafe`), `wire` (task and result encoding), `scheduler`
 //! (the pure state machine), `shell` (its thread and the `Executors` transport),
 //! `local` (the in-process executor), `executor` (`run_task`, the task pool, the
@@ -66,8 +69,11 @@
 //! - Fingerprints hash the operation's type name *and* its `TypeId`: two closures of one
 //!   function have the same type name, and the `TypeId` (the same in every process of
 //!   one binary) tells them apart.
-//! - `repartition` and `distinct` move data between partitions and arrive with the
-//!   shuffle, together with the keyed operations.
+//! - `fold_by_key` and `aggregate_by_key` apply the zero to every value, then merge
+//!   (Spark applies it once per key and map partition); their contract (a zero
+//!   neutral for the functions, added any number of times) makes the answers equal.
+//! - A fetch failure of a block found missing or corrupt loses only that map output,
+//!   not every output of its executor as Spark does; an unreachable server loses all.
 
 mod block_cache;
 mod cluster;
@@ -77,12 +83,15 @@ mod dataset;
 mod entry;
 mod error;
 mod executor;
+mod keyed;
+mod launcher_backend;
 mod local;
 mod master;
 mod ops;
 mod scheduler;
 mod shared;
 mod shell;
+mod shuffle;
 mod text;
 mod ui;
 mod wire;
@@ -92,7 +101,9 @@ pub use data::Data;
 pub use dataset::Dataset;
 pub use entry::Partition;
 pub use error::{Error, Result};
+pub use keyed::CoGrouped;
 pub use shared::{Accumulator, Broadcast};
+pub use wire::ShuffleMetrics;
 
 /// Everything a flint program needs: `use flint::prelude::*;`.
 ///

@@ -30,6 +30,10 @@ impl Executors for LocalExecutors {
         self.env.remove_cache(cache);
     }
 
+    fn remove_shuffle(&mut self, shuffle: u64) {
+        self.env.remove_shuffle(shuffle);
+    }
+
     fn kill_executor(&mut self, executor: &str, reason: &str) {
         tracing::error!(
             executor,

@@ -24,7 +24,7 @@ use crate::Data;
 pub(crate) struct ActionOutput(Vec<u8>);
 
 impl ActionOutput {
-    fn erase(bytes: Vec<u8>) -> Result<ErasedPartition, TaskError> {
+    pub(crate) fn erase(bytes: Vec<u8>) -> Result<ErasedPartition, TaskError> {
         Ok(Box::new(ActionOutput(bytes)))
     }
 

@@ -13,12 +13,27 @@
 //!   where it preferred) before it runs elsewhere, as Spark's delay scheduling does;
 //! - a failed task is retried until `task.max_failures` attempts of that partition
 //!   failed, then the job fails with every attempt's error, naming stage and partition;
+//!   a retry avoids the executor its last attempt failed on (a full disk, a broken
+//!   library) for up to `locality.wait` while another executor is registered, then
+//!   runs wherever cores are free;
 //! - a lost executor's running tasks count as failed attempts and run again elsewhere,
 //!   and the blocks it held are forgotten (recomputed from lineage where needed);
 //! - results and status of tasks the scheduler no longer waits for (a lost executor's,
 //!   a finished or failed job's) are ignored; only the first success of a partition is
 //!   reported as first, so its output is used and its accumulator updates counted once;
 //! - the results a job sends to the driver are limited by `driver.max_result_size`;
+//! - **shuffles**: a job's stages are shuffle map stages (each writes one shuffle's
+//!   map outputs) and a result stage; the scheduler is the driver's map output
+//!   tracker (`MapStatus`: where each map output lives and its blocks' sizes, kept
+//!   across jobs), so a map stage whose outputs are all available is skipped and a
+//!   stage whose parents' outputs are complete runs only its missing partitions;
+//! - a **fetch failure** (a reduce task could not read a map output) is not a task
+//!   failure: the output is unregistered (every output of that executor, or of that
+//!   host when the shuffle service serves them), the lost map tasks run again, then
+//!   the reduce stage; `stage.max_consecutive_attempts` fetch-failed attempts of one
+//!   stage in a row fail the job with each attempt's reason (Spark's default 4); a
+//!   losing executor's outputs are lost without the shuffle service, kept with it; a
+//!   lost host (worker) loses its outputs either way;
 //! - an executor silent (no heartbeat, no status) for the executor timeout is lost,
 //!   as Spark's `HeartbeatReceiver` decides (`network.timeout`; 0 for the local
 //!   backend's in-process executor, which cannot go silent);
@@ -28,6 +43,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use flint_shuffle::BlockMeta;
+
 use crate::wire::BlockId;
 
 /// A job's id.
@@ -36,6 +53,8 @@ pub(crate) type JobId = u64;
 pub(crate) type StageId = u64;
 /// A task's id, unique in the application (every attempt has its own).
 pub(crate) type TaskId = u64;
+/// A shuffle's id, unique in the application.
+pub(crate) type ShuffleId = u64;
 
 /// Spark's starvation warning.
 pub(crate) const NO_RESOURCES_WARNING: &str = "Initial job has not accepted any resources; check that workers are registered and have sufficient resources";
@@ -53,6 +72,62 @@ pub(crate) struct SchedulerConf {
     pub max_result_size: u64,
     /// An executor not heard from for this long is lost (`network.timeout`); 0: never.
     pub executor_timeout_ms: u64,
+    /// `shuffle.service.enabled`: map outputs outlive their executor (served by its
+    /// worker's shuffle service).
+    pub shuffle_service: bool,
+    /// `stage.max_consecutive_attempts`: fetch-failed attempts of one stage in a row
+    /// that fail its job.
+    pub max_stage_attempts: u32,
+}
+
+/// Where one map output lives and its blocks (one per reduce partition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MapStatus {
+    /// The executor that wrote it.
+    pub executor: String,
+    /// That executor's host.
+    pub host: String,
+    /// Where reduce tasks fetch it (the executor's server or its worker's shuffle
+    /// service; `local` in-process).
+    pub server: String,
+    /// Its blocks (length, checksum, records), by reduce partition.
+    pub blocks: Vec<BlockMeta>,
+    /// The task that wrote it: a fetch failure of a task launched before it was
+    /// registered is about an older output and does not unregister it.
+    pub writer: TaskId,
+}
+
+/// A reduce task could not read a map output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FetchFailed {
+    /// The shuffle.
+    pub shuffle: ShuffleId,
+    /// The map output's partition.
+    pub map: u32,
+    /// The executor the output was registered at.
+    pub executor: String,
+    /// The server holding it could not be reached: every output it serves is lost
+    /// (else only this one, found missing or corrupt).
+    pub unreachable: bool,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// What a task tells the scheduler about a shuffle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum ShuffleReport {
+    /// Nothing (not a shuffle task, or it failed otherwise).
+    #[default]
+    None,
+    /// A map task wrote its output: where it is served and its blocks.
+    Written {
+        /// Where reduce tasks fetch it.
+        server: String,
+        /// Its blocks, by reduce partition.
+        blocks: Vec<BlockMeta>,
+    },
+    /// A reduce task could not fetch a map output.
+    FetchFailed(FetchFailed),
 }
 
 /// A stage of a submitted job.
@@ -66,6 +141,9 @@ pub(crate) struct StageSpec {
     pub partitions: Vec<u32>,
     /// For each entry of `partitions`, the cached blocks its task reads.
     pub blocks: Vec<Vec<BlockId>>,
+    /// A shuffle map stage writes this shuffle (its partitions are all the map
+    /// partitions, `0..n`); `None` for the result stage.
+    pub shuffle: Option<ShuffleId>,
 }
 
 /// Something that happened.
@@ -112,6 +190,20 @@ pub(crate) enum Event {
         blocks_added: Vec<BlockId>,
         /// Blocks its executor evicted meanwhile.
         blocks_evicted: Vec<BlockId>,
+        /// A map task's output, or a reduce task's fetch failure.
+        shuffle: ShuffleReport,
+    },
+    /// A worker is gone, and with it its shuffle service: the map outputs its
+    /// executors wrote are lost whoever serves them, and those executors with it.
+    /// (By worker, not by host: several workers may share a host.)
+    WorkerLost {
+        /// Every executor the master ever placed on that worker.
+        executors: Vec<String>,
+    },
+    /// No dataset on the driver reaches this shuffle any more: forget its outputs.
+    ShuffleRemoved {
+        /// The shuffle.
+        shuffle: ShuffleId,
     },
     /// An executor is alive (a heartbeat; every status update counts as one too).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -207,6 +299,11 @@ pub(crate) enum Effect {
         /// The cache id.
         cache: u64,
     },
+    /// Delete shuffle `shuffle`'s files on every executor (and shuffle service).
+    RemoveShuffle {
+        /// The shuffle.
+        shuffle: ShuffleId,
+    },
     /// Log this warning.
     Warn(String),
 }
@@ -224,6 +321,7 @@ struct Running {
     stage: StageId,
     index: usize,
     attempt: u32,
+    stage_attempt: u32,
     executor: String,
     /// False once the scheduler stopped waiting for it (its job ended).
     live: bool,
@@ -243,6 +341,13 @@ struct Stage {
     attempts: Vec<u32>,
     submitted: bool,
     locality_since: u64,
+    shuffle: Option<ShuffleId>,
+    /// This stage's attempt (raised on each fetch failure that resubmits it).
+    attempt: u32,
+    /// The reasons of its fetch-failed attempts in a row.
+    fetch_failures: Vec<String>,
+    /// Per partition: the executor its last attempt failed on, and when.
+    failed_on: Vec<Option<(String, u64)>>,
 }
 
 impl Stage {
@@ -266,6 +371,7 @@ pub(crate) struct Scheduler {
     jobs: BTreeMap<JobId, Job>,
     tasks: HashMap<TaskId, Running>,
     blocks: HashMap<BlockId, BTreeSet<String>>,
+    outputs: HashMap<ShuffleId, Vec<Option<MapStatus>>>,
     next_task: TaskId,
     launched_any: bool,
     warn_at: Option<u64>,
@@ -280,6 +386,7 @@ impl Scheduler {
             jobs: BTreeMap::new(),
             tasks: HashMap::new(),
             blocks: HashMap::new(),
+            outputs: HashMap::new(),
             next_task: 0,
             launched_any: false,
             warn_at: None,
@@ -296,6 +403,19 @@ impl Scheduler {
     #[cfg(test)]
     pub fn running_tasks(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Whether `stage` of `job` is a shuffle map stage.
+    pub fn is_map_stage(&self, job: JobId, stage: StageId) -> bool {
+        self.jobs
+            .get(&job)
+            .and_then(|j| j.stages.get(&stage))
+            .is_some_and(|s| s.shuffle.is_some())
+    }
+
+    /// The map outputs of `shuffle` by map partition (`None`: missing).
+    pub fn map_outputs(&self, shuffle: ShuffleId) -> Option<&[Option<MapStatus>]> {
+        self.outputs.get(&shuffle).map(Vec::as_slice)
     }
 
     /// When the scheduler next needs a [`Event::Tick`], if ever.
@@ -320,6 +440,13 @@ impl Scheduler {
                         let t = s.locality_since + self.conf.locality_wait_ms;
                         at = Some(at.map_or(t, |a: u64| a.min(t)));
                     }
+                    // A retry keeping off the executor it failed on runs anywhere then.
+                    for &i in &s.pending {
+                        if let Some((_, f)) = &s.failed_on[i] {
+                            let t = f + self.conf.locality_wait_ms;
+                            at = Some(at.map_or(t, |a: u64| a.min(t)));
+                        }
+                    }
                 }
             }
         }
@@ -330,7 +457,7 @@ impl Scheduler {
     pub fn handle(&mut self, now: u64, event: Event) -> Vec<Effect> {
         let mut fx = Vec::new();
         match event {
-            Event::SubmitJob { job, stages } => self.submit(now, job, stages),
+            Event::SubmitJob { job, stages } => self.submit(now, job, stages, &mut fx),
             Event::CancelJob { job, reason } => {
                 if self.jobs.contains_key(&job) {
                     self.fail_job(job, JobFailure::Cancelled(reason), &mut fx);
@@ -347,13 +474,38 @@ impl Scheduler {
                     },
                 );
             }
-            Event::ExecutorLost { id, reason } => self.executor_lost(&id, &reason, &mut fx),
+            Event::ExecutorLost { id, reason } => {
+                self.executor_lost(&id, &reason, &mut fx);
+                self.resync_all(now, &mut fx);
+            }
             Event::TaskEnded {
                 task,
                 outcome,
                 blocks_added,
                 blocks_evicted,
-            } => self.task_ended(now, task, outcome, blocks_added, blocks_evicted, &mut fx),
+                shuffle,
+            } => self.task_ended(
+                now,
+                task,
+                (outcome, shuffle),
+                blocks_added,
+                blocks_evicted,
+                &mut fx,
+            ),
+            Event::WorkerLost { executors } => {
+                self.unregister(|m| executors.contains(&m.executor));
+                for id in executors {
+                    if self.executors.contains_key(&id) {
+                        self.executor_lost(&id, "its worker is gone", &mut fx);
+                    }
+                }
+                self.resync_all(now, &mut fx);
+            }
+            Event::ShuffleRemoved { shuffle } => {
+                if self.outputs.remove(&shuffle).is_some() {
+                    fx.push(Effect::RemoveShuffle { shuffle });
+                }
+            }
             Event::CacheRemoved { cache } => {
                 let mut holders = BTreeSet::new();
                 self.blocks.retain(|b, execs| {
@@ -389,7 +541,7 @@ impl Scheduler {
         fx
     }
 
-    fn submit(&mut self, now: u64, job: JobId, specs: Vec<StageSpec>) {
+    fn submit(&mut self, now: u64, job: JobId, specs: Vec<StageSpec>, fx: &mut Vec<Effect>) {
         let Some(result_stage) = specs.last().map(|s| s.id) else {
             return;
         };
@@ -413,39 +565,120 @@ impl Scheduler {
                     attempts: vec![0; n],
                     submitted: false,
                     locality_since: now,
+                    shuffle: s.shuffle,
+                    attempt: 0,
+                    fetch_failures: Vec::new(),
+                    failed_on: vec![None; n],
                 },
             );
         }
-        let mut job_state = Job {
+        for s in stages.values() {
+            if let Some(sh) = s.shuffle {
+                let n = s.partitions.len();
+                let out = self.outputs.entry(sh).or_default();
+                if out.len() != n {
+                    *out = vec![None; n];
+                }
+            }
+        }
+        let job_state = Job {
             stages,
             result_stage,
             result_bytes: 0,
         };
-        Self::submit_ready(&mut job_state, now);
         if !self.launched_any && self.warn_at.is_none() {
             self.warn_at = Some(now + self.conf.starvation_timeout_ms);
         }
         self.jobs.insert(job, job_state);
+        if self.resync(job, now) {
+            self.end_job(job);
+            fx.push(Effect::JobSucceeded(job));
+        }
     }
 
-    /// Submits every stage whose parents are complete. Returns whether the job is done.
-    fn submit_ready(job: &mut Job, now: u64) -> bool {
+    /// Brings job `job`'s stages in line with the map outputs available: a map stage's
+    /// partitions are done when their outputs are registered; the stages needed are the
+    /// result stage and, transitively, the parents of needed stages that are not
+    /// complete; a needed stage whose parents are complete runs its partitions neither
+    /// done nor running, the others wait. Returns whether the result stage is complete.
+    fn resync(&mut self, job: JobId, now: u64) -> bool {
+        let running: BTreeSet<(StageId, usize)> = self
+            .tasks
+            .values()
+            .filter(|t| t.live && t.job == job)
+            .map(|t| (t.stage, t.index))
+            .collect();
+        let outputs = &self.outputs;
+        let Some(job) = self.jobs.get_mut(&job) else {
+            return false;
+        };
+        for s in job.stages.values_mut() {
+            if let Some(out) = s.shuffle.and_then(|sh| outputs.get(&sh)) {
+                for (i, d) in s.done.iter_mut().enumerate() {
+                    *d = out.get(i).is_some_and(Option::is_some);
+                }
+                s.done_count = s.done.iter().filter(|d| **d).count();
+            }
+        }
         let complete: BTreeSet<StageId> = job
             .stages
             .iter()
             .filter(|(_, s)| s.complete())
             .map(|(id, _)| *id)
             .collect();
-        for s in job.stages.values_mut() {
-            if !s.submitted && s.parents.iter().all(|p| complete.contains(p)) {
-                s.submitted = true;
-                s.locality_since = now;
-                s.pending = (0..s.partitions.len()).filter(|i| !s.done[*i]).collect();
+        let mut needed = BTreeSet::new();
+        let mut todo = vec![job.result_stage];
+        while let Some(id) = todo.pop() {
+            if !needed.insert(id) {
+                continue;
+            }
+            if id == job.result_stage || !complete.contains(&id) {
+                if let Some(s) = job.stages.get(&id) {
+                    todo.extend(s.parents.iter().copied());
+                }
             }
         }
-        job.stages
-            .get(&job.result_stage)
-            .is_some_and(Stage::complete)
+        for (id, s) in job.stages.iter_mut() {
+            let ready = needed.contains(id) && s.parents.iter().all(|p| complete.contains(p));
+            if !ready {
+                s.submitted = false;
+                s.pending.clear();
+                continue;
+            }
+            if !s.submitted {
+                s.submitted = true;
+                s.locality_since = now;
+            }
+            s.pending = (0..s.partitions.len())
+                .filter(|i| !s.done[*i] && !running.contains(&(*id, *i)))
+                .collect();
+        }
+        complete.contains(&job.result_stage)
+    }
+
+    /// [`Self::resync`] on every job; ends those whose result stage is complete.
+    fn resync_all(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in ids {
+            if self.resync(job, now) {
+                self.end_job(job);
+                fx.push(Effect::JobSucceeded(job));
+            }
+        }
+    }
+
+    /// Forgets every map output `lost` says is gone.
+    fn unregister(&mut self, lost: impl Fn(&MapStatus) -> bool) -> bool {
+        let mut any = false;
+        for out in self.outputs.values_mut() {
+            for o in out.iter_mut() {
+                if o.as_ref().is_some_and(&lost) {
+                    *o = None;
+                    any = true;
+                }
+            }
+        }
+        any
     }
 
     /// Executors alive that hold any of `blocks`.
@@ -459,6 +692,16 @@ impl Scheduler {
             .collect()
     }
 
+    /// Whether partition `i` of `s` keeps off `exec` for now: its last attempt failed
+    /// there less than `locality.wait` ago and another executor is registered.
+    fn avoids(&self, s: &Stage, i: usize, exec: &str, now: u64) -> bool {
+        s.failed_on[i].as_ref().is_some_and(|(e, at)| {
+            e == exec
+                && now < at + self.conf.locality_wait_ms
+                && self.executors.keys().any(|k| k != exec)
+        })
+    }
+
     /// The task to run on `exec` next: FIFO over jobs, stages in id order.
     fn pick(&self, exec: &str, now: u64) -> Option<(JobId, StageId, usize, bool)> {
         for (job_id, job) in &self.jobs {
@@ -466,13 +709,19 @@ impl Scheduler {
                 if !s.submitted || s.pending.is_empty() {
                     continue;
                 }
+                let avoid = |i: usize| self.avoids(s, i, exec, now);
                 if !s.any_blocks {
-                    let first = *s.pending.first()?;
-                    return Some((*job_id, *stage_id, first, false));
+                    if let Some(&i) = s.pending.iter().find(|&&i| !avoid(i)) {
+                        return Some((*job_id, *stage_id, i, false));
+                    }
+                    continue;
                 }
                 let expired = now >= s.locality_since + self.conf.locality_wait_ms;
                 let mut fallback = None;
                 for &i in &s.pending {
+                    if avoid(i) {
+                        continue;
+                    }
                     let h = self.holders(&s.blocks[i]);
                     if h.contains(exec) {
                         return Some((*job_id, *stage_id, i, true));
@@ -490,6 +739,17 @@ impl Scheduler {
     }
 
     fn schedule(&mut self, now: u64) -> Vec<Launch> {
+        // Forget avoidances that ran out, so `next_wakeup` only names future times.
+        let wait = self.conf.locality_wait_ms;
+        for job in self.jobs.values_mut() {
+            for st in job.stages.values_mut() {
+                for f in &mut st.failed_on {
+                    if f.as_ref().is_some_and(|(_, at)| now >= at + wait) {
+                        *f = None;
+                    }
+                }
+            }
+        }
         let mut out = Vec::new();
         loop {
             let mut progressed = false;
@@ -517,6 +777,7 @@ impl Scheduler {
                 }
                 let attempt = s.attempts[index];
                 s.attempts[index] += 1;
+                let stage_attempt = s.attempt;
                 let partition = s.partitions[index];
                 let task = self.next_task;
                 self.next_task += 1;
@@ -530,6 +791,7 @@ impl Scheduler {
                         stage: stage_id,
                         index,
                         attempt,
+                        stage_attempt,
                         executor: exec.clone(),
                         live: true,
                     },
@@ -555,7 +817,7 @@ impl Scheduler {
         &mut self,
         now: u64,
         task: TaskId,
-        outcome: Result<u64, String>,
+        (outcome, report): (Result<u64, String>, ShuffleReport),
         added: Vec<BlockId>,
         evicted: Vec<BlockId>,
         fx: &mut Vec<Effect>,
@@ -596,13 +858,18 @@ impl Scheduler {
         };
         s.running = s.running.saturating_sub(1);
         let partition = s.partitions[t.index];
-        match outcome {
-            Ok(bytes) => {
+        let shuffle = s.shuffle;
+        match (outcome, report) {
+            (Ok(bytes), report) => {
                 let first = !s.done[t.index];
                 if first {
                     s.done[t.index] = true;
                     s.done_count += 1;
                     s.pending.remove(&t.index);
+                }
+                let complete = s.complete();
+                if complete {
+                    s.fetch_failures.clear();
                 }
                 if first && result_stage {
                     job.result_bytes += bytes;
@@ -619,18 +886,85 @@ impl Scheduler {
                     first,
                     result: result_stage,
                 });
-                if first && s.complete() && Self::submit_ready(job, now) {
+                if let (Some(sh), ShuffleReport::Written { server, blocks }) = (shuffle, report) {
+                    if let Some(o) = self.outputs.get_mut(&sh).and_then(|o| o.get_mut(t.index)) {
+                        *o = Some(MapStatus {
+                            executor: t.executor.clone(),
+                            host: host.clone(),
+                            server,
+                            blocks,
+                            writer: task,
+                        });
+                    }
+                    if complete {
+                        self.resync_all(now, fx);
+                    }
+                } else if first && complete && self.resync(t.job, now) {
                     self.end_job(t.job);
                     fx.push(Effect::JobSucceeded(t.job));
                 }
             }
-            Err(error) => {
+            (Err(error), ShuffleReport::FetchFailed(ff)) => {
+                // Not a failure of the task: its input is gone. The output is
+                // unregistered with everything else lost with it, the map stage runs
+                // the lost partitions again, then this stage its missing ones.
+                let counts = t.stage_attempt == s.attempt;
+                if counts {
+                    s.attempt += 1;
+                    s.fetch_failures.push(format!(
+                        "stage attempt {} (task attempt {} of partition {partition} on executor {}): {error}",
+                        t.stage_attempt + 1,
+                        t.attempt + 1,
+                        t.executor
+                    ));
+                }
+                let tries = s.fetch_failures.clone();
+                let mapped_at = self
+                    .outputs
+                    .get(&ff.shuffle)
+                    .and_then(|o| o.get(ff.map as usize))
+                    .and_then(|o| o.as_ref())
+                    .filter(|m| m.executor == ff.executor && m.writer < task)
+                    .map(|m| m.host.clone());
+                if let Some(host) = mapped_at {
+                    if !ff.unreachable {
+                        if let Some(o) = self
+                            .outputs
+                            .get_mut(&ff.shuffle)
+                            .and_then(|o| o.get_mut(ff.map as usize))
+                        {
+                            *o = None;
+                        }
+                    } else if self.conf.shuffle_service {
+                        self.unregister(|m| m.host == host);
+                    } else {
+                        self.unregister(|m| m.executor == ff.executor);
+                    }
+                }
+                if counts && tries.len() as u32 >= self.conf.max_stage_attempts {
+                    let failure = JobFailure::Task {
+                        stage: t.stage,
+                        partition,
+                        attempts: tries,
+                    };
+                    self.fail_job(t.job, failure, fx);
+                }
+                self.resync_all(now, fx);
+            }
+            (Err(error), _) => {
                 let at = if host.is_empty() {
                     t.executor.clone()
                 } else {
                     format!("{} ({host})", t.executor)
                 };
                 let attempts = self.record_failure(t.job, t.stage, t.index, t.attempt, &at, &error);
+                if let Some(s) = self
+                    .jobs
+                    .get_mut(&t.job)
+                    .and_then(|j| j.stages.get_mut(&t.stage))
+                {
+                    s.failed_on[t.index] = Some((t.executor.clone(), now));
+                }
                 if let Some(attempts) = attempts {
                     if attempts.len() as u32 >= max_failures {
                         let failure = JobFailure::Task {
@@ -677,6 +1011,7 @@ impl Scheduler {
             .filter(|(_, e)| now.saturating_sub(e.last_seen) > timeout)
             .map(|(id, e)| (id.clone(), now - e.last_seen))
             .collect();
+        let any = !silent.is_empty();
         for (id, ms) in silent {
             let reason = format!("executor heartbeat timed out after {ms} ms");
             self.executor_lost(&id, &reason, fx);
@@ -685,12 +1020,18 @@ impl Scheduler {
                 reason,
             });
         }
+        if any {
+            self.resync_all(now, fx);
+        }
     }
 
     fn executor_lost(&mut self, id: &str, reason: &str, fx: &mut Vec<Effect>) {
         let Some(exec) = self.executors.remove(id) else {
             return;
         };
+        if !self.conf.shuffle_service {
+            self.unregister(|m| m.executor == id);
+        }
         for set in self.blocks.values_mut() {
             set.remove(id);
         }
@@ -775,6 +1116,8 @@ mod tests {
             starvation_timeout_ms: 15_000,
             max_result_size: 1000,
             executor_timeout_ms: 0,
+            shuffle_service: false,
+            max_stage_attempts: 4,
         }
     }
 
@@ -784,6 +1127,7 @@ mod tests {
             parents: vec![],
             partitions: (0..n).collect(),
             blocks: vec![],
+            shuffle: None,
         }
     }
 
@@ -816,6 +1160,7 @@ mod tests {
                 outcome: Ok(bytes),
                 blocks_added: vec![],
                 blocks_evicted: vec![],
+                shuffle: ShuffleReport::None,
             },
         )
     }
@@ -828,6 +1173,7 @@ mod tests {
                 outcome: Err(e.into()),
                 blocks_added: vec![],
                 blocks_evicted: vec![],
+                shuffle: ShuffleReport::None,
             },
         )
     }
@@ -934,6 +1280,62 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_keeps_off_the_executor_it_failed_on_for_the_locality_wait() {
+        let mut s = Scheduler::new(conf());
+        exec(&mut s, 0, "a", 1);
+        exec(&mut s, 0, "b", 1);
+        let l = launches(&job(&mut s, 0, 1, 3));
+        assert_eq!(l.len(), 2);
+        let on_a = l.iter().find(|l| l.executor == "a").unwrap().clone();
+        let on_b = l.iter().find(|l| l.executor == "b").unwrap().clone();
+        // The task failing on a is not retried there while b will be free: a takes
+        // the next partition instead.
+        let l = launches(&fail(&mut s, 10, on_a.task, "disk full"));
+        assert_eq!(l.len(), 1);
+        assert_eq!((l[0].executor.as_str(), l[0].attempt), ("a", 0));
+        assert_ne!(l[0].partition, on_a.partition);
+        let next_a = l[0].task;
+        // b frees up: the retry goes there.
+        let l = launches(&ok(&mut s, 20, on_b.task, 1));
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].executor.as_str(), l[0].partition, l[0].attempt),
+            ("b", on_a.partition, 1)
+        );
+        // It fails on b too: b is free but the retry keeps off it while a is
+        // registered; only the last failure counts, so when a frees up it runs there.
+        let l = launches(&fail(&mut s, 30, l[0].task, "disk full"));
+        assert!(
+            l.is_empty(),
+            "b must not retry what just failed there: {l:?}"
+        );
+        assert_eq!(s.next_wakeup(), Some(30 + 3000));
+        let l = launches(&ok(&mut s, 40, next_a, 1));
+        assert_eq!(
+            (l[0].executor.as_str(), l[0].partition, l[0].attempt),
+            ("a", on_a.partition, 2)
+        );
+    }
+
+    #[test]
+    fn with_one_executor_a_retry_runs_there_at_once_and_after_the_wait_anywhere() {
+        let mut s = Scheduler::new(conf());
+        exec(&mut s, 0, "a", 1);
+        let l = launches(&job(&mut s, 0, 1, 1));
+        let l = launches(&fail(&mut s, 5, l[0].task, "boom"));
+        assert_eq!((l[0].executor.as_str(), l[0].attempt), ("a", 1));
+        // With b registered but a the only free one, a gets it once the wait ran out.
+        exec(&mut s, 6, "b", 1);
+        let busy = launches(&job(&mut s, 7, 2, 1));
+        assert_eq!(busy[0].executor, "b");
+        let l = launches(&fail(&mut s, 10, l[0].task, "boom"));
+        assert!(l.is_empty(), "{l:?}");
+        assert_eq!(s.next_wakeup(), Some(10 + 3000));
+        let l = launches(&s.handle(3010, Event::Tick));
+        assert_eq!((l[0].executor.as_str(), l[0].attempt), ("a", 2));
+    }
+
+    #[test]
     fn a_failure_then_a_success_completes_the_job_and_is_first_once() {
         let mut s = Scheduler::new(conf());
         exec(&mut s, 0, "a", 1);
@@ -1021,6 +1423,7 @@ mod tests {
                     parents: vec![],
                     partitions: (0..n).collect(),
                     blocks: holder_blocks,
+                    shuffle: None,
                 }],
             },
         )
@@ -1048,6 +1451,7 @@ mod tests {
                 outcome: Ok(1),
                 blocks_added: vec![block(0)],
                 blocks_evicted: vec![],
+                shuffle: ShuffleReport::None,
             },
         );
         // Keep a busy, so only b is free, and submit a job reading block 0.
@@ -1076,6 +1480,7 @@ mod tests {
                     outcome: Ok(1),
                     blocks_added: vec![block(x.partition)],
                     blocks_evicted: vec![],
+                    shuffle: ShuffleReport::None,
                 },
             );
         }
@@ -1106,6 +1511,7 @@ mod tests {
                     outcome: Ok(1),
                     blocks_added: vec![block(x.partition)],
                     blocks_evicted: vec![],
+                    shuffle: ShuffleReport::None,
                 },
             );
         }
@@ -1127,6 +1533,7 @@ mod tests {
                 outcome: Ok(1),
                 blocks_added: vec![],
                 blocks_evicted: vec![held_by_b],
+                shuffle: ShuffleReport::None,
             },
         );
         assert!(s.blocks.is_empty());
@@ -1187,12 +1594,14 @@ mod tests {
                         parents: vec![],
                         partitions: vec![0, 1],
                         blocks: vec![],
+                        shuffle: None,
                     },
                     StageSpec {
                         id: 2,
                         parents: vec![1],
                         partitions: vec![0, 1, 2],
                         blocks: vec![],
+                        shuffle: None,
                     },
                 ],
             },
@@ -1258,6 +1667,7 @@ mod tests {
                 outcome: Ok(1),
                 blocks_added: vec![block(0)],
                 blocks_evicted: vec![],
+                shuffle: ShuffleReport::None,
             },
         );
         let fx = s.handle(2, Event::CacheRemoved { cache: 7 });
@@ -1303,6 +1713,291 @@ mod tests {
         assert!(s.handle(2400, Event::Tick).is_empty(), "b was seen at 1500");
     }
 
+    // ---- shuffles ----
+
+    /// A job of one map stage (`maps` partitions writing shuffle 5) and a result
+    /// stage of `reduces` partitions reading it.
+    fn shuffle_job(
+        s: &mut Scheduler,
+        now: u64,
+        job: JobId,
+        maps: u32,
+        reduces: u32,
+    ) -> Vec<Effect> {
+        s.handle(
+            now,
+            Event::SubmitJob {
+                job,
+                stages: vec![
+                    StageSpec {
+                        id: job * 10,
+                        parents: vec![],
+                        partitions: (0..maps).collect(),
+                        blocks: vec![],
+                        shuffle: Some(5),
+                    },
+                    StageSpec {
+                        id: job * 10 + 1,
+                        parents: vec![job * 10],
+                        partitions: (0..reduces).collect(),
+                        blocks: vec![],
+                        shuffle: None,
+                    },
+                ],
+            },
+        )
+    }
+
+    fn written(s: &mut Scheduler, now: u64, task: TaskId) -> Vec<Effect> {
+        s.handle(
+            now,
+            Event::TaskEnded {
+                task,
+                outcome: Ok(8),
+                blocks_added: vec![],
+                blocks_evicted: vec![],
+                shuffle: ShuffleReport::Written {
+                    server: "s".into(),
+                    blocks: vec![BlockMeta::default(); 2],
+                },
+            },
+        )
+    }
+
+    fn fetch_failed(
+        s: &mut Scheduler,
+        now: u64,
+        task: TaskId,
+        map: u32,
+        executor: &str,
+        unreachable: bool,
+    ) -> Vec<Effect> {
+        s.handle(
+            now,
+            Event::TaskEnded {
+                task,
+                outcome: Err(format!("fetch failed: map {map}")),
+                blocks_added: vec![],
+                blocks_evicted: vec![],
+                shuffle: ShuffleReport::FetchFailed(FetchFailed {
+                    shuffle: 5,
+                    map,
+                    executor: executor.into(),
+                    unreachable,
+                    reason: "gone".into(),
+                }),
+            },
+        )
+    }
+
+    /// Runs every map task of the launches in `fx` to success; returns the launches
+    /// that follow (the reduce stage's).
+    fn finish_maps(s: &mut Scheduler, now: u64, fx: &[Effect]) -> Vec<Launch> {
+        let mut next = launches(fx);
+        let mut reduces = Vec::new();
+        while let Some(l) = next.pop() {
+            if s.is_map_stage(l.job, l.stage) {
+                next.extend(launches(&written(s, now, l.task)));
+            } else {
+                reduces.push(l);
+            }
+        }
+        reduces.sort_by_key(|l| l.partition);
+        reduces
+    }
+
+    fn maps_at(s: &Scheduler) -> Vec<Option<String>> {
+        s.map_outputs(5)
+            .unwrap()
+            .iter()
+            .map(|o| o.as_ref().map(|m| m.executor.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_reduce_stage_runs_after_its_map_stage_and_a_later_job_skips_the_map_stage() {
+        let mut s = Scheduler::new(conf());
+        exec(&mut s, 0, "a", 2);
+        exec(&mut s, 0, "b", 2);
+        let fx = shuffle_job(&mut s, 0, 1, 4, 2);
+        assert!(launches(&fx).iter().all(|l| l.stage == 10));
+        let reduces = finish_maps(&mut s, 1, &fx);
+        assert_eq!(reduces.len(), 2);
+        assert_eq!(maps_at(&s).iter().filter(|m| m.is_some()).count(), 4);
+        assert_eq!(
+            s.map_outputs(5).unwrap()[0].as_ref().unwrap().blocks.len(),
+            2
+        );
+        ok(&mut s, 2, reduces[0].task, 1);
+        let fx = ok(&mut s, 2, reduces[1].task, 1);
+        assert!(fx.contains(&Effect::JobSucceeded(1)), "{fx:?}");
+        // The next job on the same shuffle: only its result stage runs.
+        let l = launches(&shuffle_job(&mut s, 3, 2, 4, 2));
+        assert_eq!(l.iter().map(|l| l.stage).collect::<Vec<_>>(), vec![21, 21]);
+    }
+
+    #[test]
+    fn a_corrupt_output_reruns_only_that_map_task_then_the_reduce_partition() {
+        let mut s = Scheduler::new(conf());
+        exec(&mut s, 0, "a", 2);
+        exec(&mut s, 0, "b", 2);
+        let fx = shuffle_job(&mut s, 0, 1, 4, 2);
+        let reduces = finish_maps(&mut s, 1, &fx);
+        let at = maps_at(&s)[2].clone().unwrap();
+        let fx = fetch_failed(&mut s, 2, reduces[0].task, 2, &at, false);
+        let l = launches(&fx);
+        assert_eq!(l.len(), 1, "{fx:?}");
+        assert_eq!((l[0].stage, l[0].partition, l[0].attempt), (10, 2, 1));
+        // The other reduce task of the same stage attempt fails on it too: no second
+        // stage attempt is counted and nothing more runs yet.
+        let fx = fetch_failed(&mut s, 2, reduces[1].task, 2, &at, false);
+        assert!(launches(&fx).is_empty(), "{fx:?}");
+        let again = launches(&written(&mut s, 3, l[0].task));
+        assert_eq!(
+            again
+                .iter()
+                .map(|l| (l.stage, l.partition))
+                .collect::<Vec<_>>(),
+            vec![(11, 0), (11, 1)]
+        );
+        ok(&mut s, 4, again[0].task, 1);
+        let fx = ok(&mut s, 4, again[1].task, 1);
+        assert!(fx.contains(&Effect::JobSucceeded(1)), "{fx:?}");
+    }
+
+    #[test]
+    fn an_unreachable_executor_loses_all_its_outputs_without_the_shuffle_service() {
+        let mut s = Scheduler::new(conf());
+        exec(&mut s, 0, "a", 2);
+        exec(&mut s, 0, "b", 2);
+        let fx = shuffle_job(&mut s, 0, 1, 4, 1);
+        let reduces = finish_maps(&mut s, 1, &fx);
+        let on_a = maps_at(&s)
+            .iter()
+            .filter(|m| m.as_deref() == Some("a"))
+            .count();
+        assert!(on_a > 0);
+        let map_on_a = maps_at(&s)
+            .iter()
+            .position(|m| m.as_deref() == Some("a"))
+            .unwrap() as u32;
+        let fx = fetch_failed(&mut s, 2, reduces[0].task, map_on_a, "a", true);
+        assert_eq!(launches(&fx).len(), on_a, "{fx:?}");
+        assert!(maps_at(&s).iter().all(|m| m.as_deref() != Some("a")));
+    }
+
+    #[test]
+    fn a_stage_failing_fetches_max_consecutive_attempts_times_fails_its_job() {
+        let mut s = Scheduler::new(conf());
+        exec(&mut s, 0, "a", 1);
+        let mut fx = shuffle_job(&mut s, 0, 1, 1, 1);
+        for round in 0..4 {
+            let reduces = finish_maps(&mut s, 1, &fx);
+            assert_eq!(reduces.len(), 1, "round {round}");
+            fx = fetch_failed(&mut s, 2, reduces[0].task, 0, "a", false);
+        }
+        let Some(Effect::JobFailed(
+            1,
+            JobFailure::Task {
+                stage, attempts, ..
+            },
+        )) = fx.last()
+        else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(*stage, 11);
+        assert_eq!(attempts.len(), 4);
+        assert!(attempts[3].starts_with("stage attempt 4"), "{attempts:?}");
+        assert!(attempts[3].contains("fetch failed: map 0"), "{attempts:?}");
+    }
+
+    #[test]
+    fn a_lost_executor_keeps_its_outputs_only_with_the_shuffle_service() {
+        for service in [false, true] {
+            let mut s = Scheduler::new(SchedulerConf {
+                shuffle_service: service,
+                ..conf()
+            });
+            exec(&mut s, 0, "a", 2);
+            exec(&mut s, 0, "b", 2);
+            let fx = shuffle_job(&mut s, 0, 1, 4, 1);
+            let reduces = finish_maps(&mut s, 1, &fx);
+            let on_a = maps_at(&s)
+                .iter()
+                .filter(|m| m.as_deref() == Some("a"))
+                .count();
+            // The reduce task runs on b; a goes away.
+            let reduce_on_a = reduces[0].executor == "a";
+            let fx = s.handle(
+                2,
+                Event::ExecutorLost {
+                    id: "a".into(),
+                    reason: "SIGKILL".into(),
+                },
+            );
+            let l = launches(&fx);
+            let maps: Vec<&Launch> = l.iter().filter(|l| l.stage == 10).collect();
+            if service {
+                assert!(maps.is_empty(), "{fx:?}");
+                assert_eq!(maps_at(&s).iter().filter(|m| m.is_some()).count(), 4);
+            } else {
+                assert_eq!(maps.len(), on_a.min(2), "{fx:?}");
+                assert!(maps.iter().all(|l| l.executor == "b"));
+            }
+            let _ = reduce_on_a;
+        }
+    }
+
+    #[test]
+    fn a_lost_worker_loses_its_outputs_even_with_the_shuffle_service_and_only_its_own() {
+        let mut s = Scheduler::new(SchedulerConf {
+            shuffle_service: true,
+            ..conf()
+        });
+        exec(&mut s, 0, "a", 2);
+        exec(&mut s, 0, "b", 2);
+        let fx = shuffle_job(&mut s, 0, 1, 4, 1);
+        finish_maps(&mut s, 1, &fx);
+        let on_b = maps_at(&s)
+            .iter()
+            .filter(|m| m.as_deref() == Some("b"))
+            .count();
+        assert!(on_b > 0);
+        s.handle(
+            2,
+            Event::WorkerLost {
+                executors: vec!["a".into(), "gone-long-ago".into()],
+            },
+        );
+        assert!(maps_at(&s).iter().all(|m| m.as_deref() != Some("a")));
+        assert!(maps_at(&s).iter().any(Option::is_none));
+        // The other worker's outputs and executor stay (even on the same host).
+        assert_eq!(
+            maps_at(&s)
+                .iter()
+                .filter(|m| m.as_deref() == Some("b"))
+                .count(),
+            on_b
+        );
+        assert!(s.executors.contains_key("b") && !s.executors.contains_key("a"));
+    }
+
+    #[test]
+    fn a_removed_shuffle_is_deleted_and_computed_again_when_needed() {
+        let mut s = Scheduler::new(conf());
+        exec(&mut s, 0, "a", 2);
+        let fx = shuffle_job(&mut s, 0, 1, 2, 1);
+        let r = finish_maps(&mut s, 1, &fx);
+        ok(&mut s, 2, r[0].task, 1);
+        assert_eq!(
+            s.handle(3, Event::ShuffleRemoved { shuffle: 5 }),
+            vec![Effect::RemoveShuffle { shuffle: 5 }]
+        );
+        assert!(s.handle(3, Event::ShuffleRemoved { shuffle: 5 }).is_empty());
+        let l = launches(&shuffle_job(&mut s, 4, 2, 2, 1));
+        assert!(l.iter().all(|l| l.stage == 20) && l.len() == 2);
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -1334,7 +2029,7 @@ mod tests {
             /// a job ends at most once.
             #[test]
             fn invariants_hold(steps in proptest::collection::vec(step(), 1..80)) {
-                let mut s = Scheduler::new(SchedulerConf { max_failures: 3, locality_wait_ms: 100, starvation_timeout_ms: 1000, max_result_size: 0, executor_timeout_ms: 2000 });
+                let mut s = Scheduler::new(SchedulerConf { max_failures: 3, locality_wait_ms: 100, starvation_timeout_ms: 1000, max_result_size: 0, executor_timeout_ms: 2000, shuffle_service: false, max_stage_attempts: 4 });
                 let mut now = 0;
                 let mut next_job = 1;
                 let mut running: Vec<Launch> = Vec::new();

@@ -18,20 +18,45 @@ use std::time::{Duration, Instant};
 
 use crate::dataset::Node;
 use crate::entry::EntryPoint;
-use crate::scheduler::{Effect, Event, JobFailure, JobId, Scheduler, SchedulerConf, StageSpec};
-use crate::wire::{TaskDescription, TaskOutcome, TaskResult};
+use crate::scheduler::{
+    Effect, Event, FetchFailed, JobFailure, JobId, MapStatus, Scheduler, SchedulerConf, ShuffleId,
+    ShuffleReport, StageId, StageSpec, TaskId,
+};
+use crate::shuffle::{BlockSource, MapOutputReport};
+use crate::wire::{ShuffleMetrics, TaskDescription, TaskError, TaskOutcome, TaskResult};
 
 /// The driver's accumulators, by id (weak: a dropped accumulator is no longer added to).
 pub(crate) type Accumulators = Mutex<HashMap<u64, Weak<AtomicU64>>>;
 
-/// A job for the shell.
-pub(crate) struct JobRequest {
-    pub job: JobId,
-    pub stages: Vec<StageSpec>,
+/// What the tasks of one stage run: the plan of `node`'s partition, then `action`
+/// (the job's action for the result stage, the shuffle writer for a map stage).
+pub(crate) struct StageWork {
     pub node: Arc<Node>,
     pub action: EntryPoint,
     pub action_captures: Vec<u8>,
+}
+
+/// A job for the shell.
+pub(crate) struct JobRequest {
+    pub job: JobId,
+    /// Its stages, parents first, the result stage last.
+    pub stages: Vec<StageSpec>,
+    /// What each stage runs, by stage id.
+    pub work: HashMap<StageId, StageWork>,
     pub events: Sender<JobEvent>,
+}
+
+/// Tells the shell a shuffle is no longer reachable (its dependency was dropped).
+#[derive(Clone)]
+pub(crate) struct ShuffleCleaner(Option<Sender<Msg>>);
+
+impl ShuffleCleaner {
+    /// Shuffle `id`'s files can go.
+    pub fn remove(&self, id: ShuffleId) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(Msg::Scheduler(Event::ShuffleRemoved { shuffle: id }));
+        }
+    }
 }
 
 /// What a job's caller hears.
@@ -57,9 +82,11 @@ pub(crate) trait Executors: Send + 'static {
     fn remove_blocks(&mut self, executor: &str, cache: u64);
     /// Stops `executor` (it timed out).
     fn kill_executor(&mut self, executor: &str, reason: &str);
+    /// Deletes shuffle `shuffle`'s files everywhere.
+    fn remove_shuffle(&mut self, shuffle: ShuffleId);
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Submit(Box<JobRequest>),
     Cancel(JobId, String),
     TaskDone(Vec<u8>),
@@ -88,6 +115,7 @@ impl ResultSink {
 /// A running shell: what a context talks to, whatever the executors are.
 pub(crate) struct Backend {
     tx: Sender<Msg>,
+    metrics: Arc<Mutex<ShuffleMetrics>>,
     shell: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -101,6 +129,8 @@ impl Backend {
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let executors = executors(ResultSink(tx.clone()))?;
+        let metrics = Arc::new(Mutex::new(ShuffleMetrics::default()));
+        let shell_metrics = metrics.clone();
         let span = tracing::info_span!("flint-driver", app = %app_id);
         let shell = std::thread::Builder::new()
             .name("flint-scheduler".into())
@@ -109,8 +139,10 @@ impl Backend {
                 Shell {
                     sched: Scheduler::new(conf),
                     jobs: HashMap::new(),
+                    map_tasks: HashMap::new(),
                     executors,
                     accumulators,
+                    metrics: shell_metrics,
                     started: Instant::now(),
                     recorder: crate::ui::Recorder::default(),
                 }
@@ -118,8 +150,19 @@ impl Backend {
             })?;
         Ok(Self {
             tx,
+            metrics,
             shell: Mutex::new(Some(shell)),
         })
+    }
+
+    /// What the application's tasks did in shuffles so far.
+    pub fn shuffle_metrics(&self) -> ShuffleMetrics {
+        self.metrics.lock().map(|m| *m).unwrap_or_default()
+    }
+
+    /// A cleaner for shuffle dependencies of this shell's context.
+    pub fn cleaner(&self) -> ShuffleCleaner {
+        ShuffleCleaner(Some(self.tx.clone()))
     }
 
     /// A sink feeding this shell (for transports started after it).
@@ -166,17 +209,18 @@ impl Backend {
 }
 
 struct ShellJob {
-    node: Arc<Node>,
-    action: EntryPoint,
-    action_captures: Vec<u8>,
+    work: HashMap<StageId, StageWork>,
     events: Sender<JobEvent>,
 }
 
 struct Shell<E> {
     sched: Scheduler,
     jobs: HashMap<JobId, ShellJob>,
+    /// The running tasks of shuffle map stages (their output is the blocks' sizes).
+    map_tasks: HashMap<TaskId, JobId>,
     executors: E,
     accumulators: Arc<Accumulators>,
+    metrics: Arc<Mutex<ShuffleMetrics>>,
     started: Instant,
     recorder: crate::ui::Recorder,
 }
@@ -200,9 +244,7 @@ impl<E: Executors> Shell<E> {
                     self.jobs.insert(
                         req.job,
                         ShellJob {
-                            node: req.node,
-                            action: req.action,
-                            action_captures: req.action_captures,
+                            work: req.work,
                             events: req.events,
                         },
                     );
@@ -220,14 +262,17 @@ impl<E: Executors> Shell<E> {
                 Ok(Msg::Recorder(r)) => self.recorder = r,
                 Ok(Msg::TaskDone(bytes)) => match postcard::from_bytes::<TaskResult>(&bytes) {
                     Ok(r) => {
+                        let map_task = self.map_tasks.remove(&r.task_id).is_some();
+                        if let Ok(mut m) = self.metrics.lock() {
+                            m.add(&r.shuffle);
+                        }
+                        let (outcome, shuffle) = report(&r.outcome, map_task);
                         let event = Event::TaskEnded {
                             task: r.task_id,
-                            outcome: match &r.outcome {
-                                TaskOutcome::Success(b) => Ok(b.len() as u64),
-                                TaskOutcome::Failed(e) => Err(e.to_string()),
-                            },
+                            outcome,
                             blocks_added: r.blocks_added.clone(),
                             blocks_evicted: r.blocks_evicted.clone(),
+                            shuffle,
                         };
                         self.event(event, Some(r));
                     }
@@ -251,8 +296,13 @@ impl<E: Executors> Shell<E> {
             match effect {
                 Effect::Launch(launches) => {
                     for l in launches {
-                        let Some(job) = self.jobs.get(&l.job) else {
+                        let Some(work) = self.jobs.get(&l.job).and_then(|j| j.work.get(&l.stage))
+                        else {
                             continue;
+                        };
+                        let sched = &self.sched;
+                        let sources = |shuffle: ShuffleId, reduce: u32| {
+                            block_sources(sched.map_outputs(shuffle), reduce)
                         };
                         let desc = TaskDescription {
                             task_id: l.task,
@@ -260,10 +310,13 @@ impl<E: Executors> Shell<E> {
                             stage_id: l.stage,
                             partition: l.partition,
                             attempt: l.attempt,
-                            plan: job.node.plan(l.partition),
-                            action: job.action,
-                            action_captures: job.action_captures.clone(),
+                            plan: work.node.plan(l.partition, &sources),
+                            action: work.action,
+                            action_captures: work.action_captures.clone(),
                         };
+                        if self.sched.is_map_stage(l.job, l.stage) {
+                            self.map_tasks.insert(l.task, l.job);
+                        }
                         match postcard::to_allocvec(&desc) {
                             Ok(bytes) => self.executors.launch(&l.executor, bytes),
                             Err(e) => tracing::error!(task = l.task, "a task does not encode: {e}"),
@@ -294,15 +347,18 @@ impl<E: Executors> Shell<E> {
                     }
                 }
                 Effect::JobSucceeded(job) => {
+                    self.map_tasks.retain(|_, j| *j != job);
                     if let Some(j) = self.jobs.remove(&job) {
                         let _ = j.events.send(JobEvent::Succeeded);
                     }
                 }
                 Effect::JobFailed(job, failure) => {
+                    self.map_tasks.retain(|_, j| *j != job);
                     if let Some(j) = self.jobs.remove(&job) {
                         let _ = j.events.send(JobEvent::Failed(failure));
                     }
                 }
+                Effect::RemoveShuffle { shuffle } => self.executors.remove_shuffle(shuffle),
                 Effect::KillTasks(tasks) => {
                     for (executor, task) in tasks {
                         self.executors.kill(&executor, task);
@@ -332,4 +388,62 @@ impl<E: Executors> Shell<E> {
             }
         }
     }
+}
+
+/// What the scheduler hears of a task's outcome: its output's size or its error, and
+/// for a map task its blocks' sizes (its output), for a fetch failure which output.
+fn report(outcome: &TaskOutcome, map_task: bool) -> (Result<u64, String>, ShuffleReport) {
+    match outcome {
+        TaskOutcome::Success(b) if map_task => match postcard::from_bytes::<MapOutputReport>(b) {
+            Ok(r) => (
+                Ok(b.len() as u64),
+                ShuffleReport::Written {
+                    server: r.server,
+                    blocks: r.blocks,
+                },
+            ),
+            Err(e) => (
+                Err(format!("a map task's output sizes do not decode: {e}")),
+                ShuffleReport::None,
+            ),
+        },
+        TaskOutcome::Success(b) => (Ok(b.len() as u64), ShuffleReport::None),
+        TaskOutcome::Failed(
+            e @ TaskError::FetchFailed {
+                shuffle,
+                map,
+                executor,
+                unreachable,
+                reason,
+            },
+        ) => (
+            Err(e.to_string()),
+            ShuffleReport::FetchFailed(FetchFailed {
+                shuffle: *shuffle,
+                map: *map,
+                executor: executor.clone(),
+                unreachable: *unreachable,
+                reason: reason.clone(),
+            }),
+        ),
+        TaskOutcome::Failed(e) => (Err(e.to_string()), ShuffleReport::None),
+    }
+}
+
+/// Where a reduce task finds each map output: from the tracker's statuses.
+fn block_sources(outputs: Option<&[Option<MapStatus>]>, reduce: u32) -> Vec<BlockSource> {
+    outputs
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(m, o)| BlockSource {
+            map: m as u32,
+            executor: o.as_ref().map(|s| s.executor.clone()),
+            server: o.as_ref().map(|s| s.server.clone()).unwrap_or_default(),
+            meta: o
+                .as_ref()
+                .and_then(|s| s.blocks.get(reduce as usize).copied())
+                .unwrap_or_default(),
+        })
+        .collect()
 }

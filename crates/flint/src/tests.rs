@@ -221,3 +221,23 @@ fn the_tasks_of_a_failed_job_are_killed() {
     }
     assert_eq!(ctx.range(0, 10, 2).count().unwrap(), 10);
 }
+
+#[test]
+fn a_task_that_overtakes_the_shuffle_set_up_waits_for_it() {
+    let e = env();
+    let waiting = {
+        let e = e.clone();
+        std::thread::spawn(move || e.shuffle().map(|s| s.server.clone()))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let conf = flint_conf::Conf::new().set("local.dir", dir.path().to_str().unwrap());
+    let sc = flint_shuffle::ShuffleConf::from_conf(&conf, u64::from(1u8)).unwrap();
+    let layout = flint_shuffle::Layout::new(&sc.local_dirs, "app-test").unwrap();
+    e.set_shuffle(crate::executor::ShuffleEnv {
+        conf: sc,
+        layout,
+        server: "set-later".into(),
+        remote: None,
+    });
+    assert_eq!(waiting.join().unwrap().unwrap(), "set-later");
+}

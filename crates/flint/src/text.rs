@@ -156,6 +156,7 @@ pub(crate) fn read_split(s: &TextSplit) -> Result<Partition<String>, TaskError> 
         }
         return Ok(Box::new(Lines {
             reader,
+            buf: Vec::new(),
             pos,
             end: s.end,
             path: s.path.clone(),
@@ -163,6 +164,7 @@ pub(crate) fn read_split(s: &TextSplit) -> Result<Partition<String>, TaskError> 
     }
     Ok(Box::new(Lines {
         reader: BufReader::new(file),
+        buf: Vec::new(),
         pos,
         end: s.end,
         path: s.path.clone(),
@@ -171,6 +173,7 @@ pub(crate) fn read_split(s: &TextSplit) -> Result<Partition<String>, TaskError> 
 
 struct Lines {
     reader: BufReader<File>,
+    buf: Vec<u8>,
     pos: u64,
     end: u64,
     path: String,
@@ -183,8 +186,11 @@ impl Iterator for Lines {
         if self.pos >= self.end {
             return None;
         }
-        let mut buf = Vec::new();
-        let n = match self.reader.read_until(b'\n', &mut buf) {
+        // Read into the reused buffer, then copy out once at the line's size: growing
+        // a fresh vector to the line's length would reallocate it several times.
+        let buf = &mut self.buf;
+        buf.clear();
+        let n = match self.reader.read_until(b'\n', buf) {
             Ok(n) => n,
             // An iterator cannot return an error: the panic fails this task, naming the
             // file and offset, and the task is retried.
@@ -200,10 +206,7 @@ impl Iterator for Lines {
                 buf.pop();
             }
         }
-        Some(match String::from_utf8(buf) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        })
+        Some(String::from_utf8_lossy(buf).into_owned())
     }
 }
 

@@ -92,6 +92,22 @@ pub(crate) enum TaskError {
     /// The driver killed the task (its job ended).
     #[error("task killed: its job ended")]
     Killed,
+    /// A reduce task could not read a map output (its executor gone, its file
+    /// missing, a checksum mismatch): the map task runs again.
+    #[error("fetch failed: shuffle {shuffle}, map {map} at executor {executor}: {reason}")]
+    FetchFailed {
+        /// The shuffle.
+        shuffle: u64,
+        /// The map partition.
+        map: u32,
+        /// The executor the output was registered at.
+        executor: String,
+        /// Whether the server holding it could not be reached (everything it holds is
+        /// lost), rather than this one output being unreadable (missing, corrupt).
+        unreachable: bool,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// How a task ended.
@@ -116,6 +132,44 @@ pub(crate) struct TaskResult {
     pub blocks_added: Vec<BlockId>,
     /// Blocks evicted from the executor's cache while this task ran.
     pub blocks_evicted: Vec<BlockId>,
+    /// What it did in shuffles.
+    pub shuffle: ShuffleMetrics,
+}
+
+/// What tasks did in shuffles, summed over an application's tasks by
+/// [`Context::shuffle_metrics`](crate::Context::shuffle_metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShuffleMetrics {
+    /// Map outputs written.
+    pub map_outputs: u64,
+    /// Records written by map tasks (after map-side combining).
+    pub records_written: u64,
+    /// Bytes of map output written (compressed).
+    pub bytes_written: u64,
+    /// Sorted runs spilled to disk (map and reduce side), beyond the memory budget.
+    pub spills: u64,
+    /// Bytes spilled.
+    pub bytes_spilled: u64,
+    /// Blocks read by reduce tasks.
+    pub blocks_read: u64,
+    /// Bytes of blocks read.
+    pub bytes_read: u64,
+    /// Of those, bytes fetched from another process.
+    pub remote_bytes_read: u64,
+}
+
+impl ShuffleMetrics {
+    /// Adds `o` to these.
+    pub(crate) fn add(&mut self, o: &ShuffleMetrics) {
+        self.map_outputs += o.map_outputs;
+        self.records_written += o.records_written;
+        self.bytes_written += o.bytes_written;
+        self.spills += o.spills;
+        self.bytes_spilled += o.bytes_spilled;
+        self.blocks_read += o.blocks_read;
+        self.bytes_read += o.bytes_read;
+        self.remote_bytes_read += o.remote_bytes_read;
+    }
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, TaskError> {

@@ -5,6 +5,7 @@
 //! [`service`] is the async shell that feeds it network events and timers
 //! and serves the status page: [`service::start`] runs a master.
 
+pub mod binaries;
 pub mod service;
 pub mod state;
 

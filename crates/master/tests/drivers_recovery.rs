@@ -359,3 +359,104 @@ fn an_empty_store_makes_the_master_alive_at_once() {
     assert_eq!(m.master_status(), MasterStatus::Alive);
     assert!(m.status(at(T0)).workers.is_empty());
 }
+
+fn attempt(m: &mut MasterState, id: &DriverId) -> flint_proto::messages::DriverAttemptResponse {
+    let fx = m.handle(
+        at(T0),
+        Event::RequestDriverAttempt {
+            driver_id: id.clone(),
+        },
+    );
+    match replies(&fx).as_slice() {
+        [Reply::DriverAttempt(a)] => a.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn relaunches_are_followed_counted_and_an_old_attempt_is_killed_when_its_worker_returns() {
+    let mut m = master();
+    add_worker(&mut m, T0, 1, 4, 4096);
+    let (old, _) = submit(&mut m, driver_desc(1, 512, true));
+    add_worker(&mut m, T0, 2, 4, 4096);
+    let fx = m.handle(
+        at(T0),
+        Event::WorkerDisconnected {
+            worker_id: worker_id(1),
+        },
+    );
+    let new = driver_launches(&fx)[0].1.clone();
+
+    // Asked by the old id: the new attempt, RUNNING on worker 2, one relaunch.
+    let a = attempt(&mut m, &old);
+    assert_eq!(a.driver_id.as_ref(), Some(&new));
+    assert_eq!(a.relaunches, 1);
+    assert_eq!(a.status.state, Some(DriverState::Running));
+    assert_eq!(a.status.worker_id, Some(worker_id(2)));
+
+    // Its worker relaunches it after a non-zero exit: RELAUNCHING, counted once,
+    // still held on worker 2; then RUNNING again.
+    for _ in 0..2 {
+        m.handle(
+            at(T0),
+            Event::DriverStateChanged {
+                driver_id: new.clone(),
+                state: DriverState::Relaunching,
+                exception: Some("command exited with code 1; relaunching in 100 ms".into()),
+            },
+        );
+    }
+    let a = attempt(&mut m, &old);
+    assert_eq!(
+        (a.status.state, a.relaunches),
+        (Some(DriverState::Relaunching), 2)
+    );
+    assert_ok(&m);
+    m.handle(
+        at(T0),
+        Event::DriverStateChanged {
+            driver_id: new.clone(),
+            state: DriverState::Running,
+            exception: None,
+        },
+    );
+    assert_eq!(
+        attempt(&mut m, &new).status.state,
+        Some(DriverState::Running)
+    );
+
+    // SPARK-19900: worker 1 comes back still running the old attempt; the master
+    // tells it to kill that one, and the old attempt's reports change nothing.
+    add_worker(&mut m, T0, 1, 4, 4096);
+    let fx = m.handle(
+        at(T0),
+        Event::WorkerLatestState {
+            worker_id: worker_id(1),
+            executors: vec![],
+            driver_ids: vec![old.clone()],
+        },
+    );
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::KillDriver { worker_id: w, driver_id } if *w == worker_id(1) && *driver_id == old
+    )));
+    for state in [DriverState::Running, DriverState::Killed] {
+        m.handle(
+            at(T0),
+            Event::DriverStateChanged {
+                driver_id: old.clone(),
+                state,
+                exception: None,
+            },
+        );
+    }
+    let a = attempt(&mut m, &old);
+    assert_eq!(a.driver_id.as_ref(), Some(&new));
+    assert_eq!(a.status.state, Some(DriverState::Running));
+    assert_ok(&m);
+
+    // An unknown id: not found.
+    let unknown = DriverId::generate(1, 99);
+    let a = attempt(&mut m, &unknown);
+    assert_eq!((a.driver_id, a.status.found), (None, false));
+}

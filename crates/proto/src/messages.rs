@@ -3,13 +3,18 @@
 //!
 //! Three protocols, one per kind of endpoint:
 //!
-//! - [`MasterMsg`] (`"flint.master/3"`): everything the master's endpoint
+//! - [`MasterMsg`] (`"flint.master/4"`): everything the master's endpoint
 //!   (named [`MASTER_ENDPOINT`]) accepts, from workers, from application
 //!   clients and from tools;
 //! - [`WorkerMsg`] (`"flint.worker/2"`): what the master tells a worker
 //!   (endpoint [`WORKER_ENDPOINT`]);
 //! - [`AppClientMsg`] (`"flint.app-client/1"`): what the master tells an
 //!   application's client (endpoint [`APP_CLIENT_ENDPOINT`]).
+//!
+//! Beside them, two tool protocols: [`BinaryStoreMsg`] (the master's store of
+//! uploaded driver binaries) and [`WorkerLogMsg`] (`"flint.worker-logs/1"`, every
+//! worker's [`WORKER_LOGS_ENDPOINT`], which `flint logs` reads children's output
+//! from).
 //!
 //! Every message is its own struct, convertible into its protocol enum with
 //! `From`, so `master.send(Heartbeat { .. })` and `master.ask(RequestMasterState)`
@@ -114,6 +119,10 @@ pub enum MasterMsg {
     RequestClearCompletedDriversAndApps(RequestClearCompletedDriversAndApps),
     /// See [`RequestWebUiUrl`] (an ask).
     RequestWebUiUrl(RequestWebUiUrl),
+    /// See [`RequestDriverAttempt`] (an ask).
+    RequestDriverAttempt(RequestDriverAttempt),
+    /// See [`WatchDriver`].
+    WatchDriver(WatchDriver),
 }
 
 /// Tool → master (**ask**, reply: the master's web UI URL, `http://host:port`, the
@@ -124,7 +133,7 @@ into_enum!(MasterMsg::RequestWebUiUrl(RequestWebUiUrl));
 ask!(RequestWebUiUrl => String);
 
 impl Protocol for MasterMsg {
-    const NAME: &'static str = "flint.master/3";
+    const NAME: &'static str = "flint.master/4";
 }
 
 // ----- from workers -----
@@ -431,6 +440,70 @@ into_enum!(MasterMsg::RequestClearCompletedDriversAndApps(
 ));
 ask!(RequestClearCompletedDriversAndApps => bool);
 
+/// Tool → master (**ask**): the *current attempt* of a driver. A supervised driver
+/// the master relaunched after losing its worker gets a new id (SPARK-19900: the old
+/// process may still run behind a partition); this follows the chain from any id
+/// of it to the newest, so `flint status` and `flint submit` keep following one
+/// logical driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestDriverAttempt {
+    /// Any id the driver had.
+    pub driver_id: DriverId,
+}
+into_enum!(MasterMsg::RequestDriverAttempt(RequestDriverAttempt));
+ask!(RequestDriverAttempt => DriverAttemptResponse);
+
+/// The answer to [`RequestDriverAttempt`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverAttemptResponse {
+    /// The id of the newest attempt (the asked id when it was never relaunched
+    /// elsewhere); `None` when the driver is unknown.
+    pub driver_id: Option<DriverId>,
+    /// How often it was relaunched so far: by the master on a new worker, or by
+    /// its worker after a non-zero exit (`--supervise`).
+    pub relaunches: u32,
+    /// The newest attempt's status. Its state is RELAUNCHING only while its
+    /// worker waits out the back-off before starting it again.
+    pub status: DriverStatusResponse,
+}
+
+/// Tool → master (one-way): push every change of this driver's newest attempt to
+/// `watcher` as a [`DriverUpdate`] — at once (the current one), then on each change,
+/// until a final state or the watcher's connection closes. How `flint submit`
+/// follows its driver without missing a short state (polling stays its fallback).
+/// The master keeps a bounded number of watches; past it a watch is dropped (with a
+/// log line) and the tool's polling carries on alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchDriver {
+    /// Any id the driver had.
+    pub driver_id: DriverId,
+    /// Where the updates go.
+    pub watcher: EndpointRef<DriverWatchMsg>,
+}
+into_enum!(MasterMsg::WatchDriver(WatchDriver));
+
+/// What the master pushes to a [`WatchDriver`] watcher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum DriverWatchMsg {
+    /// See [`DriverUpdate`].
+    DriverUpdate(DriverUpdate),
+}
+
+impl Protocol for DriverWatchMsg {
+    const NAME: &'static str = "flint.driver-watch/1";
+}
+
+/// Master → watcher: the watched driver's newest attempt changed (or, first, what it
+/// is now): the same answer [`RequestDriverAttempt`] gives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverUpdate {
+    /// The id the watch was made with.
+    pub watched: DriverId,
+    /// Its newest attempt.
+    pub attempt: DriverAttemptResponse,
+}
+into_enum!(DriverWatchMsg::DriverUpdate(DriverUpdate));
+
 // ===================================================================
 // The worker's protocol
 // ===================================================================
@@ -681,6 +754,128 @@ pub struct ApplicationRemoved {
     pub message: String,
 }
 into_enum!(AppClientMsg::ApplicationRemoved(ApplicationRemoved));
+
+// ===================================================================
+// The master's store of uploaded driver binaries (cluster-mode submit)
+// ===================================================================
+
+/// The name the master registers its binary store endpoint under.
+pub const BINARY_STORE_ENDPOINT: &str = "BinaryStore";
+/// The stream handler on the master that takes binary uploads. The push's meta is
+/// `"<sha256> <size>"` (UTF-8); the bytes follow. Ask [`LookupBinary`] afterwards.
+pub const BINARY_UPLOAD_STREAM: &str = "flint.binary-upload/1";
+
+/// What the master's binary store endpoint accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BinaryStoreMsg {
+    /// See [`LookupBinary`] (an ask).
+    LookupBinary(LookupBinary),
+}
+
+impl Protocol for BinaryStoreMsg {
+    const NAME: &'static str = "flint.binary-store/1";
+}
+
+/// Submission client → master (**ask**): is the binary with this SHA-256 stored?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupBinary {
+    /// 64 lowercase hex digits.
+    pub sha256: String,
+}
+into_enum!(BinaryStoreMsg::LookupBinary(LookupBinary));
+ask!(LookupBinary => BinaryLookup);
+
+/// The answer to [`LookupBinary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryLookup {
+    /// Where workers fetch it (`flint://master/files/<sha256>`), when stored.
+    pub uri: Option<String>,
+    /// An upload of it is in progress.
+    pub uploading: bool,
+    /// Why its last upload failed, if it did.
+    pub error: Option<String>,
+    /// Uploads the store completed so far (a known hash is never sent again).
+    pub uploads: u64,
+}
+
+// ===================================================================
+// The worker's log service (`flint logs`)
+// ===================================================================
+
+/// The name of the endpoint on every worker that serves its children's logs.
+pub const WORKER_LOGS_ENDPOINT: &str = "WorkerLogs";
+
+/// What the worker's log endpoint accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WorkerLogMsg {
+    /// See [`ReadLog`] (an ask).
+    ReadLog(ReadLog),
+}
+
+impl Protocol for WorkerLogMsg {
+    const NAME: &'static str = "flint.worker-logs/1";
+}
+
+/// Whose log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogSource {
+    /// A cluster-mode driver (`<work_dir>/<driver-id>/`).
+    Driver(DriverId),
+    /// An executor (`<work_dir>/<app-id>/<executor-id>/`).
+    Executor(AppId, ExecutorId),
+}
+
+/// Which of the child's two files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogFile {
+    /// `stdout`.
+    Stdout,
+    /// `stderr`.
+    Stderr,
+}
+
+/// Where to start reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogStart {
+    /// At this byte offset of the current file (0: its start).
+    Offset(u64),
+    /// At the start of the last this-many lines (read back at most a bounded
+    /// amount).
+    TailLines(u32),
+}
+
+/// Tool → worker (**ask**): up to `max_bytes` (capped by the worker) of a child's
+/// stdout or stderr from `start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadLog {
+    /// Whose log.
+    pub source: LogSource,
+    /// Which file.
+    pub file: LogFile,
+    /// Where to start.
+    pub start: LogStart,
+    /// The most bytes wanted.
+    pub max_bytes: u32,
+}
+into_enum!(WorkerLogMsg::ReadLog(ReadLog));
+ask!(ReadLog => LogChunk);
+
+/// The answer to [`ReadLog`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// The bytes read (empty at the end of the file).
+    pub data: Vec<u8>,
+    /// The offset of `data`'s first byte.
+    pub offset: u64,
+    /// The file's size when read. Smaller than a previous offset: the file
+    /// rolled over (`worker.log.max_size`); read again from 0.
+    pub size: u64,
+    /// Whether the child's process runs (or is starting, or waits to be
+    /// relaunched): more may come.
+    pub running: bool,
+    /// Why nothing could be read (unknown child, bad id, no such file).
+    pub error: Option<String>,
+}
 
 #[cfg(test)]
 mod tests {
@@ -956,7 +1151,7 @@ mod tests {
         let names = [MasterMsg::NAME, WorkerMsg::NAME, AppClientMsg::NAME];
         assert_eq!(
             names,
-            ["flint.master/3", "flint.worker/2", "flint.app-client/1"]
+            ["flint.master/4", "flint.worker/2", "flint.app-client/1"]
         );
         assert_ne!(MasterMsg::ID, WorkerMsg::ID);
         assert_ne!(WorkerMsg::ID, AppClientMsg::ID);

@@ -27,6 +27,7 @@ pub const KEYS: &[&str] = &[
     "rpc.max_pending_handshakes_per_address",
     "rpc.stream.chunk_size",
     "rpc.stream.window",
+    "rpc.shutdown_drain_timeout",
     "auth.enabled",
     "auth.secret",
     "auth.secret_file",
@@ -122,7 +123,14 @@ pub struct RpcConf {
     pub stream_chunk: usize,
     /// Chunks a stream's sender may have unacknowledged (`rpc.stream.window`).
     pub stream_window: usize,
+    /// How long [`RpcEnv::shutdown`](crate::RpcEnv::shutdown) lets connections write
+    /// what is already queued on them before closing them
+    /// (`rpc.shutdown_drain_timeout`, default 3 s; zero drops it at once).
+    pub shutdown_drain: RpcTimeout,
 }
+
+/// Default of `rpc.shutdown_drain_timeout`.
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 
 impl Default for RpcConf {
     fn default() -> Self {
@@ -159,6 +167,10 @@ impl Default for RpcConf {
             max_pending_handshakes_per_address: 16,
             stream_chunk: 256 << 10,
             stream_window: 8,
+            shutdown_drain: RpcTimeout {
+                duration: DEFAULT_SHUTDOWN_DRAIN,
+                setting: "rpc.shutdown_drain_timeout",
+            },
         }
     }
 }
@@ -255,6 +267,11 @@ impl RpcConf {
                 c
             },
             stream_window: count(conf, "rpc.stream.window", 8)?,
+            shutdown_drain: RpcTimeout::resolve(
+                conf,
+                &["rpc.shutdown_drain_timeout"],
+                DEFAULT_SHUTDOWN_DRAIN,
+            )?,
         })
     }
 }
@@ -306,6 +323,16 @@ mod tests {
         let c = RpcConf::from_conf(&open()).unwrap();
         assert_eq!(c.ask_timeout.duration, Duration::from_secs(120));
         assert_eq!(c.max_message_size, 128 << 20);
+    }
+
+    #[test]
+    fn shutdown_drain_defaults_and_may_be_zero() {
+        let c = RpcConf::from_conf(&open()).unwrap();
+        assert_eq!(c.shutdown_drain.duration, DEFAULT_SHUTDOWN_DRAIN);
+        let c = RpcConf::from_conf(&open().set("rpc.shutdown_drain_timeout", "0")).unwrap();
+        assert_eq!(c.shutdown_drain.duration, Duration::ZERO);
+        let c = RpcConf::from_conf(&open().set("rpc.shutdown_drain_timeout", "250ms")).unwrap();
+        assert_eq!(c.shutdown_drain.duration, Duration::from_millis(250));
     }
 
     #[test]

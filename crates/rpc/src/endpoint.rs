@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::address::RpcAddress;
 use crate::connection::Connection;
 use crate::env::RpcEnv;
-use crate::frame::{self, FailureKind, Header};
+use crate::frame::{self, FailureKind};
 use crate::reference::EndpointRef;
 
 /// Anything that can travel as a message or a reply.
@@ -134,7 +134,8 @@ pub trait InlineEndpoint: Send + Sync + 'static {
 pub struct Context<M> {
     pub(crate) env: RpcEnv,
     pub(crate) self_ref: EndpointRef<M>,
-    pub(crate) sender: Option<RpcAddress>,
+    /// The connection the message in hand came over (its peer is the sender).
+    pub(crate) sender: Option<Arc<Connection>>,
 }
 
 impl<M> Clone for Context<M> {
@@ -166,13 +167,27 @@ impl<M: Protocol> Context<M> {
     /// The address of the process that sent the message in hand: its listening address
     /// if it has one, else its socket address; `None` for a local message.
     pub fn sender(&self) -> Option<&RpcAddress> {
-        self.sender.as_ref()
+        self.sender.as_deref().map(Connection::peer)
+    }
+
+    /// The key id the sender's connection proved in its handshake (keyring
+    /// authentication, [`RpcEnv::server_with_keyring`]); `None` for a local message or
+    /// a peer that proved the default secret.
+    pub fn key_id(&self) -> Option<&str> {
+        self.sender.as_deref().and_then(Connection::key_id)
     }
 
     /// Stops this endpoint after the message in hand (`on_stop` then runs).
     pub fn stop(&self) {
         self.env.stop_endpoint(self.name());
     }
+}
+
+thread_local! {
+    /// Where this thread encodes remote replies, reused: it holds at most a few times
+    /// `LARGE_FRAME` between replies (a large reply takes the buffer along as its
+    /// frame; one too large to send is dropped with it).
+    static REPLY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A local reply: the value itself, or the failure message.
@@ -194,7 +209,6 @@ pub(crate) enum ReplyTo {
 pub struct Reply {
     pub(crate) to: ReplyTo,
     pub(crate) endpoint: Arc<str>,
-    pub(crate) sender: Option<RpcAddress>,
     pub(crate) expects: u32,
 }
 
@@ -250,24 +264,36 @@ impl Reply {
                 let _ = tx.send(Ok(Box::new(value)));
             }
             ReplyTo::Remote { conn, id } => {
-                match frame::encode_frame(&Header::Response { id, ty }, &value) {
-                    Ok(bytes) if bytes.len() - frame::LEN_BYTES <= conn.max_frame() => {
-                        conn.send_owed(bytes)
-                    }
-                    Ok(bytes) => conn.send_failure(
-                        id,
-                        FailureKind::Handler,
-                        &format!(
-                            "reply of {} bytes exceeds rpc.message.max_size ({} bytes)",
-                            bytes.len(),
+                // Encoded into a buffer this thread reuses; a small reply is copied
+                // into the connection's segment from it, a large one takes it along.
+                let encoded = REPLY_BUF.with(|b| {
+                    let mut buf = b.borrow_mut();
+                    buf.clear();
+                    let r = match frame::encode_response_into(id, ty, &value, &mut buf) {
+                        Ok(len) if len - frame::LEN_BYTES > conn.max_frame() => Err(format!(
+                            "reply of {len} bytes exceeds rpc.message.max_size ({} bytes)",
                             conn.max_frame()
-                        ),
-                    ),
-                    Err(e) => conn.send_failure(
-                        id,
-                        FailureKind::Handler,
-                        &format!("cannot encode reply: {e}"),
-                    ),
+                        )),
+                        Ok(len) if len < crate::connection::LARGE_FRAME => {
+                            conn.send_owed_small(&buf);
+                            Ok(())
+                        }
+                        Ok(_) => {
+                            let mut large = std::mem::take(&mut *buf);
+                            large.shrink_to_fit();
+                            conn.send_owed(large);
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("cannot encode reply: {e}")),
+                    };
+                    // A reply too large to send leaves no large buffer behind.
+                    if buf.capacity() > 4 * crate::connection::LARGE_FRAME {
+                        *buf = Vec::new();
+                    }
+                    r
+                });
+                if let Err(why) = encoded {
+                    conn.send_failure(id, FailureKind::Handler, &why);
                 }
             }
             ReplyTo::Done => {}
@@ -291,7 +317,10 @@ impl Reply {
 
     /// The address of the process that asked (see [`Context::sender`]).
     pub fn sender(&self) -> Option<&RpcAddress> {
-        self.sender.as_ref()
+        match &self.to {
+            ReplyTo::Remote { conn, .. } => Some(conn.peer()),
+            ReplyTo::Local(_) | ReplyTo::Done => None,
+        }
     }
 }
 

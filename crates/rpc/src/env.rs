@@ -24,6 +24,7 @@ use crate::files::{FileRegistry, FileServerEndpoint, FileStreams, FILE_SERVER};
 use crate::inbox::{self, Budget, ErasedInbox, Inbox};
 use crate::log::RateLimit;
 use crate::reference::{EndpointRef, Target};
+use crate::secret::Keyring;
 use crate::stream::StreamHandler;
 use crate::tls::TlsContext;
 
@@ -32,11 +33,25 @@ pub const ENDPOINT_VERIFIER: &str = "endpoint-verifier";
 
 pub(crate) struct EnvInner {
     pub(crate) conf: RpcConf,
+    /// Per-key secrets for inbound clients that present a key id (server side).
+    pub(crate) keyring: Option<Keyring>,
+    /// The key id this environment presents on its outbound connections.
+    pub(crate) key_id: Option<String>,
     pub(crate) address: Option<RpcAddress>,
     endpoints: RwLock<HashMap<Arc<str>, Arc<dyn ErasedInbox>>>,
+    /// Bumped whenever an endpoint leaves the name table, so that a connection's
+    /// reader may keep the inbox it looked up last ([`RpcEnv::inbox_cached`]).
+    endpoints_gen: std::sync::atomic::AtomicU64,
     outboxes: Mutex<HashMap<RpcAddress, Arc<Connection>>>,
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
     pub(crate) token: CancellationToken,
+    /// Parent of every connection's `closed` token. Shutdown cancels it at once only
+    /// when `rpc.shutdown_drain_timeout` is zero; otherwise each connection's writer
+    /// writes what is queued and closes its connection itself, by `drain_until` at
+    /// the latest.
+    pub(crate) conn_token: CancellationToken,
+    /// When shutdown's drain ends (set by [`RpcEnv::shutdown`]).
+    drain_until: std::sync::OnceLock<tokio::time::Instant>,
     pub(crate) tracker: TaskTracker,
     pub(crate) tls: Option<TlsContext>,
     next_id: AtomicU64,
@@ -90,6 +105,16 @@ pub struct ConnectionInfo {
 /// look its peer up in the outbox table (a lock and a hash of the address) each time.
 #[derive(Default)]
 pub(crate) struct OutboxCache(Mutex<Option<Arc<Connection>>>);
+
+/// The inbox a connection's reader looked up last, and the table generation it saw.
+pub(crate) struct InboxCache {
+    gen: u64,
+    pub(crate) name: Box<str>,
+    pub(crate) inbox: Arc<dyn ErasedInbox>,
+    /// What the inbox keeps for this connection's reader (see
+    /// [`ErasedInbox::post_request_from`]).
+    pub(crate) slot: Option<Box<dyn std::any::Any + Send>>,
+}
 
 /// Why a frame could not be queued towards a peer.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +194,30 @@ impl RpcEnv {
         port: u16,
         advertised_host: &str,
     ) -> Result<RpcEnv, RpcError> {
+        Self::server_inner(conf, bind_host, port, advertised_host, None).await
+    }
+
+    /// [`RpcEnv::server`] that also authenticates clients by key id: a client that
+    /// presents one proves that key's secret from `keyring` (which the caller may change
+    /// at run time), and its connection is known by the key id
+    /// ([`Context::key_id`](crate::Context::key_id)). Clients presenting no key id prove
+    /// `conf.secret`; with no secret there, they are refused.
+    pub async fn server_with_keyring(
+        conf: RpcConf,
+        host: &str,
+        port: u16,
+        keyring: Keyring,
+    ) -> Result<RpcEnv, RpcError> {
+        Self::server_inner(conf, host, port, host, Some(keyring)).await
+    }
+
+    async fn server_inner(
+        conf: RpcConf,
+        bind_host: &str,
+        port: u16,
+        advertised_host: &str,
+        keyring: Option<Keyring>,
+    ) -> Result<RpcEnv, RpcError> {
         let host = advertised_host;
         let bind = RpcAddress::new(bind_host, port).host_port();
         let listener = listen(&bind).await.map_err(|source| RpcError::Bind {
@@ -179,7 +228,12 @@ impl RpcEnv {
             address: bind,
             source,
         })?;
-        let env = Self::build(conf, Some(RpcAddress::new(host, local.port())))?;
+        let env = Self::build(
+            conf,
+            Some(RpcAddress::new(host, local.port())),
+            keyring,
+            None,
+        )?;
         let accept_env = env.clone();
         env.inner.tracker.spawn(accept_loop(accept_env, listener));
         env.setup_endpoint(ENDPOINT_VERIFIER, Verifier)?;
@@ -197,19 +251,36 @@ impl RpcEnv {
     /// Starts a client-only environment: it listens nowhere; peers reach its endpoints
     /// only over connections it opened.
     pub fn client(conf: RpcConf) -> Result<RpcEnv, RpcError> {
-        Self::build(conf, None)
+        Self::build(conf, None, None, None)
     }
 
-    fn build(conf: RpcConf, address: Option<RpcAddress>) -> Result<RpcEnv, RpcError> {
+    /// A client-only environment that presents `key_id` on every connection it opens,
+    /// proving `conf.secret` as that key's secret (towards a
+    /// [`RpcEnv::server_with_keyring`] holding it).
+    pub fn client_with_key(conf: RpcConf, key_id: impl Into<String>) -> Result<RpcEnv, RpcError> {
+        Self::build(conf, None, None, Some(key_id.into()))
+    }
+
+    fn build(
+        conf: RpcConf,
+        address: Option<RpcAddress>,
+        keyring: Option<Keyring>,
+        key_id: Option<String>,
+    ) -> Result<RpcEnv, RpcError> {
         let tls = conf.tls.as_ref().map(TlsContext::load).transpose()?;
         Ok(RpcEnv {
             inner: Arc::new(EnvInner {
                 conf,
+                keyring,
+                key_id,
                 address,
                 endpoints: RwLock::new(HashMap::new()),
+                endpoints_gen: Default::default(),
                 outboxes: Mutex::new(HashMap::new()),
                 connections: Mutex::new(HashMap::new()),
                 token: CancellationToken::new(),
+                conn_token: CancellationToken::new(),
+                drain_until: std::sync::OnceLock::new(),
                 tracker: TaskTracker::new(),
                 tls,
                 next_id: AtomicU64::new(1),
@@ -350,10 +421,51 @@ impl RpcEnv {
 
     pub(crate) fn unregister(&self, name: &str) {
         self.inner.endpoints.write().remove(name);
+        self.inner.endpoints_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn inbox(&self, name: &str) -> Option<Arc<dyn ErasedInbox>> {
         self.inner.endpoints.read().get(name).cloned()
+    }
+
+    /// [`inbox`](Self::inbox) through `cache`, the last one a connection's reader
+    /// found: valid while no endpoint has left the table since (a name's entry only
+    /// changes by being removed), so a run of frames for one endpoint takes no lock
+    /// and hashes no name.
+    pub(crate) fn inbox_cached<'c>(
+        &self,
+        cache: &'c mut Option<InboxCache>,
+        name: &str,
+    ) -> Option<&'c Arc<dyn ErasedInbox>> {
+        let gen = self.inner.endpoints_gen.load(Ordering::Acquire);
+        let hit = cache
+            .as_ref()
+            .is_some_and(|c| c.gen == gen && &*c.name == name);
+        if !hit {
+            let inbox = self.inbox(name)?;
+            *cache = Some(InboxCache {
+                gen,
+                name: name.into(),
+                inbox,
+                slot: None,
+            });
+        }
+        cache.as_ref().map(|c| &c.inbox)
+    }
+
+    /// The inbox and name in `cache` if the cache is current and holds the endpoint
+    /// whose name is the bytes `name` (no UTF-8 check: the cached name is a `str`, so
+    /// equal bytes are that name); `None` otherwise, and then the caller takes the slow
+    /// path ([`inbox_cached`](Self::inbox_cached)).
+    pub(crate) fn inbox_if_cached<'c>(
+        &self,
+        cache: &'c mut Option<InboxCache>,
+        name: &[u8],
+    ) -> Option<&'c mut InboxCache> {
+        let gen = self.inner.endpoints_gen.load(Ordering::Acquire);
+        cache
+            .as_mut()
+            .filter(|c| c.gen == gen && c.name.as_bytes() == name)
     }
 
     /// The protocol spoken by the local endpoint `name`, if there is one.
@@ -452,7 +564,8 @@ impl RpcEnv {
             self.next_request_id(),
             addr.clone(),
             self,
-            &self.inner.token,
+            &self.inner.conn_token,
+            None,
         );
         map.insert(addr.clone(), conn.clone());
         drop(map);
@@ -465,7 +578,7 @@ impl RpcEnv {
 
     /// The connection to `addr` for a ref: the one it used last unless that is `stale`
     /// (found closed), else the outbox, which it then remembers.
-    fn conn_for(
+    pub(crate) fn conn_for(
         &self,
         addr: &RpcAddress,
         cache: &OutboxCache,
@@ -539,6 +652,7 @@ impl RpcEnv {
         cache: &OutboxCache,
         id: u64,
         bytes: bytes::Bytes,
+        deadline: tokio::time::Instant,
     ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), SendFail> {
         let mut out = Out {
             bytes,
@@ -547,7 +661,7 @@ impl RpcEnv {
         let mut stale = None;
         for _ in 0..2 {
             let conn = self.conn_for(addr, cache, stale.as_ref())?;
-            let rx = conn.register(id);
+            let rx = conn.register(id, deadline);
             match conn.try_enqueue(out) {
                 Ok(()) => return Ok((conn, rx)),
                 Err(EnqueueError::Full(_)) => {
@@ -576,6 +690,7 @@ impl RpcEnv {
         cache: &OutboxCache,
         id: u64,
         bytes: bytes::Bytes,
+        deadline: tokio::time::Instant,
     ) -> Result<(Arc<Connection>, oneshot::Receiver<Outcome>), SendFail> {
         let mut out = Out {
             bytes,
@@ -584,7 +699,7 @@ impl RpcEnv {
         let mut stale = None;
         for _ in 0..2 {
             let conn = self.conn_for(addr, cache, stale.as_ref())?;
-            let rx = conn.register(id);
+            let rx = conn.register(id, deadline);
             let guard = Unregister(&conn, id);
             match conn.enqueue_wait(out).await {
                 Ok(()) => {
@@ -610,15 +725,18 @@ impl RpcEnv {
         &self,
         peer: RpcAddress,
         listens: bool,
+        key_id: Option<Arc<str>>,
     ) -> (Arc<Connection>, Queues) {
+        let by_key = key_id.is_some();
         let (conn, rx) = Connection::new(
             self.next_request_id(),
             peer.clone(),
             self,
-            &self.inner.token,
+            &self.inner.conn_token,
+            key_id,
         );
         self.inner.connections.lock().insert(conn.id, conn.clone());
-        let authenticated = self.inner.conf.secret.is_some() || self.inner.tls.is_some();
+        let authenticated = self.inner.conf.secret.is_some() || self.inner.tls.is_some() || by_key;
         if listens && authenticated {
             let mut map = self.inner.outboxes.lock();
             match map.get(&peer) {
@@ -638,6 +756,28 @@ impl RpcEnv {
         if map.get(conn.peer()).is_some_and(|c| c.id == conn.id) {
             map.remove(conn.peer());
         }
+    }
+
+    /// The keyring of a [`RpcEnv::server_with_keyring`] environment.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.inner.keyring.as_ref()
+    }
+
+    /// Closes every live connection authenticated as `key_id` (its peer sees the
+    /// connection end; endpoints get `on_disconnected`). Returns how many were closed.
+    pub fn close_key_connections(&self, key_id: &str) -> usize {
+        let conns: Vec<_> = self
+            .inner
+            .connections
+            .lock()
+            .values()
+            .filter(|c| c.key_id() == Some(key_id) && !c.is_closed())
+            .cloned()
+            .collect();
+        for c in &conns {
+            c.closed.cancel();
+        }
+        conns.len()
     }
 
     /// The live connections of this environment: one line per connection, for tests,
@@ -783,16 +923,67 @@ impl RpcEnv {
         }
     }
 
+    /// Waits, at most `limit`, until every open connection has written what is queued
+    /// on it; true when nothing is left. [`shutdown`](Self::shutdown) drains the
+    /// queues itself (for up to `rpc.shutdown_drain_timeout`); this is for a caller
+    /// that wants to know the last sends were written, or to wait longer.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let pending = self
+                .inner
+                .connections
+                .lock()
+                .values()
+                .any(|c| !c.is_closed() && c.queued_bytes() > 0);
+            if !pending {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            // Bounded by `limit`; a writer drains a queue in well under a millisecond.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Stops the environment: the listener closes, every endpoint stops (its `on_stop`
-    /// runs), every connection closes and every pending ask fails. Returns at once;
+    /// runs) and no new connection is opened. Each open connection first writes the
+    /// frames already queued on it — for at most `rpc.shutdown_drain_timeout` from
+    /// now, all connections together (zero: not at all) — and then closes; its pending
+    /// asks then fail, and whatever was still queued fails as not delivered. A
+    /// connection with nothing queued closes at once. Returns at once;
     /// [`RpcEnv::await_termination`] waits for all of it.
     pub fn shutdown(&self) {
         if self.inner.token.is_cancelled() {
             return;
         }
         tracing::debug!("shutting down RPC environment {}", self.describe());
+        let drain = self.inner.conf.shutdown_drain.duration;
+        let _ = self
+            .inner
+            .drain_until
+            .set(tokio::time::Instant::now() + drain);
         self.inner.token.cancel();
+        if drain.is_zero() {
+            self.inner.conn_token.cancel();
+        } else {
+            // Idle writers wait for work only: wake them to drain and end.
+            let conns: Vec<_> = self.inner.connections.lock().values().cloned().collect();
+            for c in conns {
+                c.wake_writer();
+            }
+        }
         self.inner.tracker.close();
+    }
+
+    /// Resolves once the environment is shutting down and its drain time is over (see
+    /// [`RpcEnv::shutdown`]).
+    pub(crate) async fn drain_over(&self) {
+        self.inner.token.cancelled().await;
+        if let Some(at) = self.inner.drain_until.get() {
+            tokio::time::sleep_until(*at).await;
+        }
     }
 
     /// Waits until every task of the environment has ended after [`RpcEnv::shutdown`].
@@ -801,6 +992,7 @@ impl RpcEnv {
         self.inner.outboxes.lock().clear();
         self.inner.connections.lock().clear();
         self.inner.endpoints.write().clear();
+        self.inner.endpoints_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether [`RpcEnv::shutdown`] has been called.

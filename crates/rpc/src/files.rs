@@ -206,6 +206,12 @@ impl RpcEnv {
     /// Registers `path` with this environment's file server and returns its URI. The
     /// file is hashed now; if it later changes, fetching it fails with a clear error.
     pub async fn add_file(&self, path: &Path) -> Result<String, RpcError> {
+        Ok(self.add_file_with_meta(path).await?.0)
+    }
+
+    /// [`add_file`](Self::add_file), also returning the size and SHA-256 it computed
+    /// (what a fetcher will verify), so a caller that needs them does not hash again.
+    pub async fn add_file_with_meta(&self, path: &Path) -> Result<(String, FileMeta), RpcError> {
         let addr = self
             .address()
             .ok_or(RpcError::ClientOnly("serving files"))?
@@ -248,7 +254,7 @@ impl RpcEnv {
                 sha256,
             },
         );
-        Ok(format!("{addr}/files/{name}"))
+        Ok((format!("{addr}/files/{name}"), FileMeta { size, sha256 }))
     }
 
     /// Downloads the file at `uri` to `dest`, verifying size and SHA-256; `dest` only

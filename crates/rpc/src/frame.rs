@@ -188,6 +188,91 @@ pub fn split_frame(frame: &Bytes) -> Result<(Header<'_>, Bytes), HeaderError> {
     Ok((header, body))
 }
 
+/// The header of a request or a reply, read without serde by [`peek`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peeked<'a> {
+    /// A [`Header::Request`] whose endpoint name is the bytes `to` (not checked to be
+    /// UTF-8: the caller compares them with a name it knows).
+    Request {
+        id: u64,
+        to: &'a [u8],
+        protocol: u32,
+        reply: u32,
+        /// Where the body starts in the frame.
+        body_at: usize,
+    },
+    /// A [`Header::Response`].
+    Response { id: u64, ty: u32, body_at: usize },
+}
+
+/// Postcard's variant tag of [`Header::Request`] (`peek_reads_requests_and_replies`
+/// checks it).
+const REQUEST_TAG: u8 = 1;
+
+/// Reads the header of a request or reply frame the way postcard would, without serde:
+/// the two kinds of frame a pipelined ask is made of. `None` for any other frame and
+/// for anything unusual (an over-long variant tag, a truncated field); the caller
+/// then decodes with [`split_frame`], which decides. Where this returns a header,
+/// postcard decodes the same fields (a property test checks).
+pub(crate) fn peek(frame: &[u8]) -> Option<Peeked<'_>> {
+    let mut at = 1;
+    match *frame.first()? {
+        REQUEST_TAG => {
+            let id = varint_u64(frame, &mut at)?;
+            let len = usize::try_from(varint_u64(frame, &mut at)?).ok()?;
+            let to = frame.get(at..at.checked_add(len)?)?;
+            at += len;
+            let protocol = varint_u32(frame, &mut at)?;
+            let reply = varint_u32(frame, &mut at)?;
+            Some(Peeked::Request {
+                id,
+                to,
+                protocol,
+                reply,
+                body_at: at,
+            })
+        }
+        RESPONSE_TAG => {
+            let id = varint_u64(frame, &mut at)?;
+            let ty = varint_u32(frame, &mut at)?;
+            Some(Peeked::Response {
+                id,
+                ty,
+                body_at: at,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Postcard's varint decoding of a `u64` (what it accepts, it accepts here).
+fn varint_u64(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut out = 0u64;
+    for i in 0..10 {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        out |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (i < 9 || b <= 0x01).then_some(out);
+        }
+    }
+    None
+}
+
+/// Postcard's varint decoding of a `u32`.
+fn varint_u32(buf: &[u8], at: &mut usize) -> Option<u32> {
+    let mut out = 0u32;
+    for i in 0..5 {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        out |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (i < 4 || b <= 0x0f).then_some(out);
+        }
+    }
+    None
+}
+
 /// Encodes a complete frame — length prefix, header, body — in one buffer of exactly
 /// its size (a queued frame holds no slack the queue's byte budget does not see).
 pub fn encode_frame<T: Serialize + ?Sized>(
@@ -200,6 +285,141 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     buf.extend_from_slice(&frame_len(len)?);
     let buf = postcard::to_extend(header, buf)?;
     postcard::to_extend(body, buf)
+}
+
+/// Appends a complete frame — length prefix, header, body — to `buf` (one pass, no
+/// allocation of its own); returns the frame's length, prefix included. On an error
+/// `buf` is left as it was.
+pub fn encode_frame_into<T: Serialize + ?Sized>(
+    header: &Header<'_>,
+    body: &T,
+    buf: &mut Vec<u8>,
+) -> Result<usize, postcard::Error> {
+    struct Ext<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Ext<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+            self.0.extend(iter)
+        }
+    }
+    let start = buf.len();
+    buf.extend_from_slice(&[0; LEN_BYTES]);
+    let written = postcard::to_extend(header, Ext(buf))
+        .and_then(|w| postcard::to_extend(body, w))
+        .map(|_| ())
+        .and_then(|()| frame_len(buf.len() - start - LEN_BYTES));
+    match written {
+        Ok(len) => {
+            buf[start..start + LEN_BYTES].copy_from_slice(&len);
+            Ok(buf.len() - start)
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// The header of requests to one endpoint, encoded once: only the id differs from
+/// one request to the next, so [`RequestHead::encode_into`] writes the variant tag,
+/// the id and the rest as bytes, not through serde. It produces exactly the bytes of
+/// [`encode_frame_into`] with a [`Header::Request`] (a test checks).
+pub(crate) struct RequestHead {
+    tag: u8,
+    rest: Vec<u8>,
+}
+
+impl RequestHead {
+    /// The header of requests to `to` of protocol `protocol` expecting `reply`.
+    pub(crate) fn new(to: &str, protocol: u32, reply: u32) -> Result<Self, postcard::Error> {
+        let h = postcard::to_allocvec(&Header::Request {
+            id: 0,
+            to,
+            protocol,
+            reply,
+        })?;
+        // [variant tag][id 0 as one varint byte][to, protocol, reply]
+        match h.as_slice() {
+            [tag, 0, rest @ ..] => Ok(RequestHead {
+                tag: *tag,
+                rest: rest.to_vec(),
+            }),
+            _ => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    /// Appends the frame of request `id` with `body` to `buf`; returns its length,
+    /// prefix included. On an error `buf` is left as it was.
+    pub(crate) fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        body: &T,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, postcard::Error> {
+        encode_fast(buf, body, |buf| {
+            buf.push(self.tag);
+            put_varint(buf, id);
+            buf.extend_from_slice(&self.rest);
+        })
+    }
+}
+
+/// Postcard's variant tag of [`Header::Response`] (a test checks it).
+const RESPONSE_TAG: u8 = 2;
+
+/// Appends the frame of the reply to request `id`, whose value of type id `ty` is
+/// `body`, to `buf`: the bytes of [`encode_frame_into`] with a [`Header::Response`],
+/// the header written without serde. Returns the frame's length, prefix included.
+pub(crate) fn encode_response_into<T: Serialize + ?Sized>(
+    id: u64,
+    ty: u32,
+    body: &T,
+    buf: &mut Vec<u8>,
+) -> Result<usize, postcard::Error> {
+    encode_fast(buf, body, |buf| {
+        buf.push(RESPONSE_TAG);
+        put_varint(buf, id);
+        put_varint(buf, u64::from(ty));
+    })
+}
+
+/// Postcard's varint (LEB128) of an unsigned integer.
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Appends a frame: a length prefix, the header `head` writes, `body`; on an error
+/// `buf` is left as it was.
+fn encode_fast<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    body: &T,
+    head: impl FnOnce(&mut Vec<u8>),
+) -> Result<usize, postcard::Error> {
+    struct Ext<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Ext<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+            self.0.extend(iter)
+        }
+    }
+    let start = buf.len();
+    buf.extend_from_slice(&[0; LEN_BYTES]);
+    head(buf);
+    let written = postcard::to_extend(body, Ext(buf))
+        .map(|_| ())
+        .and_then(|()| frame_len(buf.len() - start - LEN_BYTES));
+    match written {
+        Ok(len) => {
+            buf[start..start + LEN_BYTES].copy_from_slice(&len);
+            Ok(buf.len() - start)
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
 }
 
 /// Encodes a frame whose body is already-encoded bytes.
@@ -248,6 +468,93 @@ pub const fn protocol_id(name: &str) -> u32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_request_head_encodes_as_serde_does(id in any::<u64>(), to in ".{0,200}", protocol in any::<u32>(), reply in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let head = RequestHead::new(&to, protocol, reply).unwrap();
+            let mut fast = vec![9, 9];
+            let n = head.encode_into(id, &body, &mut fast).unwrap();
+            let mut slow = vec![9, 9];
+            let m = encode_frame_into(&Header::Request { id, to: &to, protocol, reply }, &body, &mut slow).unwrap();
+            prop_assert_eq!(n, m);
+            prop_assert_eq!(&fast, &slow);
+            prop_assert_eq!(&slow[2..], &encode_frame(&Header::Request { id, to: &to, protocol, reply }, &body).unwrap()[..]);
+        }
+
+        #[test]
+        fn a_response_encodes_as_serde_does(id in any::<u64>(), ty in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut fast = Vec::new();
+            let n = encode_response_into(id, ty, &body, &mut fast).unwrap();
+            let slow = encode_frame(&Header::Response { id, ty }, &body).unwrap();
+            prop_assert_eq!(n, slow.len());
+            prop_assert_eq!(fast, slow);
+        }
+    }
+
+    /// What [`peek`] read, as the header postcard reads from the same bytes.
+    fn peeked_as_header<'a>(p: &Peeked<'a>) -> (Header<'a>, usize) {
+        match *p {
+            Peeked::Request {
+                id,
+                to,
+                protocol,
+                reply,
+                body_at,
+            } => (
+                Header::Request {
+                    id,
+                    to: std::str::from_utf8(to).unwrap_or("\u{fffd}not utf-8"),
+                    protocol,
+                    reply,
+                },
+                body_at,
+            ),
+            Peeked::Response { id, ty, body_at } => (Header::Response { id, ty }, body_at),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn peek_agrees_with_postcard_on_any_bytes(tag in 0u8..4, rest in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut bytes = vec![tag];
+            bytes.extend_from_slice(&rest);
+            let frame = Bytes::from(bytes);
+            if let Some(p) = peek(&frame) {
+                let (want, at) = peeked_as_header(&p);
+                match split_frame(&frame) {
+                    Ok((h, body)) => {
+                        prop_assert_eq!(h, want);
+                        prop_assert_eq!(frame.len() - body.len(), at);
+                    }
+                    // Postcard refuses only a name that is not UTF-8.
+                    Err(_) => {
+                        let bad_name = matches!(p, Peeked::Request { to, .. } if std::str::from_utf8(to).is_err());
+                        prop_assert!(bad_name, "postcard refused what peek read: {:?}", p);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn peek_reads_requests_and_replies(id in any::<u64>(), to in ".{0,40}", protocol in any::<u32>(), reply in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 0..40), response in any::<bool>()) {
+            let h = if response { Header::Response { id, ty: reply } } else { Header::Request { id, to: &to, protocol, reply } };
+            let framed = encode_raw(&h, &body).unwrap();
+            let frame = Bytes::from(framed[LEN_BYTES..].to_vec());
+            let p = peek(&frame).expect("a request or a reply");
+            let (got, at) = peeked_as_header(&p);
+            prop_assert_eq!(got, h);
+            prop_assert_eq!(&frame[at..], &body[..]);
+        }
+
+        #[test]
+        fn peek_leaves_other_frames_to_postcard(sid in any::<u64>(), to in "[a-z]{0,10}", opener in any::<bool>()) {
+            for h in [Header::OneWay { to: &to, protocol: 7 }, Header::StreamData { sid, opener }, Header::Failure { id: sid, kind: FailureKind::Busy, message: &to }] {
+                let framed = encode_raw(&h, b"xyz").unwrap();
+                prop_assert_eq!(peek(&framed[LEN_BYTES..]), None);
+            }
+        }
+    }
 
     fn decode_all(codec: &mut FrameCodec, bytes: &[u8]) -> Result<Vec<Bytes>, FrameError> {
         let mut buf = BytesMut::from(bytes);

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! client → server  "FLNT" ‖ version(u32 BE) ‖ Hello { nonce_c, listen, has_secret, seal }
+//!                  [‖ key id (postcard string)]
 //! server → client  Challenge { nonce_s, auth, seal } | Refused { reason }
 //! client → server  Proof { HMAC(k, "flint/2 client" ‖ H) }
 //! server → client  Welcome { HMAC(k, "flint/2 server" ‖ H ‖ client proof) } | Refused
@@ -17,6 +18,14 @@
 //! example to turn sealing off) fails authentication. With a secret, records are sealed
 //! when either side asks for it; keys come from HKDF over the secret and `H`.
 //! Frames are read with exact reads so no byte after the handshake is consumed here.
+//!
+//! **Key ids.** A client may append a key id to its hello (an optional trailing field,
+//! so peers that send none are unchanged). A server given a [`Keyring`] then proves and
+//! verifies with that key's secret instead of the default one, and the connection is
+//! authenticated *as that key id* ([`Established::key_id`]). An unknown key id is
+//! refused like a wrong secret; a single-use key is consumed by the first handshake
+//! that proves it. A server with a keyring and no default secret refuses clients
+//! that present no key id.
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -27,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::address::RpcAddress;
 use crate::conf::Secret;
 use crate::seal::SessionKeys;
+use crate::secret::{Keyring, MAX_KEY_ID};
 
 /// The wire protocol version; peers of different versions refuse each other.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -95,6 +105,13 @@ pub enum HandshakeError {
     /// The peer's proof did not match: it has a different secret.
     #[error("authentication failed: the peer's proof does not match (wrong secret)")]
     WrongSecret,
+    /// The peer presented a key id this node does not hold (never added, removed, or a
+    /// single-use key already proven by another connection).
+    #[error("authentication failed: key id {0} is not known here (never issued, removed, or already used)")]
+    UnknownKey(String),
+    /// This node authenticates only by key id and the peer presented none.
+    #[error("authentication required: this node accepts only clients that present a key id")]
+    KeyRequired,
     /// The peer refused us, with its reason.
     #[error("refused by peer: {0}")]
     Refused(String),
@@ -113,6 +130,31 @@ pub struct Established {
     pub listen: Option<RpcAddress>,
     /// Session keys when the records that follow are sealed.
     pub keys: Option<SessionKeys>,
+    /// The key id the client proved (server side, keyring authentication only).
+    pub key_id: Option<String>,
+}
+
+/// What the server side authenticates with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerAuth<'a> {
+    /// The default secret, for clients that present no key id.
+    pub secret: Option<&'a Secret>,
+    /// Per-key secrets, for clients that present a key id.
+    pub keyring: Option<&'a Keyring>,
+}
+
+/// A key id for the log: quoted, escaped and cut to 64 characters.
+fn quote_id(id: &str) -> String {
+    let mut q: String = id
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_default()
+        .collect();
+    if id.chars().count() > 64 {
+        q.push('…');
+    }
+    format!("\"{q}\"")
 }
 
 /// How the client side runs.
@@ -251,7 +293,25 @@ pub async fn client_with<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     opts: ClientOptions<'_>,
 ) -> Result<Established, HandshakeError> {
+    client_keyed(s, opts, None).await
+}
+
+/// [`client_with`] presenting `key_id`: the server picks that key's secret from its
+/// keyring, and `opts.secret` must be that key's secret.
+pub async fn client_keyed<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    opts: ClientOptions<'_>,
+    key_id: Option<&str>,
+) -> Result<Established, HandshakeError> {
     let secret = opts.secret;
+    if let Some(id) = key_id {
+        if secret.is_none() || id.len() > MAX_KEY_ID {
+            return Err(HandshakeError::Malformed(format!(
+                "key id {} needs its secret and at most {MAX_KEY_ID} bytes",
+                quote_id(id)
+            )));
+        }
+    }
     let mut transcript = Sha256::new();
     let nonce_c = nonce();
     let hello = Hello {
@@ -263,8 +323,12 @@ pub async fn client_with<S: AsyncRead + AsyncWrite + Unpin>(
     let mut first = Vec::with_capacity(64);
     first.extend_from_slice(&MAGIC);
     first.extend_from_slice(&opts.version.to_be_bytes());
-    let first =
+    let mut first =
         postcard::to_extend(&hello, first).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    if let Some(id) = key_id {
+        first =
+            postcard::to_extend(id, first).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    }
     write_frame(s, &first, Some(&mut transcript)).await?;
     let server_seal = match recv::<_, ServerMsg>(s, Some(&mut transcript)).await? {
         ServerMsg::Refused { reason } => return Err(HandshakeError::Refused(reason)),
@@ -291,13 +355,18 @@ pub async fn client_with<S: AsyncRead + AsyncWrite + Unpin>(
             (None, _, _) => Ok(Established {
                 listen: None,
                 keys: None,
+                key_id: None,
             }),
             (Some(k), Some(p), Some(ours)) => {
                 tag(k, SERVER_LABEL, &h, &ours)
                     .verify_slice(&p)
                     .map_err(|_| HandshakeError::WrongSecret)?;
                 let keys = (opts.seal || server_seal).then(|| SessionKeys::derive(&k.0, &h, true));
-                Ok(Established { listen: None, keys })
+                Ok(Established {
+                    listen: None,
+                    keys,
+                    key_id: key_id.map(str::to_owned),
+                })
             }
             (Some(_), _, _) => Err(HandshakeError::PeerDoesNotAuthenticate),
         },
@@ -321,6 +390,25 @@ pub async fn server_with<S: AsyncRead + AsyncWrite + Unpin>(
     secret: Option<&Secret>,
     seal: bool,
 ) -> Result<Established, HandshakeError> {
+    server_keyed(
+        s,
+        ServerAuth {
+            secret,
+            keyring: None,
+        },
+        seal,
+    )
+    .await
+}
+
+/// The server side with a keyring as well: a client presenting a key id proves that
+/// key's secret (and is then authenticated as it), a client presenting none proves
+/// the default secret.
+pub async fn server_keyed<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    auth: ServerAuth<'_>,
+    seal: bool,
+) -> Result<Established, HandshakeError> {
     let mut transcript = Sha256::new();
     let first = read_frame(s, Some(&mut transcript)).await?;
     if first.len() < 8 || first[..4] != MAGIC {
@@ -337,8 +425,39 @@ pub async fn server_with<S: AsyncRead + AsyncWrite + Unpin>(
         refuse(s, &e).await;
         return Err(e);
     }
-    let hello: Hello =
-        postcard::from_bytes(&first[8..]).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    let (hello, rest): (Hello, &[u8]) = postcard::take_from_bytes(&first[8..])
+        .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    let key_id: Option<String> = if rest.is_empty() {
+        None
+    } else {
+        let id: String =
+            postcard::from_bytes(rest).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+        if id.len() > MAX_KEY_ID {
+            return Err(HandshakeError::Malformed(format!(
+                "key id of {} bytes (at most {MAX_KEY_ID})",
+                id.len()
+            )));
+        }
+        Some(id)
+    };
+    // The secret to verify with: the key's for a key id, else the default one.
+    let (secret, single_use): (Option<Secret>, bool) = match &key_id {
+        Some(id) => match auth.keyring.and_then(|r| r.lookup(id)) {
+            Some((k, single_use)) => (Some(k), single_use),
+            None => {
+                let e = HandshakeError::UnknownKey(quote_id(id));
+                refuse_auth(s).await;
+                return Err(e);
+            }
+        },
+        None if auth.secret.is_none() && auth.keyring.is_some() => {
+            let e = HandshakeError::KeyRequired;
+            refuse(s, &e).await;
+            return Err(e);
+        }
+        None => (auth.secret.cloned(), false),
+    };
+    let secret = secret.as_ref();
     if secret.is_some() && !hello.has_secret {
         let e = HandshakeError::PeerHasNoSecret;
         refuse(s, &HandshakeError::WeHaveNoSecret).await;
@@ -362,23 +481,29 @@ pub async fn server_with<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(Established {
             listen: hello.listen,
             keys: None,
+            key_id: None,
         });
     };
     let client_proof = match proof.proof {
         Some(p) if tag(k, CLIENT_LABEL, &h, &[]).verify_slice(&p).is_ok() => p,
         _ => {
-            send(
-                s,
-                &ServerMsg::Refused {
-                    reason: "authentication failed (wrong secret?)".into(),
-                },
-                None,
-            )
-            .await
-            .ok();
+            refuse_auth(s).await;
             return Err(HandshakeError::WrongSecret);
         }
     };
+    if let Some(id) = &key_id {
+        // A single-use key goes with its first proof; a connection that proved it a
+        // moment later (or after the owner removed it) is refused.
+        let still_held = match auth.keyring {
+            Some(r) => r.consume(id, k),
+            None => false,
+        };
+        if !still_held {
+            refuse_auth(s).await;
+            return Err(HandshakeError::UnknownKey(quote_id(id)));
+        }
+        tracing::debug!(key_id = %quote_id(id), single_use, "client proved its key");
+    }
     let ours: Tag = tag(k, SERVER_LABEL, &h, &client_proof)
         .finalize()
         .into_bytes()
@@ -388,7 +513,21 @@ pub async fn server_with<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Established {
         listen: hello.listen,
         keys,
+        key_id,
     })
+}
+
+/// Refuses a peer that failed to authenticate, saying no more than a wrong secret would.
+async fn refuse_auth<S: AsyncWrite + Unpin>(s: &mut S) {
+    send(
+        s,
+        &ServerMsg::Refused {
+            reason: "authentication failed (wrong secret?)".into(),
+        },
+        None,
+    )
+    .await
+    .ok();
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, why: &HandshakeError) {
@@ -511,6 +650,185 @@ mod tests {
                 let r = server(&mut b, k("x").as_ref()).await;
                 assert!(r.is_err());
             });
+        }
+    }
+
+    /// A keyed client against a keyring server (with an optional default secret).
+    async fn keyed_pair(
+        key_id: Option<&str>,
+        client_secret: Option<Secret>,
+        default: Option<Secret>,
+        ring: &Keyring,
+    ) -> (
+        Result<Established, HandshakeError>,
+        Result<Established, HandshakeError>,
+    ) {
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        let opts_secret = client_secret.clone();
+        tokio::join!(
+            async move {
+                let opts = ClientOptions {
+                    secret: opts_secret.as_ref(),
+                    listen: None,
+                    seal: true,
+                    version: PROTOCOL_VERSION,
+                };
+                client_keyed(&mut a, opts, key_id).await
+            },
+            async move {
+                let auth = ServerAuth {
+                    secret: default.as_ref(),
+                    keyring: Some(ring),
+                };
+                server_keyed(&mut b, auth, true).await
+            }
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_id_picks_its_secret_and_the_connection_is_known_by_it() {
+        let ring = Keyring::new();
+        ring.insert("k1", Secret::new("one"));
+        ring.insert("k2", Secret::new("two"));
+        let (c, s) = keyed_pair(Some("k2"), k("two"), k("default"), &ring).await;
+        let (c, s) = (c.unwrap(), s.unwrap());
+        assert_eq!(s.key_id.as_deref(), Some("k2"));
+        assert_eq!(c.key_id.as_deref(), Some("k2"));
+        // The session keys come from the key's secret: they open each other's records.
+        let (mut seal, _) = c.keys.unwrap().split();
+        let (_, mut open) = s.keys.unwrap().split();
+        let mut out = Vec::new();
+        seal.seal(b"keyed", &mut out).unwrap();
+        let mut plain = bytes::BytesMut::new();
+        open.open(&mut bytes::BytesMut::from(&out[..]), &mut plain)
+            .unwrap();
+        assert_eq!(&plain[..], b"keyed");
+        // A reusable key stays.
+        assert!(ring.contains("k2"));
+        // Another key's secret, or the default secret, does not prove k1.
+        let (c, s) = keyed_pair(Some("k1"), k("two"), k("default"), &ring).await;
+        assert!(matches!(s, Err(HandshakeError::WrongSecret)), "{s:?}");
+        assert!(matches!(c, Err(HandshakeError::Refused(_))), "{c:?}");
+        let (_, s) = keyed_pair(Some("k1"), k("default"), k("default"), &ring).await;
+        assert!(matches!(s, Err(HandshakeError::WrongSecret)), "{s:?}");
+        // The default path is unchanged beside a keyring.
+        let (c, s) = keyed_pair(None, k("default"), k("default"), &ring).await;
+        assert!(c.unwrap().key_id.is_none());
+        assert!(s.unwrap().key_id.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_id_is_refused_like_a_wrong_secret() {
+        let ring = Keyring::new();
+        ring.insert("k1", Secret::new("one"));
+        let (c, s) = keyed_pair(Some("nope\n"), k("one"), None, &ring).await;
+        match s {
+            Err(HandshakeError::UnknownKey(id)) => assert_eq!(id, "\"nope\\n\""),
+            other => panic!("{other:?}"),
+        }
+        match c {
+            Err(HandshakeError::Refused(r)) => {
+                assert_eq!(r, "authentication failed (wrong secret?)")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A server without a keyring knows no key id either.
+        let (mut a, mut b) = tokio::io::duplex(8192);
+        let secret = Secret::new("one");
+        let (_, s) = tokio::join!(
+            async {
+                let opts = ClientOptions {
+                    secret: Some(&secret),
+                    listen: None,
+                    seal: true,
+                    version: PROTOCOL_VERSION,
+                };
+                client_keyed(&mut a, opts, Some("k1")).await
+            },
+            async {
+                server_keyed(
+                    &mut b,
+                    ServerAuth {
+                        secret: Some(&secret),
+                        keyring: None,
+                    },
+                    true,
+                )
+                .await
+            }
+        );
+        assert!(matches!(s, Err(HandshakeError::UnknownKey(_))), "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn a_single_use_key_proves_once() {
+        let ring = Keyring::new();
+        ring.insert_single_use("once", Secret::new("s"));
+        let (c, s) = keyed_pair(Some("once"), k("s"), None, &ring).await;
+        assert_eq!(s.unwrap().key_id.as_deref(), Some("once"));
+        c.unwrap();
+        assert!(!ring.contains("once"));
+        let (c, s) = keyed_pair(Some("once"), k("s"), None, &ring).await;
+        assert!(matches!(s, Err(HandshakeError::UnknownKey(_))), "{s:?}");
+        assert!(matches!(c, Err(HandshakeError::Refused(_))), "{c:?}");
+        // A failed proof does not use the key up.
+        ring.insert_single_use("twice", Secret::new("s"));
+        let (_, s) = keyed_pair(Some("twice"), k("wrong"), None, &ring).await;
+        assert!(matches!(s, Err(HandshakeError::WrongSecret)), "{s:?}");
+        assert!(ring.contains("twice"));
+        let (_, s) = keyed_pair(Some("twice"), k("s"), None, &ring).await;
+        assert_eq!(s.unwrap().key_id.as_deref(), Some("twice"));
+    }
+
+    #[tokio::test]
+    async fn a_keyring_only_server_refuses_clients_without_a_key_id() {
+        let ring = Keyring::new();
+        ring.insert("k", Secret::new("s"));
+        for secret in [k("s"), None] {
+            let (c, s) = keyed_pair(None, secret, None, &ring).await;
+            assert!(matches!(s, Err(HandshakeError::KeyRequired)), "{s:?}");
+            assert!(
+                c.unwrap_err().to_string().contains("present a key id"),
+                "the client learns why"
+            );
+        }
+        // A key id without its secret, or too long, never leaves the client.
+        let (c, _) = keyed_pair(Some("k"), None, None, &ring).await;
+        assert!(matches!(c, Err(HandshakeError::Malformed(_))), "{c:?}");
+        let long = "x".repeat(MAX_KEY_ID + 1);
+        let (c, _) = keyed_pair(Some(&long), k("s"), None, &ring).await;
+        assert!(matches!(c, Err(HandshakeError::Malformed(_))), "{c:?}");
+        let exact = "y".repeat(MAX_KEY_ID);
+        ring.insert(exact.clone(), Secret::new("s"));
+        let (_, s) = keyed_pair(Some(&exact), k("s"), None, &ring).await;
+        assert_eq!(s.unwrap().key_id, Some(exact));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_or_garbled_key_id_is_malformed() {
+        let ring = Keyring::new();
+        for tail in [
+            postcard::to_stdvec(&"z".repeat(MAX_KEY_ID + 1)).unwrap(),
+            vec![0xff, 0xff, 0xff],
+        ] {
+            let hello = Hello {
+                nonce: [1; NONCE],
+                listen: None,
+                has_secret: true,
+                seal: true,
+            };
+            let mut first = MAGIC.to_vec();
+            first.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+            let mut first = postcard::to_extend(&hello, first).unwrap();
+            first.extend_from_slice(&tail);
+            let (mut a, mut b) = tokio::io::duplex(8192);
+            a.write_all(&framed(&first)).await.unwrap();
+            let auth = ServerAuth {
+                secret: None,
+                keyring: Some(&ring),
+            };
+            let r = server_keyed(&mut b, auth, true).await;
+            assert!(matches!(r, Err(HandshakeError::Malformed(_))), "{r:?}");
         }
     }
 

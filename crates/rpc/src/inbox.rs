@@ -129,6 +129,19 @@ impl Budget {
 pub(crate) trait ErasedInbox: Send + Sync {
     fn post_one_way(&self, body: Bytes, conn: Arc<Connection>) -> Posted;
     fn post_request(&self, body: Bytes, id: u64, expects: u32, conn: Arc<Connection>) -> Posted;
+    /// [`post_request`](Self::post_request) from a connection's reader, which keeps
+    /// `slot` for this inbox: an inline endpoint keeps the handlers' [`Context`] for
+    /// that connection there instead of making one per message.
+    fn post_request_from(
+        &self,
+        _slot: &mut Option<Box<dyn Any + Send>>,
+        body: Bytes,
+        id: u64,
+        expects: u32,
+        conn: &Arc<Connection>,
+    ) -> Posted {
+        self.post_request(body, id, expects, conn.clone())
+    }
     fn post_event(&self, ev: Event);
     fn stop(&self);
     fn protocol_name(&self) -> &'static str;
@@ -249,7 +262,6 @@ fn remote_reply(
     expects: u32,
 ) -> Reply {
     Reply {
-        sender: Some(conn.peer().clone()),
         to: ReplyTo::Remote { conn, id },
         endpoint: ctx.self_ref.name_arc(),
         expects,
@@ -260,7 +272,6 @@ fn local_reply(name: &Arc<str>, ask: LocalAsk) -> Reply {
     Reply {
         to: ReplyTo::Local(ask.tx),
         endpoint: name.clone(),
-        sender: None,
         expects: ask.expects,
     }
 }
@@ -302,7 +313,7 @@ pub(crate) async fn run_sequential<E: Endpoint>(
                     }
                 }
                 Item::Remote { body, reply, conn } => {
-                    ctx.sender = Some(conn.peer().clone());
+                    ctx.sender = Some(conn.clone());
                     let Some(msg) = decode_remote(&ctx, &body, reply.map(|r| r.0), &conn) else {
                         continue;
                     };
@@ -370,7 +381,7 @@ pub(crate) async fn run_concurrent<E: ConcurrentEndpoint>(
                 (msg, reply.map(|ask| local_reply(&name, ask)))
             }
             Some(Item::Remote { body, reply, conn }) => {
-                ctx.sender = Some(conn.peer().clone());
+                ctx.sender = Some(conn.clone());
                 let Some(msg) = decode_remote(&ctx, &body, reply.map(|r| r.0), &conn) else {
                     continue;
                 };
@@ -431,18 +442,33 @@ fn inline_remote<E: InlineEndpoint>(
     reply: Option<(u64, u32)>,
     conn: Arc<Connection>,
 ) {
-    let mut ctx = base.clone();
-    ctx.sender = Some(conn.peer().clone());
-    let Some(msg) = decode_remote(&ctx, &body, reply.map(|r| r.0), &conn) else {
+    let ctx = Context {
+        env: base.env.clone(),
+        self_ref: base.self_ref.clone(),
+        sender: Some(conn),
+    };
+    if let Some(conn) = &ctx.sender {
+        inline_handle(ep, &ctx, body, reply, conn)
+    }
+}
+
+/// Handles one remote message of an inline endpoint with `ctx`, whose sender is `conn`.
+fn inline_handle<E: InlineEndpoint>(
+    ep: &E,
+    ctx: &Context<E::Msg>,
+    body: Bytes,
+    reply: Option<(u64, u32)>,
+    conn: &Arc<Connection>,
+) {
+    let Some(msg) = decode_remote(ctx, &body, reply.map(|r| r.0), conn) else {
         return;
     };
-    let name = ctx.self_ref.name_arc();
     match reply {
-        None => guarded(&name, "receive", || ep.receive(&ctx, msg)),
+        None => guarded(ctx.name(), "receive", || ep.receive(ctx, msg)),
         Some((id, expects)) => {
-            let reply = remote_reply(&ctx, conn, id, expects);
-            guarded(&name, "receive_and_reply", || {
-                ep.receive_and_reply(&ctx, msg, reply)
+            let reply = remote_reply(ctx, conn.clone(), id, expects);
+            guarded(ctx.name(), "receive_and_reply", || {
+                ep.receive_and_reply(ctx, msg, reply)
             })
         }
     }
@@ -454,6 +480,44 @@ impl<E: InlineEndpoint> ErasedInbox for InlineInbox<E> {
     }
     fn post_request(&self, body: Bytes, id: u64, expects: u32, conn: Arc<Connection>) -> Posted {
         self.handle_remote(body, Some((id, expects)), conn)
+    }
+    fn post_request_from(
+        &self,
+        slot: &mut Option<Box<dyn Any + Send>>,
+        body: Bytes,
+        id: u64,
+        expects: u32,
+        conn: &Arc<Connection>,
+    ) -> Posted {
+        if self.stopped.load(Ordering::Acquire) {
+            return Posted::Stopped;
+        }
+        let kept = |slot: &Option<Box<dyn Any + Send>>| {
+            slot.as_ref()
+                .and_then(|b| b.downcast_ref::<Context<E::Msg>>())
+                .is_some_and(|c| c.sender.as_ref().is_some_and(|s| Arc::ptr_eq(s, conn)))
+        };
+        if !kept(slot) {
+            *slot = Some(Box::new(Context {
+                env: self.ctx.env.clone(),
+                self_ref: self.ctx.self_ref.clone(),
+                sender: Some(conn.clone()),
+            }));
+        }
+        match slot
+            .as_ref()
+            .and_then(|b| b.downcast_ref::<Context<E::Msg>>())
+        {
+            Some(ctx) => inline_handle(&*self.ep, ctx, body, Some((id, expects)), conn),
+            None => inline_remote(
+                &*self.ep,
+                &self.ctx,
+                body,
+                Some((id, expects)),
+                conn.clone(),
+            ),
+        }
+        Posted::Queued
     }
     fn dropped(&self) -> u64 {
         self.inbox.dropped()

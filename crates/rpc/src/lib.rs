@@ -53,6 +53,7 @@ pub mod frame;
 pub mod handshake;
 mod inbox;
 pub mod log;
+mod pipeline;
 mod reference;
 pub mod seal;
 pub mod secret;
@@ -67,5 +68,6 @@ pub use endpoint::{
 pub use env::{ConnectionInfo, RpcEnv, ENDPOINT_VERIFIER};
 pub use error::{AskError, RpcError};
 pub use files::{parse_file_uri, FileMeta, FILE_SERVER};
+pub use pipeline::{Pipeline, MAX_PIPELINE_WINDOW};
 pub use reference::EndpointRef;
 pub use stream::{IncomingStream, StreamError, StreamHandler, StreamSink};

@@ -2,10 +2,11 @@
 //! `send` and `ask`. A ref can travel inside a message; decoding it binds it to the
 //! receiving environment (and, for a client-only peer, to the connection it came over).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use crate::connection::{Connection, EnqueueError, Out, Outcome, Unregister};
 use crate::endpoint::{Ask, LocalReply, Message, Protocol};
 use crate::env::{OutboxCache, RpcEnv, SendFail};
 use crate::error::AskError;
-use crate::frame::{self, FailureKind, Header};
+use crate::frame::{self, Header};
 use crate::inbox::{Inbox, Item, LocalAsk, Posted};
+use crate::pipeline::result_of;
 
 pub(crate) enum Target<M> {
     /// In this environment: messages go straight into the inbox, unserialized.
@@ -90,7 +92,7 @@ impl<M: Protocol> EndpointRef<M> {
         }
     }
 
-    fn not_delivered(&self, reason: impl Into<String>) -> AskError {
+    pub(crate) fn not_delivered(&self, reason: impl Into<String>) -> AskError {
         AskError::NotDelivered {
             to: self.address().to_string(),
             reason: reason.into(),
@@ -244,7 +246,8 @@ impl<M: Protocol> EndpointRef<M> {
         t: RpcTimeout,
     ) -> impl Future<Output = Result<Q::Reply, AskError>> + Send + 'static {
         let this = self.clone();
-        let queued = self.queue_ask(q.into(), frame::type_id_of::<Q::Reply>());
+        let deadline = tokio::time::Instant::now() + t.duration;
+        let queued = self.queue_ask(q.into(), frame::type_id_of::<Q::Reply>(), deadline);
         async move {
             let pending = queued?;
             this.await_reply::<Q::Reply>(pending, t).await
@@ -285,6 +288,7 @@ impl<M: Protocol> EndpointRef<M> {
         let expects = frame::type_id_of::<Q::Reply>();
         let msg: M = q.into();
         let start = tokio::time::Instant::now();
+        let deadline = start + t.duration;
         let queue = async {
             match &self.inner.target {
                 Target::Remote(addr, cache) => {
@@ -292,14 +296,14 @@ impl<M: Protocol> EndpointRef<M> {
                     let (conn, rx) = self
                         .inner
                         .env
-                        .ask_to_wait(addr, cache, id, bytes)
+                        .ask_to_wait(addr, cache, id, bytes, deadline)
                         .await
                         .map_err(|f| self.map_fail(f))?;
-                    Ok(Pending::Remote { conn, id, rx })
+                    Ok(Pending::Remote { conn, rx })
                 }
                 Target::Client(conn) => {
                     let (id, bytes) = self.request(&msg, expects)?;
-                    let rx = conn.register(id);
+                    let rx = conn.register(id, deadline);
                     let guard = Unregister(conn, id);
                     let queued = conn
                         .enqueue_wait(Out {
@@ -315,12 +319,11 @@ impl<M: Protocol> EndpointRef<M> {
                     std::mem::forget(guard);
                     Ok(Pending::Remote {
                         conn: conn.clone(),
-                        id,
                         rx,
                     })
                 }
                 // Nothing to wait for: local inboxes refuse at once (`Busy`).
-                _ => self.queue_ask(msg, expects),
+                _ => self.queue_ask(msg, expects, deadline),
             }
         };
         let pending = match tokio::time::timeout(t.duration, queue).await {
@@ -365,7 +368,12 @@ impl<M: Protocol> EndpointRef<M> {
     }
 
     /// Queues a request now; the reply is awaited by [`Self::await_reply`].
-    fn queue_ask(&self, msg: M, expects: u32) -> Result<Pending, AskError> {
+    fn queue_ask(
+        &self,
+        msg: M,
+        expects: u32,
+        deadline: tokio::time::Instant,
+    ) -> Result<Pending, AskError> {
         match &self.inner.target {
             Target::Local(inbox) => {
                 let (tx, orx) = oneshot::channel();
@@ -383,7 +391,7 @@ impl<M: Protocol> EndpointRef<M> {
                 let (id, bytes) = self.request(&msg, expects)?;
                 let (conn, rx) = match &self.inner.target {
                     Target::Client(conn) => {
-                        let rx = conn.register(id);
+                        let rx = conn.register(id, deadline);
                         match conn.try_enqueue(Out {
                             bytes,
                             ask: Some(id),
@@ -402,11 +410,11 @@ impl<M: Protocol> EndpointRef<M> {
                         (conn.clone(), rx)
                     }
                     Target::Remote(addr, cache) => env
-                        .ask_to(addr, cache, id, bytes)
+                        .ask_to(addr, cache, id, bytes, deadline)
                         .map_err(|f| self.map_fail(f))?,
                     _ => return Err(self.not_delivered("unreachable target")),
                 };
-                Ok(Pending::Remote { conn, id, rx })
+                Ok(Pending::Remote { conn, rx })
             }
             Target::Missing(why) => Err(self.not_delivered(why.clone())),
         }
@@ -441,43 +449,12 @@ impl<M: Protocol> EndpointRef<M> {
                         ),
                     }),
             },
-            Pending::Remote { conn, id, rx } => {
-                let outcome = match tokio::time::timeout(t.duration, rx).await {
-                    Err(_) => {
-                        conn.unregister(id);
-                        return Err(timeout());
-                    }
-                    Ok(Err(_)) => Outcome::Lost("the connection was dropped".into()),
-                    Ok(Ok(o)) => o,
-                };
-                match outcome {
-                    Outcome::Reply { ty, .. } if ty != frame::type_id_of::<R>() => {
-                        Err(AskError::Remote {
-                            to: to(),
-                            message: format!(
-                                "the reply is of another type than the expected {} (type id {ty:#010x}); is the peer built from different code?",
-                                std::any::type_name::<R>()
-                            ),
-                        })
-                    }
-                    Outcome::Reply { body, .. } => decode_with::<R>(&self.inner.env, Some(&conn), &body)
-                        .map_err(|e| AskError::Remote {
-                            to: to(),
-                            message: format!(
-                                "reply cannot be decoded as {}: {e}",
-                                std::any::type_name::<R>()
-                            ),
-                        }),
-                    Outcome::Failed(FailureKind::NotDelivered, reason)
-                    | Outcome::NotSent(reason) => Err(AskError::NotDelivered { to: to(), reason }),
-                    Outcome::Failed(FailureKind::Handler, message) => {
-                        Err(AskError::Remote { to: to(), message })
-                    }
-                    Outcome::Failed(FailureKind::Busy, reason) => {
-                        Err(AskError::Busy { to: to(), reason })
-                    }
-                    Outcome::Lost(reason) => Err(AskError::ConnectionLost { to: to(), reason }),
-                }
+            // No timer here: the connection's sweeper fails the ask at its deadline.
+            Pending::Remote { conn, rx, .. } => {
+                let outcome = rx
+                    .await
+                    .unwrap_or_else(|_| Outcome::Lost("the connection was dropped".into()));
+                result_of::<R, M>(self, &self.inner.env, Some(&conn), outcome, t)
             }
         }
     }
@@ -488,7 +465,6 @@ enum Pending {
     Local(oneshot::Receiver<LocalReply>),
     Remote {
         conn: Arc<Connection>,
-        id: u64,
         rx: oneshot::Receiver<Outcome>,
     },
 }
@@ -525,8 +501,13 @@ impl<M: Protocol> Serialize for EndpointRef<M> {
     }
 }
 
+/// The environment (and connection) a body is being decoded for, while
+/// [`decode_with`] runs on this thread: pointers, not clones, so that a decode costs no
+/// reference counting (it runs for every message and reply).
+type DecodeCtx = Option<(NonNull<RpcEnv>, Option<NonNull<Arc<Connection>>>)>;
+
 thread_local! {
-    static DECODE_CTX: RefCell<Option<(RpcEnv, Option<Arc<Connection>>)>> = const { RefCell::new(None) };
+    static DECODE_CTX: Cell<DecodeCtx> = const { Cell::new(None) };
 }
 
 /// Decodes `body` with `env` (and the connection it came over) available to any
@@ -536,10 +517,16 @@ pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
     conn: Option<&Arc<Connection>>,
     body: &[u8],
 ) -> Result<T, postcard::Error> {
-    let prev = DECODE_CTX.with(|c| c.replace(Some((env.clone(), conn.cloned()))));
-    let r = postcard::from_bytes(body);
-    DECODE_CTX.with(|c| *c.borrow_mut() = prev);
-    r
+    /// Puts the previous context back, on a panic too.
+    struct Restore(DecodeCtx);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DECODE_CTX.with(|c| c.set(self.0));
+        }
+    }
+    let ctx = Some((NonNull::from(env), conn.map(NonNull::from)));
+    let _restore = Restore(DECODE_CTX.with(|c| c.replace(ctx)));
+    postcard::from_bytes(body)
 }
 
 impl<'de, M: Protocol> Deserialize<'de> for EndpointRef<M> {
@@ -552,11 +539,17 @@ impl<'de, M: Protocol> Deserialize<'de> for EndpointRef<M> {
                 M::NAME
             )));
         }
-        DECODE_CTX.with(|c| match &*c.borrow() {
+        match DECODE_CTX.with(Cell::get) {
             None => Err(D::Error::custom(
                 "an EndpointRef can only be decoded by an RpcEnv",
             )),
-            Some((env, conn)) => Ok(env.bind_ref::<M>(w.address, w.name.into(), conn.as_ref())),
-        })
+            Some((env, conn)) => {
+                // SAFETY: the pointers are set only by `decode_with`, from references
+                // it holds for the whole decode, and reset (on unwinding too) before it
+                // returns; this runs inside that decode, on the same thread.
+                let (env, conn) = unsafe { (env.as_ref(), conn.map(|c| c.as_ref())) };
+                Ok(env.bind_ref::<M>(w.address, w.name.into(), conn))
+            }
+        }
     }
 }

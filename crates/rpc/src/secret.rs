@@ -88,6 +88,109 @@ impl Secret {
     }
 }
 
+/// Longest key id a client may present (bytes); a longer one is refused as malformed.
+pub const MAX_KEY_ID: usize = 128;
+
+/// A thread-safe map of key id → [`Secret`] that a server environment consults when a
+/// client presents a key id in its hello ([`crate::RpcEnv::server_with_keyring`]). The
+/// owner adds and removes keys at run time; clones share one map.
+///
+/// A key inserted with [`Keyring::insert_single_use`] is removed by the first handshake
+/// that proves it, atomically, so a second connection with the same secret is refused
+/// like a wrong one (two racing connections: exactly one wins).
+#[derive(Clone, Default)]
+pub struct Keyring {
+    keys: std::sync::Arc<parking_lot::Mutex<std::collections::HashMap<String, KeyEntry>>>,
+}
+
+#[derive(Clone)]
+struct KeyEntry {
+    secret: Secret,
+    single_use: bool,
+}
+
+impl Keyring {
+    /// An empty keyring.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a key that any number of connections may prove.
+    pub fn insert(&self, id: impl Into<String>, secret: Secret) {
+        self.keys.lock().insert(
+            id.into(),
+            KeyEntry {
+                secret,
+                single_use: false,
+            },
+        );
+    }
+
+    /// Adds (or replaces) a key that exactly one connection may prove.
+    pub fn insert_single_use(&self, id: impl Into<String>, secret: Secret) {
+        self.keys.lock().insert(
+            id.into(),
+            KeyEntry {
+                secret,
+                single_use: true,
+            },
+        );
+    }
+
+    /// Removes a key; returns whether it was there. Connections that already proved it
+    /// stay open ([`crate::RpcEnv::close_key_connections`] closes them).
+    pub fn remove(&self, id: &str) -> bool {
+        self.keys.lock().remove(id).is_some()
+    }
+
+    /// Whether the key is present (a single-use key is gone once a connection proved it).
+    pub fn contains(&self, id: &str) -> bool {
+        self.keys.lock().contains_key(id)
+    }
+
+    /// How many keys there are.
+    pub fn len(&self) -> usize {
+        self.keys.lock().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.lock().is_empty()
+    }
+
+    /// The secret of `id` and whether it is single-use.
+    pub(crate) fn lookup(&self, id: &str) -> Option<(Secret, bool)> {
+        self.keys
+            .lock()
+            .get(id)
+            .map(|e| (e.secret.clone(), e.single_use))
+    }
+
+    /// Consumes a single-use key that a handshake just proved with `secret`: true if
+    /// this caller removed it (the first to prove it), false if it was already gone
+    /// or replaced by another secret meanwhile.
+    pub(crate) fn consume(&self, id: &str, secret: &Secret) -> bool {
+        let mut keys = self.keys.lock();
+        match keys.get(id) {
+            Some(e) if e.single_use && e.secret == *secret => {
+                keys.remove(id);
+                true
+            }
+            Some(e) => !e.single_use && e.secret == *secret,
+            None => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.keys.lock();
+        let mut ids: Vec<&str> = keys.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        f.debug_struct("Keyring").field("ids", &ids).finish()
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -488,6 +591,36 @@ pub fn load_or_create(path: &Path) -> Result<(Secret, bool), RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyring_counts_removes_and_consumes_exactly() {
+        let k = Keyring::new();
+        assert!(k.is_empty());
+        assert_eq!(k.len(), 0);
+        let (a, b) = (Secret::new("secret-a"), Secret::new("secret-b"));
+        k.insert("a", a.clone());
+        k.insert_single_use("b", b.clone());
+        assert_eq!(k.len(), 2);
+        assert!(!k.is_empty());
+        // A multi-use key proves with its own secret only, and stays.
+        assert!(k.consume("a", &a));
+        assert!(!k.consume("a", &b));
+        assert!(k.contains("a"));
+        // A single-use key: a wrong secret leaves it; the right one uses it up, once.
+        assert!(!k.consume("b", &a));
+        assert!(k.contains("b"));
+        assert!(k.consume("b", &b));
+        assert!(!k.contains("b"));
+        assert!(!k.consume("b", &b));
+        assert!(!k.consume("nobody", &a));
+        // Debug names the ids, never a secret.
+        let shown = format!("{k:?}");
+        assert_eq!(shown, r#"Keyring { ids: ["a"] }"#);
+        assert!(k.remove("a"));
+        assert!(!k.remove("a"));
+        assert_eq!(k.len(), 0);
+        assert!(k.is_empty());
+    }
     use std::collections::HashMap;
     use std::os::unix::fs::PermissionsExt as _;
 

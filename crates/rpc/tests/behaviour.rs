@@ -411,3 +411,43 @@ async fn ask_queues_its_request_when_called_not_when_awaited() {
     }
     server.shutdown();
 }
+
+#[tokio::test]
+async fn flush_writes_every_queued_send_before_shutdown() {
+    let (server, addr, _) = server_with_test_endpoint(quick_conf()).await;
+    let client = RpcEnv::client(quick_conf()).unwrap();
+    let r = client
+        .setup_endpoint_ref::<TestMsg>(&addr, "test")
+        .await
+        .unwrap();
+    for i in 1..=20_000u64 {
+        r.send(TestMsg::Add(i)).unwrap();
+    }
+    assert!(
+        client.flush(Duration::from_secs(10)).await,
+        "queued sends left"
+    );
+    client.shutdown();
+    // A second client reads the sum: every add reached the server before the first
+    // client's connection closed.
+    let reader = RpcEnv::client(quick_conf()).unwrap();
+    let r2 = reader
+        .setup_endpoint_ref::<TestMsg>(&addr, "test")
+        .await
+        .unwrap();
+    let want = 20_000u64 * 20_001 / 2;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = r2.ask(Get).await.unwrap();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sum {got}, want {want}: sends were lost"
+        );
+        tokio::task::yield_now().await;
+    }
+    reader.shutdown();
+    server.shutdown();
+}

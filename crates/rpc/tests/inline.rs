@@ -2,7 +2,8 @@
 //! task, from one connection or several at once; a panicking handler fails its ask and
 //! the connection (and its other asks) go on; local asks; a stopped inline endpoint
 //! refuses as not delivered; back-pressure: a client that never reads its replies is
-//! cut off while another is served.
+//! cut off while another is served; large pipelined frames written directly and by the
+//! writer task arrive whole and in order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -188,4 +189,103 @@ async fn a_client_that_never_reads_inline_replies_is_cut_off() {
     assert_eq!(r.ask(Echo("b".into())).await.unwrap(), "b!");
     good.shutdown();
     server.shutdown();
+}
+
+/// Echoes, pausing its connection's reader for a millisecond every 50 requests: a peer
+/// that falls behind, so that the client's socket fills.
+struct SlowEcho(AtomicU64);
+
+impl InlineEndpoint for SlowEcho {
+    type Msg = TestMsg;
+
+    fn receive_and_reply(&self, _: &Context<TestMsg>, msg: TestMsg, reply: Reply) {
+        if self.0.fetch_add(1, Ordering::Relaxed) % 50 == 49 {
+            // Emulated slowness of the peer (not synchronization).
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match msg {
+            TestMsg::Echo(Echo(s)) => reply.send(s),
+            _ => reply.fail("not here"),
+        }
+    }
+}
+
+/// Requests and replies big enough to fill the socket buffers, with both peers falling
+/// behind now and then (the server pauses its reader, the client runs on one thread and
+/// checks replies between reads): direct writes by the client's pushes and the server's
+/// reader take turns with the writer tasks, segments and large frames alike. Every reply
+/// must come back whole and in order, plain and sealed. (Whether a direct write is cut
+/// short in a given run depends on timing; `put_back`'s unit test covers that case
+/// exactly.)
+#[test]
+fn direct_writes_and_the_writer_task_keep_every_frame_whole_and_in_order() {
+    for sealed in [false, true] {
+        let mut conf = quick_conf();
+        if sealed {
+            conf.secret = Some(flint_rpc::Secret::new("direct write test"));
+        }
+        // Room for all that is outstanding: a client that falls behind is not cut off.
+        conf.max_queued_bytes = 256 << 20;
+        // The server on a runtime of its own.
+        let server_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = server_rt.block_on(async {
+            let env = server(conf.clone()).await;
+            env.setup_inline_endpoint("slow", Arc::new(SlowEcho(AtomicU64::new(0))))
+                .unwrap();
+            env
+        });
+        let addr = server.address().unwrap().clone();
+        let client_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        client_rt.block_on(async {
+            let client = RpcEnv::client(conf).unwrap();
+            let r = client
+                .setup_endpoint_ref::<TestMsg>(&addr, "slow")
+                .await
+                .unwrap();
+            let text = |i: usize| {
+                // Every fifth request is a large frame (queued on its own); the others
+                // are packed into segments.
+                let len = if i % 5 == 0 {
+                    200_000
+                } else {
+                    3_000 + i % 1000
+                };
+                char::from(b'a' + (i % 26) as u8).to_string().repeat(len)
+            };
+            let total = 2000usize;
+            // ~40 MB outstanding each way: more than the sockets hold.
+            let mut p = r.pipeline::<Echo>(1024);
+            let mut next = 0usize;
+            let mut got = Vec::new();
+            let mut checked = 0usize;
+            while checked < total {
+                let room = p.room().min(total - next);
+                let pushed = p
+                    .push_batch((next..next + room).map(|i| Echo(text(i))))
+                    .await;
+                next += pushed;
+                got.clear();
+                p.next_batch(&mut got).await;
+                for reply in got.drain(..) {
+                    let reply = reply
+                        .unwrap_or_else(|e| panic!("request {checked} (sealed {sealed}): {e}"));
+                    assert!(
+                        reply == text(checked),
+                        "reply {checked} (sealed {sealed}) differs"
+                    );
+                    checked += 1;
+                }
+            }
+            client.shutdown();
+        });
+        server.shutdown();
+        server_rt.block_on(server.await_termination());
+    }
 }

@@ -169,7 +169,9 @@ state_enum!(
         Running => "RUNNING",
         /// Exited with status 0.
         Finished => "FINISHED",
-        /// Its worker was lost and a replacement (with a new id) was queued.
+        /// Supervised: its worker was lost and a replacement (with a new id) was
+        /// queued (the old record's final state), or it exited non-zero and its
+        /// worker waits out the back-off before starting it again.
         Relaunching => "RELAUNCHING",
         /// Defined by Spark, unused by its master.
         Unknown => "UNKNOWN",
@@ -194,6 +196,12 @@ impl DriverState {
                 | DriverState::Failed
                 | DriverState::Error
         )
+    }
+
+    /// `true` when the driver will not run again: a finished state other than
+    /// RELAUNCHING (whose attempt ended, but the driver goes on).
+    pub fn is_final(self) -> bool {
+        self.is_finished() && self != DriverState::Relaunching
     }
 }
 

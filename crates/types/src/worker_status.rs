@@ -59,6 +59,25 @@ pub struct WorkerStatusDoc {
     /// from older workers.
     #[serde(default)]
     pub binary_cache_hits: u64,
+    /// The worker's shuffle service, when `shuffle.service.enabled`. Absent when
+    /// it is off and in documents from older workers.
+    #[serde(default)]
+    pub shuffle_service: Option<ShuffleServiceDoc>,
+}
+
+/// The shuffle service in [`WorkerStatusDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShuffleServiceDoc {
+    /// The directories it serves (its `local.dir`, handed to its executors).
+    pub local_dirs: Vec<String>,
+    /// Block requests served in full since the worker started.
+    pub requests: u64,
+    /// Blocks served.
+    pub blocks_served: u64,
+    /// Block bytes served.
+    pub bytes_served: u64,
+    /// Requests refused or failed (unknown output, bad ids).
+    pub failed_requests: u64,
 }
 
 /// One executor in [`WorkerStatusDoc`].
@@ -152,6 +171,13 @@ mod tests {
             }],
             binary_fetches: 1,
             binary_cache_hits: 2,
+            shuffle_service: Some(ShuffleServiceDoc {
+                local_dirs: vec!["/tmp".into()],
+                requests: 3,
+                blocks_served: 4,
+                bytes_served: 5,
+                failed_requests: 0,
+            }),
         };
         let value = serde_json::to_value(&doc).expect("json");
         let e = &value["executors"][0];
@@ -161,6 +187,7 @@ mod tests {
         assert_eq!(e["work_dir"], "/w/app-19700101000000-0000/1");
         assert_eq!(value["finished_drivers"][0]["state"], "FINISHED");
         assert_eq!(value["state"], "ALIVE");
+        assert_eq!(value["shuffle_service"]["blocks_served"], 4);
         assert_eq!(
             (&value["binary_fetches"], &value["binary_cache_hits"]),
             (&1.into(), &2.into())

@@ -21,6 +21,16 @@
 //! reason naming the setting. The worker's periodic work dir cleanup also
 //! removes binaries unused for `worker.cleanup.app_data_ttl`. Leftover
 //! temporary files of an earlier worker are removed when the cache opens.
+//!
+//! A worker in the driver's own process (`local-cluster`) need not fetch the
+//! driver's binary: [`BinaryCache::seed`] adopts a local file whose hash the
+//! process computed itself, hard-linking it into the cache (a copy, made
+//! 0700, when the link fails, e.g. across filesystems, or the file is not
+//! executable by its owner: a link's mode is the source's, never changed). It is for in-process callers only:
+//! no peer can seed, and the file must still be the one that was hashed (same
+//! device, inode, size and mtime), else nothing is seeded and launches fetch
+//! as usual. A seeded binary counts as neither a fetch nor a hit; launches
+//! that then find it count as hits.
 
 use std::collections::HashMap;
 use std::fs;
@@ -102,6 +112,19 @@ pub enum BinaryError {
         actual: String,
         /// The size of what arrived.
         actual_size: u64,
+    },
+    /// A seed named something that is not a sha256.
+    #[error("cannot seed the binary cache: {0:?} is not a sha256 (64 lowercase hex digits)")]
+    NotAHash(String),
+    /// The file to seed is no longer the one that was hashed.
+    #[error(
+        "cannot seed the binary cache from {}: the file changed since it was hashed \
+         (device, inode, size or mtime differ); launches fetch it instead",
+        path.display()
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
     },
     /// A file operation in the cache directory failed.
     #[error("binary cache {}: {what}", path.display())]
@@ -253,6 +276,143 @@ impl BinaryCache {
             locks.remove(&source.sha256);
         }
         result
+    }
+
+    /// Adopts `src`, a local file this process hashed itself (`sha256`,
+    /// `size`; `hashed` its metadata taken before hashing), as the cached
+    /// binary of that hash, without a fetch: see the [module docs](self).
+    /// Returns the cached path. Only for in-process callers (the driver of a
+    /// `local-cluster`): the hash is trusted, so it must never come from a
+    /// peer. Already cached: nothing done.
+    pub async fn seed(
+        self: &Arc<Self>,
+        src: &Path,
+        sha256: &str,
+        size: u64,
+        hashed: &fs::Metadata,
+    ) -> Result<PathBuf, BinaryError> {
+        if !is_sha256(sha256) {
+            return Err(BinaryError::NotAHash(sha256.to_owned()));
+        }
+        if size > self.max_size {
+            return Err(BinaryError::TooLarge {
+                uri: src.display().to_string(),
+                size,
+                max: self.max_size,
+            });
+        }
+        let lock = self
+            .locks
+            .lock()
+            .entry(sha256.to_owned())
+            .or_default()
+            .clone();
+        let result = {
+            let _guard = lock.lock().await;
+            let cache = self.clone();
+            let (src, sha, hashed) = (src.to_owned(), sha256.to_owned(), hashed.clone());
+            tokio::task::spawn_blocking(move || cache.seed_locked(&src, &sha, size, &hashed))
+                .await
+                .map_err(|e| BinaryError::Io {
+                    path: self.dir.clone(),
+                    what: "seeding task failed",
+                    source: io::Error::other(e.to_string()),
+                })?
+        };
+        drop(lock);
+        let mut locks = self.locks.lock();
+        if locks.get(sha256).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(sha256);
+        }
+        result
+    }
+
+    /// [`BinaryCache::seed`] under the hash's lock. Blocking.
+    fn seed_locked(
+        self: &Arc<Self>,
+        src: &Path,
+        sha256: &str,
+        size: u64,
+        hashed: &fs::Metadata,
+    ) -> Result<PathBuf, BinaryError> {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let same = |m: &fs::Metadata| {
+            m.dev() == hashed.dev()
+                && m.ino() == hashed.ino()
+                && m.len() == size
+                && hashed.len() == size
+                && m.mtime() == hashed.mtime()
+                && m.mtime_nsec() == hashed.mtime_nsec()
+        };
+        let path = self.dir.join(sha256);
+        if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size) {
+            return Ok(path);
+        }
+        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir, "cannot create the directory"))?;
+        {
+            // Held while making room and installing, so no eviction removes it.
+            let _lease = self.lease(sha256, &path);
+            self.make_room(sha256, size, &src.display().to_string())?;
+            let n = self.downloads.fetch_add(1, Ordering::Relaxed);
+            let tmp = self
+                .dir
+                .join(format!("{PART_PREFIX}{sha256}-{}-{n}", std::process::id()));
+            // A link shares the source's mode, which is never changed here: only a
+            // file its owner may already run is linked, anything else is copied.
+            let runnable = hashed.permissions().mode() & 0o100 != 0;
+            let linked = if runnable {
+                fs::hard_link(src, &tmp)
+            } else {
+                Err(io::Error::other("not executable"))
+            };
+            let placed = match linked {
+                // The link is the very inode that was hashed, or it is refused.
+                Ok(()) => match fs::metadata(&tmp) {
+                    Ok(m) if same(&m) => Ok("linked"),
+                    Ok(_) => Err(BinaryError::Changed {
+                        path: src.to_owned(),
+                    }),
+                    Err(e) => Err(io_err(&tmp, "cannot read the link")(e)),
+                },
+                Err(_) => fs::copy(src, &tmp)
+                    .map_err(io_err(&tmp, "cannot copy the binary"))
+                    .and_then(|_| {
+                        // The source did not change while it was copied.
+                        match fs::metadata(src) {
+                            Ok(m) if same(&m) => Ok(()),
+                            Ok(_) => Err(BinaryError::Changed {
+                                path: src.to_owned(),
+                            }),
+                            Err(e) => Err(io_err(src, "cannot read the binary")(e)),
+                        }
+                    })
+                    .and_then(|()| {
+                        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
+                            .map_err(io_err(&tmp, "cannot make the copy executable"))
+                    })
+                    .map(|()| "copied"),
+            };
+            let placed = placed.and_then(|how| {
+                fs::rename(&tmp, &path)
+                    .map_err(io_err(&path, "cannot move the binary into place"))
+                    .map(|()| how)
+            });
+            match placed {
+                Ok(how) => {
+                    tracing::info!(
+                        sha256,
+                        size,
+                        "binary cache seeded ({how}) from {}",
+                        src.display()
+                    );
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(path)
     }
 
     async fn ensure_locked(

@@ -12,7 +12,14 @@
 //!   definition);
 //! - with stdin from `/dev/null` and stdout/stderr appended to the files
 //!   `stdout` and `stderr` in the work directory; a header naming the command is
-//!   written to `stderr` first, like Spark's `Spark Executor Command: ...`;
+//!   written to `stderr` first, like Spark's `Spark Executor Command: ...`. The
+//!   child writes into pipes that a copier thread per stream drains into the file,
+//!   **rolling it by size** ([`set_log_max_size`], `worker.log.max_size`): a file
+//!   about to pass the limit is renamed `stdout.1` (older ones shift up to
+//!   [`ROLLED_LOG_FILES`], the oldest is removed) and a new one begun, so a chatty
+//!   child cannot fill the disk (Spark's `RollingFileAppender` with the size
+//!   strategy). A copier ends when every writer of its pipe has exited (EOF);
+//!   children never outlive the worker, so neither do copiers;
 //! - as the leader of its own process group, so that signals reach everything
 //!   it starts;
 //! - so that it dies with the worker, even when the worker is SIGKILLed (Linux);
@@ -71,6 +78,22 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
+
+/// How many rolled files (`stdout.1` … `stdout.N`) are kept besides the current one.
+pub const ROLLED_LOG_FILES: u32 = 2;
+
+/// `worker.log.max_size`'s default: 128 MiB.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 128 * 1024 * 1024;
+
+static LOG_MAX_SIZE: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_LOG_MAX_SIZE);
+
+/// Sets the size (bytes, at least 1) at which children's stdout/stderr files roll
+/// over (`worker.log.max_size`). One setting for the process, like
+/// [`set_child_secret`].
+pub fn set_log_max_size(bytes: u64) {
+    LOG_MAX_SIZE.store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Name of the file in the work directory that receives the child's stdout.
 pub const STDOUT_FILE: &str = "stdout";
@@ -478,7 +501,15 @@ struct Shared {
     reaped: Mutex<Option<ExitStatus>>,
     /// Publishes the status after reaping.
     status_tx: watch::Sender<Option<ExitStatus>>,
+    /// Disconnected once each log copier has drained its pipe; the reaper waits
+    /// for them (bounded by [`COPIER_DRAIN`]) before publishing the status, so a
+    /// reported exit means the child's output is in its files.
+    copiers: Mutex<Vec<mpsc::Receiver<()>>>,
 }
+
+/// How long the reaper waits for a child's log copiers after it exited (a
+/// descendant that escaped the kill may hold a pipe open).
+const COPIER_DRAIN: Duration = Duration::from_secs(2);
 
 impl Shared {
     /// Kills everything the child started: through its supervisor (which SIGKILLs
@@ -740,6 +771,128 @@ fn open_log(path: &Path) -> Result<File, RunnerError> {
         })
 }
 
+/// A pipe whose read end a [`LogCopier`] drains into a size-rolled file.
+fn log_pipe(path: PathBuf, file: File, max_size: u64) -> Result<(Stdio, LogCopier), RunnerError> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(RunnerError::OpenLog {
+            path,
+            source: io::Error::last_os_error(),
+        });
+    }
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let written = file.metadata().map_or(0, |m| m.len());
+    Ok((
+        Stdio::from(write),
+        LogCopier {
+            input: File::from(read),
+            path,
+            file,
+            written,
+            max_size,
+        },
+    ))
+}
+
+/// Copies a child's output from a pipe into its log file, rolling the file by size.
+struct LogCopier {
+    input: File,
+    path: PathBuf,
+    file: File,
+    written: u64,
+    max_size: u64,
+}
+
+impl LogCopier {
+    /// Runs the copier on a thread of its own until EOF; the receiver disconnects
+    /// when it is done. If no thread can be started the read end is dropped: the
+    /// child's writes then fail (EPIPE) instead of blocking it.
+    fn start(self) -> Option<mpsc::Receiver<()>> {
+        let path = self.path.clone();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let started = thread::Builder::new()
+            .name("flint-log-copy".to_owned())
+            .stack_size(REAPER_STACK_SIZE)
+            .spawn(move || {
+                self.run();
+                drop(done_tx);
+            });
+        match started {
+            Ok(_) => Some(done_rx),
+            Err(e) => {
+                tracing::warn!("cannot start a thread to copy into {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    fn run(mut self) {
+        use std::io::Read as _;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut failed = false;
+        loop {
+            let n = match self.input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("cannot read child output for {}: {e}", self.path.display());
+                    break;
+                }
+            };
+            // Keep draining after a write error so the child never blocks on a
+            // full pipe; warn once.
+            if let Err(e) = self.write(&buf[..n]) {
+                if !failed {
+                    tracing::warn!("cannot write child output to {}: {e}", self.path.display());
+                    failed = true;
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.written >= self.max_size {
+                self.roll()?;
+            }
+            let room = usize::try_from(self.max_size - self.written).unwrap_or(usize::MAX);
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.file.write_all(now)?;
+            self.written += now.len() as u64;
+            data = rest;
+        }
+        Ok(())
+    }
+
+    /// `stdout.{N-1}` → `stdout.N` …, `stdout` → `stdout.1`, a new empty `stdout`.
+    fn roll(&mut self) -> io::Result<()> {
+        let rolled = |i: u32| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(format!(".{i}"));
+            PathBuf::from(name)
+        };
+        for i in (1..ROLLED_LOG_FILES).rev() {
+            match fs::rename(rolled(i), rolled(i + 1)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        fs::rename(&self.path, rolled(1))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
 /// Runs on the spawner thread.
 fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
     let command = spec.display_command();
@@ -749,19 +902,23 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
     })?;
     let stdout_path = spec.dir.join(STDOUT_FILE);
     let stderr_path = spec.dir.join(STDERR_FILE);
-    let stdout = open_log(&stdout_path)?;
-    let mut stderr = open_log(&stderr_path)?;
+    let stdout_file = open_log(&stdout_path)?;
+    let mut stderr_file = open_log(&stderr_path)?;
     let header = format!(
         "{} {command}\n{}\n\n",
         spec.kind.header_label(),
         "=".repeat(40)
     );
-    stderr
+    stderr_file
         .write_all(header.as_bytes())
         .map_err(|source| RunnerError::WriteHeader {
             path: stderr_path.clone(),
             source,
         })?;
+
+    let max_size = LOG_MAX_SIZE.load(std::sync::atomic::Ordering::Relaxed);
+    let (stdout, stdout_copier) = log_pipe(stdout_path.clone(), stdout_file, max_size)?;
+    let (stderr, stderr_copier) = log_pipe(stderr_path.clone(), stderr_file, max_size)?;
 
     let program = spec.resolved_program();
     let supervisor = supervisor();
@@ -809,6 +966,13 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
         dir: spec.dir.clone(),
         source,
     })?;
+    // Our copies of the pipes' write ends go with the command, so the copiers see
+    // EOF once the child (and whatever it started) has gone.
+    drop(cmd);
+    let copiers: Vec<mpsc::Receiver<()>> = [stdout_copier.start(), stderr_copier.start()]
+        .into_iter()
+        .flatten()
+        .collect();
     // From here on we wait for and signal the child by pid ourselves; dropping
     // std's handle neither waits nor kills.
     let pid = libc::pid_t::try_from(child.id()).unwrap_or(libc::pid_t::MAX);
@@ -821,6 +985,7 @@ fn launch(spec: LaunchSpec) -> Result<RunningChild, RunnerError> {
         supervised: supervisor.is_some(),
         reaped: Mutex::new(None),
         status_tx,
+        copiers: Mutex::new(copiers),
     });
     let reaper_shared = Arc::clone(&shared);
     let started = thread::Builder::new()
@@ -909,6 +1074,13 @@ fn reap(shared: &Shared) {
         *reaped = Some(status);
         status
     };
+    let deadline = std::time::Instant::now() + COPIER_DRAIN;
+    for done in shared.copiers.lock().drain(..) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(left) {
+            tracing::warn!(pid, command = %shared.command, "child output still open after its exit");
+        }
+    }
     tracing::debug!(pid, command = %shared.command, "child {status}");
     shared.status_tx.send_replace(Some(status));
 }

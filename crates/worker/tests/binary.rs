@@ -624,3 +624,126 @@ async fn a_cluster_mode_driver_runs_from_a_fetched_binary() {
     submitter.shutdown();
     submitter.await_termination().await;
 }
+
+#[tokio::test]
+async fn a_seeded_binary_runs_without_a_fetch() {
+    let c = Cluster::start().await;
+    let driver = RpcEnv::server(rpc_conf(&conf()), "127.0.0.1", 0)
+        .await
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (path, source) = serve(&driver, files.path(), "my-app", SCRIPT).await;
+    let hashed = std::fs::metadata(&path).unwrap();
+
+    let cached = c
+        .worker
+        .seed_binary(&path, &source.sha256, source.size, &hashed)
+        .await
+        .unwrap();
+    assert_eq!(
+        cached,
+        c.worker
+            .work_dir()
+            .join(BINARY_CACHE_DIR)
+            .join(&source.sha256)
+    );
+    assert_eq!(std::fs::read(&cached).unwrap(), SCRIPT);
+    // Seeding again is a no-op.
+    let again = c
+        .worker
+        .seed_binary(&path, &source.sha256, source.size, &hashed)
+        .await
+        .unwrap();
+    assert_eq!(again, cached);
+    let s = c.worker.status().await;
+    assert_eq!((s.binary_fetches, s.binary_cache_hits), (0, 0), "{s:#?}");
+
+    let app1 = register(&driver, &c, app("seeded", source.clone()));
+    let id = app_id(&app1).await;
+    let s = wait_status(&c.worker, "the seeded app's executor RUNNING", |s| {
+        s.executors
+            .iter()
+            .any(|e| e.app_id == id && e.state == ExecutorState::Running)
+    })
+    .await;
+    let exec = s.executors.iter().find(|e| e.app_id == id).unwrap();
+    wait_file_contains(
+        &PathBuf::from(&exec.work_dir).join("stdout"),
+        &format!(
+            "binary ran: {} --executor-id {}",
+            cached.display(),
+            exec.exec_id
+        ),
+    )
+    .await;
+    assert_eq!(s.binary_fetches, 0, "{s:#?}");
+    assert!(s.binary_cache_hits >= 1, "{s:#?}");
+    assert_eq!(std::fs::read(&cached).unwrap(), SCRIPT);
+
+    app1.stop().await;
+    c.stop().await;
+    driver.shutdown();
+    driver.await_termination().await;
+}
+
+#[tokio::test]
+async fn a_seed_from_a_changed_file_or_a_bad_hash_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = BinaryCache::open(work.path(), 1 << 20).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("bin");
+    std::fs::write(&path, SCRIPT).unwrap();
+    let sha = hex::encode(Sha256::digest(SCRIPT));
+    // Metadata of another file: not the one hashed.
+    let other = files.path().join("other");
+    std::fs::write(&other, SCRIPT).unwrap();
+    let wrong = std::fs::metadata(&other).unwrap();
+    let e = cache
+        .seed(&path, &sha, SCRIPT.len() as u64, &wrong)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BinaryError::Changed { .. }), "{e}");
+    assert!(e.to_string().contains("changed since it was hashed"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(cache.dir())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    let meta = std::fs::metadata(&path).unwrap();
+    let e = cache
+        .seed(&path, "not-a-hash", SCRIPT.len() as u64, &meta)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BinaryError::NotAHash(_)), "{e}");
+    let e = cache.seed(&path, &sha, 2 << 20, &meta).await.unwrap_err();
+    assert!(matches!(e, BinaryError::TooLarge { .. }), "{e}");
+    assert_eq!((cache.fetches(), cache.hits()), (0, 0));
+
+    // Not executable: copied, and the copy made 0700 (the source keeps its mode).
+    use std::os::unix::fs::MetadataExt as _;
+    let cached = cache
+        .seed(&path, &sha, SCRIPT.len() as u64, &meta)
+        .await
+        .unwrap();
+    let m = std::fs::metadata(&cached).unwrap();
+    assert_ne!(m.ino(), meta.ino());
+    assert_eq!(m.permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::read(&cached).unwrap(), SCRIPT);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        meta.permissions().mode() & 0o777
+    );
+
+    // Executable: hard-linked, the very inode that was hashed.
+    let exe = files.path().join("exe");
+    std::fs::write(&exe, b"#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe_meta = std::fs::metadata(&exe).unwrap();
+    let exe_sha = hex::encode(Sha256::digest(b"#!/bin/sh\nexit 0\n"));
+    let linked = cache
+        .seed(&exe, &exe_sha, exe_meta.len(), &exe_meta)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::metadata(&linked).unwrap().ino(), exe_meta.ino());
+    assert_eq!((cache.fetches(), cache.hits()), (0, 0));
+}

@@ -1000,13 +1000,21 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
     );
     let mut now = T0;
     let mut delays = Vec::new();
-    for run_ms in [100, 100, 100, 6_000, 100] {
-        w.handle(
+    for (i, run_ms) in [100, 100, 100, 6_000, 100].into_iter().enumerate() {
+        let fx = w.handle(
             at(now),
             Event::DriverStarted {
                 driver_id: d.clone(),
             },
         );
+        // A relaunched driver is reported RUNNING again; the first start is not
+        // reported (the master marked it RUNNING when it placed it).
+        let expected: &[(DriverId, DriverState)] = if i == 0 {
+            &[]
+        } else {
+            &[(d.clone(), DriverState::Running)]
+        };
+        assert_eq!(driver_reports(&fx), expected);
         now += run_ms;
         let fx = w.handle(
             at(now),
@@ -1015,7 +1023,12 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
                 status: ExitStatus::Exited(1),
             },
         );
-        assert!(driver_reports(&fx).is_empty());
+        assert_eq!(driver_reports(&fx), [(d.clone(), DriverState::Relaunching)]);
+        assert!(fx.iter().any(|e| matches!(
+            e,
+            Effect::ReportDriverState { exception: Some(m), .. }
+                if m.starts_with("command exited with code 1; relaunching in ")
+        )));
         let delay = relaunch_delay(&fx).unwrap();
         delays.push(delay);
         now += delay;
@@ -1029,6 +1042,40 @@ fn supervised_drivers_are_relaunched_with_exponential_backoff() {
     }
     assert_eq!(delays, [1000, 2000, 4000, 1000, 2000]);
     assert_eq!(w.cores_used(), 2, "resources stay held between runs");
+    // Failing fast again and again: the back-off doubles up to one minute.
+    for _ in 0..8 {
+        w.handle(
+            at(now),
+            Event::DriverStarted {
+                driver_id: d.clone(),
+            },
+        );
+        let fx = w.handle(
+            at(now),
+            Event::DriverExited {
+                driver_id: d.clone(),
+                status: ExitStatus::Exited(1),
+            },
+        );
+        delays.push(relaunch_delay(&fx).unwrap());
+        now += delays.last().unwrap();
+        w.handle(
+            at(now),
+            Event::DriverRelaunchTick {
+                driver_id: d.clone(),
+            },
+        );
+    }
+    assert_eq!(
+        delays[5..],
+        [4000, 8000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000]
+    );
+    w.handle(
+        at(now),
+        Event::DriverStarted {
+            driver_id: d.clone(),
+        },
+    );
     // Killed while waiting to be relaunched: KILLED at once.
     let fx = w.handle(
         at(now),

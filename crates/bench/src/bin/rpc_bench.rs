@@ -83,6 +83,14 @@ struct Cli {
     /// ordinary `Endpoint` with its inbox and task, as the latency series uses).
     #[arg(long, default_value = "inline", value_parser = ["inline", "sequential"])]
     pipelined_endpoint: String,
+    /// Run only the pipelined series through a `Pipeline` (after a warm-up of it), for
+    /// `--rounds` rounds, and print one JSON line per side and round with the rate and
+    /// the CPU time per ask of the client and of the server process (summed over their
+    /// threads from /proc/<pid>/task/*/schedstat), then a summary line; separate
+    /// processes only. For comparing builds on a busy machine: CPU per ask moves less
+    /// with other load than the rate does.
+    #[arg(long, conflicts_with = "in_process")]
+    pipelined_only: bool,
     /// Payload bytes of each one-way message.
     #[arg(long, default_value_t = 64)]
     payload: usize,
@@ -166,6 +174,91 @@ fn order(round: u64) -> [Side; 3] {
     let mut o = SIDES;
     o.rotate_left((round % 3) as usize);
     o
+}
+
+/// On-CPU time of every thread of process `pid` so far (`/proc/<pid>/task/*/schedstat`,
+/// nanoseconds); `None` if it cannot be read.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// `--pipelined-only`: the pipelined series through a `Pipeline` alone, with the CPU
+/// time each process spent per ask.
+async fn pipelined_only(
+    c: &mut Clients,
+    params: &Params,
+    server: Option<u32>,
+) -> anyhow::Result<()> {
+    let me = std::process::id();
+    let (n, k) = (params.asks, params.in_flight);
+    let warm = (n / 10).max(1);
+    for side in SIDES {
+        c.pipelined(side, warm, k, false).await?;
+    }
+    // Per side, per round: rate, ratio to raw TCP's rate in the same round, client,
+    // server and total CPU µs per ask.
+    let mut per_side: [Vec<[f64; 5]>; 3] = Default::default();
+    for round in 0..params.rounds {
+        let mut this: [[f64; 4]; 3] = Default::default();
+        for side in order(round) {
+            let (c0, s0) = (process_cpu(me), server.and_then(process_cpu));
+            let rate = c.pipelined(side, n, k, false).await?;
+            let (c1, s1) = (process_cpu(me), server.and_then(process_cpu));
+            let per_ask = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+                (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() * 1e6 / n as f64,
+                _ => f64::NAN,
+            };
+            let (client_us, server_us) = (per_ask(c0, c1), per_ask(s0, s1));
+            this[side.index()] = [rate.per_sec, client_us, server_us, client_us + server_us];
+        }
+        let raw = this[0][0];
+        for side in SIDES {
+            let [rate, cl, sv, all] = this[side.index()];
+            per_side[side.index()].push([rate, rate / raw, cl, sv, all]);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "round": round + 1,
+                    "side": side.name(),
+                    "asks_per_sec": rate,
+                    "ratio_to_raw": rate / raw,
+                    "client_cpu_us_per_ask": cl,
+                    "server_cpu_us_per_ask": sv,
+                    "cpu_us_per_ask": all,
+                })
+            );
+        }
+    }
+    let median = |rows: &[[f64; 5]], i: usize| {
+        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let mut summary = serde_json::Map::new();
+    for side in SIDES {
+        let rows = &per_side[side.index()];
+        summary.insert(
+            side.name().to_string(),
+            serde_json::json!({
+                "asks_per_sec": median(rows, 0),
+                "ratio_to_raw": median(rows, 1),
+                "client_cpu_us_per_ask": median(rows, 2),
+                "server_cpu_us_per_ask": median(rows, 3),
+                "cpu_us_per_ask": median(rows, 4),
+            }),
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "summary": summary, "asks": n, "in_flight": k, "rounds": params.rounds })
+    );
+    Ok(())
 }
 
 /// Addresses the server half announces.
@@ -329,9 +422,16 @@ struct PipelinedSide {
 struct PipelinedReport {
     what: String,
     in_flight: u64,
+    /// Through a `Pipeline` (the fastest form; the target applies to it).
+    api: &'static str,
     raw_tcp: PipelinedSide,
     flint: PipelinedSide,
     flint_sealed: PipelinedSide,
+    /// The same workload with plain `ask`s (`FuturesUnordered` keeping `in_flight`
+    /// outstanding): no target, reported so the table shows both.
+    plain_ask_what: &'static str,
+    flint_plain_ask: PipelinedSide,
+    flint_sealed_plain_ask: PipelinedSide,
 }
 
 #[derive(Serialize)]
@@ -729,12 +829,25 @@ impl Clients {
         })
     }
 
-    async fn pipelined(&mut self, side: Side, n: u64, k: u64) -> anyhow::Result<Rate> {
+    /// Pipelined requests: raw TCP's echo loop, flint's `Pipeline` (or, with
+    /// `plain_ask`, flint's plain `ask`s kept `k` outstanding).
+    async fn pipelined(
+        &mut self,
+        side: Side,
+        n: u64,
+        k: u64,
+        plain_ask: bool,
+    ) -> anyhow::Result<Rate> {
         let t = Instant::now();
-        let done = match side {
-            Side::Raw => self.raw.pipelined(n, k, PING_PAYLOAD).await?,
-            Side::FlintSealed => rpc::pipelined(&self.sealed_pipelined, n, k).await?,
-            Side::Flint => rpc::pipelined(&self.plain_pipelined, n, k).await?,
+        let r = match side {
+            Side::Raw => None,
+            Side::FlintSealed => Some(&self.sealed_pipelined),
+            Side::Flint => Some(&self.plain_pipelined),
+        };
+        let done = match r {
+            None => self.raw.pipelined(n, k, PING_PAYLOAD).await?,
+            Some(r) if plain_ask => rpc::pipelined(r, n, k).await?,
+            Some(r) => rpc::pipeline(r, n, k).await?,
         };
         if done != n {
             bail!("{}: {n} pipelined asks but {done} answers", side.name());
@@ -893,6 +1006,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     ));
 
     let mut c = Clients::connect(&announce, secret.as_bytes(), &cli.pipelined_endpoint).await?;
+    if cli.pipelined_only {
+        let server = child.as_ref().and_then(|(c, _)| c.id());
+        return pipelined_only(&mut c, &params, server).await;
+    }
     let conf = RpcConf::default();
     let peak_reset = reset_peak_rss();
 
@@ -912,7 +1029,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     ));
     for side in SIDES {
         c.ping_pong(side, w).await?;
-        c.pipelined(side, aw, k).await?;
+        c.pipelined(side, aw, k, false).await?;
+        if side != Side::Raw {
+            c.pipelined(side, aw, k, true).await?;
+        }
         c.bulk(side, sw).await?;
     }
 
@@ -921,10 +1041,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut samples: [Vec<Duration>; 3] = Default::default();
     let mut ow: [Vec<OneWayResult>; 3] = Default::default();
     let mut pl: [Vec<Rate>; 3] = Default::default();
+    let mut pa: [Vec<Rate>; 3] = Default::default();
     let mut st: [Vec<Throughput>; 3] = Default::default();
     let mut chunks = [0u64; 3];
-    let (mut lat_peak, mut pl_peak, mut st_peak) =
-        (Peaks::default(), Peaks::default(), Peaks::default());
+    let (mut lat_peak, mut pl_peak, mut pa_peak, mut st_peak) = (
+        Peaks::default(),
+        Peaks::default(),
+        Peaks::default(),
+        Peaks::default(),
+    );
     for round in 0..rounds {
         let order = order(round);
         progress(&format!(
@@ -957,8 +1082,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         for side in order {
             reset_peak_rss();
-            pl[side.index()].push(c.pipelined(side, a, k).await?);
+            pl[side.index()].push(c.pipelined(side, a, k, false).await?);
             pl_peak.track(side, peak_rss_mib());
+            if side != Side::Raw {
+                reset_peak_rss();
+                pa[side.index()].push(c.pipelined(side, a, k, true).await?);
+                pa_peak.track(side, peak_rss_mib());
+            }
         }
         for side in order {
             reset_peak_rss();
@@ -1072,9 +1202,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rate,
         }
     };
+    let pa_side = |side: Side| {
+        let rate = Rate::median(&pa[side.index()]);
+        PipelinedSide {
+            ratio: Some(ratio(rate.per_sec, raw_pl.per_sec)),
+            target_ratio: None,
+            meets_target: None,
+            client_peak_rss_mib: pa_peak.get(side),
+            rate,
+        }
+    };
     let pipelined_ask = PipelinedReport {
         what: format!(
-            "{a} small requests over one connection with {k} outstanding at all times to a{} endpoint (raw TCP: echo frames, as many new ones written in one call as answers arrived)",
+            "{a} small requests over one connection with {k} outstanding at all times to a{} endpoint; flint: a Pipeline with a window of {k}, every reply there taken in order and as many new requests pushed in one batch (raw TCP: echo frames, as many new ones written in one call as answers arrived)",
             if cli.pipelined_endpoint == "inline" {
                 "n inline (InlineEndpoint, answered on the connection's reader task)"
             } else {
@@ -1082,9 +1222,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         ),
         in_flight: k,
+        api: "Pipeline (EndpointRef::pipeline, push_batch / next_batch)",
         raw_tcp: pl_side(Side::Raw),
         flint: pl_side(Side::Flint),
         flint_sealed: pl_side(Side::FlintSealed),
+        plain_ask_what: "the same requests as plain EndpointRef::ask futures, kept in a FuturesUnordered",
+        flint_plain_ask: pa_side(Side::Flint),
+        flint_sealed_plain_ask: pa_side(Side::FlintSealed),
     };
 
     // Streams.

@@ -35,6 +35,7 @@ enum Out {
     Launch(String, Vec<u8>),
     Kill(String, u64),
     RemoveBlocks(String, u64),
+    RemoveShuffle(u64),
     Stop(String, String),
 }
 
@@ -53,6 +54,9 @@ impl Executors for RpcExecutors {
     }
     fn remove_blocks(&mut self, executor: &str, cache: u64) {
         let _ = self.tx.send(Out::RemoveBlocks(executor.to_string(), cache));
+    }
+    fn remove_shuffle(&mut self, shuffle: u64) {
+        let _ = self.tx.send(Out::RemoveShuffle(shuffle));
     }
     fn kill_executor(&mut self, executor: &str, reason: &str) {
         let _ = self
@@ -136,6 +140,16 @@ async fn sender(
         }
         for m in rest {
             let (exec, msg) = match m {
+                Out::RemoveShuffle(s) => {
+                    let all: Vec<_> = refs
+                        .lock()
+                        .map(|r| r.values().cloned().collect())
+                        .unwrap_or_default();
+                    for r in all {
+                        let _ = r.send(ExecutorMsg::RemoveShuffle(s));
+                    }
+                    continue;
+                }
                 Out::Kill(e, t) => (e, ExecutorMsg::Kill(t)),
                 Out::RemoveBlocks(e, c) => (e, ExecutorMsg::RemoveBlocks(c)),
                 Out::Stop(e, why) => {
@@ -176,15 +190,71 @@ pub(crate) struct DriverState {
     pub started: Instant,
     /// Executors registered so far.
     pub registered: Arc<AtomicU32>,
+    /// Cores of the executors registered so far, and a wake-up for whoever waits for
+    /// enough of them (`scheduler.min_registered_resources_percent`).
+    pub registered_cores: Arc<RegisteredCores>,
     /// Set when the application is being stopped: executors leaving then are expected.
     pub stopping: Arc<AtomicBool>,
+    /// The application's shuffle settings for its executors.
+    pub shuffle_conf: Vec<(String, String)>,
+}
+
+/// Cores of the executors registered with the driver so far (never decreases: it is
+/// what the start-up wait counts, as Spark's `sufficientResourcesRegistered` does).
+#[derive(Default)]
+pub(crate) struct RegisteredCores {
+    cores: AtomicU32,
+    changed: tokio::sync::Notify,
+}
+
+impl RegisteredCores {
+    fn add(&self, cores: u32) {
+        self.cores.fetch_add(cores, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until at least `wanted` cores have registered or `deadline` passes;
+    /// returns the cores registered then.
+    pub async fn wait_for(&self, wanted: u32, deadline: tokio::time::Instant) -> u32 {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = self.cores.load(Ordering::SeqCst);
+            if now >= wanted {
+                return now;
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(deadline) => return self.cores.load(Ordering::SeqCst),
+            }
+        }
+    }
+}
+
+/// The settings an application's executors take from its driver for their shuffles.
+pub(crate) fn shuffle_conf(conf: &flint_conf::Conf) -> Vec<(String, String)> {
+    [
+        "executor.memory",
+        "shuffle.compress",
+        "shuffle.memory_percent",
+        "shuffle.spill.memory_budget",
+        "shuffle.max_bytes_in_flight",
+        "shuffle.file_buffer",
+        "shuffle.sync",
+        "shuffle.service.enabled",
+    ]
+    .iter()
+    .filter_map(|k| Some((k.to_string(), conf.get(k)?.to_string())))
+    .collect()
 }
 
 /// The `flint-driver` endpoint.
 pub(crate) struct DriverEndpoint {
     st: DriverState,
     by_addr: HashMap<RpcAddress, String>,
-    partial: HashMap<u64, Vec<u8>>,
+    /// Large results being reassembled: task id → (its executor, bytes so far).
+    partial: HashMap<u64, (String, Vec<u8>)>,
     partial_bytes: u64,
 }
 
@@ -200,6 +270,7 @@ impl DriverEndpoint {
 
     fn fail_task(&self, task_id: u64, why: String) {
         let r = TaskResult {
+            shuffle: Default::default(),
             task_id,
             outcome: TaskOutcome::Failed(TaskError::Io(why)),
             accumulators: vec![],
@@ -217,11 +288,11 @@ impl DriverEndpoint {
         } else {
             self.st.max_result
         };
-        let have = self.partial.get(&c.task_id).map_or(0, |p| p.len() as u64);
+        let have = self.partial.get(&c.task_id).map_or(0, |p| p.1.len() as u64);
         let new_len = have + c.bytes.len() as u64;
         if c.total > limit || new_len > c.total || self.partial_bytes + c.bytes.len() as u64 > limit
         {
-            if let Some(p) = self.partial.remove(&c.task_id) {
+            if let Some((_, p)) = self.partial.remove(&c.task_id) {
                 self.partial_bytes -= p.len() as u64;
             }
             self.fail_task(
@@ -235,10 +306,13 @@ impl DriverEndpoint {
             return;
         }
         self.partial_bytes += c.bytes.len() as u64;
-        let buf = self.partial.entry(c.task_id).or_default();
+        let (_, buf) = self
+            .partial
+            .entry(c.task_id)
+            .or_insert_with(|| (c.executor_id.clone(), Vec::new()));
         buf.extend_from_slice(&c.bytes);
         if buf.len() as u64 == c.total {
-            if let Some(done) = self.partial.remove(&c.task_id) {
+            if let Some((_, done)) = self.partial.remove(&c.task_id) {
                 self.partial_bytes -= done.len() as u64;
                 self.st.sink.send(done);
             }
@@ -296,6 +370,7 @@ impl Endpoint for DriverEndpoint {
                     refs.insert(r.executor_id.clone(), r.endpoint);
                 }
                 let n = self.st.registered.fetch_add(1, Ordering::SeqCst) + 1;
+                self.st.registered_cores.add(r.cores.max(1));
                 tracing::info!(
                     executor = %r.executor_id, host = %r.host, cores = r.cores,
                     "executor registered ({n} so far, {:.0} ms after the application started)",
@@ -312,6 +387,7 @@ impl Endpoint for DriverEndpoint {
                     memory: self.st.memory,
                     heartbeat_ms: self.st.heartbeat_ms,
                     inline_limit: self.st.inline_limit,
+                    shuffle_conf: self.st.shuffle_conf.clone(),
                 }));
             }
             DriverMsg::Heartbeat(h) => {
@@ -336,6 +412,15 @@ impl Endpoint for DriverEndpoint {
             if let Ok(mut refs) = self.st.refs.lock() {
                 refs.remove(&id);
             }
+            // Its half-received results will not be completed (the tasks re-run).
+            let partial_bytes = &mut self.partial_bytes;
+            self.partial.retain(|_, (exec, bytes)| {
+                let keep = *exec != id;
+                if !keep {
+                    *partial_bytes -= bytes.len() as u64;
+                }
+                keep
+            });
             if self.st.stopping.load(Ordering::SeqCst) {
                 tracing::debug!(executor = %id, "executor left as the application stopped");
             } else {
@@ -460,6 +545,10 @@ pub(crate) async fn register_app(
         }
     };
     tokio::spawn(async move {
+        // Which worker each granted executor is on (kept after the executor goes: with
+        // the shuffle service its outputs stay on that worker). Bounded by the
+        // executors the master granted; a worker's entries go with the worker.
+        let mut placed: HashMap<String, Vec<String>> = HashMap::new();
         while let Some(ev) = events.recv().await {
             match ev {
                 AppEvent::ExecutorAdded {
@@ -469,6 +558,10 @@ pub(crate) async fn register_app(
                     ..
                 } => {
                     tracing::info!(executor = %exec_id, worker = %worker_id, cores, "executor granted by the master");
+                    placed
+                        .entry(worker_id.to_string())
+                        .or_default()
+                        .push(exec_id.to_string());
                 }
                 AppEvent::ExecutorRemoved {
                     exec_id,
@@ -488,6 +581,20 @@ pub(crate) async fn register_app(
                         tracing::warn!(executor = %id, "executor lost: {reason}");
                     }
                     sink.scheduler_event(Event::ExecutorLost { id, reason });
+                }
+                AppEvent::WorkerRemoved {
+                    worker_id,
+                    host,
+                    message,
+                } => {
+                    // Its shuffle service is gone with it: every map output its
+                    // executors wrote is lost, whoever served it (Spark's
+                    // `workerRemoved`, by worker rather than host).
+                    tracing::warn!(worker = %worker_id, %host, "worker removed by the master: {message}; its map outputs are lost");
+                    let executors = placed
+                        .remove(worker_id.as_ref() as &str)
+                        .unwrap_or_default();
+                    sink.scheduler_event(Event::WorkerLost { executors });
                 }
                 AppEvent::Dead(reason) if stopping.load(Ordering::SeqCst) => {
                     tracing::debug!("the application ended: {reason}")

@@ -3,6 +3,9 @@
 //! this process and in its executors' environments. The workers' work dirs (executor
 //! logs) live in a temporary directory removed when the cluster stops.
 
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
+
 use flint_conf::Conf;
 use flint_master::{MasterHandle, MasterOptions};
 use flint_rpc::RpcAddress;
@@ -29,6 +32,28 @@ pub(crate) fn with_secret(conf: Conf) -> Conf {
     }
 }
 
+/// `conf` with `executor.memory` fitting a local-cluster worker of `memory_mb` MiB:
+/// the worker's memory when unset (the default 1g would never fit a smaller worker and
+/// the app would starve), an error when set larger (as Spark's local-cluster refuses).
+pub(crate) fn executor_memory(conf: Conf, memory_mb: u32) -> Result<Conf, ClusterError> {
+    match conf.get("executor.memory") {
+        None => Ok(conf.set("executor.memory", format!("{memory_mb}m"))),
+        Some(v) => {
+            let asked = conf
+                .bytes("executor.memory", 0, flint_conf::SizeUnit::Mebibytes)
+                .map_err(|e| ClusterError::App(e.to_string()))?;
+            if asked > u64::from(memory_mb) << 20 {
+                Err(ClusterError::App(format!(
+                    "executor.memory = {v} does not fit a local-cluster worker of {memory_mb} MiB: \
+                     lower executor.memory or raise M in local-cluster[W,C,M]"
+                )))
+            } else {
+                Ok(conf)
+            }
+        }
+    }
+}
+
 /// Starts the master and the workers; executors get the secret from the workers.
 pub(crate) async fn start(
     conf: &Conf,
@@ -40,9 +65,16 @@ pub(crate) async fn start(
         .get("auth.secret")
         .map(|s| flint_rpc::Secret::new(s.as_bytes().to_vec()));
     flint_worker::runner::set_child_secret(secret);
-    let dir = tempfile::Builder::new()
-        .prefix("flint-local-cluster-")
-        .tempdir()
+    // Work dirs of local clusters whose driver was killed (SIGKILL) go first.
+    let parent = std::env::temp_dir();
+    let removed = flint_daemon::scratch::remove_stale(&parent, "flint-local-cluster-");
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} local-cluster work dir(s) left in {} by drivers that were killed",
+            parent.display()
+        );
+    }
+    let dir = flint_daemon::scratch::create(&parent, "flint-local-cluster-")
         .map_err(|e| ClusterError::Embedded(format!("creating the work dirs: {e}")))?;
     let master = flint_master::start(MasterOptions {
         host: "127.0.0.1".into(),
@@ -92,6 +124,27 @@ impl Embedded {
         self.master.rpc_address().clone()
     }
 
+    /// Puts the driver's binary (`exe`, hashed by this process: `sha256`, `size`,
+    /// `hashed` its metadata from before hashing) into every worker's binary cache,
+    /// so their first launches run it without fetching and hashing it again. The
+    /// first worker links (or copies) the file, the others link the first's copy.
+    /// A worker that cannot be seeded fetches as usual (logged, not an error).
+    pub async fn seed_binary(&self, exe: &Path, sha256: &str, size: u64, hashed: &Metadata) {
+        let mut src: (PathBuf, Metadata) = (exe.to_owned(), hashed.clone());
+        for w in &self.workers {
+            match w.seed_binary(&src.0, sha256, size, &src.1).await {
+                Ok(cached) => {
+                    if let Ok(m) = std::fs::metadata(&cached) {
+                        src = (cached, m);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %w.id(), "not seeding the binary cache ({e}); its executors fetch the binary");
+                }
+            }
+        }
+    }
+
     /// Stops the workers (they kill and reap their executors), then the master, and
     /// removes the work dirs.
     pub async fn stop(mut self) {
@@ -106,5 +159,29 @@ impl Embedded {
         if let Some(d) = self.dir.take() {
             let _ = d.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executor_memory_defaults_to_the_workers_and_refuses_more() {
+        let c = executor_memory(Conf::new(), 512).unwrap();
+        assert_eq!(c.get("executor.memory"), Some("512m"));
+        let c = executor_memory(Conf::new().set("executor.memory", "256m"), 512).unwrap();
+        assert_eq!(c.get("executor.memory"), Some("256m"));
+        let e = executor_memory(Conf::new().set("executor.memory", "1g"), 512)
+            .expect_err("1g does not fit 512 MiB")
+            .to_string();
+        assert!(
+            e.contains("executor.memory = 1g") && e.contains("local-cluster[W,C,M]"),
+            "{e}"
+        );
+        let e = executor_memory(Conf::new().set("executor.memory", "lots"), 512)
+            .expect_err("not a size")
+            .to_string();
+        assert!(e.contains("executor.memory"), "{e}");
     }
 }

@@ -114,6 +114,7 @@ impl Endpoint for ExecutorEndpoint {
             }
             ExecutorMsg::Kill(t) => self.env.kill(t),
             ExecutorMsg::RemoveBlocks(c) => self.env.remove_cache(c),
+            ExecutorMsg::RemoveShuffle(s) => self.env.remove_shuffle(s),
             ExecutorMsg::Stop(why) => {
                 let _ = self.exit.send(Exit::Stop(why));
             }
@@ -131,8 +132,15 @@ fn serve(url: &str) -> Result<(), ClusterError> {
     let u = parse_url(url)?;
     let exe = std::env::current_exe()
         .map_err(|e| ClusterError::Executor(format!("locating this binary: {e}")))?;
-    let (sha, _) = driver::sha256_file(&exe)
-        .map_err(|e| ClusterError::Executor(format!("hashing {}: {e}", exe.display())))?;
+    // The proof of which binary this is, hashed while the RPC set-up and the connection
+    // to the driver proceed (it is the slowest step of an executor's start).
+    let hashing = std::thread::Builder::new()
+        .name("flint-executor-hash".into())
+        .spawn(move || {
+            driver::sha256_file(&exe)
+                .map_err(|e| ClusterError::Executor(format!("hashing {}: {e}", exe.display())))
+        })
+        .map_err(|e| ClusterError::Executor(format!("starting a thread: {e}")))?;
     let vars = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     let conf = flint_conf::load(None, vars, std::iter::empty::<&str>())?.conf;
@@ -151,7 +159,10 @@ fn serve(url: &str) -> Result<(), ClusterError> {
         .parse()
         .map_err(|e| ClusterError::Executor(format!("driver address {:?}: {e}", u.driver)))?;
     rt.block_on(async {
-        let env = RpcEnv::client(rpc).map_err(|e| ClusterError::Rpc(e.to_string()))?;
+        // A server, so that other executors fetch this one's map outputs from it.
+        let env = RpcEnv::server(rpc, &u.host, 0)
+            .await
+            .map_err(|e| ClusterError::Rpc(format!("starting the executor's RPC server: {e}")))?;
         let driver = env
             .setup_endpoint_ref::<DriverMsg>(&driver_addr, DRIVER_ENDPOINT)
             .await
@@ -183,13 +194,17 @@ fn serve(url: &str) -> Result<(), ClusterError> {
                 EXECUTOR_ENDPOINT,
                 ExecutorEndpoint {
                     pool,
-                    env: xenv,
+                    env: xenv.clone(),
                     running: running.clone(),
                     driver: Some(driver_addr.clone()),
                     exit: exit_tx.clone(),
                 },
             )
             .map_err(|e| ClusterError::Rpc(e.to_string()))?;
+        let (sha, _) = tokio::task::spawn_blocking(move || hashing.join())
+            .await
+            .map_err(|e| ClusterError::Executor(format!("hashing this binary: {e}")))?
+            .map_err(|_| ClusterError::Executor("hashing this binary panicked".into()))??;
         let reg = driver
             .ask(RegisterExecutor {
                 executor_id: u.id.clone(),
@@ -202,6 +217,7 @@ fn serve(url: &str) -> Result<(), ClusterError> {
             .map_err(|e| ClusterError::Rpc(format!("registering with the driver: {e}")))?
             .map_err(|e| ClusterError::Executor(format!("the driver refused this executor: {e}")))?;
         tracing::info!(app = %reg.app_id, cores = u.cores, "registered with the driver at {driver_addr}");
+        let service = setup_shuffle(&env, &conf, &reg, u.cores, &xenv)?;
         let inline_limit = usize::try_from(reg.inline_limit).unwrap_or(usize::MAX).min(inline_cap);
         // Results: batched, large ones chunked.
         let results_driver = driver.clone();
@@ -276,10 +292,58 @@ fn serve(url: &str) -> Result<(), ClusterError> {
             Some(Exit::Stop(why)) => tracing::info!("the driver stopped this executor: {why}"),
             Some(Exit::Disconnected) | None => tracing::info!("the driver's connection closed; exiting"),
         }
+        // Without the worker's shuffle service, this executor's map outputs go with it.
+        if !service {
+            xenv.remove_all_shuffles();
+        }
         env.shutdown();
         Ok(())
     })
 }
+
+/// The executor's shuffle side: the driver's shuffle settings over its own, its files
+/// under `local.dir` for the application, and a block server on its RPC server for
+/// other executors' reduce tasks. Returns whether the worker's shuffle service serves
+/// (and cleans up) its map outputs instead.
+fn setup_shuffle(
+    env: &RpcEnv,
+    conf: &flint_conf::Conf,
+    reg: &super::proto::Registered,
+    cores: u32,
+    xenv: &Arc<ExecutorEnv>,
+) -> Result<bool, ClusterError> {
+    let mut conf = conf.clone();
+    for (k, v) in &reg.shuffle_conf {
+        conf.insert(k, v.clone(), flint_conf::Source::Code);
+    }
+    let sc = flint_shuffle::ShuffleConf::from_conf(&conf, u64::from(cores))?;
+    let layout = flint_shuffle::Layout::new(&sc.local_dirs, &reg.app_id)
+        .map_err(|e| ClusterError::Executor(format!("shuffle files: {e}")))?;
+    let server = flint_shuffle::BlockServer::new(sc.local_dirs.clone());
+    server
+        .register(env)
+        .map_err(|e| ClusterError::Rpc(format!("serving shuffle blocks: {e}")))?;
+    let own = env
+        .address()
+        .map(ToString::to_string)
+        .ok_or_else(|| ClusterError::Rpc("the executor's RPC server has no address".into()))?;
+    // The worker's shuffle service, when the worker runs one for its executors.
+    let service = std::env::var(SHUFFLE_SERVICE_ENV)
+        .ok()
+        .filter(|s| sc.service_enabled && !s.is_empty());
+    let serving = service.is_some();
+    xenv.set_shuffle(crate::executor::ShuffleEnv {
+        conf: sc,
+        layout,
+        server: service.unwrap_or(own),
+        remote: Some((tokio::runtime::Handle::current(), env.clone())),
+    });
+    Ok(serving)
+}
+
+/// Set by a worker running a shuffle service in its executors' environment: the
+/// service's address (`flint://host:port`), which serves their map outputs.
+pub(crate) const SHUFFLE_SERVICE_ENV: &str = "FLINT_SHUFFLE_SERVICE_ADDRESS";
 
 #[cfg(test)]
 mod tests {

@@ -93,6 +93,7 @@ pub(crate) fn start(
             memory_mb,
         } => {
             let conf = embedded::with_secret(conf.clone());
+            let conf = embedded::executor_memory(conf, *memory_mb)?;
             let e = rt.block_on(embedded::start(&conf, *workers, *cores, *memory_mb))?;
             let masters = vec![e.master_address()];
             (conf, Some(e), masters)
@@ -131,14 +132,23 @@ pub(crate) fn start(
         .ok_or_else(|| ClusterError::Rpc("the driver's RPC server has no address".into()))?;
     let exe = std::env::current_exe()
         .map_err(|e| ClusterError::App(format!("locating this binary: {e}")))?;
-    let (sha256, size) = driver::sha256_file(&exe)
-        .map_err(|e| ClusterError::App(format!("hashing {}: {e}", exe.display())))?;
-    let uri = rt
-        .block_on(env.add_file(&exe))
+    // Hashed once, by the file server (what the workers verify); the same hash is the
+    // one executors must prove.
+    // Taken before hashing, so a seeded copy is known to be the file hashed.
+    let before = std::fs::metadata(&exe);
+    let (uri, meta) = rt
+        .block_on(env.add_file_with_meta(&exe))
         .map_err(|e| ClusterError::Rpc(format!("serving {}: {e}", exe.display())))?;
+    let (sha256, size) = (meta.sha256_hex(), meta.size);
+    // Embedded workers share this process: they take the binary from here rather
+    // than fetching it over RPC and hashing it once more each.
+    if let (Some(e), Ok(before)) = (&embedded, &before) {
+        rt.block_on(e.seed_binary(&exe, &sha256, size, before));
+    }
     let refs: driver::Refs = Arc::default();
     let app_id = Arc::new(Mutex::new(String::new()));
     let registered = Arc::new(AtomicU32::new(0));
+    let registered_cores = Arc::<driver::RegisteredCores>::default();
     let heartbeat_ms = driver::heartbeat_ms(&conf)?;
     let memory = conf.bytes("executor.memory", 1 << 30, SizeUnit::Mebibytes)?;
     let max_result = sched.max_result_size;
@@ -160,7 +170,9 @@ pub(crate) fn start(
             broadcasts,
             started,
             registered: registered.clone(),
+            registered_cores: registered_cores.clone(),
             stopping: stopping.clone(),
+            shuffle_conf: driver::shuffle_conf(&conf),
         });
         if let Err(e) = env.setup_endpoint(proto::DRIVER_ENDPOINT, ep) {
             setup_err = Some(e.to_string());
@@ -203,6 +215,31 @@ pub(crate) fn start(
         a.clone_from(&id);
     }
     tracing::info!(app = %id, "application registered {:.0} ms after the context started", started.elapsed().as_secs_f64() * 1000.0);
+    // Spark's minRegisteredResourcesRatio: hold the context until that share of the
+    // expected cores (cores.max; on local-cluster all its cores) has registered, or
+    // the waiting time passes.
+    let percent = conf.u64("scheduler.min_registered_resources_percent", 0)?;
+    let expected = match master {
+        Master::LocalCluster { workers, cores, .. } => {
+            let all = u64::from(*workers) * u64::from(*cores);
+            conf.get("cores.max")
+                .map_or(Ok(all), |_| conf.u64("cores.max", all).map(|m| m.min(all)))?
+        }
+        _ => conf.u64("cores.max", 0)?,
+    };
+    let wanted = u32::try_from((expected * percent.min(100)).div_ceil(100)).unwrap_or(u32::MAX);
+    if wanted > 0 {
+        let wait = conf.duration(
+            "scheduler.max_registered_resources_waiting_time",
+            std::time::Duration::from_secs(30),
+            flint_conf::TimeUnit::Seconds,
+        )?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let got = rt.block_on(registered_cores.wait_for(wanted, deadline));
+        if got < wanted {
+            tracing::warn!(app = %id, "only {got} of the {wanted} executor cores wanted by scheduler.min_registered_resources_percent = {percent} registered within {wait:?}; starting anyway");
+        }
+    }
     Ok(Started {
         backend,
         cluster: Cluster {
@@ -257,6 +294,9 @@ impl Cluster {
             let _ =
                 tokio::time::timeout(Duration::from_secs(10), self.client.stop_with(final_state))
                     .await;
+            // The unregistration (with the final state) and the executors' stop
+            // messages must leave before the connections close.
+            let _ = self.env.flush(Duration::from_secs(2)).await;
             if let Some(e) = embedded {
                 e.stop().await;
             }

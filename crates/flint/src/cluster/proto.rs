@@ -57,6 +57,9 @@ pub(crate) struct Registered {
     pub heartbeat_ms: u64,
     /// Results above this many bytes go in chunks.
     pub inline_limit: u64,
+    /// The application's shuffle settings (`shuffle.*`, `executor.memory`), which the
+    /// executor applies over its own (`local.dir` stays the worker's).
+    pub shuffle_conf: Vec<(String, String)>,
 }
 
 impl Ask for RegisterExecutor {
@@ -136,6 +139,8 @@ pub(crate) enum ExecutorMsg {
     RemoveBlocks(u64),
     /// Exit.
     Stop(String),
+    /// Delete a shuffle's map output files.
+    RemoveShuffle(u64),
 }
 
 impl Protocol for ExecutorMsg {

@@ -4,9 +4,13 @@
 //! flint-daemon's bounded HTTP shell on a thread of its own; and the console progress
 //! bar on a TTY (`progress`).
 //!
-//! The scheduler's shell feeds a [`Recorder`] with the events and effects it handles;
-//! the record ([`status::AppStatus`]) is bounded by `ui.retained_jobs` and
-//! `ui.retained_tasks`.
+//! The scheduler's shell feeds a [`Recorder`] with the events and effects it handles.
+//! Recording is a push of a small record onto an inbox (one short lock per event, so
+//! the scheduler's hot path stays cheap); the records are applied to the record
+//! ([`status::AppStatus`], bounded by `ui.retained_jobs` and `ui.retained_tasks`)
+//! lazily: by whoever reads it (an HTTP request, the progress bar), by the recorder's
+//! aggregator thread once 4,096 are waiting, and by the recorder itself past 65,536
+//! (so the inbox is bounded even when the aggregator falls behind).
 //!
 //! Routes: `/api/v1/applications`, `/api/v1/applications/<id>/jobs`,
 //! `…/jobs/<job>`, `…/stages`, `…/stages/<stage>` (a list of its attempts, each with
@@ -15,7 +19,8 @@
 pub(crate) mod progress;
 pub mod status;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, LockResult, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,7 +36,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::scheduler::{Effect, Event, JobFailure};
+use crate::scheduler::{Effect, Event, JobFailure, JobId, StageId, TaskId};
 use crate::{Error, Result};
 use status::AppStatus;
 
@@ -60,38 +65,218 @@ pub(crate) fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The shared record.
-pub(crate) type Shared = Arc<Mutex<AppStatus>>;
+/// The shared record: the aggregated [`AppStatus`] and the events not yet applied to
+/// it. [`StatusCell::lock`] applies them first, so every reader sees everything
+/// recorded so far.
+pub(crate) type Shared = Arc<StatusCell>;
 
-/// Feeds the record from the scheduler's shell (a no-op until one is set).
+/// Events recorded past this many wake the aggregator thread.
+const AGGREGATE_AT: usize = 4096;
+/// Events recorded past this many are applied by the recorder itself (the
+/// aggregator fell behind): the inbox stays bounded.
+const INBOX_CAP: usize = 1 << 16;
+
+/// The record and its inbox; see [`Shared`]. Lock order: the record, then the inbox.
+pub(crate) struct StatusCell {
+    status: Mutex<AppStatus>,
+    inbox: Arc<Inbox>,
+}
+
+/// Events the scheduler's shell recorded, waiting to be applied.
+struct Inbox {
+    recs: Mutex<Vec<Rec>>,
+    wake: Condvar,
+    closed: AtomicBool,
+}
+
+/// One recorded event: what the shell thread pays for (a push), applied later.
+enum Rec {
+    Submitted {
+        job: JobId,
+        stages: Vec<(StageId, u32)>,
+        at: u64,
+    },
+    Launched {
+        task: TaskId,
+        job: JobId,
+        stage: StageId,
+        partition: u32,
+        attempt: u32,
+        executor: Arc<str>,
+        at: u64,
+    },
+    Ended {
+        task: TaskId,
+        error: Option<String>,
+        at: u64,
+    },
+    Lost {
+        executor: String,
+        reason: String,
+        at: u64,
+    },
+    JobEnded {
+        job: JobId,
+        failure: Option<String>,
+        at: u64,
+    },
+}
+
+impl StatusCell {
+    /// A cell around `status`.
+    pub fn new(status: AppStatus) -> Shared {
+        Arc::new(StatusCell {
+            status: Mutex::new(status),
+            inbox: Arc::new(Inbox {
+                recs: Mutex::new(Vec::new()),
+                wake: Condvar::new(),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The record, with every event recorded so far applied.
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, AppStatus>> {
+        let mut status = self.status.lock();
+        if let Ok(s) = status.as_mut() {
+            let recs = self
+                .inbox
+                .recs
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
+            for r in recs {
+                apply(s, r);
+            }
+        }
+        status
+    }
+
+    /// Queues `recs` (called on the scheduler's thread: no aggregation here unless
+    /// the inbox is full).
+    fn push(&self, recs: impl IntoIterator<Item = Rec>) {
+        let Ok(mut inbox) = self.inbox.recs.lock() else {
+            return;
+        };
+        let before = inbox.len();
+        inbox.extend(recs);
+        let after = inbox.len();
+        drop(inbox);
+        if after >= INBOX_CAP {
+            drop(self.lock());
+        } else if before < AGGREGATE_AT && after >= AGGREGATE_AT {
+            self.inbox.wake.notify_one();
+        }
+    }
+}
+
+fn apply(s: &mut AppStatus, r: Rec) {
+    match r {
+        Rec::Submitted { job, stages, at } => s.job_submitted_sizes(job, &stages, at),
+        Rec::Launched {
+            task,
+            job,
+            stage,
+            partition,
+            attempt,
+            executor,
+            at,
+        } => s.launched_on(task, job, stage, partition, attempt, executor, at),
+        Rec::Ended { task, error, at } => {
+            s.task_ended(task, error.as_deref().map_or(Ok(()), Err), at)
+        }
+        Rec::Lost {
+            executor,
+            reason,
+            at,
+        } => s.executor_lost(&executor, &reason, at),
+        Rec::JobEnded { job, failure, at } => s.job_ended(job, failure, at),
+    }
+}
+
+/// Feeds the record from the scheduler's shell (a no-op until one is set). The shell
+/// thread only queues small records; a thread of the recorder's applies them when
+/// many are waiting, and readers apply the rest when they look.
 #[derive(Default)]
 pub(crate) struct Recorder {
     status: Option<Shared>,
+    aggregator: Option<JoinHandle<()>>,
+    /// Executor ids seen, shared by their records (no allocation per launch).
+    executors: std::cell::RefCell<Vec<Arc<str>>>,
 }
 
 impl Recorder {
-    /// A recorder filling `status`.
+    /// A recorder filling `status`, with its aggregator thread.
     pub fn new(status: Shared) -> Self {
+        let cell = Arc::downgrade(&status);
+        let inbox = status.inbox.clone();
+        let aggregator = std::thread::Builder::new()
+            .name("flint-ui-status".into())
+            .spawn(move || loop {
+                let Ok(recs) = inbox.recs.lock() else { return };
+                let Ok(recs) = inbox.wake.wait_while(recs, |r| {
+                    r.len() < AGGREGATE_AT && !inbox.closed.load(Ordering::Acquire)
+                }) else {
+                    return;
+                };
+                drop(recs);
+                if inbox.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                match cell.upgrade() {
+                    Some(c) => drop(c.lock()),
+                    None => return,
+                }
+            })
+            .ok();
         Recorder {
             status: Some(status),
+            aggregator,
+            executors: Default::default(),
         }
+    }
+
+    fn executor(&self, id: &str) -> Arc<str> {
+        let mut known = self.executors.borrow_mut();
+        if let Some(e) = known.iter().find(|e| &***e == id) {
+            return e.clone();
+        }
+        let e: Arc<str> = Arc::from(id);
+        if known.len() >= 1024 {
+            known.clear(); // a long-lived app with many executors: start over
+        }
+        known.push(e.clone());
+        e
     }
 
     /// Records what an event the scheduler is about to handle says.
     pub fn event(&self, event: &Event) {
         let Some(s) = &self.status else { return };
-        let Ok(mut s) = s.lock() else { return };
-        let now = wall_ms();
-        match event {
-            Event::SubmitJob { job, stages } => s.job_submitted(*job, stages, now),
-            Event::TaskEnded { task, outcome, .. } => s.task_ended(
-                *task,
-                outcome.as_ref().map(|_| ()).map_err(String::as_str),
-                now,
-            ),
-            Event::ExecutorLost { id, reason } => s.executor_lost(id, reason, now),
-            _ => {}
-        }
+        let rec = match event {
+            Event::SubmitJob { job, stages } => Rec::Submitted {
+                job: *job,
+                stages: stages
+                    .iter()
+                    .map(|st| {
+                        let n = u32::try_from(st.partitions.len()).unwrap_or(u32::MAX);
+                        (st.id, n)
+                    })
+                    .collect(),
+                at: wall_ms(),
+            },
+            Event::TaskEnded { task, outcome, .. } => Rec::Ended {
+                task: *task,
+                error: outcome.as_ref().err().cloned(),
+                at: wall_ms(),
+            },
+            Event::ExecutorLost { id, reason } => Rec::Lost {
+                executor: id.clone(),
+                reason: reason.clone(),
+                at: wall_ms(),
+            },
+            _ => return,
+        };
+        s.push([rec]);
     }
 
     /// Records the effects the scheduler answered with.
@@ -105,19 +290,49 @@ impl Recorder {
         }) {
             return;
         }
-        let Ok(mut s) = s.lock() else { return };
-        let now = wall_ms();
+        let at = wall_ms();
+        let mut recs = Vec::new();
         for e in effects {
             match e {
                 Effect::Launch(launches) => {
-                    for l in launches {
-                        s.launched(l, now);
-                    }
+                    recs.extend(launches.iter().map(|l| Rec::Launched {
+                        task: l.task,
+                        job: l.job,
+                        stage: l.stage,
+                        partition: l.partition,
+                        attempt: l.attempt,
+                        executor: self.executor(&l.executor),
+                        at,
+                    }));
                 }
-                Effect::JobSucceeded(job) => s.job_ended(*job, None, now),
-                Effect::JobFailed(job, f) => s.job_ended(*job, Some(failure_reason(f)), now),
+                Effect::JobSucceeded(job) => recs.push(Rec::JobEnded {
+                    job: *job,
+                    failure: None,
+                    at,
+                }),
+                Effect::JobFailed(job, f) => recs.push(Rec::JobEnded {
+                    job: *job,
+                    failure: Some(failure_reason(f)),
+                    at,
+                }),
                 _ => {}
             }
+        }
+        s.push(recs);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some(s) = &self.status {
+            s.inbox.closed.store(true, Ordering::Release);
+            // Taken and released so the aggregator is either waiting (and woken) or
+            // about to see `closed`.
+            drop(s.inbox.recs.lock());
+            s.inbox.wake.notify_all();
+        }
+        if let Some(t) = self.aggregator.take() {
+            let _ = t.join();
         }
     }
 }
@@ -381,4 +596,89 @@ async fn stage(
             None => not_found(format!("unknown stage: {stage}")),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Launch, StageSpec};
+
+    fn submit(job: JobId, stage: StageId, n: u32) -> Event {
+        Event::SubmitJob {
+            job,
+            stages: vec![StageSpec {
+                id: stage,
+                parents: vec![],
+                partitions: (0..n).collect(),
+                blocks: vec![],
+                shuffle: None,
+            }],
+        }
+    }
+
+    fn launch(task: TaskId, job: JobId, stage: StageId, partition: u32) -> Launch {
+        Launch {
+            task,
+            job,
+            stage,
+            partition,
+            attempt: 0,
+            executor: "e1".into(),
+        }
+    }
+
+    fn ended(task: TaskId, outcome: std::result::Result<u64, String>) -> Event {
+        Event::TaskEnded {
+            task,
+            outcome,
+            blocks_added: vec![],
+            blocks_evicted: vec![],
+            shuffle: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_reader_sees_every_recorded_event_applied_in_order() {
+        let cell = StatusCell::new(AppStatus::new("t", 0, 10, 10));
+        let r = Recorder::new(cell.clone());
+        r.event(&submit(0, 1, 2));
+        r.effects(&[Effect::Launch(vec![
+            launch(10, 0, 1, 0),
+            launch(11, 0, 1, 1),
+        ])]);
+        r.event(&ended(10, Err("boom".into())));
+        r.event(&ended(11, Ok(1)));
+        {
+            let s = cell.lock().unwrap();
+            let st = s.stage(1).unwrap();
+            assert_eq!((st.num_failed_tasks, st.num_complete_tasks), (1, 1));
+            assert_eq!(st.tasks[&10].error_message.as_deref(), Some("boom"));
+            assert_eq!(s.job(0).unwrap().status, status::Status::Running);
+        }
+        r.effects(&[Effect::JobSucceeded(0)]);
+        assert_eq!(
+            cell.lock().unwrap().job(0).unwrap().status,
+            status::Status::Succeeded
+        );
+        drop(r); // joins the aggregator thread
+    }
+
+    #[test]
+    fn the_inbox_stays_bounded_without_readers() {
+        let cell = StatusCell::new(AppStatus::new("t", 0, 10, 100));
+        let r = Recorder::new(cell.clone());
+        let n = 3 * INBOX_CAP as u64;
+        r.event(&submit(0, 1, u32::try_from(n).unwrap()));
+        for t in 0..n {
+            r.effects(&[Effect::Launch(vec![launch(t, 0, 1, t as u32)])]);
+            r.event(&ended(t, Ok(0)));
+            assert!(cell.inbox.recs.lock().unwrap().len() < INBOX_CAP);
+        }
+        let s = cell.lock().unwrap();
+        let st = s.stage(1).unwrap();
+        assert_eq!(u64::from(st.num_complete_tasks), n);
+        assert_eq!(st.tasks.len(), 100);
+        drop(s);
+        drop(r);
+    }
 }

@@ -37,11 +37,9 @@ impl Progress {
             .name("flint-progress".into())
             .spawn(move || {
                 let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-                let style = ProgressStyle::with_template(
-                    "[Stage {prefix}:{bar:40} ({pos} + {msg}) / {len}]",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+                let style = ProgressStyle::with_template("[Stage {prefix}:{bar:40} {msg}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
                 let mut bars: HashMap<u64, ProgressBar> = HashMap::new();
                 while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH) {
                     let now = wall_ms();
@@ -56,14 +54,25 @@ impl Progress {
                             continue;
                         }
                         live.push(st.stage_id);
+                        let pos = u64::from(st.num_complete_tasks.min(st.num_tasks));
+                        // The counts are one message, so a frame drawn between two
+                        // updates never pairs a new "complete" with an old "active".
+                        let counts =
+                            format!("({} + {}) / {}", pos, st.num_active_tasks, st.num_tasks);
                         let bar = bars.entry(st.stage_id).or_insert_with(|| {
-                            let b = multi.add(ProgressBar::new(u64::from(st.num_tasks)));
+                            // Filled in before it is added (and first drawn).
+                            let b = ProgressBar::with_draw_target(
+                                Some(u64::from(st.num_tasks)),
+                                ProgressDrawTarget::hidden(),
+                            );
                             b.set_style(style.clone());
                             b.set_prefix(st.stage_id.to_string());
-                            b
+                            b.set_message(counts.clone());
+                            b.set_position(pos);
+                            multi.add(b)
                         });
-                        bar.set_position(u64::from(st.num_complete_tasks.min(st.num_tasks)));
-                        bar.set_message(st.num_active_tasks.to_string());
+                        bar.set_message(counts);
+                        bar.set_position(pos);
                     }
                     drop(s);
                     bars.retain(|id, b| {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::scheduler::{JobId, Launch, StageId, StageSpec, TaskId};
+use crate::scheduler::{JobId, StageId, TaskId};
 
 /// A job's, stage's or task's state, as Spark's REST API spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,6 +120,15 @@ pub struct JobRecord {
     pub failure_reason: Option<String>,
 }
 
+/// The parts of a launch a record needs.
+struct LaunchRef {
+    task: TaskId,
+    job: JobId,
+    stage: StageId,
+    partition: u32,
+    attempt: u32,
+}
+
 /// A running attempt: where its record is.
 #[derive(Debug, Clone)]
 struct Running {
@@ -143,7 +152,6 @@ pub struct AppStatus {
     jobs: BTreeMap<JobId, JobRecord>,
     stages: BTreeMap<StageId, StageRecord>,
     running: HashMap<TaskId, Running>,
-    executors: HashMap<String, Arc<str>>,
     dropped_jobs: u64,
 }
 
@@ -165,21 +173,29 @@ impl AppStatus {
             jobs: BTreeMap::new(),
             stages: BTreeMap::new(),
             running: HashMap::new(),
-            executors: HashMap::new(),
             dropped_jobs: 0,
         }
     }
 
     /// A job was submitted with these stages.
-    pub fn job_submitted(&mut self, job: JobId, stages: &[StageSpec], now: u64) {
+    #[cfg(test)]
+    pub fn job_submitted(&mut self, job: JobId, stages: &[crate::scheduler::StageSpec], now: u64) {
+        let sizes: Vec<(StageId, u32)> = stages
+            .iter()
+            .map(|s| (s.id, u32::try_from(s.partitions.len()).unwrap_or(u32::MAX)))
+            .collect();
+        self.job_submitted_sizes(job, &sizes, now);
+    }
+
+    /// A job was submitted with these stages: (id, partitions) each.
+    pub fn job_submitted_sizes(&mut self, job: JobId, stages: &[(StageId, u32)], now: u64) {
         let mut num_tasks = 0u32;
-        for s in stages {
-            let n = u32::try_from(s.partitions.len()).unwrap_or(u32::MAX);
+        for &(id, n) in stages {
             num_tasks = num_tasks.saturating_add(n);
             self.stages.insert(
-                s.id,
+                id,
                 StageRecord {
-                    stage_id: s.id,
+                    stage_id: id,
                     attempt_id: 0,
                     job_id: job,
                     status: Status::Pending,
@@ -201,7 +217,7 @@ impl AppStatus {
             JobRecord {
                 job_id: job,
                 status: Status::Running,
-                stage_ids: stages.iter().map(|s| s.id).collect(),
+                stage_ids: stages.iter().map(|s| s.0).collect(),
                 num_tasks,
                 num_active_tasks: 0,
                 num_completed_tasks: 0,
@@ -217,14 +233,38 @@ impl AppStatus {
     }
 
     /// A task attempt launched.
-    pub fn launched(&mut self, l: &Launch, now: u64) {
-        let executor = match self.executors.get(&l.executor) {
-            Some(e) => e.clone(),
-            None => {
-                let e: Arc<str> = Arc::from(l.executor.as_str());
-                self.executors.insert(l.executor.clone(), e.clone());
-                e
-            }
+    #[cfg(test)]
+    pub fn launched(&mut self, l: &crate::scheduler::Launch, now: u64) {
+        let executor: Arc<str> = Arc::from(l.executor.as_str());
+        self.launched_on(
+            l.task,
+            l.job,
+            l.stage,
+            l.partition,
+            l.attempt,
+            executor,
+            now,
+        );
+    }
+
+    /// A task attempt launched on `executor`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn launched_on(
+        &mut self,
+        task: TaskId,
+        job: JobId,
+        stage: StageId,
+        partition: u32,
+        attempt: u32,
+        executor: Arc<str>,
+        now: u64,
+    ) {
+        let l = LaunchRef {
+            task,
+            job,
+            stage,
+            partition,
+            attempt,
         };
         let Some(stage) = self.stages.get_mut(&l.stage) else {
             return;
@@ -418,6 +458,7 @@ impl AppStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::{Launch, StageSpec};
 
     fn spec(id: StageId, n: u32) -> StageSpec {
         StageSpec {
@@ -425,6 +466,7 @@ mod tests {
             parents: vec![],
             partitions: (0..n).collect(),
             blocks: vec![vec![]; n as usize],
+            shuffle: None,
         }
     }
 

@@ -85,8 +85,14 @@ pub fn daemon_binary() -> PathBuf {
 /// Starts `cluster_daemon args` with `home` as its flint home; waits for the line
 /// with its URLs.
 pub fn start_daemon(args: &[&str], home: &Path) -> Daemon {
+    start_daemon_with(args, home, &[])
+}
+
+/// [`start_daemon`] with more environment (`FLINT_*` settings) for the daemon.
+pub fn start_daemon_with(args: &[&str], home: &Path, env: &[(&str, &str)]) -> Daemon {
     let mut child = Command::new(daemon_binary())
         .args(args)
+        .envs(env.iter().copied())
         .env("FLINT_HOME", home)
         .env_remove("FLINT_AUTH_SECRET")
         .stdin(Stdio::piped())
@@ -111,4 +117,47 @@ pub fn start_daemon(args: &[&str], home: &Path) -> Daemon {
         url: words[1].to_owned(),
         status: words.get(3).map(|s| (*s).to_owned()),
     }
+}
+
+/// The keyed dataset of [`marked_job`].
+pub type Pairs = flint::Dataset<(u64, u64)>;
+
+/// The map-task marker job that loss tests share: `0..8000` in 8 map partitions, each
+/// map task leaving a file `<partition>-<pid>-<nanos>` in `maps` (so a test sees which
+/// map tasks ran, and where), summed by `x % 97` over 4 reduce partitions. Returns the
+/// dataset and its answer, computed here in one process.
+pub fn marked_job(ctx: &flint::Context, maps: &Path) -> (Pairs, Vec<(u64, u64)>) {
+    let marked = ctx
+        .range(0, 8000, 8)
+        .map_partitions_with(maps.display().to_string(), |d, it| {
+            let v: Vec<u64> = it.collect();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let name = format!("{}-{}-{nanos}", v[0] / 1000, std::process::id());
+            std::fs::write(Path::new(&d).join(name), b"").unwrap();
+            v
+        })
+        .map(|x| (x % 97, x))
+        .reduce_by_key(|a, b| a + b, 4);
+    let mut sums = std::collections::BTreeMap::new();
+    for x in 0..8000u64 {
+        *sums.entry(x % 97).or_insert(0u64) += x;
+    }
+    (marked, sums.into_iter().collect())
+}
+
+/// The map partitions [`marked_job`] ran and the pid of each run, from its files.
+pub fn map_runs(maps: &Path) -> std::collections::BTreeSet<(u64, u32, String)> {
+    let Ok(rd) = std::fs::read_dir(maps) else {
+        return Default::default();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            let mut it = name.split('-');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, name))
+        })
+        .collect()
 }

@@ -76,6 +76,11 @@ impl MasterEndpoint {
                 return;
             }
 
+            MasterMsg::WatchDriver(w) => {
+                self.shared.watch_driver(w.driver_id, w.watcher, sender);
+                return;
+            }
+
             // ----- from workers -----
             MasterMsg::RegisterWorker(RegisterWorker {
                 id,
@@ -237,6 +242,12 @@ impl MasterEndpoint {
             MasterMsg::RequestClearCompletedDriversAndApps(_) => {
                 (Event::ClearCompleted, Origin::Internal)
             }
+            MasterMsg::RequestDriverAttempt(m) => (
+                Event::RequestDriverAttempt {
+                    driver_id: m.driver_id,
+                },
+                Origin::Internal,
+            ),
         };
         self.shared.handle(event, origin, reply);
     }
@@ -269,6 +280,10 @@ fn span_for(msg: &MasterMsg) -> tracing::Span {
         MasterMsg::RequestDriverStatus(m) => {
             tracing::debug_span!("driver", driver_id = %m.driver_id)
         }
+        MasterMsg::RequestDriverAttempt(m) => {
+            tracing::debug_span!("driver", driver_id = %m.driver_id)
+        }
+        MasterMsg::WatchDriver(m) => tracing::debug_span!("driver", driver_id = %m.driver_id),
         MasterMsg::RequestMasterState(_)
         | MasterMsg::RequestReadyz(_)
         | MasterMsg::RequestWebUiUrl(_)

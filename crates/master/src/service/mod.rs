@@ -19,12 +19,17 @@
 //! ([`flint_daemon`]); this module adds the master's endpoint, state and
 //! timer.
 //!
+//! With `rest.enabled` it also serves the REST submission API ([`rest`]), on its own
+//! port (6066), authenticated by bearer tokens derived from the cluster secret.
+//!
 //! Every task the master spawns selects on one cancellation token and is
 //! tracked; [`MasterHandle::shutdown`] cancels it and [`MasterHandle::wait`]
 //! returns once every task and the RPC environment have ended.
 
+mod binary_store;
 mod endpoint;
 mod http;
+pub mod rest;
 pub mod settings;
 mod shell;
 
@@ -114,6 +119,7 @@ pub struct MasterHandle {
     address: RpcAddress,
     webui_address: SocketAddr,
     webui_url: String,
+    rest_url: Option<String>,
 }
 
 impl std::fmt::Debug for MasterHandle {
@@ -121,6 +127,7 @@ impl std::fmt::Debug for MasterHandle {
         f.debug_struct("MasterHandle")
             .field("address", &self.address)
             .field("webui_url", &self.webui_url)
+            .field("rest_url", &self.rest_url)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +141,12 @@ impl MasterHandle {
     /// The web UI's base URL, `http://host:port`.
     pub fn webui_url(&self) -> &str {
         &self.webui_url
+    }
+
+    /// The REST submission server's base URL, `http://host:port`, when
+    /// `rest.enabled`.
+    pub fn rest_url(&self) -> Option<&str> {
+        self.rest_url.as_deref()
     }
 
     /// The socket the web UI is bound to.
@@ -178,6 +191,9 @@ impl Drop for MasterHandle {
 pub async fn start(opts: MasterOptions) -> Result<MasterHandle, MasterError> {
     let config = settings::master_config(&opts.conf)?;
     let ui_host = settings::ui_host(&opts.conf);
+    let rest_config = rest::rest_config(&opts.conf)?;
+    let rpc = RpcConf::from_conf(&opts.conf)?;
+    let secret = rpc.secret.clone();
     let Bound {
         env,
         address,
@@ -188,7 +204,7 @@ pub async fn start(opts: MasterOptions) -> Result<MasterHandle, MasterError> {
         port: opts.port,
         ui_host: &ui_host,
         webui_port: opts.webui_port,
-        rpc: RpcConf::from_conf(&opts.conf)?,
+        rpc,
         conf: &opts.conf,
     })
     .await?;
@@ -231,6 +247,72 @@ pub async fn start(opts: MasterOptions) -> Result<MasterHandle, MasterError> {
         return Err(e.into());
     }
 
+    // The store of uploaded driver binaries (cluster-mode `flint submit`).
+    let store = match binary_store::StoreShell::new(
+        env.clone(),
+        settings::binary_store_max_size(&opts.conf)?,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            env.shutdown();
+            return Err(MasterError::Setting {
+                key: settings::BINARY_STORE_MAX_SIZE,
+                message: format!("cannot create the binary store's temporary directory: {e}"),
+            });
+        }
+    };
+    let _ = shared.binaries.set(store.clone());
+    shared.core.lock().max_watches = settings::max_driver_watches(&opts.conf)?;
+    let registered = env
+        .setup_endpoint(
+            flint_proto::messages::BINARY_STORE_ENDPOINT,
+            binary_store::StoreEndpoint {
+                shell: store.clone(),
+            },
+        )
+        .and_then(|_| {
+            env.register_stream_handler(flint_proto::messages::BINARY_UPLOAD_STREAM, store.clone())
+        });
+    if let Err(e) = registered {
+        env.shutdown();
+        return Err(e.into());
+    }
+
+    // The REST submission server, when enabled: a client of the endpoint above.
+    let rest_server = match env.local_ref::<flint_proto::messages::MasterMsg>(MASTER_ENDPOINT) {
+        Some(master) => {
+            let advertised = (!is_loopback(&address.host)).then(|| address.host.clone());
+            rest::bind(
+                &opts.conf,
+                &rest_config,
+                secret.as_ref().map(|s| s.expose()),
+                master,
+                store.clone(),
+                address.to_string(),
+                advertised.as_deref(),
+            )
+            .await
+        }
+        None => Err(MasterError::Setting {
+            key: rest::ENABLED,
+            message: "the master endpoint is not registered".into(),
+        }),
+    };
+    let rest_server = match rest_server {
+        Ok(r) => r,
+        Err(e) => {
+            env.shutdown();
+            return Err(e);
+        }
+    };
+    drop(secret);
+    let rest_url = rest_server.as_ref().map(rest::Bound::url);
+    if let Some(server) = rest_server {
+        shared
+            .tracker
+            .spawn(server.serve(token.clone()).instrument(span.clone()));
+    }
+
     // Event::Tick every `tick_every`, the first at once (as Spark).
     let ticking = shared.clone();
     shared.tracker.spawn(
@@ -248,15 +330,29 @@ pub async fn start(opts: MasterOptions) -> Result<MasterHandle, MasterError> {
     let supervisor_token = token.clone();
     shared.tracker.spawn(async move {
         supervisor_token.cancelled().await;
+        store.close();
         supervisor_env.shutdown();
     });
 
-    span.in_scope(|| flint_daemon::log::started("master", &address, "", auth, &webui_url));
+    span.in_scope(|| {
+        flint_daemon::log::started("master", &address, "", auth, &webui_url);
+        if let Some(url) = &rest_url {
+            tracing::info!("master REST submission server at {url}/v1/submissions/");
+        }
+    });
     Ok(MasterHandle {
         shared,
         env,
         address,
         webui_address,
         webui_url,
+        rest_url,
     })
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

@@ -61,6 +61,14 @@ pub const MAX_FAILURES_PER_WORKER: &str = "deploy.max_failures_per_worker";
 /// unless configured otherwise).
 pub const UI_HOST: &str = "ui.host";
 
+/// `master.max_driver_watches`: most driver watches (`WatchDriver`) kept at once.
+pub const MAX_DRIVER_WATCHES: &str = "master.max_driver_watches";
+
+/// The bound on driver watches (`master.max_driver_watches`, default 1024).
+pub fn max_driver_watches(conf: &Conf) -> Result<usize, MasterError> {
+    usize_setting(conf, MAX_DRIVER_WATCHES, 1024)
+}
+
 /// Every key the master reads itself (the RPC environment reads its own,
 /// `flint_rpc::conf::KEYS`), for `FLINT_*` environment mapping and docs.
 pub const KEYS: &[&str] = &[
@@ -69,6 +77,7 @@ pub const KEYS: &[&str] = &[
     RECOVERY_TIMEOUT,
     RETAINED_APPLICATIONS,
     RETAINED_DRIVERS,
+    MAX_DRIVER_WATCHES,
     MAX_EXECUTOR_RETRIES,
     EXECUTOR_STABLE_TIME,
     SPREAD_OUT,
@@ -79,6 +88,12 @@ pub const KEYS: &[&str] = &[
     APP_NUMBER_MODULO,
     MAX_FAILURES_PER_WORKER,
     UI_HOST,
+    BINARY_STORE_MAX_SIZE,
+    super::rest::ENABLED,
+    super::rest::HOST,
+    super::rest::PORT,
+    super::rest::ALLOW_UNAUTHENTICATED,
+    super::rest::MAX_REQUEST_BYTES,
 ];
 
 /// The web UI's default bind address.
@@ -151,6 +166,28 @@ pub fn master_config(conf: &Conf) -> Result<MasterConfig, MasterError> {
     Ok(c)
 }
 
+/// `master.binary_store.max_size`: most bytes of uploaded driver binaries kept.
+pub const BINARY_STORE_MAX_SIZE: &str = "master.binary_store.max_size";
+/// Its default, 4 GiB.
+pub const DEFAULT_BINARY_STORE_MAX_SIZE: u64 = 4 << 30;
+
+/// The bound of the store of uploaded driver binaries
+/// (`master.binary_store.max_size`), in bytes; at least 1.
+pub fn binary_store_max_size(conf: &Conf) -> Result<u64, MasterError> {
+    let v = conf.bytes(
+        BINARY_STORE_MAX_SIZE,
+        DEFAULT_BINARY_STORE_MAX_SIZE,
+        flint_conf::SizeUnit::Bytes,
+    )?;
+    if v == 0 {
+        return Err(setting(
+            BINARY_STORE_MAX_SIZE,
+            "0 leaves no room for any binary; give a size such as 4g",
+        ));
+    }
+    Ok(v)
+}
+
 /// Where the web UI binds (`ui.host`, default 127.0.0.1).
 pub fn ui_host(conf: &Conf) -> String {
     conf.get(UI_HOST)
@@ -184,6 +221,22 @@ fn usize_setting(conf: &Conf, key: &'static str, default: usize) -> Result<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_binary_store_bound_is_a_size_and_never_zero() {
+        assert_eq!(
+            binary_store_max_size(&Conf::new()).expect("default"),
+            4 << 30
+        );
+        let c = Conf::new().set(BINARY_STORE_MAX_SIZE, "1.5m");
+        assert_eq!(binary_store_max_size(&c).expect("valid"), 1_572_864);
+        for bad in ["0", "lots"] {
+            let e = binary_store_max_size(&Conf::new().set(BINARY_STORE_MAX_SIZE, bad))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(BINARY_STORE_MAX_SIZE), "{e}");
+        }
+    }
 
     #[test]
     fn defaults_are_sparks() {

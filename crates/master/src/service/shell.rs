@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flint_proto::messages::{
-    AppClientMsg, ApplicationFinished, ApplicationRemoved, DecommissionWorker, ExecutorAdded,
-    ExecutorUpdated, KillDriver, KillExecutor, LaunchDriver, LaunchExecutor, MasterChanged,
-    MasterInStandby, MasterMsg, ReconnectWorker, RegisterWorkerFailed, RegisteredApplication,
-    RegisteredWorker, WorkerMsg, WorkerRemoved,
+    AppClientMsg, ApplicationFinished, ApplicationRemoved, DecommissionWorker,
+    DriverAttemptResponse, DriverUpdate, DriverWatchMsg, ExecutorAdded, ExecutorUpdated,
+    KillDriver, KillExecutor, LaunchDriver, LaunchExecutor, MasterChanged, MasterInStandby,
+    MasterMsg, ReconnectWorker, RegisterWorkerFailed, RegisteredApplication, RegisteredWorker,
+    WorkerMsg, WorkerRemoved,
 };
 use flint_proto::status::MasterStatusJson;
-use flint_proto::{AppId, WorkerId, WorkerState};
+use flint_proto::{AppId, DriverId, WorkerId, WorkerState};
 use flint_rpc::{EndpointRef, Reply, RpcAddress};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,22 @@ pub(crate) struct Core {
     worker_by_conn: HashMap<RpcAddress, WorkerId>,
     apps: HashMap<AppId, Link<AppClientMsg>>,
     app_by_conn: HashMap<RpcAddress, AppId>,
+    /// The uploaded binary (by SHA-256) each live driver runs, pinned in the binary
+    /// store until the driver is removed.
+    driver_binaries: HashMap<DriverId, String>,
+    /// Tools following a driver by push (`WatchDriver`), at most `max_watches`.
+    watches: Vec<Watch>,
+    /// `master.max_driver_watches`.
+    pub(crate) max_watches: usize,
+}
+
+/// One `WatchDriver`: who gets the updates and what it was told last.
+struct Watch {
+    driver: DriverId,
+    watcher: EndpointRef<DriverWatchMsg>,
+    /// The connection it came over (the watch goes when it closes).
+    conn: Option<RpcAddress>,
+    last: Option<DriverAttemptResponse>,
 }
 
 /// What the endpoint, the timers and the web UI share.
@@ -84,6 +101,9 @@ pub(crate) struct Shared {
     clock: Clock,
     /// Whether RPC authentication is on (shown in the status).
     auth: bool,
+    /// The store of uploaded driver binaries, once it exists: live drivers' binaries
+    /// are pinned in it.
+    pub(crate) binaries: std::sync::OnceLock<Arc<super::binary_store::StoreShell>>,
 }
 
 impl Shared {
@@ -106,11 +126,15 @@ impl Shared {
                 worker_by_conn: HashMap::new(),
                 apps: HashMap::new(),
                 app_by_conn: HashMap::new(),
+                driver_binaries: HashMap::new(),
+                watches: Vec::new(),
+                max_watches: 1024,
             }),
             token,
             tracker: TaskTracker::new(),
             clock,
             auth,
+            binaries: std::sync::OnceLock::new(),
         })
     }
 
@@ -144,6 +168,36 @@ impl Shared {
             gone_apps = core.apps.keys().cloned().collect();
         }
         core.forget(gone_workers, gone_apps);
+        if !core.watches.is_empty() {
+            core.push_watches();
+        }
+    }
+
+    /// Starts pushing `driver_id`'s newest attempt to `watcher` (at once, then on each
+    /// change); refused past `master.max_driver_watches`.
+    pub(crate) fn watch_driver(
+        &self,
+        driver_id: DriverId,
+        watcher: EndpointRef<DriverWatchMsg>,
+        conn: Option<RpcAddress>,
+    ) {
+        let mut core = self.core.lock();
+        if core.watches.len() >= core.max_watches {
+            tracing::warn!(
+                driver_id = %driver_id,
+                "refused a watch of driver {driver_id}: {} watches already \
+                 (master.max_driver_watches); that tool polls instead",
+                core.watches.len()
+            );
+            return;
+        }
+        core.watches.push(Watch {
+            driver: driver_id,
+            watcher,
+            conn,
+            last: None,
+        });
+        core.push_watches();
     }
 
     /// The status document, as `GET /api/v1/status` and `RequestMasterState`
@@ -158,6 +212,7 @@ impl Shared {
     /// is disconnected (Spark's `onDisconnected`).
     pub(crate) fn disconnected(self: &Arc<Self>, remote: &RpcAddress) {
         let mut core = self.core.lock();
+        core.watches.retain(|w| w.conn.as_ref() != Some(remote));
         if let Some(worker_id) = core.worker_by_conn.get(remote).cloned() {
             let span = tracing::info_span!("worker", worker_id = %worker_id);
             let _g = span.enter();
@@ -375,9 +430,29 @@ impl Shared {
             Effect::PersistWorker(_)
             | Effect::UnpersistWorker(_)
             | Effect::PersistApp(_)
-            | Effect::UnpersistApp(_)
-            | Effect::PersistDriver(_)
-            | Effect::UnpersistDriver(_) => {}
+            | Effect::UnpersistApp(_) => {}
+            // A live driver's uploaded binary stays in the store until it is removed
+            // (a supervised relaunch keeps the same description, so the same pin).
+            Effect::PersistDriver(record) => {
+                let sha = record
+                    .desc
+                    .command
+                    .binary
+                    .as_ref()
+                    .map(|b| b.sha256.clone());
+                if let (Some(sha), Some(store)) = (sha, self.binaries.get()) {
+                    if !core.driver_binaries.contains_key(&record.id) && store.pin(&sha) {
+                        core.driver_binaries.insert(record.id.clone(), sha);
+                    }
+                }
+            }
+            Effect::UnpersistDriver(id) => {
+                if let (Some(sha), Some(store)) =
+                    (core.driver_binaries.remove(&id), self.binaries.get())
+                {
+                    store.unpin(&sha);
+                }
+            }
 
             // ----- to the shell -----
             Effect::Reply(answer) => match reply.take() {
@@ -431,10 +506,36 @@ fn send_reply(reply: Reply, answer: StateReply) {
         StateReply::KillDriver(r) => reply.send(r),
         StateReply::KillAllDrivers(r) => reply.send(r),
         StateReply::DriverStatus(r) => reply.send(r),
+        StateReply::DriverAttempt(r) => reply.send(r),
     }
 }
 
 impl Core {
+    /// Sends each watch whose driver's newest attempt changed its new state; a
+    /// watch ends after a final state, an unknown driver or a send that fails. A
+    /// standby master (which answers nothing) keeps its watches quiet.
+    fn push_watches(&mut self) {
+        let state = &self.state;
+        self.watches.retain_mut(|w| {
+            let Some(a) = state.driver_attempt(&w.driver) else {
+                return true;
+            };
+            if w.last.as_ref() == Some(&a) {
+                return true;
+            }
+            let done = !a.status.found || a.status.state.is_some_and(|s| s.is_final());
+            let update = DriverUpdate {
+                watched: w.driver.clone(),
+                attempt: a.clone(),
+            };
+            if w.watcher.send(update).is_err() {
+                return false;
+            }
+            w.last = Some(a);
+            !done
+        });
+    }
+
     fn link_worker(
         &mut self,
         worker_id: WorkerId,

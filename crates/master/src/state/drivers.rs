@@ -148,8 +148,13 @@ impl MasterState {
         }
     }
 
-    /// A worker reports a driver's final state; anything but ERROR,
-    /// FINISHED, KILLED or FAILED is refused (Spark throws).
+    /// A worker reports a driver's state. ERROR, FINISHED, KILLED and FAILED
+    /// end it (Spark's `DriverStateChanged`). Beyond Spark, a supervised driver's
+    /// worker reports RELAUNCHING when the process exited non-zero and waits out
+    /// its back-off (counted in `relaunches`, the driver keeps its worker and
+    /// resources), and RUNNING when it started again. Anything else, and
+    /// non-final reports for a driver not running (an old attempt behind a
+    /// partition), is refused with a warning.
     pub(super) fn driver_state_changed(
         &mut self,
         driver_id: &DriverId,
@@ -162,10 +167,83 @@ impl MasterState {
             | DriverState::Finished
             | DriverState::Killed
             | DriverState::Failed => self.remove_driver(driver_id, state, exception, out),
+            DriverState::Relaunching | DriverState::Running => {
+                let Some(driver) = self
+                    .drivers
+                    .get_mut(driver_id)
+                    .filter(|d| d.worker_id.is_some())
+                else {
+                    out.warn(format!(
+                        "Ignoring {state} for driver {driver_id}: it does not run on a worker"
+                    ));
+                    return;
+                };
+                if state == DriverState::Relaunching && driver.state != DriverState::Relaunching {
+                    driver.relaunches = driver.relaunches.saturating_add(1);
+                    out.info(format!(
+                        "Driver {driver_id} exited and is relaunched by its worker (relaunch {})",
+                        driver.relaunches
+                    ));
+                }
+                driver.state = state;
+                driver.message = exception;
+            }
             _ => out.warn(format!(
                 "Received unexpected state update for driver {driver_id}: {state}"
             )),
         }
+    }
+
+    /// Answers [`Event::RequestDriverAttempt`](super::Event::RequestDriverAttempt):
+    /// follows `relaunched_as` from `driver_id` to the newest attempt (bounded by the
+    /// records kept) and answers its status.
+    pub(super) fn request_driver_attempt(&self, driver_id: &DriverId, out: &mut Vec<Effect>) {
+        let find = |id: &DriverId| {
+            self.drivers
+                .get(id)
+                .or_else(|| self.completed_drivers.iter().find(|d| &d.id == id))
+        };
+        let mut current = driver_id.clone();
+        let mut hops = 0usize;
+        let limit = self.drivers.len() + self.completed_drivers.len();
+        while let Some(next) = find(&current).and_then(|d| d.relaunched_as.clone()) {
+            if hops > limit {
+                break;
+            }
+            hops += 1;
+            current = next;
+        }
+        let mut status_out = Vec::new();
+        self.request_driver_status(&current, &mut status_out);
+        let status = status_out.into_iter().find_map(|e| match e {
+            Effect::Reply(Reply::DriverStatus(s)) => Some(s),
+            _ => None,
+        });
+        let Some(status) = status else {
+            return;
+        };
+        let known = status.found;
+        out.push(Effect::Reply(Reply::DriverAttempt(
+            flint_proto::messages::DriverAttemptResponse {
+                driver_id: known.then_some(current.clone()),
+                relaunches: find(&current).map_or(0, |d| d.relaunches),
+                status,
+            },
+        )));
+    }
+
+    /// The newest attempt of `driver_id`, as [`Self::request_driver_attempt`] answers
+    /// it; `None` when this master is not the one to ask (not ALIVE).
+    pub fn driver_attempt(
+        &self,
+        driver_id: &DriverId,
+    ) -> Option<flint_proto::messages::DriverAttemptResponse> {
+        let mut out = Vec::new();
+        self.request_driver_attempt(driver_id, &mut out);
+        out.into_iter().find_map(|e| match e {
+            Effect::Reply(Reply::DriverAttempt(a)) => Some(a),
+            _ => None,
+        })
     }
 
     /// Answers a driver status request (ALIVE only).
@@ -256,11 +334,26 @@ impl MasterState {
         driver_id: &DriverId,
         out: &mut Vec<Effect>,
     ) {
-        let Some(desc) = self.drivers.get(driver_id).map(|d| d.desc.clone()) else {
+        let Some((desc, relaunches)) = self
+            .drivers
+            .get(driver_id)
+            .map(|d| (d.desc.clone(), d.relaunches))
+        else {
             return;
         };
         self.remove_driver(driver_id, DriverState::Relaunching, None, out);
         let new_id = self.enqueue_new_driver(now, desc, out);
+        if let Some(new) = self.drivers.get_mut(&new_id) {
+            new.relaunches = relaunches.saturating_add(1);
+        }
+        if let Some(old) = self
+            .completed_drivers
+            .iter_mut()
+            .rev()
+            .find(|d| &d.id == driver_id)
+        {
+            old.relaunched_as = Some(new_id.clone());
+        }
         out.info(format!("Driver {driver_id} relaunched as {new_id}"));
     }
 

@@ -264,11 +264,12 @@ pub enum Event {
     },
     /// *Ask* (reply [`Reply::KillAllDrivers`]).
     KillAllDrivers,
-    /// A worker reports a driver's final state.
+    /// A worker reports a driver's final state, or that a supervised driver
+    /// waits to be relaunched (RELAUNCHING) and runs again (RUNNING).
     DriverStateChanged {
         /// The driver.
         driver_id: DriverId,
-        /// Its final state (ERROR, FINISHED, KILLED or FAILED).
+        /// Its state (ERROR, FINISHED, KILLED, FAILED; RELAUNCHING, RUNNING).
         state: DriverState,
         /// The error, when it failed.
         exception: Option<String>,
@@ -280,6 +281,12 @@ pub enum Event {
     },
     /// *Ask* (reply `Ack(true)`): forget completed apps and drivers.
     ClearCompleted,
+    /// *Ask* (reply [`Reply::DriverAttempt`]): the newest attempt of a driver,
+    /// following the master's relaunches from any of its ids.
+    RequestDriverAttempt {
+        /// Any id the driver had.
+        driver_id: DriverId,
+    },
 }
 
 pub use flint_types::log::LogLevel;
@@ -307,6 +314,8 @@ pub enum Reply {
     /// known, active or completed; `exception` its error or why the master cannot
     /// answer).
     DriverStatus(flint_proto::messages::DriverStatusResponse),
+    /// Answer to [`Event::RequestDriverAttempt`].
+    DriverAttempt(flint_proto::messages::DriverAttemptResponse),
 }
 
 /// An output of [`MasterState::handle`](super::MasterState::handle).

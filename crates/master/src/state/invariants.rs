@@ -166,7 +166,7 @@ impl MasterState {
                     .workers
                     .get(wid)
                     .is_some_and(|w| w.state != WorkerState::Dead && w.drivers.contains_key(&d.id));
-                if !held || d.state != DriverState::Running {
+                if !held || !matches!(d.state, DriverState::Running | DriverState::Relaunching) {
                     return Err(format!(
                         "driver {} placed on {wid} but not held there",
                         d.id

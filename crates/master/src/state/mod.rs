@@ -287,6 +287,9 @@ impl MasterState {
                 self.completed_drivers.clear();
                 out.push(Effect::Reply(Reply::Ack(true)));
             }
+            Event::RequestDriverAttempt { driver_id } => {
+                self.request_driver_attempt(&driver_id, &mut out)
+            }
         }
         if std::mem::take(&mut self.pending_schedule) {
             self.schedule(now, &mut out);

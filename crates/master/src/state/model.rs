@@ -328,6 +328,10 @@ pub(super) struct DriverInfo {
     pub state: DriverState,
     pub worker_id: Option<WorkerId>,
     pub message: Option<String>,
+    /// Relaunches so far (by the master elsewhere, or by its worker).
+    pub relaunches: u32,
+    /// The id the master relaunched it as (this record ended RELAUNCHING).
+    pub relaunched_as: Option<DriverId>,
 }
 
 impl DriverInfo {
@@ -339,6 +343,8 @@ impl DriverInfo {
             state: DriverState::Submitted,
             worker_id: None,
             message: None,
+            relaunches: 0,
+            relaunched_as: None,
         }
     }
 

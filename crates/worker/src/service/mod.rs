@@ -27,6 +27,14 @@
 //! with the cluster secret and checking its SHA-256, and `{{BINARY}}` becomes
 //! the cached path; a fetch that fails fails that launch, with the reason.
 //!
+//! With `shuffle.service.enabled` the worker is also the shuffle service (Spark's
+//! external shuffle service): a [`flint_shuffle::BlockServer`] on its RPC
+//! environment serves the map output under its `local.dir`, executors it starts
+//! get `FLINT_LOCAL_DIR`, `FLINT_SHUFFLE_SERVICE_ENABLED` and
+//! `FLINT_SHUFFLE_SERVICE_ADDRESS` so their output lands there and outlives them,
+//! an application's shuffle files go when the master says it finished, and the
+//! work dir cleanup sweeps those of applications gone longer than its TTL.
+//!
 //! Every event is stamped by one [`flint_daemon::Clock`]: monotonic
 //! time since the worker started (tokio's clock, which never jumps and which
 //! tests can pause) for every deadline, and the wall clock only for the
@@ -51,6 +59,7 @@
 
 mod endpoint;
 mod http;
+mod logs;
 pub mod settings;
 mod shell;
 
@@ -68,6 +77,7 @@ use flint_rpc::{RpcAddress, RpcConf, RpcError};
 use tracing::Instrument;
 
 use self::endpoint::WorkerEndpoint;
+
 use self::shell::{Info, Shared};
 use crate::binaries::BinaryCache;
 use crate::state::{
@@ -234,6 +244,14 @@ pub enum SettingProblem {
     /// A size of 0 where at least one byte is needed.
     #[error("0 bytes leaves no room for any binary; give a size such as 4g")]
     NoRoomForBinaries,
+    /// A shuffle directory cannot be created.
+    #[error("cannot create {}: {reason}; point local.dir at writable directories", path.display())]
+    LocalDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
 }
 
 /// The document for `status`: the state machine's [`WorkerStatus`] plus
@@ -290,6 +308,20 @@ pub(crate) fn status_doc(status: WorkerStatus, info: &Info) -> WorkerStatusDoc {
         finished_drivers: status.finished_drivers.into_iter().map(driver).collect(),
         binary_fetches: info.binaries.fetches(),
         binary_cache_hits: info.binaries.hits(),
+        shuffle_service: info.shuffle.as_ref().map(|s| {
+            let st = s.stats();
+            flint_types::worker_status::ShuffleServiceDoc {
+                local_dirs: s
+                    .local_dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect(),
+                requests: st.requests,
+                blocks_served: st.blocks,
+                bytes_served: st.bytes,
+                failed_requests: st.failed,
+            }
+        }),
     }
 }
 
@@ -334,6 +366,24 @@ impl WorkerHandle {
     /// The work directory (absolute).
     pub fn work_dir(&self) -> &Path {
         &self.shared.info.work_dir
+    }
+
+    /// Puts `src`, a file this process hashed itself, into the worker's binary
+    /// cache under `sha256` without a fetch (see
+    /// [`BinaryCache::seed`](crate::binaries::BinaryCache::seed)); for a
+    /// driver running this worker in its own process. Returns the cached path.
+    pub async fn seed_binary(
+        &self,
+        src: &Path,
+        sha256: &str,
+        size: u64,
+        hashed: &std::fs::Metadata,
+    ) -> Result<std::path::PathBuf, crate::binaries::BinaryError> {
+        self.shared
+            .info
+            .binaries
+            .seed(src, sha256, size, hashed)
+            .await
     }
 
     /// A snapshot of the worker, as `GET /api/v1/status` serves it.
@@ -414,6 +464,8 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     let work_dir = prepare_work_dir(&opts.work_dir)?;
     let binaries = BinaryCache::open(&work_dir, settings::binary_cache_max_size(&opts.conf)?)
         .map_err(WorkerError::BinaryCache)?;
+    let shuffle_dirs = settings::shuffle_service_dirs(&opts.conf)?;
+    crate::runner::set_log_max_size(settings::log_max_size(&opts.conf)?);
 
     let Bound {
         env,
@@ -451,7 +503,14 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
         work_dir,
         auth,
         binaries,
+        shuffle: shuffle_dirs.map(flint_shuffle::BlockServer::new),
     };
+    if let Some(server) = &info.shuffle {
+        if let Err(e) = server.register(&env) {
+            env.shutdown();
+            return Err(e.into());
+        }
+    }
     let span = tracing::info_span!("worker", worker_id = %worker_id);
     let shared = Shared::new(WorkerCore::new(worker_id, config), info, env.clone(), span);
 
@@ -468,6 +527,15 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
         }
     };
     shared.set_self_ref(me);
+    if let Err(e) = env.setup_endpoint(
+        flint_proto::messages::WORKER_LOGS_ENDPOINT,
+        logs::LogsEndpoint {
+            shared: shared.clone(),
+        },
+    ) {
+        env.shutdown();
+        return Err(e.into());
+    }
 
     shared.spawn(
         ui.serve(http::router(shared.clone()), shared.token.clone())
@@ -481,10 +549,18 @@ pub async fn start(opts: WorkerOptions) -> Result<WorkerHandle, WorkerError> {
     });
 
     shared.span.in_scope(|| {
-        let detail = format!(
+        let mut detail = format!(
             " with {cores} cores, {memory_mb} MB, work dir {}",
             shared.info.work_dir.display()
         );
+        if let Some(s) = &shared.info.shuffle {
+            let dirs: Vec<String> = s
+                .local_dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            detail.push_str(&format!(", shuffle service on {}", dirs.join(",")));
+        }
         flint_daemon::log::started("worker", &address, &detail, auth, &webui_url);
     });
     shared.span.in_scope(|| shared.handle(Event::Start));

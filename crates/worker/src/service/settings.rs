@@ -3,6 +3,7 @@
 //! UI binds. The RPC environment reads its own (`flint_rpc::conf::KEYS`);
 //! `rpc.ask_timeout` also paces executor state report retries.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use flint_conf::{Conf, SizeUnit, TimeUnit};
@@ -71,6 +72,9 @@ pub const DRIVER_RELAUNCH_INITIAL_BACKOFF: &str = "worker.driver_relaunch_initia
 /// than this starts over at the initial back-off (Spark's hard-coded 5 s; a
 /// bare number is seconds).
 pub const DRIVER_RELAUNCH_STABLE_RUN: &str = "worker.driver_relaunch_stable_run";
+/// `worker.log.max_size`: children's stdout/stderr files roll over past this
+/// size (Spark's `spark.executor.logs.rolling.maxSize`, off by default there).
+pub const LOG_MAX_SIZE: &str = "worker.log.max_size";
 /// `worker.executor_state_sync.max_attempts`: tries to report an executor
 /// state change before the worker exits (Spark: 5).
 pub const EXECUTOR_STATE_SYNC_MAX_ATTEMPTS: &str = "worker.executor_state_sync.max_attempts";
@@ -100,6 +104,7 @@ pub const KEYS: &[&str] = &[
     DRIVER_TERMINATE_TIMEOUT,
     DRIVER_RELAUNCH_INITIAL_BACKOFF,
     DRIVER_RELAUNCH_STABLE_RUN,
+    LOG_MAX_SIZE,
     EXECUTOR_STATE_SYNC_MAX_ATTEMPTS,
     DECOMMISSION_ENABLED,
     UI_HOST,
@@ -224,6 +229,54 @@ pub fn binary_cache_max_size(conf: &Conf) -> Result<u64, WorkerError> {
         ));
     }
     Ok(v)
+}
+
+/// The size at which children's logs roll (`worker.log.max_size`), in bytes; at
+/// least 1.
+pub fn log_max_size(conf: &Conf) -> Result<u64, WorkerError> {
+    Ok(conf
+        .bytes(
+            LOG_MAX_SIZE,
+            crate::runner::DEFAULT_LOG_MAX_SIZE,
+            SizeUnit::Bytes,
+        )?
+        .max(1))
+}
+
+/// `shuffle.service.enabled`: serve the map output of this worker's executors
+/// from the worker (Spark's external shuffle service; default false).
+pub const SHUFFLE_SERVICE_ENABLED: &str = "shuffle.service.enabled";
+/// `local.dir`: comma-separated directories for shuffle files (default the
+/// system temp dir); with the shuffle service on, the worker's executors get
+/// these.
+pub const LOCAL_DIR: &str = "local.dir";
+
+/// The shuffle service's local dirs, created if missing, when
+/// `shuffle.service.enabled`; `None` when it is off.
+pub fn shuffle_service_dirs(conf: &Conf) -> Result<Option<Vec<PathBuf>>, WorkerError> {
+    if !conf.bool(SHUFFLE_SERVICE_ENABLED, false)? {
+        return Ok(None);
+    }
+    let dirs = conf
+        .get(LOCAL_DIR)
+        .map(flint_shuffle::conf::parse_local_dirs)
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| vec![std::env::temp_dir()]);
+    let mut out = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        let problem = |e: std::io::Error| {
+            setting(
+                LOCAL_DIR,
+                SettingProblem::LocalDir {
+                    path: d.clone(),
+                    reason: e.to_string(),
+                },
+            )
+        };
+        std::fs::create_dir_all(&d).map_err(problem)?;
+        out.push(std::fs::canonicalize(&d).map_err(problem)?);
+    }
+    Ok(Some(out))
 }
 
 /// Where the web UI binds (`ui.host`, default 127.0.0.1).

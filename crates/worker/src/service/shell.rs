@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{status_doc, WorkerStatusDoc};
+use super::{settings, status_doc, WorkerStatusDoc};
 use crate::binaries::{BinaryCache, BinaryLease};
 use crate::error_chain;
 use crate::runner::{self, ChildKind, ExitStatus, LaunchSpec, Placeholders, RunningChild};
@@ -53,6 +53,9 @@ pub(crate) struct Info {
     pub(crate) auth: bool,
     /// Fetched binaries, `<work_dir>/binaries`.
     pub(crate) binaries: Arc<BinaryCache>,
+    /// The shuffle service (`shuffle.service.enabled`): the block server on the
+    /// worker's RPC environment, serving its local dirs.
+    pub(crate) shuffle: Option<Arc<flint_shuffle::BlockServer>>,
 }
 
 /// A child process of the worker, by the state machine's [`ChildId`].
@@ -119,6 +122,11 @@ impl Shared {
             span,
             clock: Clock::new(),
         })
+    }
+
+    /// Whether the child runs or may run again (see [`WorkerCore::child_active`]).
+    pub(crate) fn child_active(&self, id: &ChildId) -> bool {
+        self.core.lock().state.child_active(id)
     }
 
     /// Records the worker's own endpoint (sent in registrations and
@@ -338,6 +346,27 @@ impl Shared {
                             launch_spec(ChildKind::Executor, command, dir, placeholders);
                         spec.env
                             .push(("FLINT_EXECUTOR_MEMORY_MB".into(), memory_mb.to_string()));
+                        if let Some(s) = &self.info.shuffle {
+                            // The executor writes its map output where the shuffle
+                            // service serves it, and reports the service's address.
+                            let dirs: Vec<String> = s
+                                .local_dirs()
+                                .iter()
+                                .map(|d| d.display().to_string())
+                                .collect();
+                            spec.env.push((
+                                flint_conf::registry::env_name(settings::LOCAL_DIR),
+                                dirs.join(","),
+                            ));
+                            spec.env.push((
+                                flint_conf::registry::env_name(settings::SHUFFLE_SERVICE_ENABLED),
+                                "true".into(),
+                            ));
+                            spec.env.push((
+                                "FLINT_SHUFFLE_SERVICE_ADDRESS".into(),
+                                self.info.address.to_string(),
+                            ));
+                        }
                         self.start_child(core, id, spec, binary);
                     }
                     Err(e) => queue.push_back(Event::ExecutorLaunchFailed {
@@ -400,9 +429,39 @@ impl Shared {
                 let ttl = Duration::from_millis(app_data_ttl_ms);
                 let span = self.span.clone();
                 let binaries = self.info.binaries.clone();
+                let shuffle_dirs: Vec<PathBuf> = self
+                    .info
+                    .shuffle
+                    .as_ref()
+                    .map(|s| s.local_dirs().to_vec())
+                    .unwrap_or_default();
                 self.tracker.spawn_blocking_on(
                     move || {
                         let _g = span.enter();
+                        // The shuffle service's files of applications that no longer
+                        // run here and are older than the TTL (an application that
+                        // ended while the worker was down never got its
+                        // ApplicationFinished here).
+                        for d in &shuffle_dirs {
+                            let root = d.join(flint_shuffle::layout::ROOT);
+                            if !root.is_dir() {
+                                continue;
+                            }
+                            match runner::cleanup_old_app_dirs(&root, ttl, &keep, SystemTime::now()) {
+                                Ok(removed) if removed.is_empty() => {}
+                                Ok(removed) => tracing::info!(
+                                    "shuffle cleanup removed the shuffle files of {} old application{} under {}",
+                                    removed.len(),
+                                    if removed.len() == 1 { "" } else { "s" },
+                                    d.display()
+                                ),
+                                Err(e) => tracing::warn!(
+                                    "shuffle cleanup of {} failed: {}",
+                                    d.display(),
+                                    error_chain(&e)
+                                ),
+                            }
+                        }
                         if let Some(cutoff) = SystemTime::now().checked_sub(ttl) {
                             let removed = binaries.remove_unused_since(cutoff);
                             if !removed.is_empty() {
@@ -430,12 +489,25 @@ impl Shared {
                     &self.runtime,
                 );
             }
-            Effect::CleanupAppDirs { app_id } => {
-                // Executors get no worker-managed scratch directories yet
-                // (Spark's `spark.local.dir` executor dirs), so there is
-                // nothing to remove beyond what the work dir cleanup does.
-                tracing::debug!(app_id = %app_id, "application {app_id} finished; no local directories to clean");
-            }
+            Effect::CleanupAppDirs { app_id } => match &self.info.shuffle {
+                Some(s) => {
+                    let dirs = s.local_dirs().to_vec();
+                    let span = self.span.clone();
+                    self.tracker.spawn_blocking_on(
+                        move || {
+                            let _g = span.enter();
+                            match flint_shuffle::remove_app(&dirs, app_id.as_str()) {
+                                Ok(()) => tracing::info!(app_id = %app_id, "removed the shuffle files of application {app_id}"),
+                                Err(e) => tracing::warn!(app_id = %app_id, "cannot remove the shuffle files of application {app_id}: {e}"),
+                            }
+                        },
+                        &self.runtime,
+                    );
+                }
+                None => {
+                    tracing::debug!(app_id = %app_id, "application {app_id} finished; no shuffle service, no local directories to clean")
+                }
+            },
 
             // ----- process -----
             Effect::Exit { code, reason } => {

@@ -8,6 +8,12 @@ use flint_types::log::Logs as _;
 use super::{reported_exit_status, trim_retained, ChildId, Effect, Now, WorkerCore};
 use crate::runner::ExitStatus;
 
+/// The longest back-off between a supervised driver's relaunches. Spark's
+/// `DriverRunner.runCommandWithRetry` starts at 1 s, doubles after every
+/// failure and never caps it; flint caps it at one minute so a driver that
+/// keeps failing is still retried every minute.
+pub(super) const MAX_RELAUNCH_BACKOFF_MS: u64 = 60_000;
+
 /// Where a driver that has not finished is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DriverPhase {
@@ -37,6 +43,8 @@ pub(super) struct DriverInfo {
     pub(super) exception: Option<String>,
     /// The exit status of its last process.
     pub(super) exit_status: Option<i32>,
+    /// How often this worker relaunched it.
+    pub(super) relaunches: u32,
 }
 
 impl DriverInfo {
@@ -78,6 +86,7 @@ impl WorkerCore {
             final_state: None,
             exception: None,
             exit_status: None,
+            relaunches: 0,
         };
         let refusal = if self.decommissioned {
             Some(format!(
@@ -113,13 +122,24 @@ impl WorkerCore {
         self.drivers.insert(driver_id, info);
     }
 
-    /// The driver's process started.
-    pub(super) fn driver_started(&mut self, now: Now, driver_id: &DriverId) {
-        if let Some(info) = self.drivers.get_mut(driver_id) {
-            if info.phase == DriverPhase::Starting {
-                info.phase = DriverPhase::Running;
-                info.started_mono_ms = now.mono_ms;
-            }
+    /// The driver's process started; a relaunched one is reported RUNNING again.
+    pub(super) fn driver_started(&mut self, now: Now, driver_id: &DriverId, out: &mut Vec<Effect>) {
+        let Some(info) = self.drivers.get_mut(driver_id) else {
+            return;
+        };
+        if info.phase != DriverPhase::Starting {
+            return;
+        }
+        info.phase = DriverPhase::Running;
+        info.started_mono_ms = now.mono_ms;
+        if info.relaunches > 0 {
+            let n = info.relaunches;
+            self.report_driver_progress(
+                driver_id,
+                DriverState::Running,
+                Some(format!("relaunch {n} started")),
+                out,
+            );
         }
     }
 
@@ -135,10 +155,13 @@ impl WorkerCore {
 
     /// The driver's process ended. A supervised driver that exited non-zero
     /// and was not killed is relaunched after a back-off that starts at
-    /// `worker.driver_relaunch_initial_backoff` (1 s) and doubles, reset
-    /// when the run lasted longer than `worker.driver_relaunch_stable_run`
-    /// (5 s) (Spark's `runCommandWithRetry`). Otherwise its final state is
-    /// FINISHED (exit 0), KILLED (killed) or FAILED.
+    /// `worker.driver_relaunch_initial_backoff` (1 s) and doubles up to
+    /// [`MAX_RELAUNCH_BACKOFF_MS`], reset when the run lasted longer than
+    /// `worker.driver_relaunch_stable_run` (5 s) (Spark's `runCommandWithRetry`:
+    /// `waitSeconds = 1`, doubled, reset when `processStart + successfulRunDuration
+    /// (5 s) < now`); the master hears RELAUNCHING, then RUNNING once it runs
+    /// again. Otherwise its final state is FINISHED (exit 0), KILLED (killed) or
+    /// FAILED.
     pub(super) fn driver_exited(
         &mut self,
         now: Now,
@@ -148,6 +171,7 @@ impl WorkerCore {
     ) {
         let initial = self.config.driver_relaunch_initial_backoff_ms;
         let stable = self.config.driver_relaunch_stable_run_ms;
+        let max_backoff = MAX_RELAUNCH_BACKOFF_MS;
         let Some(info) = self.drivers.get_mut(driver_id) else {
             out.info(format!("Unknown driver {driver_id} ended: {status}"));
             return;
@@ -158,8 +182,12 @@ impl WorkerCore {
                 info.backoff_ms = initial;
             }
             let delay_ms = info.backoff_ms;
-            info.backoff_ms = info.backoff_ms.saturating_mul(2).max(1);
+            info.backoff_ms = info
+                .backoff_ms
+                .saturating_mul(2)
+                .clamp(1, max_backoff.max(initial));
             info.phase = DriverPhase::Backoff;
+            info.relaunches = info.relaunches.saturating_add(1);
             out.info(format!(
                 "Driver {driver_id}: command {status}, re-launching after {delay_ms} ms."
             ));
@@ -167,6 +195,12 @@ impl WorkerCore {
                 driver_id: driver_id.clone(),
                 delay_ms,
             });
+            self.report_driver_progress(
+                driver_id,
+                DriverState::Relaunching,
+                Some(format!("command {status}; relaunching in {delay_ms} ms")),
+                out,
+            );
             return;
         }
         let state = if status.success() {
@@ -261,6 +295,26 @@ impl WorkerCore {
         info.exit_status = exit_status;
         self.report_driver(&info, out);
         self.retain_finished_driver(info);
+    }
+
+    /// Reports a supervised driver's RELAUNCHING (waiting out its back-off) or
+    /// RUNNING (started again) to the master; dropped without a master, as the
+    /// master learns the driver's state from `WorkerLatestState` then.
+    fn report_driver_progress(
+        &self,
+        driver_id: &DriverId,
+        state: DriverState,
+        message: Option<String>,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Some(m) = &self.master {
+            out.push(Effect::ReportDriverState {
+                master_url: m.url.clone(),
+                driver_id: driver_id.clone(),
+                state,
+                exception: message,
+            });
+        }
     }
 
     fn report_driver(&mut self, info: &DriverInfo, out: &mut Vec<Effect>) {

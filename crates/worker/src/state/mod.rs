@@ -175,6 +175,17 @@ impl WorkerCore {
         }
     }
 
+    /// Whether the child runs, is starting, or (a supervised driver) waits to be
+    /// relaunched: its logs may still grow.
+    pub fn child_active(&self, id: &ChildId) -> bool {
+        match id {
+            ChildId::Executor { app_id, exec_id } => {
+                self.executors.contains_key(&(app_id.clone(), *exec_id))
+            }
+            ChildId::Driver { driver_id } => self.drivers.contains_key(driver_id),
+        }
+    }
+
     /// This worker's id.
     pub fn worker_id(&self) -> &WorkerId {
         &self.worker_id
@@ -338,7 +349,7 @@ impl WorkerCore {
             Event::LaunchDriver { driver_id, desc } => {
                 self.launch_driver(now, driver_id, desc, &mut out)
             }
-            Event::DriverStarted { driver_id } => self.driver_started(now, &driver_id),
+            Event::DriverStarted { driver_id } => self.driver_started(now, &driver_id, &mut out),
             Event::DriverLaunchFailed { driver_id, message } => {
                 self.driver_launch_failed(&driver_id, message, &mut out)
             }
