@@ -2,7 +2,9 @@
 # bench/shuffle.sh — flint's shuffle jobs beside Apache Spark's (issue 9, "Benchmark"),
 # on the same generated input files, the same machine, the same run.
 #
-#   bash bench/shuffle.sh [--mib N] [--partitions P] [--reps R] [--no-spark] [--out FILE]
+#   bash bench/shuffle.sh [--mib N] [--partitions P] [--reps R] [--no-spark] [--no-flint] [--out FILE]
+#
+# --no-flint skips flint's rows and the one-thread baselines (Spark only).
 #
 # Generates into a temp dir (removed on exit):
 #   words.txt  N MiB of text, Zipf-distributed 50,000-word vocabulary
@@ -14,6 +16,7 @@
 #               flint local[2] map_partitions (per-partition HashMap, then reduce_by_key),
 #               the same closures on one thread (bench_word_count serial),
 #               hand-written single-threaded Rust over byte slices (cost_word_count),
+#               with std's SipHash HashMap and with foldhash (cost_word_count fast),
 #               Spark local[2] DataFrame and PySpark RDD forms (bench/shuffle/spark_app.py);
 #   sort        flint local[2] sort_by_key, output validated (bench_sort),
 #               Spark local[2] DataFrame orderBy (noop write; validated in a second pass)
@@ -30,6 +33,7 @@ PARTS=${PARTS:-8}
 REPS=${REPS:-3}
 SPARK_REPS=${SPARK_REPS:-1}
 NO_SPARK=${NO_SPARK:-0}
+NO_FLINT=${NO_FLINT:-0}
 NO_SPARK_RDD=${NO_SPARK_RDD:-0}
 OUT=${OUT:-}
 while [ $# -gt 0 ]; do
@@ -39,6 +43,7 @@ while [ $# -gt 0 ]; do
     --reps) REPS=$2; shift 2 ;;
     --spark-reps) SPARK_REPS=$2; shift 2 ;;
     --no-spark) NO_SPARK=1; shift ;;
+    --no-flint) NO_FLINT=1; shift ;;
     --no-spark-rdd) NO_SPARK_RDD=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -93,12 +98,14 @@ run() {
     "$line" "$name" "$rss" "$cpu" "$load" | tee -a "$RESULTS" >&2
 }
 
+[ "$NO_FLINT" = 1 ] && REPS=0
 for _ in $(seq "$REPS"); do
   log "word count: flint"
   FLINT_MASTER='local[2]' run flint-closures "$EX/bench_word_count" closures "$WORK/words.txt" "$PARTS"
   FLINT_MASTER='local[2]' run flint-map-partitions "$EX/bench_word_count" map_partitions "$WORK/words.txt" "$PARTS"
   run serial-closures "$EX/bench_word_count" serial "$WORK/words.txt"
-  run cost "$EX/cost_word_count" "$WORK/words.txt"
+  run cost "$EX/cost_word_count" "$WORK/words.txt" std
+  run cost-fast "$EX/cost_word_count" "$WORK/words.txt" fast
   log "sort: flint"
   FLINT_MASTER='local[2]' run flint-sort "$EX/bench_sort" "$WORK/sort.txt" "$PARTS"
 done

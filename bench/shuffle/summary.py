@@ -35,11 +35,15 @@ def ratio(a, b):
 spark_wc = [x for x in (med("spark-wc-df"), med("spark-wc-rdd")) if x is not None]
 anchor = min(spark_wc) if spark_wc else None
 fc, fm, ser, cost = med("flint-closures"), med("flint-map-partitions"), med("serial-closures"), med("cost")
+cost_fast = med("cost-fast")
 checks = [
     ("word count: Spark's faster form / flint closures (target >= 3)", ratio(anchor, fc), lambda v: v >= 3),
     ("word count: Spark's faster form / flint map_partitions", ratio(anchor, fm), None),
     ("COST: flint closures / hand-written thread (target <= 1 on 2 cores)", ratio(fc, cost), lambda v: v <= 1),
     ("COST: flint map_partitions / hand-written thread", ratio(fm, cost), None),
+    ("COST: flint closures / hand-written thread, foldhash (target <= 1 on 2 cores)", ratio(fc, cost_fast),
+     lambda v: v <= 1),
+    ("COST: flint map_partitions / hand-written thread, foldhash", ratio(fm, cost_fast), None),
     ("same closures on one thread / flint closures (target >= 1.6)", ratio(ser, fc), lambda v: v >= 1.6),
     ("sort: Spark's faster form / flint sort_by_key (target >= 5)",
      ratio(min([x for x in (med("spark-sort-df"), med("spark-sort-rdd")) if x is not None], default=None),

@@ -317,9 +317,9 @@ fn committed<K, V, C>(
     env: &ExecutorEnv,
 ) -> Result<ErasedPartition, TaskError>
 where
-    K: Serialize + DeserializeOwned + Send,
+    K: Serialize + DeserializeOwned + Send + 'static,
     V: Send,
-    C: Serialize + DeserializeOwned + Send,
+    C: Serialize + DeserializeOwned + Send + 'static,
 {
     let status = w.commit().map_err(io)?;
     add_metrics(|m| {

@@ -206,7 +206,12 @@ impl Iterator for Lines {
                 buf.pop();
             }
         }
-        Some(String::from_utf8_lossy(buf).into_owned())
+        // Valid UTF-8 (the common case) is checked by the fast validator and copied
+        // once; only a line that is not goes through the slower lossy decoder.
+        Some(match std::str::from_utf8(buf) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(buf).into_owned(),
+        })
     }
 }
 
@@ -262,6 +267,28 @@ mod tests {
             };
             prop_assert_eq!(read_all(path.to_str().unwrap(), parts), want);
         }
+    }
+
+    /// Valid lines (ASCII or not) come back as they are; a line that is not UTF-8 has
+    /// its bad bytes replaced by U+FFFD, the rest of it kept.
+    #[test]
+    fn lines_that_are_not_utf8_are_replaced_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mixed.txt");
+        std::fs::write(
+            &path,
+            b"plain\nna\xc3\xafve \xe2\x82\xac\nbad \xff\xfe end\ncut \xe2\x82\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_all(path.to_str().unwrap(), 1),
+            [
+                "plain",
+                "na\u{ef}ve \u{20ac}",
+                "bad \u{fffd}\u{fffd} end",
+                "cut \u{fffd}"
+            ]
+        );
     }
 
     #[test]

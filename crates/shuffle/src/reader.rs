@@ -25,11 +25,11 @@ use crate::sorter::{
 /// The records of one block.
 pub struct BlockRecords<K, C> {
     block: BlockRef,
-    records: Records<SliceChunks, (K, C)>,
+    records: Records<SliceChunks, K, C>,
     _t: PhantomData<fn() -> (K, C)>,
 }
 
-impl<K: DeserializeOwned, C: DeserializeOwned> Iterator for BlockRecords<K, C> {
+impl<K: DeserializeOwned + 'static, C: DeserializeOwned + 'static> Iterator for BlockRecords<K, C> {
     type Item = Result<(K, C), ShuffleError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -69,7 +69,7 @@ pub fn verify_block(
 
 /// Verifies a block's bytes and iterates its records. A decode failure after the
 /// checksum matched is also reported as `Corrupt`.
-pub fn decode_block<K: DeserializeOwned, C: DeserializeOwned>(
+pub fn decode_block<K: DeserializeOwned + 'static, C: DeserializeOwned + 'static>(
     block: BlockRef,
     data: Bytes,
     expected: &BlockMeta,
@@ -147,7 +147,7 @@ pub struct ReduceAggregator<'a, K, C> {
 impl<'a, K, C> ReduceAggregator<'a, K, C>
 where
     K: Serialize + DeserializeOwned + Hash + Eq + Send + 'static,
-    C: Serialize + DeserializeOwned + Send + 'a,
+    C: Serialize + DeserializeOwned + Send + 'static,
 {
     /// An aggregator for reduce partition `partition` of `shuffle` (spill files go to
     /// the shuffle's directory, named by `attempt`).
@@ -239,8 +239,8 @@ pub struct ReduceSorter<'a, K, V> {
 
 impl<'a, K, V> ReduceSorter<'a, K, V>
 where
-    K: Serialize + DeserializeOwned + Send + 'a,
-    V: Serialize + DeserializeOwned + Send + 'a,
+    K: Serialize + DeserializeOwned + Send + 'static,
+    V: Serialize + DeserializeOwned + Send + 'static,
 {
     /// A sorter for reduce partition `partition` of `shuffle` (spill files go to the
     /// shuffle's directory, named by `attempt`).

@@ -740,8 +740,8 @@ pub(crate) struct Sorter<'a, K, V, C> {
 
 impl<'a, K, V, C> Sorter<'a, K, V, C>
 where
-    K: Serialize + DeserializeOwned + Send + 'a,
-    C: Serialize + DeserializeOwned + Send + 'a,
+    K: Serialize + DeserializeOwned + Send + 'static,
+    C: Serialize + DeserializeOwned + Send + 'static,
 {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -841,7 +841,7 @@ where
         f.seek(SeekFrom::Start(off))
             .map_err(|e| ShuffleError::io(&s.path, "seek", e))?;
         let reader = BufReader::with_capacity(self.file_buffer, f);
-        let mut recs = Records::<_, (K, C)>::new(ReadChunks::new(reader, len));
+        let mut recs = Records::<_, K, C>::new(ReadChunks::new(reader, len));
         let path = s.path.clone();
         Ok(Some(Box::new(std::iter::from_fn(move || {
             recs.next_record().map(|r| {

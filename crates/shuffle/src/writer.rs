@@ -137,8 +137,8 @@ fn create_dir(layout: &Layout, id: MapId) -> Result<(), ShuffleError> {
 
 impl<'p, K, V> ShuffleWriter<'p, K, V, V>
 where
-    K: Serialize + DeserializeOwned + Send + 'p,
-    V: Serialize + DeserializeOwned + Send + 'p,
+    K: Serialize + DeserializeOwned + Send + 'static,
+    V: Serialize + DeserializeOwned + Send + 'static,
 {
     /// A writer without combining; with `ordering`, each block's records are sorted by
     /// key.
@@ -173,9 +173,9 @@ where
 
 impl<'p, K, V, C> ShuffleWriter<'p, K, V, C>
 where
-    K: Serialize + DeserializeOwned + Send + 'p,
+    K: Serialize + DeserializeOwned + Send + 'static,
     V: Send + 'p,
-    C: Serialize + DeserializeOwned + Send + 'p,
+    C: Serialize + DeserializeOwned + Send + 'static,
 {
     /// A writer combining values per key on the map side; with `ordering`, each block's
     /// records are sorted by key.

@@ -43,7 +43,7 @@ fn sum_combiner() -> Combiner<u64, u64> {
 }
 
 /// Every block of a map output, decoded.
-fn read_all<C: serde::de::DeserializeOwned>(
+fn read_all<C: serde::de::DeserializeOwned + 'static>(
     layout: &Layout,
     shuffle: u32,
     map: u32,
