@@ -631,11 +631,14 @@ impl Connection {
     /// if nobody else is writing and the socket takes it without waiting; what it
     /// cannot write at once goes back to the front of the queue for the writer task.
     fn end_batch(&self) {
-        if self.deferred.fetch_sub(1, Ordering::SeqCst) != 1
-            || self.queued.load(Ordering::SeqCst) == 0
-        {
+        if self.deferred.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
+        // No unlocked "nothing queued" shortcut here: an enqueuer that saw this batch
+        // open (and so woke no writer) may have read `deferred` before our decrement
+        // but not yet charged `queued`; only the lock orders us after its push. A
+        // shortcut on `queued == 0` stranded such a frame with no writer woken (a
+        // stream's last credit, so both sides waited forever).
         let mut q = self.control.lock();
         if q.items.is_empty() || q.writing || self.deferred.load(Ordering::SeqCst) > 0 {
             return;

@@ -259,23 +259,36 @@ async fn a_large_stream_leaves_asks_on_the_same_connection_fast() {
     });
 
     let started = Instant::now();
-    let mut sink = env
-        .push_stream(&addr, "sink", Bytes::from_static(b"large"))
-        .await
-        .unwrap();
-    let chunk = sink.chunk_size();
-    let chunks = LARGE / chunk as u64;
-    let mut hash = digest::Context::new(&digest::SHA256);
-    let mut during = None;
-    for i in 0..chunks {
-        let data = pattern(i, chunk);
-        hash.update(&data);
-        sink.send(data).await.unwrap();
-        if i == chunks / 2 {
-            during = Some(only_connection(&env, &addr));
+    // Bounded: a stream that stops moving (a lost credit) fails the test instead of
+    // hanging it.
+    let push = async {
+        let mut sink = env
+            .push_stream(&addr, "sink", Bytes::from_static(b"large"))
+            .await
+            .unwrap();
+        let chunk = sink.chunk_size();
+        let chunks = LARGE / chunk as u64;
+        let mut hash = digest::Context::new(&digest::SHA256);
+        let mut during = None;
+        for i in 0..chunks {
+            let data = pattern(i, chunk);
+            hash.update(&data);
+            sink.send(data).await.unwrap();
+            if i == chunks / 2 {
+                during = Some(only_connection(&env, &addr));
+            }
         }
-    }
-    sink.finish().await.unwrap();
+        sink.finish().await.unwrap();
+        (hash, during)
+    };
+    let (hash, during) = tokio::time::timeout(Duration::from_secs(300), push)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the {} MiB stream{SCALED} did not finish within 300 s",
+                LARGE >> 20
+            )
+        });
     let want = format!("{LARGE} {}", hex::encode(hash.finish()));
     let got = probe_until(&probe, "sink", Duration::from_secs(60), |a| !a.is_empty()).await;
     let secs = started.elapsed().as_secs_f64();
