@@ -25,8 +25,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use flint_shuffle::{
     decode_block, hash_partition, key_hash, merge_sorted, natural_order, read_local_blocks,
-    verify_block, BlockFetcher, BlockMeta, BlockRef, Combiner, FetchRequest, KeyOrdering, MapId,
-    RecordIter, ReduceAggregator, ShuffleWriter,
+    sort_prefix, verify_block, BlockFetcher, BlockMeta, BlockRef, Combiner, FetchRequest,
+    KeyOrdering, MapId, RecordIter, ReduceAggregator, ShuffleWriter,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -418,14 +418,25 @@ where
         map,
         attempt,
     };
-    let ordering = match sorted {
-        Some(order) => Some(order(decode::<bool>(&spec.op)?)),
-        None => None,
+    let (ordering, prefix) = match sorted {
+        Some(order) => {
+            let ascending = decode::<bool>(&spec.op)?;
+            (Some(order(ascending)), sort_prefix::<K>(ascending))
+        }
+        None => (None, None),
     };
     drop_stale_output(sh, id)?;
     let pf = |k: &K| part.partition(k);
-    let mut w = ShuffleWriter::new(&sh.conf, &sh.layout, id, part.partitions(), &pf, ordering)
-        .map_err(io)?;
+    let mut w = ShuffleWriter::with_prefix(
+        &sh.conf,
+        &sh.layout,
+        id,
+        part.partitions(),
+        &pf,
+        ordering,
+        prefix,
+    )
+    .map_err(io)?;
     for (k, v) in action_input::<(K, V)>(inputs)? {
         w.insert(k, v).map_err(io)?;
     }

@@ -39,5 +39,5 @@ pub use server::{
     remove_remote_shuffle, BlockRequest, BlockServer, RemoveShuffle, ServerStats, BLOCK_SERVER,
     SHUFFLE_REMOVER,
 };
-pub use sorter::{hash_partition, key_hash, Combiner, KeyOrdering, RecordIter};
+pub use sorter::{hash_partition, key_hash, sort_prefix, Combiner, KeyOrdering, RecordIter};
 pub use writer::{MapId, MapStatus, Partitioner, ShuffleWriter};

@@ -124,6 +124,7 @@ pub fn merge_sorted<'a, K: Send + 'a, C: Send + 'a>(
             merge: None,
             hash: None,
             eq: None,
+            prefix: None,
         },
     )
 }
@@ -167,6 +168,7 @@ where
             merge: Some(merge_combiners),
             hash: Some(fixed_hash::<K>),
             eq: Some(key_eq::<K>),
+            prefix: None,
         };
         let combiner = Combiner {
             create: identity::<C>,
@@ -259,6 +261,7 @@ where
             merge: None,
             hash: None,
             eq: None,
+            prefix: None,
         };
         let layout = layout.clone();
         Ok(ReduceSorter {

@@ -150,6 +150,21 @@ where
         partitioner: Partitioner<'p, K>,
         ordering: Option<KeyOrdering<K>>,
     ) -> Result<Self, ShuffleError> {
+        Self::with_prefix(conf, layout, id, partitions, partitioner, ordering, None)
+    }
+
+    /// [`new`](Self::new) with a sort prefix consistent with `ordering` (see
+    /// [`sort_prefix`](crate::sort_prefix)): blocks are sorted by comparing prefixes,
+    /// and keys only where the prefixes are equal.
+    pub fn with_prefix(
+        conf: &ShuffleConf,
+        layout: &Layout,
+        id: MapId,
+        partitions: u32,
+        partitioner: Partitioner<'p, K>,
+        ordering: Option<KeyOrdering<K>>,
+        prefix: Option<fn(&K) -> u64>,
+    ) -> Result<Self, ShuffleError> {
         check_partitions(partitions)?;
         create_dir(layout, id)?;
         let spec = MergeSpec {
@@ -157,6 +172,7 @@ where
             merge: None,
             hash: None,
             eq: None,
+            prefix: ordering.and(prefix),
         };
         let buffer = Box::new(PlainBuffer::new(partitions, identity::<V>, spec.clone()));
         Ok(Self::build(
@@ -246,6 +262,7 @@ where
             merge: Some(combiner.merge_combiners),
             hash: Some(fixed_hash::<K>),
             eq: Some(key_eq::<K>),
+            prefix: None,
         };
         let buffer = combine_buffer(partitions, combiner, spec.clone());
         Ok(Self::build(
