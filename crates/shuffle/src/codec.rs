@@ -66,7 +66,10 @@ where
 }
 
 #[inline(always)]
-fn put_field<F: Serialize + 'static>(f: &F, mut out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
+pub(crate) fn put_field<F: Serialize + 'static>(
+    f: &F,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, postcard::Error> {
     match (f as &dyn Any).downcast_ref::<Vec<u8>>() {
         Some(b) => {
             put_varint(b.len() as u64, &mut out);
@@ -105,7 +108,7 @@ fn take_varint(raw: &[u8]) -> Result<(u64, &[u8]), String> {
 }
 
 #[inline(always)]
-fn take_field<F: DeserializeOwned + 'static>(raw: &[u8]) -> Result<(F, &[u8]), String> {
+pub(crate) fn take_field<F: DeserializeOwned + 'static>(raw: &[u8]) -> Result<(F, &[u8]), String> {
     if !is_bytes::<F>() {
         return postcard::take_from_bytes::<F>(raw)
             .map_err(|e| format!("records do not decode: {e}"));
@@ -170,6 +173,8 @@ pub(crate) struct BlockEncoder {
     len: u64,
     records: u64,
     scratch: Vec<u8>,
+    /// Raw bytes of the chunk being put together by [`write_encoded`](Self::write_encoded).
+    raw: Vec<u8>,
     /// Records per batch, adapted to hit [`CHUNK_TARGET`].
     pub(crate) batch: usize,
 }
@@ -182,6 +187,7 @@ impl BlockEncoder {
             len: 0,
             records: 0,
             scratch: Vec::new(),
+            raw: Vec::new(),
             batch: 64,
         }
     }
@@ -203,6 +209,40 @@ impl BlockEncoder {
         }
         self.records += records.len() as u64;
         self.write_raw(out, &raw)
+    }
+
+    /// Writes the records of `part` (already encoded, in its order) as chunks of about
+    /// [`CHUNK_TARGET`] raw bytes onto `out`: the bytes are copied, not re-encoded.
+    pub(crate) fn write_encoded<W: Write>(
+        &mut self,
+        out: &mut W,
+        part: &crate::serial::EncodedPart,
+    ) -> Result<(), WriteError> {
+        let n = part.len();
+        let mut raw = std::mem::take(&mut self.raw);
+        let mut i = 0;
+        let mut result = Ok(());
+        while i < n {
+            let mut j = i;
+            let mut bytes = 0;
+            while j < n && (j == i || bytes + part.record(j).len() <= CHUNK_TARGET) {
+                bytes += part.record(j).len();
+                j += 1;
+            }
+            raw.clear();
+            put_varint((j - i) as u64, &mut raw);
+            for r in i..j {
+                raw.extend_from_slice(part.record(r));
+            }
+            self.records += (j - i) as u64;
+            result = self.write_raw(out, &raw);
+            if result.is_err() {
+                break;
+            }
+            i = j;
+        }
+        self.raw = raw;
+        result
     }
 
     fn write_raw<W: Write>(&mut self, out: &mut W, raw: &[u8]) -> Result<(), WriteError> {

@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod index;
 pub mod layout;
 pub mod reader;
+mod serial;
 pub mod server;
 mod sorter;
 mod table;

@@ -37,6 +37,7 @@ use serde::Serialize;
 
 use crate::codec::{BlockEncoder, ReadChunks, Records, WriteError};
 use crate::error::ShuffleError;
+use crate::serial::EncodedPart;
 use crate::table::ProbeTable;
 
 /// Map-side (or reduce-side) combining, as plain functions: Spark's `Aggregator`.
@@ -177,6 +178,15 @@ pub(crate) trait Buffer<K, V, C> {
     /// an ordering, else — when `for_merge` (a spill run, or memory merged with runs)
     /// — by key hash; otherwise in any order.
     fn take_partition(&mut self, p: u32, for_merge: bool) -> Result<Vec<(K, C)>, ShuffleError>;
+    /// Partition `p`'s records still encoded, in [`take_partition`](Self::take_partition)'s
+    /// order, when the buffer keeps them so (`SerialBuffer`); `None` from the others.
+    fn take_encoded(
+        &mut self,
+        _p: u32,
+        _for_merge: bool,
+    ) -> Result<Option<EncodedPart>, ShuffleError> {
+        Ok(None)
+    }
     /// Drops everything and releases the memory (after a spill).
     fn reset(&mut self);
 }
@@ -908,6 +918,14 @@ where
         let mut segments = Vec::with_capacity(self.partitions as usize);
         let mut offset = 0u64;
         for p in 0..self.partitions {
+            if let Some(part) = self.buffer.take_encoded(p, true)? {
+                enc.write_encoded(&mut out, &part)
+                    .map_err(|e| write_error(&path, e))?;
+                let meta = enc.finish();
+                segments.push((offset, meta.len));
+                offset += meta.len;
+                continue;
+            }
             let recs = self.buffer.take_partition(p, true)?;
             let mut at = 0;
             while at < recs.len() {
@@ -1008,9 +1026,27 @@ where
 
     /// Partition `p`'s records in output order, merged from the spill runs and memory.
     pub(crate) fn partition(&mut self, p: u32) -> Result<RecordIter<'a, K, C>, ShuffleError> {
-        let mem = self.buffer.take_partition(p, !self.spills.is_empty())?;
-        if self.spills.is_empty() {
-            return Ok(Box::new(mem.into_iter().map(Ok)));
+        Ok(match self.partition_out(p)? {
+            PartitionOut::Encoded(part) => Box::new(part.into_records()),
+            PartitionOut::Records(r) => r,
+        })
+    }
+
+    /// Partition `p`'s records in output order: still encoded when they are all in a
+    /// buffer that keeps them so (nothing spilled), else merged from the spill runs and
+    /// memory.
+    pub(crate) fn partition_out(&mut self, p: u32) -> Result<PartitionOut<'a, K, C>, ShuffleError> {
+        let merging = !self.spills.is_empty();
+        let mem: RecordIter<'a, K, C> = match self.buffer.take_encoded(p, merging)? {
+            Some(part) if !merging => return Ok(PartitionOut::Encoded(part)),
+            Some(part) => Box::new(part.into_records()),
+            None => {
+                let mem = self.buffer.take_partition(p, merging)?;
+                Box::new(mem.into_iter().map(Ok))
+            }
+        };
+        if !merging {
+            return Ok(PartitionOut::Records(mem));
         }
         let mut runs: Vec<RecordIter<'a, K, C>> = Vec::with_capacity(self.spills.len() + 1);
         for s in &self.spills {
@@ -1018,9 +1054,17 @@ where
                 runs.push(r);
             }
         }
-        runs.push(Box::new(mem.into_iter().map(Ok)));
-        Ok(merge_runs(runs, self.spec.clone()))
+        runs.push(mem);
+        Ok(PartitionOut::Records(merge_runs(runs, self.spec.clone())))
     }
+}
+
+/// One partition's records as [`Sorter::partition_out`] gives them.
+pub(crate) enum PartitionOut<'a, K, C> {
+    /// Encoded, in output order: written by copying.
+    Encoded(EncodedPart),
+    /// Records, in output order.
+    Records(RecordIter<'a, K, C>),
 }
 
 pub(crate) fn write_error(path: &std::path::Path, e: WriteError) -> ShuffleError {

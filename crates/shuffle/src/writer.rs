@@ -30,9 +30,10 @@ use crate::conf::ShuffleConf;
 use crate::error::ShuffleError;
 use crate::index::{self, MapOutput};
 use crate::layout::Layout;
+use crate::serial::SerialBuffer;
 use crate::sorter::{
     combine_buffer, fixed_hash, hash_partition, write_error, Combiner, KeyOrdering, MergeSpec,
-    PlainBuffer, Sorter,
+    PartitionOut, Sorter,
 };
 
 /// What a committed map output holds, for the driver's map output tracker.
@@ -174,7 +175,7 @@ where
             eq: None,
             prefix: ordering.and(prefix),
         };
-        let buffer = Box::new(PlainBuffer::new(partitions, identity::<V>, spec.clone()));
+        let buffer = Box::new(SerialBuffer::new(partitions, identity::<V>, spec.clone()));
         Ok(Self::build(
             conf,
             layout,
@@ -365,7 +366,15 @@ where
         let mut blocks = Vec::with_capacity(self.partitions as usize);
         let mut batch: Vec<(K, C)> = Vec::new();
         for p in 0..self.partitions {
-            let records = self.sorter.partition(p)?;
+            let records = match self.sorter.partition_out(p)? {
+                PartitionOut::Encoded(part) => {
+                    enc.write_encoded(&mut out, &part)
+                        .map_err(|e| write_error(&data_tmp, e))?;
+                    blocks.push(enc.finish());
+                    continue;
+                }
+                PartitionOut::Records(r) => r,
+            };
             for r in records {
                 batch.push(r?);
                 if batch.len() >= enc.batch {
