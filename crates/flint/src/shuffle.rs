@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use flint_shuffle::{
-    decode_block, hash_partition, key_hash, merge_sorted, natural_order, read_local_blocks,
-    sort_prefix, verify_block, BlockFetcher, BlockMeta, BlockRef, Combiner, FetchRequest,
-    KeyOrdering, MapId, RecordIter, ReduceAggregator, ShuffleWriter,
+    decode_block, hash_partition, key_hash, merge_sorted_by_prefix, natural_order,
+    read_local_blocks, sort_prefix, verify_block, BlockFetcher, BlockMeta, BlockRef, Combiner,
+    FetchRequest, KeyOrdering, MapId, RecordIter, ReduceAggregator, ShuffleWriter,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -680,7 +680,11 @@ impl<K: Data + Ord, V: Data> Op for SortedRead<K, V> {
             blocks.push(records::<K, V>(block, bytes, &meta)?);
             Ok(())
         })?;
-        let merged = merge_sorted(blocks, ordering::<K>(ascending));
+        let merged = merge_sorted_by_prefix(
+            blocks,
+            ordering::<K>(ascending),
+            sort_prefix::<K>(ascending),
+        );
         Ok(erase::<(K, V)>(Box::new(merged.map(record))))
     }
 }

@@ -33,8 +33,8 @@ pub use fetch::{BlockFetcher, FetchRequest, FetchStats, FetchedBlock, MAX_REQUES
 pub use index::{read_map_output, MapOutput};
 pub use layout::{remove_app, BlockRef, Layout};
 pub use reader::{
-    decode_block, merge_sorted, natural_order, read_local_blocks, verify_block, AggregatedRecords,
-    BlockRecords, ReduceAggregator, ReduceSorter,
+    decode_block, merge_sorted, merge_sorted_by_prefix, natural_order, read_local_blocks,
+    verify_block, AggregatedRecords, BlockRecords, ReduceAggregator, ReduceSorter,
 };
 pub use server::{
     remove_remote_shuffle, BlockRequest, BlockServer, RemoveShuffle, ServerStats, BLOCK_SERVER,

@@ -117,6 +117,17 @@ pub fn merge_sorted<'a, K: Send + 'a, C: Send + 'a>(
     blocks: Vec<RecordIter<'a, K, C>>,
     ordering: KeyOrdering<K>,
 ) -> RecordIter<'a, K, C> {
+    merge_sorted_by_prefix(blocks, ordering, None)
+}
+
+/// [`merge_sorted`] with a sort prefix consistent with `ordering` (see
+/// [`sort_prefix`](crate::sort_prefix)): heads are compared by prefix, and by key only
+/// where the prefixes are equal.
+pub fn merge_sorted_by_prefix<'a, K: Send + 'a, C: Send + 'a>(
+    blocks: Vec<RecordIter<'a, K, C>>,
+    ordering: KeyOrdering<K>,
+    prefix: Option<fn(&K) -> u64>,
+) -> RecordIter<'a, K, C> {
     merge_runs(
         blocks,
         MergeSpec {
@@ -124,7 +135,7 @@ pub fn merge_sorted<'a, K: Send + 'a, C: Send + 'a>(
             merge: None,
             hash: None,
             eq: None,
-            prefix: None,
+            prefix,
         },
     )
 }
