@@ -1,13 +1,16 @@
 //! The in-memory buffer of a map task (or of a reduce-side aggregation) with spilling:
 //! Spark's `ExternalSorter` / `ExternalAppendOnlyMap`. Records go into one buffer per
-//! partition — a `Vec` without a combiner, a hash map merging values into combiners
-//! with one — whose size is estimated as it grows; past the memory budget the buffer
+//! partition — without a combiner, encoded pages on the map side (`serial.rs`) or a
+//! `Vec` ([`PlainBuffer`], reduce side); with one, a hash map merging values into
+//! combiners — whose size is estimated as it grows; past the memory budget the buffer
 //! is written to a spill run (each partition's records in output order, compressed
 //! like blocks) and emptied. At the end each partition's records are merged from the
 //! runs and what is left in memory:
 //!
 //! - no combiner, no ordering: concatenated;
-//! - with an ordering: a k-way merge by key (equal keys combined when combining);
+//! - with an ordering: a k-way merge by key (equal keys combined when combining),
+//!   the next head picked by a loser tree, compared by sort prefix first when there
+//!   is one;
 //! - combiner, no ordering: runs are sorted by a fixed hash of the key; the merge takes
 //!   the records of the smallest hash from every run and combines equal keys.
 //!
