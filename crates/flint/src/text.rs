@@ -186,8 +186,24 @@ impl Iterator for Lines {
         if self.pos >= self.end {
             return None;
         }
-        // Read into the reused buffer, then copy out once at the line's size: growing
-        // a fresh vector to the line's length would reallocate it several times.
+        // A line whole in the reader's buffer (the common case) is copied out once, at
+        // its size; one that crosses the buffer's end is gathered in the reused
+        // buffer first (growing a fresh vector would reallocate it several times).
+        if let Ok(avail) = self.reader.fill_buf() {
+            if let Some(at) = memchr::memchr(b'\n', avail) {
+                let mut line = &avail[..at];
+                if line.last() == Some(&b'\r') {
+                    line = &line[..line.len() - 1];
+                }
+                let out = match std::str::from_utf8(line) {
+                    Ok(s) => s.to_owned(),
+                    Err(_) => String::from_utf8_lossy(line).into_owned(),
+                };
+                self.reader.consume(at + 1);
+                self.pos += at as u64 + 1;
+                return Some(out);
+            }
+        }
         let buf = &mut self.buf;
         buf.clear();
         let n = match self.reader.read_until(b'\n', buf) {
