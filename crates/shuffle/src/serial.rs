@@ -179,28 +179,48 @@ where
         let Some(cmp) = self.spec.ordering else {
             return;
         };
-        let key = |part: &EncodedPart, e: &Entry| -> Option<K> {
-            take_field::<K>(part.bytes(e)).ok().map(|(k, _)| k)
-        };
         let mut entries = std::mem::take(&mut part.entries);
-        let arrival = |a: &Entry, b: &Entry| (a.page, a.off).cmp(&(b.page, b.off));
-        let by_key = |a: &Entry, b: &Entry| match (key(part, a), key(part, b)) {
-            (Some(x), Some(y)) => cmp(&x, &y),
-            // Unreachable (the buffer encoded these bytes); any consistent order.
-            _ => Ordering::Equal,
-        };
         if self.spec.prefix.is_some() {
-            entries.sort_unstable_by(|a, b| {
-                a.prefix
-                    .cmp(&b.prefix)
-                    .then_with(|| by_key(a, b))
-                    .then_with(|| arrival(a, b))
-            });
+            // By prefix, then arrival (a total order on entries)...
+            entries.sort_unstable_by_key(|e| (e.prefix, e.page, e.off));
+            // ...then each run of equal prefixes by key, stably: only the records
+            // whose prefixes tie are decoded, each once.
+            let mut at = 0;
+            while at < entries.len() {
+                let p = entries[at].prefix;
+                let end = at + entries[at..].iter().take_while(|e| e.prefix == p).count();
+                if end - at > 1 {
+                    sort_by_decoded_key(part, &mut entries[at..end], cmp);
+                }
+                at = end;
+            }
         } else {
-            // Stable, on the keys alone.
-            entries.sort_by(by_key);
+            sort_by_decoded_key(part, &mut entries, cmp);
         }
         part.entries = entries;
+    }
+}
+
+/// Sorts `entries` (stably) by their records' keys under `cmp`, decoding each key
+/// once.
+fn sort_by_decoded_key<K: DeserializeOwned + 'static>(
+    part: &EncodedPart,
+    entries: &mut [Entry],
+    cmp: crate::sorter::KeyOrdering<K>,
+) {
+    let mut keyed: Vec<(Option<K>, Entry)> = entries
+        .iter()
+        .map(|e| (take_field::<K>(part.bytes(e)).ok().map(|(k, _)| k), *e))
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| match (a, b) {
+        (Some(x), Some(y)) => cmp(x, y),
+        // Unreachable (the buffer encoded these bytes); any consistent order.
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+    });
+    for (slot, (_, e)) in entries.iter_mut().zip(keyed) {
+        *slot = e;
     }
 }
 
