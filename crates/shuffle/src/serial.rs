@@ -316,11 +316,11 @@ mod tests {
     }
 
     fn expected<K: Ord + Clone>(keys: &[K], ordering: bool) -> Vec<(K, u32)> {
-        let mut v: Vec<(K, u32)> = keys.iter().cloned().zip(0..).collect();
         if ordering {
-            v.sort_by(|a, b| a.0.cmp(&b.0));
+            crate::sorter::tests::by_compare(keys, true)
+        } else {
+            keys.iter().cloned().zip(0..).collect()
         }
-        v
     }
 
     proptest::proptest! {

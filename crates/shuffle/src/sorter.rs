@@ -1286,7 +1286,7 @@ impl<K, C> Iterator for Merger<'_, K, C> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1369,7 +1369,9 @@ mod tests {
         v
     }
 
-    fn by_compare<K: Ord + Clone>(keys: &[K], ascending: bool) -> Vec<(K, u32)> {
+    /// `keys` valued by position, sorted stably in either direction (the reference
+    /// order for sorting tests).
+    pub(crate) fn by_compare<K: Ord + Clone>(keys: &[K], ascending: bool) -> Vec<(K, u32)> {
         let mut v: Vec<(K, u32)> = keys.iter().cloned().zip(0..).collect();
         if ascending {
             v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1401,6 +1403,17 @@ mod tests {
         }
     }
 
+    /// Run `r` of a merge test: its keys, valued by run and position, sorted stably.
+    fn sorted_run<K: Clone>(r: usize, keys: &[K], cmp: KeyOrdering<K>) -> Vec<(K, u32)> {
+        let mut v: Vec<(K, u32)> = keys
+            .iter()
+            .cloned()
+            .zip((0..).map(|i| (r as u32) << 16 | i))
+            .collect();
+        v.sort_by(|a, b| cmp(&a.0, &b.0));
+        v
+    }
+
     /// Merges runs (each sorted by comparison; values name run and position) with and
     /// without the prefix.
     fn merged<K: Ord + Clone + Send + std::fmt::Debug + 'static>(
@@ -1417,13 +1430,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(r, keys)| {
-                let mut v: Vec<(K, u32)> = keys
-                    .iter()
-                    .cloned()
-                    .zip((0..).map(|i| (r as u32) << 16 | i))
-                    .collect();
-                v.sort_by(|a, b| cmp(&a.0, &b.0));
-                Box::new(v.into_iter().map(Ok)) as RecordIter<'static, K, u32>
+                Box::new(sorted_run(r, keys, cmp).into_iter().map(Ok))
+                    as RecordIter<'static, K, u32>
             })
             .collect();
         let spec = MergeSpec {
@@ -1441,13 +1449,7 @@ mod tests {
         // The reference: every run sorted, concatenated in run order, sorted stably.
         let mut all: Vec<(K, u32)> = Vec::new();
         for (r, keys) in runs.iter().enumerate() {
-            let mut v: Vec<(K, u32)> = keys
-                .iter()
-                .cloned()
-                .zip((0..).map(|i| (r as u32) << 16 | i))
-                .collect();
-            v.sort_by(|a, b| cmp(&a.0, &b.0));
-            all.extend(v);
+            all.extend(sorted_run(r, keys, cmp));
         }
         all.sort_by(|a, b| cmp(&a.0, &b.0));
         assert_eq!(
