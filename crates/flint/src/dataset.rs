@@ -52,6 +52,11 @@ pub(crate) enum Kind {
         entry: EntryPoint,
         captures: Vec<u8>,
         parent: Arc<Node>,
+        /// Each element becomes zero or more elements on its own (`map`, `filter`,
+        /// `flat_map` and their `_with` forms, `key_by`, `map_values`): the operation
+        /// may run on any subset of its parent's elements (`sort_by_key` samples
+        /// through it).
+        per_element: bool,
     },
     Union {
         parents: Vec<Arc<Node>>,
@@ -136,6 +141,47 @@ impl Node {
         None
     }
 
+    /// This lineage with its `text_file` source sampling each split at about `m`
+    /// random positions ([`TextSampleSource`]), for `sort_by_key`'s sampling job;
+    /// `None` unless only per-element operations lie between this node and one
+    /// `text_file` source (anything else may depend on seeing every element: it is
+    /// sampled the ordinary way, over everything).
+    pub(crate) fn sampled_text(&self, m: u64) -> Option<Arc<Node>> {
+        match &self.kind {
+            Kind::Narrow {
+                entry,
+                captures,
+                parent,
+                per_element: true,
+            } => Some(Node::new(
+                self.partitions,
+                Kind::Narrow {
+                    entry: *entry,
+                    captures: captures.clone(),
+                    parent: parent.sampled_text(m)?,
+                    per_element: true,
+                },
+            )),
+            Kind::Source { entry, splits } if *entry == entry_point::<TextSource>() => {
+                let splits = splits
+                    .iter()
+                    .map(|s| {
+                        let split: text::TextSplit = postcard::from_bytes(s).ok()?;
+                        postcard::to_allocvec(&(split, m)).ok()
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Some(Node::new(
+                    self.partitions,
+                    Kind::Source {
+                        entry: entry_point::<TextSampleSource>(),
+                        splits,
+                    },
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// The shuffles this node reads directly (not through another shuffle), each once.
     pub fn shuffles<'a>(self: &'a Arc<Self>, out: &mut Vec<&'a Arc<Node>>) {
         match &self.kind {
@@ -165,6 +211,7 @@ impl Node {
                 entry,
                 captures,
                 parent,
+                ..
             } => PlanNode::Op {
                 entry: *entry,
                 captures: captures.clone(),
@@ -349,6 +396,25 @@ impl<T: Data> Dataset<T> {
         entry: EntryPoint,
         captures: std::result::Result<Vec<u8>, String>,
     ) -> Dataset<U> {
+        self.narrow_node(entry, captures, false)
+    }
+
+    /// [`narrow`](Self::narrow) for an operation on each element alone (see
+    /// [`Kind::Narrow`]'s `per_element`).
+    pub(crate) fn narrow_each<U: Data>(
+        &self,
+        entry: EntryPoint,
+        captures: std::result::Result<Vec<u8>, String>,
+    ) -> Dataset<U> {
+        self.narrow_node(entry, captures, true)
+    }
+
+    fn narrow_node<U: Data>(
+        &self,
+        entry: EntryPoint,
+        captures: std::result::Result<Vec<u8>, String>,
+        per_element: bool,
+    ) -> Dataset<U> {
         let node = match captures {
             Ok(captures) => Node::new(
                 self.node.partitions,
@@ -356,6 +422,7 @@ impl<T: Data> Dataset<T> {
                     entry,
                     captures,
                     parent: self.node.clone(),
+                    per_element,
                 },
             ),
             Err(error) => Node::new(self.node.partitions, Kind::Broken { error }),
@@ -407,7 +474,7 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to map must not capture; pass what it needs with map_with(value, |v, x| ...)");
         let _ = f;
-        self.narrow(entry_point::<MapOp<F, T, U>>(), Ok(vec![]))
+        self.narrow_each(entry_point::<MapOp<F, T, U>>(), Ok(vec![]))
     }
 
     /// Each element through `f(&value, x)`; `value` is serialized now and sent with
@@ -427,7 +494,7 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to map_with must not capture; put everything they need in its value");
         let _ = f;
-        self.narrow(entry_point::<MapWithOp<F, C, T, U>>(), captures_of(&value))
+        self.narrow_each(entry_point::<MapWithOp<F, C, T, U>>(), captures_of(&value))
     }
 
     /// The elements for which `f` is true.
@@ -445,7 +512,7 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to filter must not capture; pass what it needs with filter_with(value, |v, x| ...)");
         let _ = f;
-        self.narrow(entry_point::<FilterOp<F, T>>(), Ok(vec![]))
+        self.narrow_each(entry_point::<FilterOp<F, T>>(), Ok(vec![]))
     }
 
     /// The elements for which `f(&value, &x)` is true.
@@ -463,7 +530,7 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to filter_with must not capture; put everything they need in its value");
         let _ = f;
-        self.narrow(entry_point::<FilterWithOp<F, C, T>>(), captures_of(&value))
+        self.narrow_each(entry_point::<FilterWithOp<F, C, T>>(), captures_of(&value))
     }
 
     /// Each element to any number of elements.
@@ -486,7 +553,7 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to flat_map must not capture; pass what it needs with flat_map_with(value, |v, x| ...)");
         let _ = f;
-        self.narrow(entry_point::<FlatMapOp<F, T, I>>(), Ok(vec![]))
+        self.narrow_each(entry_point::<FlatMapOp<F, T, I>>(), Ok(vec![]))
     }
 
     /// Each element to any number of elements, with `value`.
@@ -508,7 +575,7 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to flat_map_with must not capture; put everything they need in its value");
         let _ = f;
-        self.narrow(
+        self.narrow_each(
             entry_point::<FlatMapWithOp<F, C, T, I>>(),
             captures_of(&value),
         )
@@ -578,7 +645,7 @@ impl<T: Data> Dataset<T> {
     {
         no_capture!(F, "flint: closures passed to key_by must not capture; compute the key with map_with(value, |v, x| (key, x))");
         let _ = f;
-        self.narrow(entry_point::<KeyByOp<F, T, K>>(), Ok(vec![]))
+        self.narrow_each(entry_point::<KeyByOp<F, T, K>>(), Ok(vec![]))
     }
 
     /// This dataset's partitions followed by `other`'s.

@@ -371,8 +371,16 @@ where
         let per = (3.0 * size / f64::from(self.node.partitions)).ceil() as u64;
         let caps =
             crate::wire::encode(&per).map_err(|e| crate::Error::Serialization(e.to_string()))?;
-        let samples: Vec<(u64, Vec<K>)> =
-            self.decoded(entry_point::<SampleAction<K, V>>(), caps, None)?;
+        // Over a text file read through per-element operations only, each split is
+        // sampled at random positions rather than read whole.
+        let samples: Vec<(u64, Vec<K>)> = match self.node.sampled_text(per) {
+            Some(node) => Dataset::<(K, V)>::from_node(self.ctx.clone(), node).decoded(
+                entry_point::<SampleAction<K, V>>(),
+                caps,
+                None,
+            )?,
+            None => self.decoded(entry_point::<SampleAction<K, V>>(), caps, None)?,
+        };
         crate::wire::encode(&range_bounds(samples, n))
             .map_err(|e| crate::Error::Serialization(e.to_string()))
     }
@@ -485,7 +493,7 @@ where
     {
         no_capture!(F, "flint: closures passed to map_values must not capture; use map_with(value, |v, (k, x)| ...)");
         let _ = f;
-        self.narrow(entry_point::<MapValuesOp<F, K, V, U>>(), Ok(Vec::new()))
+        self.narrow_each(entry_point::<MapValuesOp<F, K, V, U>>(), Ok(Vec::new()))
     }
 
     /// How many pairs each key has (a job; the counts come to the driver).

@@ -71,6 +71,43 @@ impl Op for TextSource {
     }
 }
 
+thread_local! {
+    /// Set by a [`TextSampleSource`] once it has sampled its split: how many lines the
+    /// split is estimated to hold per line the sample passed on. `sort_by_key`'s
+    /// sampling action scales the records it counted by it (it resets it first).
+    pub(crate) static SOURCE_SCALE: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+/// `sort_by_key`'s sampling job over a `text_file` split, when only per-element
+/// operations lie between the file and the sort: about `m` lines read at random
+/// positions ([`text::sample_split`]) instead of the whole split; a split that should
+/// be read whole (short, very long lines) is, and its count is then exact.
+pub(crate) struct TextSampleSource;
+impl Op for TextSampleSource {
+    fn run(captures: &[u8], _: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
+        let (split, m): (TextSplit, u64) = decode(captures)?;
+        let m = usize::try_from(m).unwrap_or(usize::MAX).min(1 << 20);
+        let p = with_task(|t| t.partition).unwrap_or(0);
+        let seed = crate::shuffle::stable_hash(&(p, 0x5a3d_u32, split.start));
+        match text::sample_split(&split, m, seed, text::SAMPLE_BY_POSITION_MIN)? {
+            Some((lines, estimate)) => {
+                let scale = estimate / lines.len().max(1) as f64;
+                // Set when the sample is first pulled, after the action reset it.
+                let mut lines = Some(lines);
+                let mut out: Option<std::vec::IntoIter<String>> = None;
+                ok::<String>(Box::new(std::iter::from_fn(move || {
+                    if out.is_none() {
+                        SOURCE_SCALE.with(|c| c.set(Some(scale)));
+                        out = lines.take().map(Vec::into_iter);
+                    }
+                    out.as_mut().and_then(Iterator::next)
+                })))
+            }
+            None => ok::<String>(text::read_split(&split)?),
+        }
+    }
+}
+
 // ---- narrow transformations ----
 
 pub(crate) struct MapOp<F, T, U>(P<(F, T, U)>);

@@ -727,7 +727,9 @@ impl<T: Data> Op for RoundRobinOp<T> {
 }
 
 /// The sample of keys a partition contributes to `sort_by_key`'s bounds: its size and
-/// up to `n` keys (reservoir sampling, seeded by the partition).
+/// up to `n` keys (reservoir sampling, seeded by the partition). Over a
+/// [`TextSampleSource`](crate::ops::TextSampleSource) the size is the source's
+/// estimate.
 pub(crate) struct SampleAction<K, V>(P<(K, V)>);
 impl<K: Data, V: Data> Op for SampleAction<K, V> {
     fn run(captures: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
@@ -744,6 +746,7 @@ impl<K: Data, V: Data> Op for SampleAction<K, V> {
         };
         let mut sample: Vec<K> = Vec::new();
         let mut count = 0u64;
+        crate::ops::SOURCE_SCALE.with(|c| c.set(None));
         for (k, _) in action_input::<(K, V)>(inputs)? {
             count += 1;
             if sample.len() < n {
@@ -754,6 +757,11 @@ impl<K: Data, V: Data> Op for SampleAction<K, V> {
                     sample[j as usize] = k;
                 }
             }
+        }
+        // A source that sampled its split (`TextSampleSource`) says how many records
+        // each one seen here stands for.
+        if let Some(scale) = crate::ops::SOURCE_SCALE.with(|c| c.take()) {
+            count = (count as f64 * scale).round() as u64;
         }
         crate::ops::ActionOutput::erase(encode(&(count, sample))?)
     }

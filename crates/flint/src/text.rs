@@ -171,6 +171,127 @@ pub(crate) fn read_split(s: &TextSplit) -> Result<Partition<String>, TaskError> 
     }))
 }
 
+/// Splits shorter than this are read whole to sample them: below it the full read
+/// costs little and positions would often pick the same lines.
+pub(crate) const SAMPLE_BY_POSITION_MIN: u64 = 1 << 20;
+
+/// Bytes read per step while looking for a sampled line's start and end.
+const SAMPLE_WINDOW: usize = 4 * 1024;
+
+/// A sample of about `m` lines of split `s` read at random positions instead of
+/// reading the split whole (as Hadoop's TeraSort samples its input), and an
+/// estimate of how many lines the split holds; `None` when the split should be read
+/// whole instead (shorter than `min_len`, a position sample would read more bytes
+/// than the split holds — very long lines — or no position found a line).
+///
+/// Each of `m` positions `x`, uniform over the split and drawn from `seed`, picks
+/// the first line starting at or after `x` that belongs to the split (the rule of
+/// [`read_split`]); positions past the split's last line start pick nothing. A line
+/// is so picked with probability proportional to the length of the line before it,
+/// which does not depend on its own content. The estimate is the split's length over
+/// the mean length of the picked lines (newline included).
+pub(crate) fn sample_split(
+    s: &TextSplit,
+    m: usize,
+    seed: u64,
+    min_len: u64,
+) -> Result<Option<(Vec<String>, f64)>, TaskError> {
+    use std::os::unix::fs::FileExt;
+    let len = s.end.saturating_sub(s.start);
+    if len < min_len.max(1) || m == 0 {
+        return Ok(None);
+    }
+    let io =
+        |at: u64, e: std::io::Error| TaskError::Io(format!("reading {} at byte {at}: {e}", s.path));
+    let file = File::open(&s.path).map_err(|e| io(s.start, e))?;
+    let mut state = seed | 1;
+    let mut positions: Vec<u64> = (0..m)
+        .map(|_| {
+            // xorshift64*, then a multiply-shift onto the split
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            s.start + ((u128::from(r) * u128::from(len)) >> 64) as u64
+        })
+        .collect();
+    positions.sort_unstable();
+    let mut lines = Vec::with_capacity(m);
+    let mut line_bytes = 0u64;
+    // Bytes looked at (not merely read), against the split's length.
+    let mut scanned = 0u64;
+    let mut window = vec![0u8; SAMPLE_WINDOW];
+    let mut line: Vec<u8> = Vec::new();
+    'positions: for x in positions {
+        // Find the first line start at or after x (x itself if it is 0 or follows a
+        // newline): the byte after the first newline at or after x - 1.
+        let mut at = x.saturating_sub(1);
+        let mut found = x == 0;
+        let mut rest = 0..0; // the line's first bytes, in `window`
+        while !found {
+            if scanned > len {
+                return Ok(None);
+            }
+            if at >= s.end {
+                continue 'positions; // no line of this split starts after x
+            }
+            let n = file.read_at(&mut window, at).map_err(|e| io(at, e))?;
+            if n == 0 {
+                continue 'positions;
+            }
+            match memchr::memchr(b'\n', &window[..n]) {
+                Some(i) => {
+                    scanned += i as u64 + 1;
+                    at += i as u64 + 1;
+                    rest = i + 1..n;
+                    found = true;
+                }
+                None => {
+                    scanned += n as u64;
+                    at += n as u64;
+                }
+            }
+        }
+        if at >= s.end {
+            continue;
+        }
+        // The line from `at` to its newline (or the end of the file).
+        line.clear();
+        let mut ended = false;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &window[rest.clone()]) {
+                line.extend_from_slice(&window[rest.start..rest.start + i]);
+                ended = true;
+                break;
+            }
+            line.extend_from_slice(&window[rest.clone()]);
+            if scanned + line.len() as u64 > len {
+                return Ok(None);
+            }
+            let next = at + line.len() as u64;
+            let n = file.read_at(&mut window, next).map_err(|e| io(next, e))?;
+            if n == 0 {
+                break;
+            }
+            rest = 0..n;
+        }
+        scanned += line.len() as u64 + u64::from(ended);
+        line_bytes += line.len() as u64 + u64::from(ended);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        lines.push(match std::str::from_utf8(&line) {
+            Ok(t) => t.to_owned(),
+            Err(_) => String::from_utf8_lossy(&line).into_owned(),
+        });
+    }
+    if lines.is_empty() || line_bytes == 0 {
+        return Ok(None);
+    }
+    let mean = line_bytes as f64 / lines.len() as f64;
+    Ok(Some((lines, len as f64 / mean)))
+}
+
 struct Lines {
     reader: BufReader<File>,
     buf: Vec<u8>,
@@ -287,6 +408,78 @@ mod tests {
 
     /// Valid lines (ASCII or not) come back as they are; a line that is not UTF-8 has
     /// its bad bytes replaced by U+FFFD, the rest of it kept.
+    /// A file of `n` lines of 1–120 bytes (some ending `\r\n`), each line unique.
+    fn varied_lines(path: &Path, n: usize) -> Vec<String> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut lines = Vec::with_capacity(n);
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let pad = (x % 110) as usize;
+            let line = format!("{i:08}-{}", "x".repeat(pad));
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.extend_from_slice(if x.is_multiple_of(5) { b"\r\n" } else { b"\n" });
+            lines.push(line);
+        }
+        std::fs::write(path, bytes).unwrap();
+        lines
+    }
+
+    #[test]
+    fn position_samples_are_lines_of_their_own_split_and_estimate_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("varied.txt");
+        varied_lines(&path, 40_000);
+        let splits = splits(path.to_str().unwrap(), 3).unwrap();
+        assert_eq!(splits.len(), 3);
+        for (i, s) in splits.iter().enumerate() {
+            let own: std::collections::HashSet<String> = read_split(s).unwrap().collect();
+            let (sample, estimate) = sample_split(s, 300, i as u64 + 7, 0)
+                .unwrap()
+                .expect("a split of many short lines is sampled by position");
+            assert!(
+                sample.len() >= 290,
+                "{} of 300 positions found a line",
+                sample.len()
+            );
+            for line in &sample {
+                assert!(
+                    own.contains(line),
+                    "split {i} sampled {line:?}, not one of its lines"
+                );
+            }
+            let error = (estimate - own.len() as f64).abs() / own.len() as f64;
+            assert!(
+                error < 0.15,
+                "split {i}: estimated {estimate:.0} lines, holds {}",
+                own.len()
+            );
+        }
+    }
+
+    #[test]
+    fn short_splits_and_splits_without_line_starts_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("varied.txt");
+        varied_lines(&path, 2_000);
+        let whole = &splits(path.to_str().unwrap(), 1).unwrap()[0];
+        // Shorter than the threshold: read whole.
+        assert!(sample_split(whole, 50, 1, whole.end + 1).unwrap().is_none());
+        assert!(sample_split(whole, 0, 1, 0).unwrap().is_none());
+        // One long line: the second half of it starts no line.
+        let long = dir.path().join("long.txt");
+        std::fs::write(&long, format!("{}\n", "y".repeat(300_000))).unwrap();
+        let tail = TextSplit {
+            path: long.display().to_string(),
+            start: 150_000,
+            end: 300_001,
+        };
+        assert!(sample_split(&tail, 50, 1, 0).unwrap().is_none());
+        assert_eq!(read_split(&tail).unwrap().count(), 0);
+    }
+
     #[test]
     fn lines_that_are_not_utf8_are_replaced_not_dropped() {
         let dir = tempfile::tempdir().unwrap();

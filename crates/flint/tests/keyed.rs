@@ -324,3 +324,83 @@ fn a_tiny_memory_budget_spills_and_gives_the_same_answers() {
     assert_eq!(k1, k2);
     assert!(k1.windows(2).all(|w| w[0] <= w[1]));
 }
+
+/// A line's key (before the first space) and its value's length.
+fn parse_record(l: String) -> (String, usize) {
+    let (k, v) = l.split_once(' ').unwrap_or((&l, ""));
+    (k.to_owned(), v.len())
+}
+
+/// `sort_by_key` over a text file read through per-element operations samples each
+/// split at random positions instead of reading it (the closures see the file once,
+/// plus the sampled lines); through `map_partitions` the sampling job reads
+/// everything (twice in all). Both outputs are the single-process sort, in balanced
+/// partitions.
+#[test]
+fn sort_by_key_over_a_text_file_samples_splits_by_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("records.txt");
+    // 40,000 lines of a 10-byte key and a 20–119-byte value: ~3 MiB, 3 splits of
+    // more than 1 MiB each (`text_file` samples shorter splits by reading them).
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut text = String::new();
+    let mut want: Vec<(String, usize)> = Vec::new();
+    for _ in 0..40_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let key: String = (0..10)
+            .map(|i| char::from(b'a' + ((x >> (i * 5)) % 26) as u8))
+            .collect();
+        let value = "v".repeat(20 + (x % 100) as usize);
+        text.push_str(&format!("{key} {value}\n"));
+        want.push((key, value.len()));
+    }
+    std::fs::write(&path, &text).unwrap();
+    want.sort();
+    let ctx = ctx("keyed-text-sort", tmp.path());
+    let lines = ctx.text_file(path.to_str().unwrap(), 3).unwrap();
+    assert_eq!(lines.num_partitions(), 3);
+    let seen = ctx.accumulator("lines seen, per element");
+    let per_element = lines
+        .filter(|l| !l.is_empty())
+        .map_with(seen.clone(), |a, l| {
+            a.add(1);
+            l
+        })
+        .flat_map(|l| vec![parse_record(l)])
+        .sort_by_key(true, 4);
+    let parts: Vec<Vec<(String, usize)>> = per_element
+        .map_partitions(|it| vec![it.collect::<Vec<_>>()])
+        .collect()
+        .unwrap();
+    let n = seen.value();
+    assert!(
+        (40_000..40_000 + 2_000).contains(&n),
+        "the closures saw {n} lines: the sampling job should have read a few hundred, not the file"
+    );
+    let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+    assert!(
+        sizes.iter().all(|s| (4_000..20_000).contains(s)),
+        "unbalanced partitions from a position sample: {sizes:?}"
+    );
+    assert_eq!(parts.concat(), want);
+
+    let whole = ctx.accumulator("lines seen, per partition");
+    let through_partitions = lines
+        .map_partitions_with(whole.clone(), |a, it| {
+            it.inspect(move |_| a.add(1))
+                .map(parse_record)
+                .collect::<Vec<_>>()
+        })
+        .sort_by_key(true, 4)
+        .collect()
+        .unwrap();
+    assert_eq!(
+        whole.value(),
+        80_000,
+        "map_partitions is sampled over all its output"
+    );
+    assert_eq!(through_partitions, want);
+    ctx.stop().unwrap();
+}

@@ -245,11 +245,20 @@ fn key_bytes<K: 'static>(k: &K) -> &[u8] {
 }
 
 fn bytes_prefix<K: 'static>(k: &K) -> u64 {
-    let b = key_bytes(k);
-    let mut p = [0u8; 8];
-    let n = b.len().min(8);
-    p[..n].copy_from_slice(&b[..n]);
-    u64::from_be_bytes(p)
+    prefix_of_bytes(key_bytes(k))
+}
+
+/// The first 8 bytes of `b` big-endian, zero-padded. (Loaded as one integer when
+/// there are 8: a copy of a variable length would call `memcpy` for every key.)
+#[inline]
+pub(crate) fn prefix_of_bytes(b: &[u8]) -> u64 {
+    match b.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        None => b
+            .iter()
+            .enumerate()
+            .fold(0, |p, (i, &x)| p | (u64::from(x) << (56 - 8 * i))),
+    }
 }
 
 fn bytes_prefix_desc<K: 'static>(k: &K) -> u64 {
@@ -1400,6 +1409,17 @@ pub(crate) mod tests {
             proptest::prop_assert_eq!(by_prefix(&signed, ascending), by_compare(&signed, ascending));
             proptest::prop_assert_eq!(by_prefix(&small, ascending), by_compare(&small, ascending));
             proptest::prop_assert_eq!(by_prefix(&unsigned, ascending), by_compare(&unsigned, ascending));
+        }
+
+        /// A byte string's prefix is its first 8 bytes, zero-padded, big-endian.
+        #[test]
+        fn a_byte_prefix_is_the_first_eight_bytes_zero_padded(
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..20),
+        ) {
+            let mut padded = [0u8; 8];
+            let n = b.len().min(8);
+            padded[..n].copy_from_slice(&b[..n]);
+            proptest::prop_assert_eq!(prefix_of_bytes(&b), u64::from_be_bytes(padded));
         }
     }
 
