@@ -393,10 +393,18 @@ impl<R: Read> ChunkSource for ReadChunks<R> {
     }
 }
 
-/// Records of one block, chunk by chunk.
+/// Records of one block, chunk by chunk. Records with a byte-string field are decoded
+/// one at a time as they are asked for (so a merge of many blocks touches each
+/// record's bytes while they are in cache, and holds one raw chunk per block rather
+/// than a decoded batch); others a chunk at a time, by postcard.
 pub(crate) struct Records<S, K, C> {
     source: S,
     batch: std::vec::IntoIter<(K, C)>,
+    /// The current chunk's raw bytes, the offset of its next record and how many
+    /// records it has left (byte-string records).
+    raw: Vec<u8>,
+    at: usize,
+    left: u64,
     failed: bool,
     _t: PhantomData<fn() -> (K, C)>,
 }
@@ -408,6 +416,9 @@ impl<S: ChunkSource, K: DeserializeOwned + 'static, C: DeserializeOwned + 'stati
         Records {
             source,
             batch: Vec::new().into_iter(),
+            raw: Vec::new(),
+            at: 0,
+            left: 0,
             failed: false,
             _t: PhantomData,
         }
@@ -415,26 +426,74 @@ impl<S: ChunkSource, K: DeserializeOwned + 'static, C: DeserializeOwned + 'stati
 
     /// The next record, or why the block is unreadable.
     pub(crate) fn next_record(&mut self) -> Option<Result<(K, C), String>> {
+        let lazy = is_bytes::<K>() || is_bytes::<C>();
         loop {
-            if let Some(r) = self.batch.next() {
-                return Some(Ok(r));
-            }
             if self.failed {
                 return None;
             }
-            match self.source.next_raw() {
+            if lazy {
+                if self.left > 0 {
+                    return Some(self.take_one());
+                }
+                if self.at != self.raw.len() {
+                    self.failed = true;
+                    return Some(Err(format!(
+                        "{} stray bytes after the records of a chunk",
+                        self.raw.len() - self.at
+                    )));
+                }
+            } else if let Some(r) = self.batch.next() {
+                return Some(Ok(r));
+            }
+            let raw = match self.source.next_raw() {
                 Ok(None) => return None,
-                Ok(Some(raw)) => match decode_batch::<K, C>(&raw) {
+                Ok(Some(raw)) => raw,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            if lazy {
+                // The announced count is only a hint: decoding stops at the bytes.
+                match take_varint(&raw) {
+                    Ok((n, rest)) => {
+                        self.at = raw.len() - rest.len();
+                        self.left = n;
+                        self.raw = raw;
+                    }
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            } else {
+                match decode_batch::<K, C>(&raw) {
                     Ok(v) => self.batch = v.into_iter(),
                     Err(e) => {
                         self.failed = true;
                         return Some(Err(e));
                     }
-                },
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
                 }
+            }
+        }
+    }
+
+    /// Decodes the record at `at` of the current chunk.
+    fn take_one(&mut self) -> Result<(K, C), String> {
+        let rest = &self.raw[self.at..];
+        let decoded = take_field::<K>(rest).and_then(|(k, r)| {
+            let (c, r) = take_field::<C>(r)?;
+            Ok((k, c, r.len()))
+        });
+        match decoded {
+            Ok((k, c, left_over)) => {
+                self.at = self.raw.len() - left_over;
+                self.left -= 1;
+                Ok((k, c))
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
             }
         }
     }
@@ -492,6 +551,71 @@ mod tests {
             let at = flip.index(bad.len());
             bad[at] ^= 0x80;
             let _ = decode_batch::<Vec<u8>, Vec<u8>>(&bad);
+        }
+    }
+
+    /// Chunks handed to [`Records`] from memory.
+    struct Chunks(std::vec::IntoIter<Vec<u8>>);
+    impl ChunkSource for Chunks {
+        fn next_raw(&mut self) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.next())
+        }
+    }
+
+    fn read_back<K, C>(chunks: Vec<Vec<u8>>) -> Vec<Result<(K, C), String>>
+    where
+        K: DeserializeOwned + 'static,
+        C: DeserializeOwned + 'static,
+    {
+        let mut r = Records::<_, K, C>::new(Chunks(chunks.into_iter()));
+        std::iter::from_fn(|| r.next_record()).collect()
+    }
+
+    proptest! {
+        /// Records decoded one at a time (byte-string fields) or a chunk at a time
+        /// come back whole and in order across chunks; a cut chunk or stray bytes
+        /// after a chunk's records end the block with one error.
+        #[test]
+        fn records_read_back_across_chunks_and_damage_ends_the_block(
+            batches in proptest::collection::vec(proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..40), any::<u64>()), 0..12), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let chunks: Vec<Vec<u8>> = batches.iter().map(|b| encode_batch(b).unwrap()).collect();
+            let want: Vec<(Vec<u8>, u64)> = batches.concat();
+            let got: Vec<(Vec<u8>, u64)> = read_back::<Vec<u8>, u64>(chunks.clone())
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            prop_assert_eq!(&got, &want);
+            let ints: Vec<Vec<(u64, u64)>> = batches
+                .iter()
+                .map(|b| b.iter().map(|(k, v)| (k.len() as u64, *v)).collect())
+                .collect();
+            let int_chunks = ints.iter().map(|b| encode_batch(b).unwrap()).collect();
+            let got: Vec<(u64, u64)> = read_back::<u64, u64>(int_chunks)
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            prop_assert_eq!(got, ints.concat());
+
+            // The last chunk cut short (or one stray byte added): every record before
+            // the damage, then one error, then nothing.
+            let mut damaged = chunks.clone();
+            let last = damaged.last_mut().unwrap();
+            let whole = last.len();
+            let at = cut.index(whole);
+            if at == 0 || batches.last().unwrap().is_empty() {
+                last.push(0);
+            } else {
+                last.truncate(at);
+            }
+            let back = read_back::<Vec<u8>, u64>(damaged);
+            let errors = back.iter().filter(|r| r.is_err()).count();
+            prop_assert_eq!(errors, 1);
+            prop_assert!(back.last().unwrap().is_err());
+            let ok: Vec<(Vec<u8>, u64)> = back.into_iter().filter_map(Result::ok).collect();
+            prop_assert_eq!(&ok[..], &want[..ok.len()]);
         }
     }
 
