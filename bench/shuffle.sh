@@ -83,6 +83,11 @@ print(json.dumps({"bench": "meta", "mib": int(sys.argv[2]), "partitions": int(sy
     file=open(sys.argv[1], "a"))
 PY
 
+# warm FILE: reads FILE into the page cache before a timed run, so that every system
+# reads its input from memory (this VM's page cache is dropped from outside at times:
+# a cold 1 GiB read takes ~5 s here, a warm one 0.2 s).
+warm() { cat "$1" > /dev/null; }
+
 # run NAME CMD...: one JSON line from the command's stdout, plus peak RSS and the load.
 run() {
   local name=$1; shift
@@ -101,12 +106,18 @@ run() {
 [ "$NO_FLINT" = 1 ] && REPS=0
 for _ in $(seq "$REPS"); do
   log "word count: flint"
+  warm "$WORK/words.txt"
   FLINT_MASTER='local[2]' run flint-closures "$EX/bench_word_count" closures "$WORK/words.txt" "$PARTS"
+  warm "$WORK/words.txt"
   FLINT_MASTER='local[2]' run flint-map-partitions "$EX/bench_word_count" map_partitions "$WORK/words.txt" "$PARTS"
+  warm "$WORK/words.txt"
   run serial-closures "$EX/bench_word_count" serial "$WORK/words.txt"
+  warm "$WORK/words.txt"
   run cost "$EX/cost_word_count" "$WORK/words.txt" std
+  warm "$WORK/words.txt"
   run cost-fast "$EX/cost_word_count" "$WORK/words.txt" fast
   log "sort: flint"
+  warm "$WORK/sort.txt"
   FLINT_MASTER='local[2]' run flint-sort "$EX/bench_sort" "$WORK/sort.txt" "$PARTS"
 done
 
@@ -123,6 +134,7 @@ if [ "$NO_SPARK" != 1 ]; then
     for f in $forms; do
       input=$WORK/words.txt; case $f in sort-*) input=$WORK/sort.txt ;; esac
       log "Spark local[2]: $f"
+      warm "$input"
       run "spark-$f" python3 "$ROOT/bench/shuffle/spark_app.py" "$f" "$input" "$PARTS"
     done
   done
