@@ -12,6 +12,10 @@
 //!   answer, partition 0 recomputed by another process, the other partitions read
 //!   from their blocks (computed by the same processes as before).
 //!
+//! - frozen: an executor SIGSTOPped (alive, silent) is given up after `network.timeout`
+//!   (4 s here) without a heartbeat; its tasks run elsewhere, the driver asks the
+//!   master to kill it, its worker kills the process and a replacement registers.
+//!
 //! The orchestrator checks the driver's lines and that no executor process is left.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
@@ -71,11 +75,27 @@ fn wait_for_file(path: &Path, within: Duration) -> String {
 }
 
 fn sigkill(pid: u32) {
+    signal(pid, "-KILL");
+}
+
+fn signal(pid: u32, sig: &str) {
     let st = Command::new("kill")
-        .args(["-9", &pid.to_string()])
+        .args([sig, &pid.to_string()])
         .status()
         .unwrap();
-    assert!(st.success(), "kill -9 {pid}");
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+/// The pids of two tasks run until they ran in two processes (within 60 s).
+fn two_executor_pids(ctx: &Context) -> flint::Result<Vec<u32>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = ctx.range(0, 2, 2).map(|_| std::process::id()).collect()?;
+        if p[0] != p[1] {
+            return Ok(p);
+        }
+        assert!(Instant::now() < deadline, "no second executor within 60 s");
+    }
 }
 
 fn program() -> flint::Result<()> {
@@ -90,6 +110,9 @@ fn program() -> flint::Result<()> {
         .master(master)
         .conf("executor.memory", "512m")
         .conf("ui.port", "0")
+        // A frozen executor (scenario 3) is given up after 4 s without a heartbeat.
+        .conf("network.timeout", "4s")
+        .conf("executor.heartbeat_interval", "500ms")
         .get_or_create()?;
     let dir = std::path::absolute(".").unwrap();
     let me = std::process::id();
@@ -164,14 +187,7 @@ fn program() -> flint::Result<()> {
     // 2. SIGKILL the executor holding cached partition 0. First both executors (the
     // killed one's replacement included) take tasks: two tasks, launched round-robin
     // over executors with free cores, run in two processes.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let p = ctx.range(0, 2, 2).map(|_| std::process::id()).collect()?;
-        if p[0] != p[1] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no second executor within 60 s");
-    }
+    two_executor_pids(&ctx)?;
     let cached = ctx.range(0, 8, 4).map(|x| (x, std::process::id())).cache();
     let before = cached.collect()?;
     let holder = before[0].1;
@@ -193,11 +209,34 @@ fn program() -> flint::Result<()> {
         pids(&before),
         pids(&after)
     );
+    // 3. SIGSTOP an executor: alive but silent. Its tasks run elsewhere once
+    // network.timeout passes without its heartbeat; the driver then asks the master to
+    // kill it, its worker kills the process, and a replacement registers.
+    let pair = two_executor_pids(&ctx)?;
+    let frozen = pair[0];
+    signal(frozen, "-STOP");
+    let t0 = Instant::now();
+    let sum: u64 = ctx.range(0, 8, 8).map(|x| x * x).collect()?.iter().sum();
+    let left = wait_gone(&[frozen], Duration::from_secs(60));
+    assert!(
+        left.is_empty(),
+        "the frozen executor {frozen} is still there {:?} after the driver gave up on it",
+        t0.elapsed()
+    );
+    let gone_ms = t0.elapsed().as_millis();
+    let replaced = two_executor_pids(&ctx)?;
+    assert!(!replaced.contains(&frozen));
+    println!(
+        "frozen {frozen} sum {sum} gone-after-ms {gone_ms} now {} {}",
+        replaced[0], replaced[1]
+    );
     let all: std::collections::BTreeSet<u32> = before
         .iter()
         .chain(after.iter())
         .chain(out.iter())
         .map(|p| p.1)
+        .chain(replaced.iter().copied())
+        .chain([frozen])
         .collect();
     println!(
         "executor-pids {}",
@@ -315,6 +354,13 @@ fn check(label: &str, master: Option<&str>, home: Option<&Path>) {
             assert_eq!(a, b, "a cached partition was recomputed: {ctx}");
         }
     }
+    // The frozen executor: the job's answer unchanged, the process killed, replaced.
+    let f: Vec<&str> = field(&stdout, "frozen ").split(' ').collect();
+    assert_eq!(f[2], "140", "{ctx}");
+    assert!(
+        stderr.contains("asked the master to kill the executor"),
+        "the driver did not ask the master to kill the frozen executor: {ctx}"
+    );
     assert!(stdout.contains("\nstopped"), "{ctx}");
 
     // No executor process outlives the driver.

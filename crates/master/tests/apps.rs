@@ -778,6 +778,59 @@ fn dynamic_allocation_sets_limits_and_kills_executors() {
     assert_ok(&m);
 }
 
+/// An executor the application asks to kill (a driver giving up on a silent one)
+/// keeps its worker's cores until the worker reports it ended; then a replacement is
+/// placed there, and nothing counts as a failure of the application.
+#[test]
+fn a_killed_executor_is_replaced_once_its_worker_frees_it() {
+    let mut m = master();
+    add_worker(&mut m, T0, 1, 1, 1024);
+    let (app, fx) = add_app(&mut m, T0, desc("frozen", None, Some(1), 512));
+    let placed = launches(&fx);
+    assert_eq!(placed.len(), 1);
+    let (worker, _, exec, _) = placed[0].clone();
+
+    let fx = m.handle(
+        at(T0 + 10),
+        Event::KillExecutors {
+            app_id: app.clone(),
+            exec_ids: vec![exec],
+        },
+    );
+    assert!(fx.contains(&Effect::KillExecutor {
+        worker_id: worker.clone(),
+        app_id: app.clone(),
+        exec_id: exec
+    }));
+    assert!(
+        launches(&fx).is_empty(),
+        "a replacement placed before the worker freed the core would be refused"
+    );
+    assert_eq!(cores_used(&m), vec![(worker.clone(), 1)]);
+    assert!(active_app(&m, &app).executors.is_empty());
+    assert_ok(&m);
+
+    // The worker killed the process.
+    let fx = m.handle(
+        at(T0 + 20),
+        Event::ExecutorStateChanged {
+            app_id: app.clone(),
+            exec_id: exec,
+            state: ExecutorState::Killed,
+            message: None,
+            exit_status: Some(137),
+        },
+    );
+    let again = launches(&fx);
+    assert_eq!(again.len(), 1, "{fx:?}");
+    assert_eq!(again[0].0, worker);
+    assert_ne!(again[0].2, exec);
+    assert!(warnings(&fx).is_empty(), "{:?}", warnings(&fx));
+    assert_eq!(cores_used(&m), vec![(worker, 1)]);
+    assert_eq!(active_app(&m, &app).state, "RUNNING".parse().unwrap());
+    assert_ok(&m);
+}
+
 #[test]
 fn status_serializes_to_the_documented_json() {
     let mut m = master();

@@ -7,7 +7,11 @@
 //! fetched by the worker from this process's file server and verified by hash).
 //!
 //! Executor loss reaches the scheduler from two sides: the executor's connection to
-//! the driver closing, and the master reporting the executor removed.
+//! the driver closing, and the master reporting the executor removed. An executor the
+//! scheduler gives up on for silence (its heartbeats stopped: frozen, or cut off) is
+//! told to stop and, since it may not hear that, the master is asked to kill it
+//! (Spark's `killAndReplaceExecutor`): its worker kills the process and frees its
+//! cores, and the master starts a replacement where the application still wants one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -38,6 +42,10 @@ enum Out {
     RemoveShuffle(u64),
     Stop(String, String),
 }
+
+/// The application's client once it is registered, for asking the master to kill an
+/// executor (set after the transport starts).
+pub(crate) type ClientSlot = Arc<std::sync::OnceLock<AppClientHandle>>;
 
 /// [`Executors`] over flint-rpc: every call queues for the sender task, which sends
 /// each executor one message per batch of launches.
@@ -71,9 +79,10 @@ impl RpcExecutors {
         refs: Refs,
         sink: ResultSink,
         max_batch_bytes: usize,
+        client: ClientSlot,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        (Self { tx }, sender(rx, refs, sink, max_batch_bytes))
+        (Self { tx }, sender(rx, refs, sink, max_batch_bytes, client))
     }
 }
 
@@ -85,6 +94,7 @@ async fn sender(
     refs: Refs,
     sink: ResultSink,
     max_batch_bytes: usize,
+    client: ClientSlot,
 ) {
     let lost = |exec: &str, why: String| {
         if let Ok(mut r) = refs.lock() {
@@ -154,6 +164,7 @@ async fn sender(
                 Out::RemoveBlocks(e, c) => (e, ExecutorMsg::RemoveBlocks(c)),
                 Out::Stop(e, why) => {
                     lost(&e, why.clone());
+                    kill_through_master(&client, &e, &why);
                     (e, ExecutorMsg::Stop(why))
                 }
                 Out::Launch(..) => continue,
@@ -164,6 +175,42 @@ async fn sender(
             }
         }
     }
+}
+
+/// Asks the master to kill executor `exec` (which the scheduler gave up on: `why`),
+/// in the background; logs the outcome.
+fn kill_through_master(client: &ClientSlot, exec: &str, why: &str) {
+    let Some(client) = client.get().cloned() else {
+        tracing::warn!(
+            executor = exec,
+            "{why}; the application is not registered with a master, so it cannot be killed there"
+        );
+        return;
+    };
+    let Ok(id) = exec.parse::<u32>() else {
+        tracing::warn!(
+            executor = exec,
+            "{why}; not an executor id the master gave, so it cannot be killed there"
+        );
+        return;
+    };
+    let exec = exec.to_string();
+    tokio::spawn(async move {
+        match client
+            .kill_executors(vec![flint_proto::ExecutorId(id)])
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(executor = %exec, "asked the master to kill the executor and replace it")
+            }
+            Ok(false) => {
+                tracing::warn!(executor = %exec, "the master does not know this application; the executor was not killed there")
+            }
+            Err(e) => {
+                tracing::warn!(executor = %exec, "asking the master to kill the executor failed: {e}")
+            }
+        }
+    });
 }
 
 /// The driver endpoint's view of the application.

@@ -153,10 +153,12 @@ pub(crate) fn start(
     let memory = conf.bytes("executor.memory", 1 << 30, SizeUnit::Mebibytes)?;
     let max_result = sched.max_result_size;
     let stopping = Arc::new(AtomicBool::new(false));
+    let client_slot: driver::ClientSlot = Arc::default();
     let guard = rt.enter();
     let mut setup_err = None;
     let backend = Backend::start(sched, accumulators, app_name, |sink| {
-        let (execs, task) = driver::RpcExecutors::new(refs.clone(), sink.clone(), max_batch);
+        let (execs, task) =
+            driver::RpcExecutors::new(refs.clone(), sink.clone(), max_batch, client_slot.clone());
         tokio::spawn(task);
         let ep = driver::DriverEndpoint::new(driver::DriverState {
             sha256: sha256.clone(),
@@ -214,6 +216,7 @@ pub(crate) fn start(
     if let Ok(mut a) = app_id.lock() {
         a.clone_from(&id);
     }
+    let _ = client_slot.set(client.clone());
     tracing::info!(app = %id, "application registered {:.0} ms after the context started", started.elapsed().as_secs_f64() * 1000.0);
     // Spark's minRegisteredResourcesRatio: hold the context until that share of the
     // expected cores (cores.max; on local-cluster all its cores) has registered, or

@@ -257,10 +257,11 @@ impl MasterState {
                 None => unknown.push(exec_id.to_string()),
             }
         }
+        // The worker keeps the killed executors' cores and memory until it reports
+        // them ended (`orphan_executor_state` then frees them and schedules): placing a
+        // replacement there before the process is gone would be refused for lack of
+        // resources, and count as a failure of the application.
         for exec in kills {
-            if let Some(worker) = self.workers.get_mut(&exec.worker_id) {
-                worker.remove_executor(app_id, exec.id);
-            }
             out.push(Effect::KillExecutor {
                 worker_id: exec.worker_id,
                 app_id: app_id.clone(),
@@ -478,7 +479,18 @@ impl MasterState {
         // the app is gone: expected, so not a warning.
         let of_finished_app =
             state.is_finished() && self.completed_apps.iter().any(|a| &a.id == app_id);
-        if of_finished_app {
+        // An executor the application asked to kill ends after the app let go of it.
+        let killed_on_request = state.is_finished()
+            && self.apps.get(app_id).is_some_and(|a| {
+                a.removed_executors
+                    .iter()
+                    .any(|e| e.id == exec_id && e.state == ExecutorState::Killed)
+            });
+        if killed_on_request {
+            out.info(format!(
+                "Executor {app_id}/{exec_id}, killed at its application's request, ended ({state})"
+            ));
+        } else if of_finished_app {
             out.info(format!(
                 "Executor {app_id}/{exec_id} of finished application {app_id} ended ({state})"
             ));
