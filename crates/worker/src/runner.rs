@@ -615,8 +615,8 @@ impl RunningChild {
         self.shared.signal_group(signal)
     }
 
-    /// Kills the child: SIGTERM to its process group, then SIGKILL to the group
-    /// if the child has not exited after `grace`. Returns once the child has
+    /// Kills the child: SIGTERM (and SIGCONT, for a stopped child) to its process
+    /// group, then SIGKILL to the group if the child has not exited after `grace`. Returns once the child has
     /// been reaped, with its status (which is that of an earlier exit if it had
     /// already ended). Needs a Tokio runtime with the time driver enabled.
     /// Cancelling it leaves the child running; dropping the handle still kills
@@ -625,6 +625,9 @@ impl RunningChild {
         if !self.shared.signal_group(libc::SIGTERM) {
             return self.wait().await;
         }
+        // A stopped process (SIGSTOP: a frozen executor the driver gave up on) acts
+        // on SIGTERM only once continued; systemd sends SIGCONT after SIGTERM too.
+        self.shared.signal_group(libc::SIGCONT);
         if let Ok(status) = tokio::time::timeout(grace, self.wait()).await {
             return status;
         }

@@ -227,6 +227,28 @@ async fn kill_uses_term_first() {
     assert_eq!(child.kill(DEADLINE).await, status);
 }
 
+/// A stopped child (SIGSTOP) that handles SIGTERM (as an executor does) is continued
+/// along with SIGTERM, so its handler runs at once instead of SIGKILL coming after
+/// the grace. (An unhandled SIGTERM kills even a stopped process.)
+#[tokio::test]
+async fn kill_continues_a_stopped_child_so_its_term_handler_runs() {
+    let work = tempfile::tempdir().unwrap();
+    let child = runner::spawn(sh_spec(
+        work.path(),
+        "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read_line_file(&child.stdout_path()), "ready");
+    assert!(child.signal_group(libc::SIGSTOP));
+    let status = child.kill(DEADLINE).await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the TERM handler did not run: {status}"
+    );
+}
+
 #[tokio::test]
 async fn kill_escalates_to_sigkill_after_grace() {
     let work = tempfile::tempdir().unwrap();
