@@ -258,14 +258,34 @@ impl RpcEnv {
     }
 
     /// Downloads the file at `uri` to `dest`, verifying size and SHA-256; `dest` only
-    /// appears once the whole file has arrived intact.
+    /// appears once the whole file has arrived intact. It writes at most the size the
+    /// server announces; [`fetch_file_limited`](Self::fetch_file_limited) also bounds
+    /// that.
     pub async fn fetch_file(&self, uri: &str, dest: &Path) -> Result<FileMeta, RpcError> {
+        self.fetch_file_limited(uri, dest, u64::MAX).await
+    }
+
+    /// [`fetch_file`](Self::fetch_file), refusing before it writes anything a file
+    /// the server announces as larger than `limit` bytes (a caller that knows the
+    /// size it expects, and made room on disk for it).
+    pub async fn fetch_file_limited(
+        &self,
+        uri: &str,
+        dest: &Path,
+        limit: u64,
+    ) -> Result<FileMeta, RpcError> {
         let (addr, name) = parse_file_uri(uri)?;
         let server = self.endpoint_ref::<FileMsg>(&addr, FILE_SERVER);
         let meta = server
             .ask(OpenFile { name: name.clone() })
             .await
             .map_err(|e| file_error(format!("cannot fetch {uri}: {e}")))?;
+        if meta.size > limit {
+            return Err(file_error(format!(
+                "cannot fetch {uri}: its server announces {} bytes, more than the {limit} bytes expected",
+                meta.size
+            )));
+        }
         let tmp = dest.with_extension(format!("part-{}", std::process::id()));
         let result = async {
             let mut out = tokio::fs::File::create(&tmp)

@@ -48,6 +48,41 @@ async fn a_registered_file_arrives_intact_in_chunks() {
     server.shutdown();
 }
 
+/// A file announced larger than the caller's limit is refused before anything is
+/// written; one within it arrives.
+#[tokio::test]
+async fn a_file_larger_than_the_limit_is_refused_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    std::fs::write(&src, pseudo_random(100_000)).unwrap();
+    let server = server(quick_conf()).await;
+    let uri = server.add_file(&src).await.unwrap();
+    let client = RpcEnv::client(quick_conf()).unwrap();
+    let fetched = dir.path().join("fetched");
+    std::fs::create_dir(&fetched).unwrap();
+    let dest = fetched.join("big.bin");
+    let e = client
+        .fetch_file_limited(&uri, &dest, 99_999)
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("100000 bytes") && text.contains("99999 bytes expected"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&fetched).unwrap().count(),
+        0,
+        "something was written"
+    );
+    let meta = client
+        .fetch_file_limited(&uri, &dest, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(meta.size, 100_000);
+    server.shutdown();
+}
+
 #[tokio::test]
 async fn changed_missing_and_unknown_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

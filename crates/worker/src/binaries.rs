@@ -457,7 +457,9 @@ impl BinaryCache {
             std::process::id()
         ));
         tracing::info!(sha256 = %source.sha256, size = source.size, "fetching binary {}", source.uri);
-        let fetched = env.fetch_file(&source.uri, &tmp).await;
+        // Room was made for `source.size`: a server announcing more is refused
+        // before anything is written.
+        let fetched = env.fetch_file_limited(&source.uri, &tmp, source.size).await;
         let result = match fetched {
             Err(e) => Err(BinaryError::Fetch {
                 uri: source.uri.clone(),
