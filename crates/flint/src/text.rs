@@ -432,9 +432,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("varied.txt");
         varied_lines(&path, 40_000);
-        let splits = splits(path.to_str().unwrap(), 3).unwrap();
-        assert_eq!(splits.len(), 3);
-        for (i, s) in splits.iter().enumerate() {
+        let parts = splits(path.to_str().unwrap(), 3).unwrap();
+        assert_eq!(parts.len(), 3);
+        for (i, s) in parts.iter().enumerate() {
             let own: std::collections::HashSet<String> = read_split(s).unwrap().collect();
             let (sample, estimate) = sample_split(s, 300, i as u64 + 7, 0)
                 .unwrap()
@@ -457,6 +457,34 @@ mod tests {
                 own.len()
             );
         }
+        // Few long lines: many positions fall in a split's last line, whose next line
+        // belongs to the next split and must not be taken. (Six positions a call keep
+        // the bytes looked at under the split's length.)
+        let long = dir.path().join("long-lines.txt");
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!("{i:04}{}", "z".repeat(996)))
+            .collect();
+        std::fs::write(&long, lines.join("\n") + "\n").unwrap();
+        let mut sampled = 0;
+        for (i, s) in splits(long.to_str().unwrap(), 3)
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let own: std::collections::HashSet<String> = read_split(s).unwrap().collect();
+            for seed in 0..50 {
+                let (sample, _) = sample_split(s, 6, seed, 0).unwrap().unwrap();
+                for line in &sample {
+                    assert!(
+                        own.contains(line),
+                        "split {i} sampled {:?}, not one of its lines",
+                        &line[..4]
+                    );
+                }
+                sampled += sample.len();
+            }
+        }
+        assert!(sampled > 700, "{sampled} lines sampled");
     }
 
     #[test]
