@@ -93,14 +93,14 @@ impl Op for TextSampleSource {
             Some((lines, estimate)) => {
                 let scale = estimate / lines.len().max(1) as f64;
                 // Set when the sample is first pulled, after the action reset it.
-                let mut lines = Some(lines);
-                let mut out: Option<std::vec::IntoIter<String>> = None;
+                let mut lines = lines.into_iter();
+                let mut told = false;
                 ok::<String>(Box::new(std::iter::from_fn(move || {
-                    if out.is_none() {
+                    if !told {
                         SOURCE_SCALE.with(|c| c.set(Some(scale)));
-                        out = lines.take().map(Vec::into_iter);
+                        told = true;
                     }
-                    out.as_mut().and_then(Iterator::next)
+                    lines.next()
                 })))
             }
             None => ok::<String>(text::read_split(&split)?),
