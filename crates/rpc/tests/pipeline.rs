@@ -285,7 +285,10 @@ async fn a_peer_that_does_not_read_makes_pushes_wait_then_fail_not_delivered() {
 }
 
 /// The server goes away with requests outstanding: every one fails at once with a
-/// clear error (connection lost or not delivered), none waits for its deadline.
+/// clear error, none waits for its deadline. Connection lost or not delivered — or,
+/// for a request the endpoint held when the server stopped it, the endpoint's
+/// "dropped the request without replying" when that failure reaches the client
+/// before the connection closes (a race of the shutdown).
 #[tokio::test]
 async fn a_lost_connection_fails_every_outstanding_request() {
     let (server, addr, _) = server_with_test_endpoint(quick_conf()).await;
@@ -315,6 +318,8 @@ async fn a_lost_connection_fails_every_outstanding_request() {
         match g {
             Err(AskError::ConnectionLost { reason, .. }) => assert!(!reason.is_empty()),
             Err(AskError::NotDelivered { .. }) => {}
+            Err(AskError::Remote { message, .. })
+                if message.contains("dropped the request without replying") => {}
             other => panic!("expected a connection failure, got {other:?}"),
         }
     }
