@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flint_conf::{Conf, SizeUnit, TimeUnit};
@@ -45,6 +45,7 @@ fn on_signal(sig: i32) {
         .map(|l| l.iter().filter_map(Weak::upgrade).collect())
         .unwrap_or_default();
     for inner in &live {
+        inner.stopping.store(true, Ordering::SeqCst);
         tracing::warn!(app = %inner.app_id, "{name}: cancelling the running jobs; the application ends KILLED");
         let running: Vec<u64> = inner
             .running
@@ -240,6 +241,10 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How long a caller that found the context stopped waits for the stop to complete
+/// (the launcher's flush alone may take 5 s).
+const FINISH_WAIT: Duration = Duration::from_secs(15);
+
 pub(crate) struct Inner {
     app_name: String,
     app_id: String,
@@ -254,6 +259,16 @@ pub(crate) struct Inner {
     accumulators: Arc<Accumulators>,
     broadcasts: Arc<BroadcastStore>,
     stopped: AtomicBool,
+    /// A stop has begun (a launcher's `stop` or a signal, before they cancel the
+    /// running jobs; [`finish`](Inner::finish)).
+    stopping: AtomicBool,
+    /// Set once [`finish`](Inner::finish) has run to its end (cluster, UI and launcher
+    /// told). A job that fails once a stop has begun waits for it
+    /// ([`wait_finished`](Inner::wait_finished)) before it returns: a program that
+    /// returns from `main` on seeing its job cancelled or the context stopped would
+    /// otherwise end the process while another thread is still reporting the final
+    /// state, and the launcher would see the connection drop (LOST), not KILLED.
+    finished: (Mutex<bool>, Condvar),
     /// Jobs being run (cancelled on SIGINT/SIGTERM).
     running: Mutex<HashSet<u64>>,
     /// Whether the last job ended in an error: a context dropped after that
@@ -274,6 +289,7 @@ impl Inner {
         } else {
             state
         };
+        self.stopping.store(true, Ordering::SeqCst);
         self.stopped.store(true, Ordering::SeqCst);
         self.backend.stop();
         // The in-process executor's map outputs go with the application.
@@ -295,11 +311,28 @@ impl Inner {
         if let Some(l) = &self.launcher {
             l.finish(state);
         }
+        let (done, cv) = &self.finished;
+        if let Ok(mut d) = done.lock() {
+            *d = true;
+        }
+        cv.notify_all();
+    }
+
+    /// Once a stop has begun, waits (at most [`FINISH_WAIT`]) until
+    /// [`finish`](Self::finish) has run to its end; see `finished`.
+    fn wait_finished(&self) {
+        if !self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let (done, cv) = &self.finished;
+        let Ok(d) = done.lock() else { return };
+        let _ = cv.wait_timeout_while(d, FINISH_WAIT, |d| !*d);
     }
 
     /// The launcher asked the application to stop: its jobs are cancelled and it
     /// ends KILLED.
     fn stop_for_launcher(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let running: Vec<u64> = self
             .running
             .lock()
@@ -521,6 +554,8 @@ impl Context {
                 accumulators,
                 broadcasts,
                 stopped: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                finished: (Mutex::new(false), Condvar::new()),
                 running: Mutex::new(HashSet::new()),
                 last_job_failed: AtomicBool::new(false),
                 ui,
@@ -802,6 +837,9 @@ impl Context {
         if !self.inner.stopped.load(Ordering::SeqCst) {
             self.inner.finish(ApplicationState::Finished);
             tracing::info!(app = %self.inner.app_id, "flint context stopped");
+        } else {
+            // Stopped by another thread (the launcher, a signal): return once it is done.
+            self.inner.wait_finished();
         }
         Ok(())
     }
@@ -817,6 +855,11 @@ impl Context {
         each: impl FnMut(u32, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
         let r = self.run_job_inner(node, action, action_captures, partitions, each);
+        if r.is_err() {
+            // Outside `run_job_inner`: its job no longer counts as running, which a
+            // signal's stop waits for before it finishes.
+            self.inner.wait_finished();
+        }
         self.inner
             .last_job_failed
             .store(r.is_err(), Ordering::SeqCst);
