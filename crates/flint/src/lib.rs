@@ -58,6 +58,17 @@
 //! lines, output names), `master` (master URLs), `cluster` (the cluster backend:
 //! `local-cluster` and `flint://`, executors as processes of this binary).
 //!
+//! # Allocator
+//!
+//! With the `mimalloc` feature (on by default) flint makes mimalloc the process's
+//! global allocator: the driver, its `local[N]` task threads, and the executors (the
+//! same binary) all allocate through it. The api.md closures allocate for every record
+//! (`String` lines and words, a `Vec` per `flat_map` call) and free most of it a moment
+//! later on the same thread; with glibc's allocator that was ~19% of a word count's
+//! CPU (BENCHMARKS.md, "Shuffle jobs"). A program that sets its own
+//! `#[global_allocator]` (the build then fails naming both) depends on flint with
+//! `default-features = false` and keeps its own.
+//!
 //! # Departures from Spark, and why
 //!
 //! - `local[N]` retries tasks up to `task.max_failures` (Spark's local mode does not
@@ -74,6 +85,11 @@
 //!   neutral for the functions, added any number of times) makes the answers equal.
 //! - A fetch failure of a block found missing or corrupt loses only that map output,
 //!   not every output of its executor as Spark does; an unreachable server loses all.
+
+/// See "Allocator" in the crate doc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod block_cache;
 mod cluster;
