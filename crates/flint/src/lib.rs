@@ -91,6 +91,25 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(all(test, feature = "mimalloc"))]
+mod allocator_tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// A process of a binary that links flint initializes mimalloc (which, asked to be
+    /// verbose, says so on stderr): this test binary, re-run to list its tests.
+    #[test]
+    fn a_flint_binary_allocates_with_mimalloc() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--list", "--format", "terse"])
+            .env("MIMALLOC_VERBOSE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("mimalloc: process init"), "stderr: {err}");
+    }
+}
+
 mod block_cache;
 mod cluster;
 mod context;

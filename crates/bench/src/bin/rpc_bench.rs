@@ -16,6 +16,11 @@
 //! hidden `one-way-client` subcommand), so its peak RSS is that of a process that did
 //! nothing else. `--in-process` puts everything on one runtime instead.
 
+/// The allocator every flint process runs on: the `flint` crate sets it (its default
+/// feature `mimalloc`), and this benchmark does not link that crate.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{ExitCode, Stdio};
