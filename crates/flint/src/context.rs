@@ -32,12 +32,13 @@ pub const EXECUTOR_ENV: &str = "FLINT_EXECUTOR_DRIVER_URL";
 /// The process's active context, for [`ContextBuilder::get_or_create`].
 static ACTIVE: Mutex<Option<Weak<Inner>>> = Mutex::new(None);
 
-/// The cluster contexts alive in this process, for the signal thread.
+/// The contexts alive in this process, for the signal thread.
 static LIVE: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
 
-/// SIGINT/SIGTERM in a driver of a cluster application: every running job is
-/// cancelled (its action returns [`Error::JobCancelled`]) and every cluster context
-/// ends KILLED; the signal thread then exits the process (130 / 143).
+/// SIGINT/SIGTERM in a driver: every running job is cancelled (its action returns
+/// [`Error::JobCancelled`]) and every context ends KILLED — its shuffle files removed,
+/// a cluster application unregistered, a launcher told; the signal thread then exits
+/// the process (130 / 143).
 fn on_signal(sig: i32) {
     let name = crate::cluster::signals::name(sig);
     let live: Vec<Arc<Inner>> = LIVE
@@ -381,9 +382,7 @@ impl Drop for Context {
     /// After SIGINT/SIGTERM, a program thread dropping its context waits for the
     /// signal thread to finish the clean-up and exit the process (130 / 143).
     fn drop(&mut self) {
-        if self.inner.cluster.is_some() {
-            crate::cluster::signals::hold_if_interrupted();
-        }
+        crate::cluster::signals::hold_if_interrupted();
     }
 }
 
@@ -536,7 +535,6 @@ impl Context {
         if let Some(ui) = &ui {
             tracing::info!(app = %app_id, "driver UI at {}", ui.url());
         }
-        let is_cluster = cluster.is_some();
         let shuffle_layout = ShuffleConf::from_conf(&conf, u64::from(threads))
             .ok()
             .and_then(|c| Layout::new(&c.local_dirs, &app_id).ok());
@@ -572,13 +570,13 @@ impl Context {
             });
             l.running(&ctx.inner.app_id);
         }
-        if is_cluster {
-            if let Ok(mut live) = LIVE.lock() {
-                live.retain(|w| w.strong_count() > 0);
-                live.push(Arc::downgrade(&ctx.inner));
-            }
-            crate::cluster::signals::install(on_signal);
+        // Every context, `local[N]` too: an interrupted local program would otherwise
+        // leave its map outputs under `local.dir`.
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|w| w.strong_count() > 0);
+            live.push(Arc::downgrade(&ctx.inner));
         }
+        crate::cluster::signals::install(on_signal);
         Ok(ctx)
     }
 

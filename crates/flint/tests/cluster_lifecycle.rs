@@ -9,7 +9,9 @@
 //! - a panic in the driver → FAILED;
 //! - SIGINT (Ctrl-C) and SIGTERM during a job → the job is cancelled, KILLED, exit
 //!   130 / 143 (SIGINT also on `local-cluster`, whose master dies with the driver:
-//!   there the exit status, the cancelled job and the gone executors are checked);
+//!   there the exit status, the cancelled job and the gone executors are checked;
+//!   and on `local[2]`, where the map output of the job's first stage must be gone
+//!   from `local.dir` after the exit);
 //! - executors that cannot fit (`executor.memory` above the worker's memory) → the
 //!   driver warns "Initial job has not accepted any resources" within
 //!   `starvation.timeout`; SIGTERM then ends it KILLED.
@@ -101,6 +103,21 @@ fn driver(role: &str) -> flint::Result<()> {
             println!("job-ended {r:?}");
             Ok(())
         }
+        "shuffle-hang" => {
+            // A shuffle whose map stage completes and whose reduce tasks then hang.
+            println!("long-job");
+            let r = ctx
+                .range(0, 1000, 4)
+                .map(|x| (x % 10, x))
+                .reduce_by_key(|a, b| a + b, 2)
+                .map(|kv| {
+                    std::thread::sleep(Duration::from_secs(600));
+                    kv
+                })
+                .count();
+            println!("job-ended {r:?}");
+            Ok(())
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -177,7 +194,13 @@ fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
 
 impl Driver {
     fn start(role: &str, master: &str, home: &Path) -> Driver {
+        Driver::start_with(role, master, home, &[])
+    }
+
+    /// As [`start`](Self::start), with more environment variables.
+    fn start_with(role: &str, master: &str, home: &Path, env: &[(&str, &Path)]) -> Driver {
         let mut child = Command::new(std::env::current_exe().unwrap())
+            .envs(env.iter().copied())
             .env(ROLE, role)
             .env("LIFECYCLE_TEST_MASTER", master)
             .env("FLINT_HOME", home)
@@ -414,6 +437,45 @@ fn orchestrate() {
     no_leftovers("local-cluster SIGINT", &pids);
     println!("cluster_lifecycle local-cluster SIGINT: ok (exit 130, job cancelled, executors {pids:?} gone)");
 
+    // Ctrl-C on local[2] (no cluster at all): the job is cancelled, exit 130, and the
+    // map output its first stage wrote under local.dir is removed.
+    let local_dir = h.join("local-dir-sigint");
+    let mut d = Driver::start_with(
+        "shuffle-hang",
+        "local[2]",
+        h,
+        &[("FLINT_LOCAL_DIR", local_dir.as_path())],
+    );
+    let app = d.field("app-id ");
+    d.field("long-job");
+    let app_dir = local_dir.join("flint-shuffle").join(&app);
+    let deadline = Instant::now() + LIMIT;
+    while data_files(&app_dir) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no map output under {}\n{}",
+            app_dir.display(),
+            d.dump()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.signal("INT");
+    assert_eq!(d.wait(), Some(130), "{}", d.dump());
+    let out = d.dump();
+    assert!(
+        out.contains("was cancelled: the driver received SIGINT"),
+        "{out}"
+    );
+    assert!(
+        !app_dir.exists(),
+        "{} is left after SIGINT: {} data files\n{out}",
+        app_dir.display(),
+        data_files(&app_dir)
+    );
+    println!(
+        "cluster_lifecycle local[2] SIGINT: ok (exit 130, job cancelled, its map output removed)"
+    );
+
     // Executors that cannot fit: the warning within starvation.timeout (1 s).
     let mut d = Driver::start("starve", &m, h);
     let app = d.field("app-id ");
@@ -427,6 +489,24 @@ fn orchestrate() {
     );
     drop(worker);
     drop(master);
+}
+
+/// `.data` files (committed map outputs) anywhere under `dir`.
+fn data_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                data_files(&p)
+            } else {
+                usize::from(p.extension().is_some_and(|x| x == "data"))
+            }
+        })
+        .sum()
 }
 
 fn main() {

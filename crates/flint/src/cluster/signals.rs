@@ -1,4 +1,4 @@
-//! SIGINT and SIGTERM in a driver of a cluster application: once per process a
+//! SIGINT and SIGTERM in a driver (any master, `local[N]` too): once per process a
 //! thread waits for them and calls the context's handler, which cancels the running
 //! jobs and ends the applications KILLED; then the process exits with the
 //! conventional status (130 for SIGINT, 143 for SIGTERM). A second signal while the
