@@ -4,7 +4,9 @@
 //! serving (the status document's URL) and
 //! runs until its stdin closes (the test that started it ended) or SIGTERM/SIGINT.
 //!
-//! `cluster_daemon master` · `cluster_daemon worker <master url> <work dir> <cores> <MiB>`.
+//! `cluster_daemon master` · `cluster_daemon worker <master url> <work dir> <cores> <MiB> [host]`
+//! (the worker binds and advertises `host`, default 127.0.0.1: tests give workers other
+//! loopback addresses, 127.0.0.2 and up, to stand for separate machines).
 //! The secret is the default file under `$FLINT_HOME` (the master creates it).
 
 use std::io::Read as _;
@@ -50,10 +52,10 @@ fn main() -> anyhow::Result<()> {
                 m.shutdown();
                 m.wait().await;
             }
-            Some("worker") if args.len() == 5 => {
+            Some("worker") if args.len() == 5 || args.len() == 6 => {
                 let w = flint_worker::service::start(flint_worker::service::WorkerOptions {
                     masters: vec![args[1].parse().context("master url")?],
-                    host: "127.0.0.1".into(),
+                    host: args.get(5).map_or("127.0.0.1", String::as_str).into(),
                     port: 0,
                     webui_port: 0,
                     cores: Some(args[3].parse().context("cores")?),
@@ -67,7 +69,7 @@ fn main() -> anyhow::Result<()> {
                 w.shutdown();
                 let _ = w.wait().await;
             }
-            _ => bail!("usage: cluster_daemon master | cluster_daemon worker <master url> <work dir> <cores> <MiB>"),
+            _ => bail!("usage: cluster_daemon master | cluster_daemon worker <master url> <work dir> <cores> <MiB> [host]"),
         }
         Ok(())
     })
