@@ -8,7 +8,9 @@
 //! - `map_partitions`: what a performance-minded user writes — each partition counted
 //!   into a `HashMap` first, then `reduce_by_key` over the partial counts;
 //! - `serial`: the same closures as `closures` run on one thread in this process, a plain
-//!   iterator chain over the file's lines into a `HashMap` (no flint context at all).
+//!   iterator chain over the file's lines into a `HashMap` (no flint context at all);
+//! - `count_only`: the closures of `closures` ending in `count` instead of the shuffle (a
+//!   diagnostic: the narrow pipeline's cost alone; `distinct` is then 1).
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -19,7 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(mode), Some(path)) = (args.first(), args.get(1)) else {
         return Err(
-            "usage: bench_word_count closures|map_partitions|serial PATH [PARTITIONS]".into(),
+            "usage: bench_word_count closures|map_partitions|serial|count_only PATH [PARTITIONS]"
+                .into(),
         );
     };
     let partitions: u32 = match args.get(2) {
@@ -45,6 +48,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             map.into_iter().collect()
+        }
+        "count_only" => {
+            let ctx = Context::builder()
+                .app_name("bench_word_count")
+                .get_or_create()?;
+            let n = ctx
+                .text_file(path, partitions)?
+                .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .map(|w| (w, 1u64))
+                .count()?;
+            ctx.stop()?;
+            vec![("all".to_string(), n)]
         }
         "closures" | "map_partitions" => {
             let ctx = Context::builder()

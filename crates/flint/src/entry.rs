@@ -32,20 +32,7 @@ use crate::wire::TaskError;
 /// A partition with its element type erased: `Box<Partition<T>>` inside.
 pub(crate) type ErasedPartition = Box<dyn Any + Send>;
 
-/// A partition being computed: a lazy iterator of its elements, as
-/// [`Dataset::map_partitions`](crate::Dataset::map_partitions) hands it over.
-///
-/// ```
-/// use flint::{prelude::*, Partition};
-/// fn evens(it: Partition<u64>) -> impl Iterator<Item = u64> {
-///     it.filter(|x| x % 2 == 0)
-/// }
-/// # fn main() -> flint::Result<()> {
-/// let ctx = Context::builder().master("local[2]").create()?;
-/// assert_eq!(ctx.range(0, 6, 2).map_partitions(evens).collect()?, vec![0, 2, 4]);
-/// # Ok(()) }
-/// ```
-pub type Partition<T> = Box<dyn Iterator<Item = T> + Send>;
+pub use crate::partition::Partition;
 
 /// The one signature of every entry function: fingerprint, captures, input partitions.
 pub(crate) type EntryFn =
@@ -229,18 +216,18 @@ mod tests {
     impl Op for Double<u64> {
         fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
             let it = single::<u64>(inputs)?;
-            Ok(erase::<u64>(Box::new(it.map(|x| x * 2))))
+            Ok(erase::<u64>(it.mapped(|x| x * 2)))
         }
     }
     impl Op for Double<String> {
         fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
             let it = single::<String>(inputs)?;
-            Ok(erase::<String>(Box::new(it.map(|s| s.repeat(2)))))
+            Ok(erase::<String>(it.mapped(|s| s.repeat(2))))
         }
     }
 
     fn input(v: Vec<u64>) -> Vec<ErasedPartition> {
-        vec![erase::<u64>(Box::new(v.into_iter()))]
+        vec![erase::<u64>(Partition::new(v.into_iter()))]
     }
 
     #[test]

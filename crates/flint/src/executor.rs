@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use flint_shuffle::{Layout, ShuffleConf};
 use crate::block_cache::BlockCache;
 use crate::entry::{self, unerase, ErasedPartition, Partition};
 use crate::ops::ActionOutput;
+use crate::partition::{Sink, Stage};
 use crate::shared::{BroadcastCache, BroadcastSource};
 use crate::wire::{
     decode, BlockId, PlanNode, ShuffleMetrics, TaskDescription, TaskError, TaskHeader, TaskOutcome,
@@ -287,13 +289,30 @@ struct Killable<T> {
     flag: Arc<AtomicBool>,
 }
 
-impl<T> Iterator for Killable<T> {
+fn unwind_if_killed(flag: &AtomicBool) {
+    if flag.load(Ordering::Relaxed) {
+        std::panic::resume_unwind(Box::new(Killed));
+    }
+}
+
+impl<T: 'static> Iterator for Killable<T> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
-        if self.flag.load(Ordering::Relaxed) {
-            std::panic::resume_unwind(Box::new(Killed));
-        }
+        unwind_if_killed(&self.flag);
         self.inner.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<T: 'static> Stage<T> for Killable<T> {
+    fn drive(&mut self, sink: Sink<'_, T>) -> ControlFlow<()> {
+        let flag = &*self.flag;
+        self.inner.drive(&mut |x| {
+            unwind_if_killed(flag);
+            sink(x)
+        })
     }
 }
 
@@ -353,7 +372,7 @@ pub(crate) fn action_input<T: 'static>(
     match input.downcast::<KillFlag>() {
         Ok(k) => {
             let inner = unerase::<T>(k.part)?;
-            Ok(Box::new(Killable {
+            Ok(Partition::stage(Killable {
                 inner,
                 flag: k.flag,
             }))

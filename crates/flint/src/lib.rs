@@ -123,6 +123,7 @@ mod launcher_backend;
 mod local;
 mod master;
 mod ops;
+mod partition;
 mod scheduler;
 mod shared;
 mod shell;

@@ -49,7 +49,7 @@ pub(crate) struct VecSource<T>(P<T>);
 impl<T: Data> Op for VecSource<T> {
     fn run(captures: &[u8], _: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let v: Vec<T> = decode(captures)?;
-        ok::<T>(Box::new(v.into_iter()))
+        ok::<T>(Partition::new(v.into_iter()))
     }
 }
 
@@ -58,7 +58,7 @@ pub(crate) struct RangeSource;
 impl Op for RangeSource {
     fn run(captures: &[u8], _: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let (start, end): (u64, u64) = decode(captures)?;
-        ok::<u64>(Box::new(start..end))
+        ok::<u64>(Partition::new(start..end))
     }
 }
 
@@ -95,7 +95,7 @@ impl Op for TextSampleSource {
                 // Set when the sample is first pulled, after the action reset it.
                 let mut lines = lines.into_iter();
                 let mut told = false;
-                ok::<String>(Box::new(std::iter::from_fn(move || {
+                ok::<String>(Partition::new(std::iter::from_fn(move || {
                     if !told {
                         SOURCE_SCALE.with(|c| c.set(Some(scale)));
                         told = true;
@@ -119,7 +119,7 @@ where
 {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let it = single::<T>(inputs)?;
-        ok::<U>(Box::new(it.map(conjure::<F>())))
+        ok::<U>(it.mapped(conjure::<F>()))
     }
 }
 
@@ -135,7 +135,7 @@ where
         let c: C = decode(captures)?;
         let it = single::<T>(inputs)?;
         let f = conjure::<F>();
-        ok::<U>(Box::new(it.map(move |x| f(&c, x))))
+        ok::<U>(it.mapped(move |x| f(&c, x)))
     }
 }
 
@@ -147,7 +147,7 @@ where
 {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let it = single::<T>(inputs)?;
-        ok::<T>(Box::new(it.filter(conjure::<F>())))
+        ok::<T>(it.filtered(conjure::<F>()))
     }
 }
 
@@ -162,7 +162,7 @@ where
         let c: C = decode(captures)?;
         let it = single::<T>(inputs)?;
         let f = conjure::<F>();
-        ok::<T>(Box::new(it.filter(move |x| f(&c, x))))
+        ok::<T>(it.filtered(move |x| f(&c, x)))
     }
 }
 
@@ -177,7 +177,7 @@ where
 {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let it = single::<T>(inputs)?;
-        ok::<I::Item>(Box::new(it.flat_map(conjure::<F>())))
+        ok::<I::Item>(it.flat_mapped(conjure::<F>()))
     }
 }
 
@@ -195,7 +195,7 @@ where
         let c: C = decode(captures)?;
         let it = single::<T>(inputs)?;
         let f = conjure::<F>();
-        ok::<I::Item>(Box::new(it.flat_map(move |x| f(&c, x))))
+        ok::<I::Item>(it.flat_mapped(move |x| f(&c, x)))
     }
 }
 
@@ -210,7 +210,7 @@ where
 {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let it = single::<T>(inputs)?;
-        ok::<I::Item>(Box::new(conjure::<F>()(it).into_iter()))
+        ok::<I::Item>(Partition::new(conjure::<F>()(it).into_iter()))
     }
 }
 
@@ -227,7 +227,7 @@ where
     fn run(captures: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let c: C = decode(captures)?;
         let it = single::<T>(inputs)?;
-        ok::<I::Item>(Box::new(conjure::<F>()(c, it).into_iter()))
+        ok::<I::Item>(Partition::new(conjure::<F>()(c, it).into_iter()))
     }
 }
 
@@ -241,7 +241,7 @@ where
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let it = single::<T>(inputs)?;
         let f = conjure::<F>();
-        ok::<(K, T)>(Box::new(it.map(move |x| (f(&x), x))))
+        ok::<(K, T)>(it.mapped(move |x| (f(&x), x)))
     }
 }
 
@@ -253,7 +253,7 @@ impl<T: Data> Op for ConcatOp<T> {
         for i in inputs {
             parts.push(unerase::<T>(i)?);
         }
-        ok::<T>(Box::new(parts.into_iter().flatten()))
+        ok::<T>(Partition::concat(parts))
     }
 }
 
@@ -273,7 +273,7 @@ pub(crate) struct CacheDecode<T>(P<T>);
 impl<T: Data> Op for CacheDecode<T> {
     fn run(captures: &[u8], _: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let v: Vec<T> = decode(captures)?;
-        ok::<T>(Box::new(v.into_iter()))
+        ok::<T>(Partition::new(v.into_iter()))
     }
 }
 
@@ -282,7 +282,7 @@ impl<T: Data> Op for CacheDecode<T> {
 pub(crate) struct CollectAction<T>(P<T>);
 impl<T: Data> Op for CollectAction<T> {
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
-        let v: Vec<T> = action_input::<T>(inputs)?.collect();
+        let v: Vec<T> = action_input::<T>(inputs)?.collect_vec();
         ActionOutput::erase(encode(&v)?)
     }
 }
@@ -366,14 +366,14 @@ impl<T: Data + Ord> Op for TakeOrderedAction<T> {
         let n = usize::try_from(n).unwrap_or(usize::MAX);
         let mut heap = BinaryHeap::new();
         if n > 0 {
-            for x in action_input::<T>(inputs)? {
+            action_input::<T>(inputs)?.for_each(|x| {
                 if heap.len() < n {
                     heap.push(x);
                 } else if heap.peek().is_some_and(|top| x < *top) {
                     heap.pop();
                     heap.push(x);
                 }
-            }
+            });
         }
         ActionOutput::erase(encode(&heap.into_sorted_vec())?)
     }
@@ -391,9 +391,9 @@ impl<T: Data + Display> Op for SaveTextAction<T> {
         let io = |e: std::io::Error| TaskError::Io(format!("writing {}: {e}", tmp.display()));
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut w = std::io::BufWriter::new(file);
-        for x in action_input::<T>(inputs)? {
-            writeln!(w, "{x}").map_err(io)?;
-        }
+        action_input::<T>(inputs)?
+            .try_each(|x| writeln!(w, "{x}"))
+            .map_err(io)?;
         w.into_inner()
             .map_err(|e| io(e.into_error()))?
             .sync_all()

@@ -391,10 +391,9 @@ where
             )
         }
         .map_err(io)?;
-        for (k, v) in action_input::<(K, V)>(inputs)? {
-            let c = A::create(&z, v);
-            w.insert(k, c).map_err(io)?;
-        }
+        action_input::<(K, V)>(inputs)?
+            .try_each(|(k, v)| w.insert_combining(k, A::create(&z, v)))
+            .map_err(io)?;
         committed(w, &env)
     }
 }
@@ -437,9 +436,9 @@ where
         prefix,
     )
     .map_err(io)?;
-    for (k, v) in action_input::<(K, V)>(inputs)? {
-        w.insert(k, v).map_err(io)?;
-    }
+    action_input::<(K, V)>(inputs)?
+        .try_each(|(k, v)| w.insert(k, v))
+        .map_err(io)?;
     committed(w, &env)
 }
 
@@ -648,7 +647,7 @@ where
             m.bytes_spilled += spilled;
         });
         let out = agg.finish().map_err(io)?;
-        Ok(erase::<(K, C)>(Box::new(out.map(record))))
+        Ok(erase::<(K, C)>(Partition::new(out.map(record))))
     }
 }
 
@@ -662,7 +661,7 @@ impl<K: Data, V: Data> Op for PlainRead<K, V> {
             blocks.push(decode_block::<K, V>(block, bytes, &meta).map_err(io)?);
             Ok(())
         })?;
-        Ok(erase::<(K, V)>(Box::new(
+        Ok(erase::<(K, V)>(Partition::new(
             blocks.into_iter().flatten().map(record),
         )))
     }
@@ -685,7 +684,7 @@ impl<K: Data + Ord, V: Data> Op for SortedRead<K, V> {
             ordering::<K>(ascending),
             sort_prefix::<K>(ascending),
         );
-        Ok(erase::<(K, V)>(Box::new(merged.map(record))))
+        Ok(erase::<(K, V)>(Partition::new(merged.map(record))))
     }
 }
 
@@ -703,7 +702,7 @@ where
     fn run(_: &[u8], inputs: Vec<ErasedPartition>) -> Result<ErasedPartition, TaskError> {
         let it = single::<(K, V)>(inputs)?;
         let f = conjure::<F>();
-        Ok(erase::<(K, U)>(Box::new(it.map(move |(k, v)| (k, f(v))))))
+        Ok(erase::<(K, U)>(it.mapped(move |(k, v)| (k, f(v)))))
     }
 }
 
@@ -717,11 +716,11 @@ impl<T: Data> Op for RoundRobinOp<T> {
         let it = single::<T>(inputs)?;
         let p = with_task(|t| t.partition).unwrap_or(0);
         let mut next = (stable_hash(&p) % u64::from(n)) as u32;
-        let out: Partition<(u32, T)> = Box::new(it.map(move |x| {
+        let out: Partition<(u32, T)> = it.mapped(move |x| {
             let k = next;
             next = (next + 1) % n;
             (k, x)
-        }));
+        });
         Ok(erase(out))
     }
 }
@@ -747,7 +746,7 @@ impl<K: Data, V: Data> Op for SampleAction<K, V> {
         let mut sample: Vec<K> = Vec::new();
         let mut count = 0u64;
         crate::ops::SOURCE_SCALE.with(|c| c.set(None));
-        for (k, _) in action_input::<(K, V)>(inputs)? {
+        action_input::<(K, V)>(inputs)?.for_each(|(k, _)| {
             count += 1;
             if sample.len() < n {
                 sample.push(k);
@@ -757,7 +756,7 @@ impl<K: Data, V: Data> Op for SampleAction<K, V> {
                     sample[j as usize] = k;
                 }
             }
-        }
+        });
         // A source that sampled its split (`TextSampleSource`) says how many records
         // each one seen here stands for.
         if let Some(scale) = crate::ops::SOURCE_SCALE.with(|c| c.take()) {

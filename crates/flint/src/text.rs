@@ -154,7 +154,7 @@ pub(crate) fn read_split(s: &TextSplit) -> Result<Partition<String>, TaskError> 
             let mut skipped = Vec::new();
             pos += reader.read_until(b'\n', &mut skipped).map_err(io)? as u64;
         }
-        return Ok(Box::new(Lines {
+        return Ok(Partition::new(Lines {
             reader,
             buf: Vec::new(),
             pos,
@@ -162,7 +162,7 @@ pub(crate) fn read_split(s: &TextSplit) -> Result<Partition<String>, TaskError> 
             path: s.path.clone(),
         }));
     }
-    Ok(Box::new(Lines {
+    Ok(Partition::new(Lines {
         reader: BufReader::new(file),
         buf: Vec::new(),
         pos,

@@ -32,8 +32,8 @@ use crate::index::{self, MapOutput};
 use crate::layout::Layout;
 use crate::serial::SerialBuffer;
 use crate::sorter::{
-    combine_buffer, fixed_hash, hash_partition, write_error, Combiner, KeyOrdering, MergeSpec,
-    PartitionOut, Sorter,
+    combine_buffer, fixed_hash, hash_partition, key_hash, write_error, Combiner, KeyOrdering,
+    MergeSpec, PartitionOut, Sorter,
 };
 
 /// What a committed map output holds, for the driver's map output tracker.
@@ -327,6 +327,31 @@ where
     /// Adds one record.
     pub fn insert(&mut self, key: K, value: V) -> Result<(), ShuffleError> {
         let (h, p) = self.place(&key)?;
+        self.records_in += 1;
+        self.sorter.insert(p, h, key, value)
+    }
+
+    /// [`insert`](Self::insert) for a writer made with a combiner: the key is hashed
+    /// here (inlined) instead of through the writer's hash function.
+    #[inline]
+    pub fn insert_combining(&mut self, key: K, value: V) -> Result<(), ShuffleError>
+    where
+        K: Hash,
+    {
+        if self.hash.is_none() {
+            return self.insert(key, value);
+        }
+        let h = key_hash(&key);
+        let p = match self.partitioner {
+            PartitionBy::Function(f) => f(&key),
+            PartitionBy::KeyHash => hash_partition(h, self.partitions),
+        };
+        if p >= self.partitions {
+            return Err(ShuffleError::Invalid(format!(
+                "the partition function returned partition {p} for a shuffle of {} partitions",
+                self.partitions
+            )));
+        }
         self.records_in += 1;
         self.sorter.insert(p, h, key, value)
     }

@@ -592,7 +592,13 @@ fn combining_by_key_hash_puts_each_key_in_its_hash_partition_with_and_without_sp
     for (k, v) in &input {
         *want.entry(k.clone()).or_default() += v;
     }
-    for budget in [64 << 20, 8 << 10] {
+    // `insert_combining` (which hashes inline) places records as `insert` does.
+    for (budget, inline) in [
+        (64 << 20, false),
+        (8 << 10, false),
+        (64 << 20, true),
+        (8 << 10, true),
+    ] {
         let t = tempfile::tempdir().unwrap();
         let d = dirs(&t, 2);
         let c = conf(&d, true, budget);
@@ -605,7 +611,13 @@ fn combining_by_key_hash_puts_each_key_in_its_hash_partition_with_and_without_sp
         let mut w =
             ShuffleWriter::with_combiner_by_key_hash(&c, &layout, id, 5, sum_combiner(), None)
                 .unwrap();
-        w.insert_all(input.iter().cloned()).unwrap();
+        if inline {
+            for (k, v) in input.iter().cloned() {
+                w.insert_combining(k, v).unwrap();
+            }
+        } else {
+            w.insert_all(input.iter().cloned()).unwrap();
+        }
         let status = w.commit().unwrap();
         if budget < 1 << 20 {
             assert!(status.spills > 3, "spills {}", status.spills);
