@@ -12,7 +12,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +26,6 @@ use flint_shuffle::{Layout, ShuffleConf};
 use crate::block_cache::BlockCache;
 use crate::entry::{self, unerase, ErasedPartition, Partition};
 use crate::ops::ActionOutput;
-use crate::partition::{Sink, Stage};
 use crate::shared::{BroadcastCache, BroadcastSource};
 use crate::wire::{
     decode, BlockId, PlanNode, ShuffleMetrics, TaskDescription, TaskError, TaskHeader, TaskOutcome,
@@ -283,37 +281,18 @@ fn eval(
 /// hook stays quiet).
 struct Killed;
 
-/// Stops a task's input when its kill flag is set.
-struct Killable<T> {
-    inner: Partition<T>,
-    flag: Arc<AtomicBool>,
-}
-
-fn unwind_if_killed(flag: &AtomicBool) {
+/// Unwinds out of the task (caught as a kill) when its kill flag is set: checked per
+/// element of the partition an action consumes ([`Partition::with_kill_flag`]).
+#[inline]
+pub(crate) fn unwind_if_killed(flag: &AtomicBool) {
     if flag.load(Ordering::Relaxed) {
-        std::panic::resume_unwind(Box::new(Killed));
+        killed();
     }
 }
 
-impl<T: 'static> Iterator for Killable<T> {
-    type Item = T;
-    fn next(&mut self) -> Option<T> {
-        unwind_if_killed(&self.flag);
-        self.inner.next()
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
-    }
-}
-
-impl<T: 'static> Stage<T> for Killable<T> {
-    fn drive(&mut self, sink: Sink<'_, T>) -> ControlFlow<()> {
-        let flag = &*self.flag;
-        self.inner.drive(&mut |x| {
-            unwind_if_killed(flag);
-            sink(x)
-        })
-    }
+#[cold]
+fn killed() {
+    std::panic::resume_unwind(Box::new(Killed));
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -372,10 +351,7 @@ pub(crate) fn action_input<T: 'static>(
     match input.downcast::<KillFlag>() {
         Ok(k) => {
             let inner = unerase::<T>(k.part)?;
-            Ok(Partition::stage(Killable {
-                inner,
-                flag: k.flag,
-            }))
+            Ok(inner.with_kill_flag(k.flag))
         }
         Err(plain) => unerase::<T>(plain),
     }

@@ -65,7 +65,9 @@
 //! same binary) all allocate through it. The api.md closures allocate for every record
 //! (`String` lines and words, a `Vec` per `flat_map` call) and free most of it a moment
 //! later on the same thread; with glibc's allocator that was ~19% of a word count's
-//! CPU (BENCHMARKS.md, "Shuffle jobs"). A program that sets its own
+//! CPU (BENCHMARKS.md, "Shuffle jobs"). Requests aligned to 8 bytes or less go to
+//! mimalloc's plain entry points, not its aligned ones (`src/alloc.rs`). A program
+//! that sets its own
 //! `#[global_allocator]` (the build then fails naming both) depends on flint with
 //! `default-features = false` and keeps its own.
 //!
@@ -89,7 +91,10 @@
 /// See "Allocator" in the crate doc.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Mimalloc = alloc::Mimalloc;
+
+#[cfg(feature = "mimalloc")]
+mod alloc;
 
 #[cfg(all(test, feature = "mimalloc"))]
 mod allocator_tests {

@@ -15,6 +15,10 @@
 //! `reduce` on a `Partition` (in a `map_partitions` closure too) drive it as well.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::executor::unwind_if_killed;
 
 /// A sink a partition is driven into: `Break` stops the drive early.
 pub(crate) type Sink<'a, T> = &'a mut dyn FnMut(T) -> ControlFlow<()>;
@@ -39,12 +43,49 @@ pub(crate) trait Stage<T>: Iterator<Item = T> + Send {
 /// assert_eq!(evens(Partition::new(0..6)).count(), 3);
 /// # Ok(()) }
 /// ```
-pub struct Partition<T>(Box<dyn Stage<T>>);
+pub struct Partition<T> {
+    stage: Box<dyn Stage<T>>,
+    /// A task's kill flag, on the partition an action consumes: checked once per
+    /// element, inside the sink the action drives (no stage of its own, which would
+    /// add a dynamic call per element).
+    kill: Option<Arc<AtomicBool>>,
+}
 
 impl<T> Partition<T> {
     /// Feeds the remaining elements to `sink` until it breaks or they run out.
     pub(crate) fn drive(&mut self, sink: Sink<'_, T>) -> ControlFlow<()> {
-        self.0.drive(sink)
+        match &self.kill {
+            None => self.stage.drive(sink),
+            Some(flag) => {
+                let flag = &**flag;
+                self.stage.drive(&mut |x| {
+                    unwind_if_killed(flag);
+                    sink(x)
+                })
+            }
+        }
+    }
+
+    /// [`drive`](Self::drive) into `f` itself: the kill check is compiled into the one
+    /// closure the stages call.
+    #[inline]
+    fn drive_with(&mut self, mut f: impl FnMut(T) -> ControlFlow<()>) -> ControlFlow<()> {
+        match &self.kill {
+            None => self.stage.drive(&mut f),
+            Some(flag) => {
+                let flag = &**flag;
+                self.stage.drive(&mut |x| {
+                    unwind_if_killed(flag);
+                    f(x)
+                })
+            }
+        }
+    }
+
+    /// The partition, stopping (by the executor's kill unwind) once `flag` is set.
+    pub(crate) fn with_kill_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.kill = Some(flag);
+        self
     }
 }
 
@@ -52,12 +93,15 @@ impl<T: 'static> Partition<T> {
     /// A partition of the elements of `it` (to call a `map_partitions` function in a
     /// test, say).
     pub fn new(it: impl Iterator<Item = T> + Send + 'static) -> Self {
-        Partition(Box::new(Source(it)))
+        Partition::stage(Source(it))
     }
 
     /// The partition of one stage.
     pub(crate) fn stage(s: impl Stage<T> + 'static) -> Self {
-        Partition(Box::new(s))
+        Partition {
+            stage: Box::new(s),
+            kill: None,
+        }
     }
 
     /// Each element through `f`.
@@ -95,7 +139,7 @@ impl<T: 'static> Partition<T> {
     /// `f` on every element, driven, until it fails.
     pub(crate) fn try_each<E>(mut self, mut f: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
         let mut failed = None;
-        let _ = self.drive(&mut |x| match f(x) {
+        let _ = self.drive_with(|x| match f(x) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 failed = Some(e);
@@ -107,8 +151,9 @@ impl<T: 'static> Partition<T> {
 
     /// Every element, in order, driven.
     pub(crate) fn collect_vec(mut self) -> Vec<T> {
-        let mut v = Vec::with_capacity(self.0.size_hint().0);
-        let _ = self.drive(&mut |x| {
+        // Pre-sized from the lower bound, within reason (a source may claim billions).
+        let mut v = Vec::with_capacity(self.stage.size_hint().0.min(1 << 16));
+        let _ = self.drive_with(|x| {
             v.push(x);
             ControlFlow::Continue(())
         });
@@ -121,16 +166,19 @@ impl<T> Iterator for Partition<T> {
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        self.0.next()
+        if let Some(flag) = &self.kill {
+            unwind_if_killed(flag);
+        }
+        self.stage.next()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.0.size_hint()
+        self.stage.size_hint()
     }
 
     fn fold<B, F: FnMut(B, T) -> B>(mut self, init: B, mut f: F) -> B {
         let mut acc = Some(init);
-        let _ = self.0.drive(&mut |x| {
+        let _ = self.drive_with(|x| {
             if let Some(a) = acc.take() {
                 acc = Some(f(a, x));
             }
@@ -183,7 +231,7 @@ impl<T, U, F: FnMut(T) -> U> Iterator for Map<T, F> {
 impl<T, U, F: FnMut(T) -> U + Send> Stage<U> for Map<T, F> {
     fn drive(&mut self, sink: Sink<'_, U>) -> ControlFlow<()> {
         let f = &mut self.f;
-        self.inner.0.drive(&mut |x| sink(f(x)))
+        self.inner.drive(&mut |x| sink(f(x)))
     }
 }
 
@@ -207,7 +255,7 @@ impl<T, F: FnMut(&T) -> bool> Iterator for Filter<T, F> {
 impl<T, F: FnMut(&T) -> bool + Send> Stage<T> for Filter<T, F> {
     fn drive(&mut self, sink: Sink<'_, T>) -> ControlFlow<()> {
         let f = &mut self.f;
-        self.inner.0.drive(&mut |x| {
+        self.inner.drive(&mut |x| {
             if f(&x) {
                 sink(x)
             } else {
@@ -253,7 +301,7 @@ where
         }
         let f = &mut self.f;
         let front = &mut self.front;
-        self.inner.0.drive(&mut |x| {
+        self.inner.drive(&mut |x| {
             let mut j = f(x).into_iter();
             let r = j.try_for_each(&mut *sink);
             if r.is_break() {
@@ -336,6 +384,54 @@ mod tests {
         assert_eq!(pipeline().map(|(_, n)| n).sum::<u64>(), 5);
         let parts = vec![pipeline(), Partition::new(std::iter::empty()), pipeline()];
         assert_eq!(Partition::concat(parts).count(), 10);
+    }
+
+    #[test]
+    fn a_set_kill_flag_stops_every_way_of_consuming_a_partition() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        use std::sync::atomic::Ordering;
+        let flag = Arc::new(AtomicBool::new(false));
+        // Unset, the flag changes nothing.
+        let p = || Partition::new(0..10u64).mapped(|x| x * 2);
+        assert_eq!(p().with_kill_flag(flag.clone()).collect_vec().len(), 10);
+        // Set after three elements: every consumer unwinds at the next element.
+        type Consume = Box<dyn Fn(Partition<u64>)>;
+        let consumers: Vec<(&str, Consume)> = vec![
+            ("collect_vec", Box::new(|p| drop(p.collect_vec()))),
+            (
+                "try_each",
+                Box::new(|p| p.try_each(|_| Ok::<(), ()>(())).unwrap_or(())),
+            ),
+            (
+                "fold",
+                Box::new(|p| {
+                    let _ = p.fold(0, |a: u64, x| a.max(x));
+                }),
+            ),
+            ("next", Box::new(|mut p| while p.next().is_some() {})),
+            (
+                "drive",
+                Box::new(|mut p| {
+                    let _ = p.drive(&mut |_| ControlFlow::Continue(()));
+                }),
+            ),
+        ];
+        for (name, consume) in consumers {
+            flag.store(false, Ordering::Relaxed);
+            let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (f, s) = (flag.clone(), seen.clone());
+            let part = Partition::new(0..1_000_000u64)
+                .mapped(move |x| {
+                    if s.fetch_add(1, Ordering::Relaxed) == 2 {
+                        f.store(true, Ordering::Relaxed);
+                    }
+                    x
+                })
+                .with_kill_flag(flag.clone());
+            let r = catch_unwind(AssertUnwindSafe(|| consume(part)));
+            assert!(r.is_err(), "{name}: not stopped");
+            assert_eq!(seen.load(Ordering::Relaxed), 3, "{name}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::error::ShuffleError;
 use crate::index;
 use crate::layout::{BlockRef, Layout};
 use crate::sorter::{
-    combine_buffer, fixed_hash, merge_runs, Combiner, KeyOrdering, MergeSpec, PlainBuffer,
+    combine_buffer, fixed_hash, merge_runs, Buf, Combiner, KeyOrdering, MergeSpec, PlainBuffer,
     RecordIter, Sorter,
 };
 
@@ -278,7 +278,7 @@ where
         Ok(ReduceSorter {
             sorter: Sorter::new(
                 1,
-                Box::new(PlainBuffer::new(1, identity::<V>, spec.clone())),
+                Buf::Dyn(Box::new(PlainBuffer::new(1, identity::<V>, spec.clone()))),
                 spec,
                 Box::new(move |n| {
                     layout.reduce_temp_path(shuffle, partition, attempt, &format!("sort{n}"))

@@ -89,6 +89,22 @@ pub fn key_hash<K: Hash + ?Sized>(k: &K) -> u64 {
     h.finish()
 }
 
+/// [`key_hash`] of a `String` (or `str`) `s` whose inline key is `inline`
+/// (`inline_key(s.as_bytes())`), without packing the bytes again: what `str`'s `Hash`
+/// feeds a hasher (its bytes, then `0xff`) with the bytes already packed.
+#[inline]
+pub(crate) fn str_key_hash(inline: Option<u64>, s: &str) -> u64 {
+    match inline {
+        Some(x) => {
+            let mut h = foldhash::fast::FixedState::with_seed(0x5eed_f11e).build_hasher();
+            h.write_u64(x);
+            h.write_u8(0xff);
+            h.finish()
+        }
+        None => key_hash(s),
+    }
+}
+
 /// foldhash, with short byte strings packed into one `u64` (see [`key_hash`]).
 struct KeyHasher<'a>(foldhash::fast::FoldHasher<'a>);
 
@@ -395,14 +411,22 @@ impl SizeTracker {
 
     /// Counts one merge; true when an exact measurement is due.
     fn merged(&mut self) -> bool {
+        self.merged_grew().1
+    }
+
+    /// [`merged`](Self::merged), also saying whether the extrapolated heap grew (the
+    /// buffer's estimate changed): `(grew, measurement due)`.
+    #[inline]
+    fn merged_grew(&mut self) -> (bool, bool) {
         self.updates += 1;
         self.growth += self.rate;
-        if self.growth >= 1.0 {
+        let grew = self.growth >= 1.0;
+        if grew {
             let g = self.growth as u64;
             self.heap += g;
             self.growth -= g as f64;
         }
-        self.updates >= self.next_sample
+        (grew, self.updates >= self.next_sample)
     }
 
     /// Takes an exact measurement of the heap.
@@ -455,16 +479,48 @@ pub(crate) fn combine_buffer<'a, K, V, C>(
     partitions: u32,
     combiner: Combiner<V, C>,
     spec: MergeSpec<K, C>,
-) -> Box<dyn Buffer<K, V, C> + Send + 'a>
+) -> Buf<'a, K, V, C>
 where
     K: Serialize + Hash + Eq + Send + 'static,
     V: Send + 'a,
     C: Serialize + Send + 'a,
 {
     if TypeId::of::<K>() == TypeId::of::<String>() {
-        Box::new(StrCombineBuffer::new(partitions, combiner, spec))
+        Buf::Str(Box::new(StrCombineBuffer::new(partitions, combiner, spec)))
     } else {
-        Box::new(CombineBuffer::new(partitions, combiner, spec))
+        Buf::Dyn(Box::new(CombineBuffer::new(partitions, combiner, spec)))
+    }
+}
+
+/// A sorter's buffer: the `String`-keyed combine buffer held as itself, so that the
+/// writer's per-record path ([`Sorter::insert_str`]) reaches it without a dynamic call,
+/// or any buffer behind [`Buffer`].
+pub(crate) enum Buf<'a, K, V, C> {
+    Str(Box<StrCombineBuffer<K, V, C>>),
+    Dyn(Box<dyn Buffer<K, V, C> + Send + 'a>),
+}
+
+impl<K: 'static, V, C: Serialize> Buf<'_, K, V, C> {
+    /// The buffer behind its trait.
+    #[inline]
+    fn get(&mut self) -> &mut dyn Buffer<K, V, C> {
+        match self {
+            Buf::Str(b) => &mut **b,
+            Buf::Dyn(b) => &mut **b,
+        }
+    }
+
+    fn get_ref(&self) -> &dyn Buffer<K, V, C> {
+        match self {
+            Buf::Str(b) => &**b,
+            Buf::Dyn(b) => &**b,
+        }
+    }
+}
+
+impl<'a, K, V, C> From<Box<dyn Buffer<K, V, C> + Send + 'a>> for Buf<'a, K, V, C> {
+    fn from(b: Box<dyn Buffer<K, V, C> + Send + 'a>) -> Self {
+        Buf::Dyn(b)
     }
 }
 
@@ -582,7 +638,7 @@ const INLINE_KEY: usize = 7;
 /// overlapping) loads of whole words rather than a byte copy: this runs once per
 /// record.
 #[inline]
-fn inline_key(b: &[u8]) -> Option<u64> {
+pub(crate) fn inline_key(b: &[u8]) -> Option<u64> {
     let n = b.len();
     if n > INLINE_KEY {
         return None;
@@ -707,19 +763,32 @@ impl<K, V, C> Drop for StrCombineBuffer<K, V, C> {
     }
 }
 
-impl<K: 'static, V, C: Serialize> Buffer<K, V, C> for StrCombineBuffer<K, V, C> {
-    fn insert(&mut self, p: u32, hash: u64, k: K, v: V, budget: u64) -> Result<bool, ShuffleError> {
+impl<K: 'static, V, C: Serialize> StrCombineBuffer<K, V, C> {
+    /// Adds a value for the key whose bytes are `key` (`inline` is `inline_key(key)`,
+    /// `hash` its `key_hash`) to partition `p`; as [`Buffer::insert`], except that the
+    /// budget is compared only when the estimate changed (a new key, a measurement, or
+    /// extrapolated growth): a merge that changes nothing needs no check.
+    #[inline]
+    pub(crate) fn insert_bytes(
+        &mut self,
+        p: u32,
+        hash: u64,
+        inline: Option<u64>,
+        key: &[u8],
+        v: V,
+        budget: u64,
+    ) -> Result<bool, ShuffleError> {
         if self.poisoned {
             return Err(poisoned_error());
         }
-        let Some(key) = (&k as &dyn Any).downcast_ref::<String>() else {
-            return Err(not_a_string::<K>());
+        let Some(part) = self.parts.get_mut(p as usize) else {
+            return Err(ShuffleError::Invalid(format!(
+                "partition {p} is out of this combine buffer's {}",
+                self.parts.len()
+            )));
         };
-        let key = key.as_bytes();
-        let part = &mut self.parts[p as usize];
         let arena = &part.arena;
         let before = part.table.capacity();
-        let inline = inline_key(key);
         let found = match inline {
             Some(x) => part.table.find(hash, |k| k == x),
             None => part.table.find(hash, |k| {
@@ -735,7 +804,8 @@ impl<K: 'static, V, C: Serialize> Buffer<K, V, C> for StrCombineBuffer<K, V, C> 
                 // SAFETY: as in `CombineBuffer::insert`.
                 unsafe { merge_in_place(slot, v, self.combiner.merge_value) };
                 self.poisoned = false;
-                if self.size.merged() {
+                let (grew, due) = self.size.merged_grew();
+                if due {
                     let exact = self
                         .parts
                         .iter()
@@ -743,6 +813,10 @@ impl<K: 'static, V, C: Serialize> Buffer<K, V, C> for StrCombineBuffer<K, V, C> 
                         .map(|(_, c)| heap_estimate(c))
                         .sum();
                     self.size.measured(exact);
+                }
+                if !(grew || due) {
+                    // A hit never grows the table: nothing changed the estimate.
+                    return Ok(self.full);
                 }
             }
             Err(()) => {
@@ -773,10 +847,26 @@ impl<K: 'static, V, C: Serialize> Buffer<K, V, C> for StrCombineBuffer<K, V, C> 
                     .insert(hash, slot_key, c, |k| with_key_bytes(arena, k, str_hash));
             }
         }
-        // The table grows (when full) on any lookup, a hit too.
-        let after = self.parts[p as usize].table.capacity();
+        // The table grows (when full) on an insert.
+        let after = part_capacity(&self.parts, p);
         self.slots += after.saturating_sub(before) as u64;
         Ok(self.full || self.estimated_bytes() > budget)
+    }
+}
+
+/// Slots of partition `p`'s table (0 for a partition out of range).
+#[inline]
+fn part_capacity<C>(parts: &[StrPart<C>], p: u32) -> usize {
+    parts.get(p as usize).map_or(0, |t| t.table.capacity())
+}
+
+impl<K: 'static, V, C: Serialize> Buffer<K, V, C> for StrCombineBuffer<K, V, C> {
+    fn insert(&mut self, p: u32, hash: u64, k: K, v: V, budget: u64) -> Result<bool, ShuffleError> {
+        let Some(key) = (&k as &dyn Any).downcast_ref::<String>() else {
+            return Err(not_a_string::<K>());
+        };
+        let key = key.as_bytes();
+        self.insert_bytes(p, hash, inline_key(key), key, v, budget)
     }
 
     fn estimated_bytes(&self) -> u64 {
@@ -850,7 +940,7 @@ pub type RecordIter<'a, K, C> = Box<dyn Iterator<Item = Result<(K, C), ShuffleEr
 /// Buffer plus spill runs.
 pub(crate) struct Sorter<'a, K, V, C> {
     partitions: u32,
-    buffer: Box<dyn Buffer<K, V, C> + Send + 'a>,
+    buffer: Buf<'a, K, V, C>,
     spec: MergeSpec<K, C>,
     spills: Vec<Spill>,
     spill_name: Box<dyn FnMut(usize) -> PathBuf + Send + 'a>,
@@ -874,7 +964,7 @@ where
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         partitions: u32,
-        buffer: Box<dyn Buffer<K, V, C> + Send + 'a>,
+        buffer: Buf<'a, K, V, C>,
         spec: MergeSpec<K, C>,
         spill_name: Box<dyn FnMut(usize) -> PathBuf + Send + 'a>,
         budget: u64,
@@ -907,17 +997,53 @@ where
     /// Adds a record to partition `p`, spilling when over budget.
     /// `hash` is `key_hash(&k)` when the buffer combines (else ignored).
     pub(crate) fn insert(&mut self, p: u32, hash: u64, k: K, v: V) -> Result<(), ShuffleError> {
-        if self.buffer.insert(p, hash, k, v, self.budget)? {
-            let est = self.buffer.estimated_bytes();
-            self.peak_estimate = self.peak_estimate.max(est);
-            self.spill()?;
+        if self.buffer.get().insert(p, hash, k, v, self.budget)? {
+            self.spill_full()?;
         }
         Ok(())
     }
 
+    /// Whether the buffer is the `String`-keyed combine buffer ([`insert_str`]
+    /// applies).
+    ///
+    /// [`insert_str`]: Self::insert_str
+    pub(crate) fn is_str(&self) -> bool {
+        matches!(self.buffer, Buf::Str(_))
+    }
+
+    /// [`insert`](Self::insert) for the `String`-keyed combine buffer, given the key's
+    /// bytes (`inline` is `inline_key(key)`, `hash` its `key_hash`): no dynamic call and
+    /// no `String` handed over. A buffer of another kind refuses it.
+    #[inline]
+    pub(crate) fn insert_str(
+        &mut self,
+        p: u32,
+        hash: u64,
+        inline: Option<u64>,
+        key: &[u8],
+        v: V,
+    ) -> Result<(), ShuffleError> {
+        let Buf::Str(b) = &mut self.buffer else {
+            return Err(ShuffleError::Invalid(
+                "a String-key insert reached a buffer that is not String-keyed".into(),
+            ));
+        };
+        if b.insert_bytes(p, hash, inline, key, v, self.budget)? {
+            self.spill_full()?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn spill_full(&mut self) -> Result<(), ShuffleError> {
+        let est = self.buffer.get_ref().estimated_bytes();
+        self.peak_estimate = self.peak_estimate.max(est);
+        self.spill()
+    }
+
     /// The buffer's current size estimate.
     pub(crate) fn estimated_bytes(&self) -> u64 {
-        self.buffer.estimated_bytes()
+        self.buffer.get_ref().estimated_bytes()
     }
 
     fn spill(&mut self) -> Result<(), ShuffleError> {
@@ -930,7 +1056,7 @@ where
         let mut segments = Vec::with_capacity(self.partitions as usize);
         let mut offset = 0u64;
         for p in 0..self.partitions {
-            if let Some(part) = self.buffer.take_encoded(p, true)? {
+            if let Some(part) = self.buffer.get().take_encoded(p, true)? {
                 enc.write_encoded(&mut out, &part)
                     .map_err(|e| write_error(&path, e))?;
                 let meta = enc.finish();
@@ -938,7 +1064,7 @@ where
                 offset += meta.len;
                 continue;
             }
-            let recs = self.buffer.take_partition(p, true)?;
+            let recs = self.buffer.get().take_partition(p, true)?;
             let mut at = 0;
             while at < recs.len() {
                 let end = (at + enc.batch).min(recs.len());
@@ -952,7 +1078,7 @@ where
         }
         out.flush()
             .map_err(|e| ShuffleError::io(&path, "write", e))?;
-        self.buffer.reset();
+        self.buffer.get().reset();
         self.bytes_spilled += offset;
         tracing::debug!(path = %path.display(), bytes = offset, "spilled");
         self.spills.push(Spill { path, segments });
@@ -1049,11 +1175,11 @@ where
     /// memory.
     pub(crate) fn partition_out(&mut self, p: u32) -> Result<PartitionOut<'a, K, C>, ShuffleError> {
         let merging = !self.spills.is_empty();
-        let mem: RecordIter<'a, K, C> = match self.buffer.take_encoded(p, merging)? {
+        let mem: RecordIter<'a, K, C> = match self.buffer.get().take_encoded(p, merging)? {
             Some(part) if !merging => return Ok(PartitionOut::Encoded(part)),
             Some(part) => Box::new(part.into_records()),
             None => {
-                let mem = self.buffer.take_partition(p, merging)?;
+                let mem = self.buffer.get().take_partition(p, merging)?;
                 Box::new(mem.into_iter().map(Ok))
             }
         };
@@ -1297,6 +1423,27 @@ impl<K, C> Iterator for Merger<'_, K, C> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_packed_string_hash_is_the_key_hash() {
+        // `insert_combining`'s String path hashes through `str_key_hash`; records it
+        // places must land where `insert` (`key_hash`) puts them.
+        let mut words: Vec<String> = vec![String::new(), "a".into(), "\u{e9}t\u{e9}".into()];
+        for n in 1..=20u32 {
+            for seed in 0..40u32 {
+                words.push(
+                    (0..n)
+                        .map(|i| char::from(b'a' + ((seed * 7 + i * 3) % 26) as u8))
+                        .collect(),
+                );
+            }
+        }
+        for w in &words {
+            let inline = inline_key(w.as_bytes());
+            assert_eq!(str_key_hash(inline, w), key_hash(w), "{w:?}");
+            assert_eq!(str_key_hash(inline, w), key_hash(w.as_str()), "{w:?}");
+        }
+    }
 
     #[test]
     fn inline_keys_hold_every_short_key_exactly() {

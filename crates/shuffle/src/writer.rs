@@ -16,6 +16,7 @@
 //! necessarily a power cut. A writer dropped or failing at any point removes its
 //! temporary and spill files.
 
+use std::any::Any;
 use std::fs::File;
 use std::hash::Hash;
 use std::io::BufWriter;
@@ -32,8 +33,8 @@ use crate::index::{self, MapOutput};
 use crate::layout::Layout;
 use crate::serial::SerialBuffer;
 use crate::sorter::{
-    combine_buffer, fixed_hash, hash_partition, key_hash, write_error, Combiner, KeyOrdering,
-    MergeSpec, PartitionOut, Sorter,
+    combine_buffer, fixed_hash, hash_partition, inline_key, key_hash, str_key_hash, write_error,
+    Buf, Combiner, KeyOrdering, MergeSpec, PartitionOut, Sorter,
 };
 
 /// What a committed map output holds, for the driver's map output tracker.
@@ -175,7 +176,11 @@ where
             eq: None,
             prefix: ordering.and(prefix),
         };
-        let buffer = Box::new(SerialBuffer::new(partitions, identity::<V>, spec.clone()));
+        let buffer = Buf::Dyn(Box::new(SerialBuffer::new(
+            partitions,
+            identity::<V>,
+            spec.clone(),
+        )));
         Ok(Self::build(
             conf,
             layout,
@@ -283,7 +288,7 @@ where
         id: MapId,
         partitions: u32,
         partitioner: PartitionBy<'p, K>,
-        buffer: Box<dyn crate::sorter::Buffer<K, V, C> + Send + 'p>,
+        buffer: Buf<'p, K, V, C>,
         spec: MergeSpec<K, C>,
     ) -> Self {
         ShuffleWriter {
@@ -311,17 +316,7 @@ where
     /// The key's hash (when combining) and reduce partition.
     fn place(&self, key: &K) -> Result<(u64, u32), ShuffleError> {
         let h = self.hash.map_or(0, |f| f(key));
-        let p = match self.partitioner {
-            PartitionBy::Function(f) => f(key),
-            PartitionBy::KeyHash => hash_partition(h, self.partitions),
-        };
-        if p >= self.partitions {
-            return Err(ShuffleError::Invalid(format!(
-                "the partition function returned partition {p} for a shuffle of {} partitions",
-                self.partitions
-            )));
-        }
-        Ok((h, p))
+        Ok((h, self.partition_of(h, key)?))
     }
 
     /// Adds one record.
@@ -341,9 +336,28 @@ where
         if self.hash.is_none() {
             return self.insert(key, value);
         }
+        if self.sorter.is_str() {
+            if let Some(s) = (&key as &dyn Any).downcast_ref::<String>() {
+                // The word-count shape: the key's bytes are packed once, for its hash
+                // and its table slot, and the buffer is reached without a dynamic call.
+                let inline = inline_key(s.as_bytes());
+                let h = str_key_hash(inline, s);
+                let p = self.partition_of(h, &key)?;
+                self.records_in += 1;
+                return self.sorter.insert_str(p, h, inline, s.as_bytes(), value);
+            }
+        }
         let h = key_hash(&key);
+        let p = self.partition_of(h, &key)?;
+        self.records_in += 1;
+        self.sorter.insert(p, h, key, value)
+    }
+
+    /// The reduce partition of `key`, whose hash is `h`.
+    #[inline]
+    fn partition_of(&self, h: u64, key: &K) -> Result<u32, ShuffleError> {
         let p = match self.partitioner {
-            PartitionBy::Function(f) => f(&key),
+            PartitionBy::Function(f) => f(key),
             PartitionBy::KeyHash => hash_partition(h, self.partitions),
         };
         if p >= self.partitions {
@@ -352,8 +366,7 @@ where
                 self.partitions
             )));
         }
-        self.records_in += 1;
-        self.sorter.insert(p, h, key, value)
+        Ok(p)
     }
 
     /// Adds every record of `records`.
